@@ -1,0 +1,32 @@
+"""attribution: an attribution engine for PyTorch models, Captum-compatible.
+
+    from attribution import IntegratedGradients, GradientShap, Occlusion, \\
+        LayerGradCam, NoiseTunnel, LayerAttribution
+    from attribution import visualization as viz
+
+Methods are also available by name (``attribution.registry``).
+"""
+
+from attribution import registry
+from attribution._base import Attribution, LayerAttribution
+from attribution._canonical import Target
+from attribution.gradient import InputXGradient, Saliency
+from attribution.layer import LayerGradCam
+from attribution.noise_tunnel import NoiseTunnel
+from attribution.path import GradientShap, IntegratedGradients
+from attribution.perturbation import Occlusion
+
+__all__ = [
+    "Attribution",
+    "GradientShap",
+    "InputXGradient",
+    "IntegratedGradients",
+    "LayerAttribution",
+    "LayerGradCam",
+    "NoiseTunnel",
+    "Occlusion",
+    "Saliency",
+    "Target",
+    "registry",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,157 @@
+"""Gradients and layer activations, without touching the caller's state.
+
+Gradients are taken with ``torch.autograd.grad`` with respect to fresh leaf
+tensors, so ``param.grad`` and the ``requires_grad`` flags of the caller's
+tensors never change.  Hooks live inside context managers and are removed in
+``finally``, also when the model raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from attribution._canonical import Objective
+
+
+@contextmanager
+def grad_enabled() -> Iterator[None]:
+    """Gradients on, even inside the caller's ``no_grad`` or ``inference_mode``."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+def fresh_leaf(x: Tensor) -> Tensor:
+    """A leaf that requires grad and shares nothing autograd-wise with ``x``.
+
+    Tensors made under ``inference_mode`` cannot join a graph; they are cloned.
+    """
+    leaf = x.clone() if x.is_inference() else x.detach()
+    return leaf.requires_grad_()
+
+
+def gradients(
+    objective: Objective,
+    inputs: tuple[Tensor, ...],
+    repeats: int = 1,
+    row_weights: Tensor | None = None,
+) -> tuple[tuple[Tensor, ...], Tensor]:
+    """Gradient of each row's target with respect to that row of the inputs.
+
+    Rows are independent examples, so one backward of the (weighted) sum gives
+    every row's own gradient; ``row_weights`` scales row ``r``'s gradient.
+
+    Returns:
+        ``(grads, outputs)``: per-input gradients shaped like ``inputs`` and
+        the detached target value of every row.
+    """
+    with grad_enabled():
+        leaves = tuple(fresh_leaf(x) for x in inputs)
+        outputs = objective(leaves, repeats)
+        seed = torch.ones_like(outputs) if row_weights is None else row_weights.to(outputs)
+        grads = torch.autograd.grad(outputs, leaves, grad_outputs=seed, allow_unused=True)
+    grads = tuple(torch.zeros_like(x) if g is None else g for g, x in zip(grads, leaves))
+    return grads, outputs.detach()
+
+
+def resolve_layer(model: nn.Module | object, layer: nn.Module | str) -> nn.Module:
+    """The layer as a module; a dotted name (``"layer3.1.conv2"``) is looked up in ``model``."""
+    if isinstance(layer, nn.Module):
+        return layer
+    if isinstance(layer, str):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"layer: a layer name needs an nn.Module forward_func, got {type(model).__name__}")
+        names = dict(model.named_modules())
+        if layer not in names:
+            import difflib
+
+            close = difflib.get_close_matches(layer, names, n=5)
+            hint = f"; close matches: {close}" if close else ""
+            raise ValueError(f"layer: no submodule named {layer!r} in the model{hint}")
+        return names[layer]
+    raise TypeError(f"layer: expected an nn.Module or a dotted module name, got {type(layer).__name__}")
+
+
+@dataclass
+class _Captured:
+    """What a layer hook saw in one forward."""
+
+    activations: tuple[Tensor, ...] = ()
+    was_tuple: bool = False
+    calls: int = 0
+
+
+def _detach_tensors(values: tuple) -> tuple[tuple, tuple[Tensor, ...]]:
+    """Replace every tensor by a fresh leaf; return the new values and the leaves."""
+    leaves = []
+    replaced = []
+    for v in values:
+        if isinstance(v, Tensor) and v.is_floating_point():
+            leaf = fresh_leaf(v)
+            leaves.append(leaf)
+            # The clone goes downstream: in-place ops there must not touch the leaf.
+            replaced.append(leaf.clone())
+        else:
+            replaced.append(v)
+    return tuple(replaced), tuple(leaves)
+
+
+@contextmanager
+def capture_layer(layer: nn.Module, use_input: bool = False) -> Iterator[_Captured]:
+    """Make the layer's output (or input) a leaf of the graph and record it.
+
+    Gradients with respect to the recorded leaves are the gradients of what
+    the model computes *downstream* of the layer; nothing upstream is needed.
+    The hook is removed on exit, also when the forward raises.
+    """
+    captured = _Captured()
+
+    def on_input(module: nn.Module, args: tuple) -> tuple:
+        captured.calls += 1
+        replaced, captured.activations = _detach_tensors(args)
+        captured.was_tuple = len(captured.activations) > 1
+        return replaced
+
+    def on_output(module: nn.Module, args: tuple, output: Tensor | tuple) -> Tensor | tuple:
+        captured.calls += 1
+        captured.was_tuple = isinstance(output, tuple)
+        replaced, captured.activations = _detach_tensors(output if captured.was_tuple else (output,))
+        return replaced if captured.was_tuple else replaced[0]
+
+    handle = layer.register_forward_pre_hook(on_input) if use_input else layer.register_forward_hook(on_output)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+def layer_gradients(
+    objective: Objective, inputs: tuple[Tensor, ...], layer: nn.Module, use_input: bool = False
+) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...], bool]:
+    """Activations of ``layer`` and the gradient of the target with respect to them.
+
+    Returns:
+        ``(activations, gradients, was_tuple)``.
+
+    Raises:
+        ValueError: if the layer runs more than once per forward, or never.
+    """
+    with grad_enabled(), capture_layer(layer, use_input) as captured:
+        outputs = objective(inputs)
+        if captured.calls != 1:
+            raise ValueError(
+                f"layer: {type(layer).__name__} ran {captured.calls} times in one forward; layer attribution "
+                f"needs a module that runs exactly once (use a separate module instance per use)"
+            )
+        if not captured.activations:
+            raise ValueError(f"layer: {type(layer).__name__} produced no floating-point tensor to attribute to")
+        grads = torch.autograd.grad(
+            outputs, captured.activations, grad_outputs=torch.ones_like(outputs), allow_unused=True
+        )
+    activations = tuple(a.detach() for a in captured.activations)
+    grads = tuple(torch.zeros_like(a) if g is None else g for g, a in zip(grads, activations))
+    return activations, grads, captured.was_tuple

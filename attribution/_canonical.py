@@ -1,0 +1,335 @@
+"""The one boundary between a user's call and the functional core.
+
+Users pass inputs as a tensor or a tuple of tensors, baselines as scalars,
+tensors or tuples of them, targets in half a dozen forms, and extra forward
+arguments of any kind.  Everything is turned into one canonical form here,
+once, and validated with errors that name the argument; the core only ever
+sees tuples of tensors and an :class:`Objective` that maps a batch to one
+scalar per row.
+
+Batches that the core builds are *repeat-major*: ``repeats`` copies of the
+``n`` examples stacked along dim 0 (row ``r * n + i`` belongs to example
+``i``).  Per-example targets and tensor forward arguments are repeated the
+same way.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+import torch
+from torch import Tensor
+
+TensorOrTuple = Union[Tensor, tuple[Tensor, ...]]
+ScalarOrTensor = Union[int, float, Tensor]
+BaselineType = Union[None, ScalarOrTensor, tuple[ScalarOrTensor, ...]]
+TargetType = Union[None, int, tuple, list, Tensor, Callable[[Tensor], Tensor], "Target"]
+
+
+def describe(value: Any) -> str:
+    """A short description of a value for error messages."""
+    if isinstance(value, Tensor):
+        return f"tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+    return f"{type(value).__name__} {value!r}"[:120]
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def format_inputs(inputs: TensorOrTuple, *, require_float: bool = False) -> tuple[tuple[Tensor, ...], bool]:
+    """Validate ``inputs`` and return ``(tuple_of_tensors, given_as_tensor)``."""
+    given_as_tensor = isinstance(inputs, Tensor)
+    values = (inputs,) if given_as_tensor else inputs
+    if not isinstance(values, (tuple, list)) or len(values) == 0:
+        raise TypeError(f"inputs: expected a tensor or a non-empty tuple of tensors, got {describe(inputs)}")
+    for i, x in enumerate(values):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"inputs[{i}]: expected a tensor, got {describe(x)}")
+        if x.dim() == 0:
+            raise ValueError(f"inputs[{i}]: expected a batch dimension first, got a 0-dim tensor")
+        if require_float and not x.is_floating_point():
+            raise TypeError(
+                f"inputs[{i}]: gradient-based attribution needs a floating-point tensor, got dtype {x.dtype}"
+            )
+    n = values[0].shape[0]
+    if n == 0:
+        raise ValueError("inputs: the batch is empty (first dimension is 0); pass at least one example")
+    for i, x in enumerate(values[1:], start=1):
+        if x.shape[0] != n:
+            raise ValueError(
+                f"inputs[{i}]: every input needs the same batch size; inputs[0] has {n} examples, "
+                f"inputs[{i}] has {x.shape[0]}"
+            )
+    return tuple(values), given_as_tensor
+
+
+def restore_structure(values: Sequence[Tensor], given_as_tensor: bool) -> TensorOrTuple:
+    """Return ``values`` in the structure the user passed the inputs in."""
+    return values[0] if given_as_tensor else tuple(values)
+
+
+def _per_input(value: Any, n_inputs: int, name: str) -> tuple:
+    """Spread a single value over all inputs, or check a per-input tuple's length."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != n_inputs:
+            raise ValueError(f"{name}: expected one entry per input ({n_inputs}), got {len(value)}")
+        return tuple(value)
+    return (value,) * n_inputs
+
+
+def _as_tensor_like(value: Any, x: Tensor, name: str) -> Tensor:
+    if isinstance(value, Tensor):
+        return value.to(device=x.device, dtype=x.dtype)
+    if isinstance(value, numbers.Number) and not isinstance(value, bool):
+        return torch.tensor(value, device=x.device, dtype=x.dtype)
+    raise TypeError(f"{name}: expected a number or a tensor, got {describe(value)}")
+
+
+def format_baselines(baselines: BaselineType, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Baselines as tensors that broadcast against each input.
+
+    Accepted per input: a number, a 0-dim tensor, a tensor of the input's
+    shape, or a tensor with a leading dimension of 1 (shared by the batch).
+    ``None`` means zeros.  Returned tensors have the input's number of
+    dimensions and a first dimension of 1 or ``n``.
+    """
+    if baselines is None:
+        return tuple(torch.zeros((1,) * x.dim(), device=x.device, dtype=x.dtype) for x in inputs)
+    formatted = []
+    for i, (b, x) in enumerate(zip(_per_input(baselines, len(inputs), "baselines"), inputs)):
+        name = "baselines" if len(inputs) == 1 else f"baselines[{i}]"
+        b = _as_tensor_like(b, x, name)
+        if b.dim() == 0:
+            b = b.reshape((1,) * x.dim())
+        elif b.shape[1:] != x.shape[1:] or b.shape[0] not in (1, x.shape[0]):
+            raise ValueError(
+                f"{name}: expected a number or a tensor of shape {tuple(x.shape)} "
+                f"(or {(1, *x.shape[1:])} to share one baseline across the batch), got shape {tuple(b.shape)}"
+            )
+        formatted.append(b)
+    return tuple(formatted)
+
+
+def format_baseline_distribution(baselines: BaselineType, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Baselines to sample from: per input, ``k`` rows shaped like one example.
+
+    Rows are drawn jointly across inputs, so every input needs the same ``k``.
+    """
+    if baselines is None:
+        return tuple(torch.zeros((1, *x.shape[1:]), device=x.device, dtype=x.dtype) for x in inputs)
+    formatted = []
+    for i, (b, x) in enumerate(zip(_per_input(baselines, len(inputs), "baselines"), inputs)):
+        name = "baselines" if len(inputs) == 1 else f"baselines[{i}]"
+        b = _as_tensor_like(b, x, name)
+        if b.dim() == 0:
+            b = b.expand(1, *x.shape[1:])
+        elif b.shape[1:] != x.shape[1:] or b.shape[0] == 0:
+            raise ValueError(
+                f"{name}: expected a number or a tensor of shape (k, {', '.join(map(str, x.shape[1:]))}) "
+                f"holding k >= 1 baselines, got shape {tuple(b.shape)}"
+            )
+        formatted.append(b)
+    counts = {b.shape[0] for b in formatted}
+    if len(counts) > 1:
+        raise ValueError(f"baselines: every input needs the same number of baseline rows, got {sorted(counts)}")
+    return tuple(formatted)
+
+
+def format_additional_args(args: Any) -> tuple:
+    """``additional_forward_args`` as a tuple appended to the inputs in each forward."""
+    if args is None:
+        return ()
+    return tuple(args) if isinstance(args, tuple) else (args,)
+
+
+def repeat_rows(value: Any, repeats: int) -> Any:
+    """Repeat a batched tensor ``repeats`` times along dim 0 (repeat-major); leave other values."""
+    if repeats == 1 or not isinstance(value, Tensor) or value.dim() == 0:
+        return value
+    return value.repeat(repeats, *([1] * (value.dim() - 1)))
+
+
+# --------------------------------------------------------------------------- targets
+
+
+@dataclass(frozen=True, eq=False)
+class Target:
+    """A canonical target: picks one scalar per row from the model's output.
+
+    Exactly one of ``index`` and ``fn`` is set, or neither (the output
+    already holds one scalar per row).  ``index`` is an ``(n, k)`` long
+    tensor: row ``i`` selects ``output[i, *index[i]]``.
+    """
+
+    n: int
+    index: Tensor | None = None
+    fn: Callable[[Tensor], Tensor] | None = None
+
+    def repeat(self, repeats: int) -> Target:
+        """The same target for a batch of ``repeats`` repeat-major copies."""
+        index = None if self.index is None else self.index.repeat(repeats, 1)
+        return Target(self.n * repeats, index, self.fn)
+
+    def select(self, output: Tensor, repeats: int = 1) -> Tensor:
+        """The target scalar of every row of ``output`` (``n * repeats`` rows)."""
+        rows = self.n * repeats
+        if not isinstance(output, Tensor):
+            raise TypeError(f"forward_func: expected it to return a tensor, got {describe(output)}")
+        if output.dim() == 0 or output.shape[0] != rows:
+            raise ValueError(
+                f"forward_func: expected an output with one row per example ({rows} rows), "
+                f"got shape {tuple(output.shape)}"
+            )
+        if self.fn is not None:
+            picked = self.fn(output)
+            if not isinstance(picked, Tensor) or picked.shape != (rows,):
+                raise ValueError(
+                    f"target: the callable must return a tensor of shape ({rows},), got {describe(picked)}"
+                )
+            return picked
+        if self.index is None:
+            if output[0].numel() != 1:
+                raise ValueError(
+                    f"target: None needs one output value per example, but the output has shape "
+                    f"{tuple(output.shape)}; pass target=<class index> or a callable"
+                )
+            return output.reshape(rows)
+        return self._gather(output, repeats)
+
+    def _gather(self, output: Tensor, repeats: int) -> Tensor:
+        k = self.index.shape[1]
+        dims = output.shape[1:]
+        if len(dims) != k:
+            raise ValueError(
+                f"target: selects {k} output dimension(s) but the output has shape {tuple(output.shape)}; "
+                f"a target must pick exactly one value per example (use a tuple index or a callable)"
+            )
+        upper = self.index.max(dim=0).values.tolist()
+        for d, (largest, size) in enumerate(zip(upper, dims)):
+            if largest >= size:
+                raise ValueError(
+                    f"target: index {largest} is out of range for output dimension {d + 1} of size {size} "
+                    f"(output shape {tuple(output.shape)})"
+                )
+        index = self.index.to(output.device)
+        strides = torch.tensor([math.prod(dims[d + 1 :]) for d in range(k)], device=output.device)
+        flat_index = (index * strides).sum(dim=1).repeat(repeats)
+        return output.reshape(output.shape[0], -1).gather(1, flat_index[:, None]).squeeze(1)
+
+
+def format_target(target: TargetType, n: int) -> Target:
+    """Turn any accepted ``target`` form into a :class:`Target` for a batch of ``n``."""
+    if isinstance(target, Target):
+        if target.n != n:
+            raise ValueError(f"target: built for {target.n} examples, the batch has {n}")
+        return target
+    if target is None:
+        return Target(n)
+    if callable(target) and not isinstance(target, Tensor):
+        return Target(n, fn=target)
+    if isinstance(target, Tensor):
+        if target.numel() == 1:
+            target = int(target.item())
+        elif target.dim() == 1:
+            return Target(n, index=_index_rows(target.tolist(), n))
+        else:
+            raise ValueError(
+                f"target: a tensor target must be a scalar or have one entry per example, got shape "
+                f"{tuple(target.shape)}"
+            )
+    if isinstance(target, bool):
+        raise TypeError(f"target: expected an int, tuple, list, tensor or callable, got {describe(target)}")
+    if isinstance(target, numbers.Integral):
+        return Target(n, index=_index_rows([int(target)], n).expand(n, 1))
+    if isinstance(target, tuple):
+        return Target(n, index=_index_rows([target], n).expand(n, len(target)))
+    if isinstance(target, list):
+        if len(target) != n:
+            raise ValueError(f"target: a list needs one entry per example ({n}), got {len(target)} entries")
+        return Target(n, index=_index_rows(target, n))
+    raise TypeError(f"target: expected an int, tuple, list, tensor or callable, got {describe(target)}")
+
+
+def _index_rows(entries: list, n: int) -> Tensor:
+    """Per-example index rows from ints or tuples of ints, validated."""
+    if len(entries) not in (1, n):
+        raise ValueError(f"target: expected one entry per example ({n}), got {len(entries)}")
+    rows = [tuple(e) if isinstance(e, (tuple, list)) else (e,) for e in entries]
+    if len({len(r) for r in rows}) != 1:
+        raise ValueError("target: every per-example entry must index the same number of output dimensions")
+    for r in rows:
+        for v in r:
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                raise TypeError(f"target: indices must be ints, got {describe(v)}")
+            if v < 0:
+                raise ValueError(f"target: indices must be non-negative, got {v}")
+    return torch.tensor(rows, dtype=torch.long)
+
+
+# --------------------------------------------------------------------------- the objective
+
+
+@dataclass(frozen=True, eq=False)
+class Objective:
+    """What an attribution explains: one scalar per row of a (repeated) batch."""
+
+    forward_func: Callable[..., Tensor]
+    target: Target
+    additional_args: tuple = ()
+
+    def forward(self, inputs: tuple[Tensor, ...], repeats: int = 1) -> Tensor:
+        """The model's raw output for a batch of ``repeats`` repeat-major copies."""
+        extra = tuple(repeat_rows(a, repeats) for a in self.additional_args)
+        return self.forward_func(*inputs, *extra)
+
+    def __call__(self, inputs: tuple[Tensor, ...], repeats: int = 1) -> Tensor:
+        return self.target.select(self.forward(inputs, repeats), repeats)
+
+
+def make_objective(
+    forward_func: Callable[..., Tensor], target: TargetType, additional_forward_args: Any, n: int
+) -> Objective:
+    """The canonical objective of one ``attribute`` call on a batch of ``n``."""
+    if not callable(forward_func):
+        raise TypeError(f"forward_func: expected a callable (e.g. an nn.Module), got {describe(forward_func)}")
+    return Objective(forward_func, format_target(target, n), format_additional_args(additional_forward_args))
+
+
+@dataclass(frozen=True, eq=False)
+class CanonicalCall:
+    """One ``attribute`` call in canonical form."""
+
+    inputs: tuple[Tensor, ...]
+    given_as_tensor: bool
+    objective: Objective
+
+    def restore(self, attributions: Sequence[Tensor]) -> TensorOrTuple:
+        """Attributions in the structure the inputs were given in."""
+        return restore_structure(attributions, self.given_as_tensor)
+
+
+def canonical_call(
+    forward_func: Callable[..., Tensor],
+    inputs: TensorOrTuple,
+    target: TargetType,
+    additional_forward_args: Any,
+    *,
+    require_float: bool = False,
+) -> CanonicalCall:
+    """Validate and normalise the arguments every ``attribute`` call shares."""
+    values, given_as_tensor = format_inputs(inputs, require_float=require_float)
+    objective = make_objective(forward_func, target, additional_forward_args, values[0].shape[0])
+    return CanonicalCall(values, given_as_tensor, objective)
+
+
+def format_stdevs(stdevs: float | Sequence[float], n_inputs: int) -> tuple[float, ...]:
+    """Noise standard deviations, one per input, each a number >= 0."""
+    values = _per_input(stdevs, n_inputs, "stdevs")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or v < 0:
+            raise ValueError(f"stdevs: expected a number >= 0 (or one per input), got {stdevs!r}")
+    return tuple(float(v) for v in values)

@@ -1,0 +1,27 @@
+"""The functional core: plain functions over canonical tuples of tensors.
+
+Each function takes an :class:`attribution._canonical.Objective` (model,
+target and forward arguments already normalised) and tuples of tensors, and
+returns tuples of tensors.  The public classes in :mod:`attribution` do the
+argument handling and call these.
+"""
+
+from attribution.functional.gradient import input_x_gradient, saliency
+from attribution.functional.layer import interpolate, layer_gradcam
+from attribution.functional.noise import NT_TYPES, noise_tunnel
+from attribution.functional.path import INTEGRATION_METHODS, gradient_shap, integrated_gradients, integration_nodes
+from attribution.functional.perturbation import occlusion
+
+__all__ = [
+    "INTEGRATION_METHODS",
+    "NT_TYPES",
+    "gradient_shap",
+    "input_x_gradient",
+    "integrated_gradients",
+    "integration_nodes",
+    "interpolate",
+    "layer_gradcam",
+    "noise_tunnel",
+    "occlusion",
+    "saliency",
+]

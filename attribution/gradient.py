@@ -1,0 +1,59 @@
+"""Saliency and InputXGradient: one forward and one backward."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attribution import functional
+from attribution._base import Attribution
+from attribution._canonical import TargetType, TensorOrTuple, canonical_call
+from attribution.registry import register
+
+
+@register("saliency")
+class Saliency(Attribution):
+    """Gradient of the target with respect to the inputs (Simonyan et al., 2013).
+
+    Example:
+        >>> attr = Saliency(model).attribute(images, target=labels)  # doctest: +SKIP
+    """
+
+    def attribute(
+        self,
+        inputs: TensorOrTuple,
+        target: TargetType = None,
+        abs: bool = True,
+        additional_forward_args: Any = None,
+    ) -> TensorOrTuple:
+        """Attribute the target to each input feature.
+
+        Args:
+            inputs: a tensor or tuple of tensors with the batch in dim 0.
+            target: which output to explain: None (scalar output), an int, a
+                tuple index, one int/tuple per example (list or 1-D tensor),
+                or a callable ``output -> (N,)``.
+            abs: return the gradient's magnitude (default) or its sign too.
+            additional_forward_args: extra arguments passed to the model after
+                the inputs.
+
+        Returns:
+            Gradients shaped like ``inputs``.
+        """
+        call = canonical_call(self.forward_func, inputs, target, additional_forward_args, require_float=True)
+        return call.restore(functional.saliency(call.objective, call.inputs, abs=abs))
+
+
+@register("input_x_gradient")
+class InputXGradient(Attribution):
+    """Input times the gradient of the target: exact for a linear model."""
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return True
+
+    def attribute(
+        self, inputs: TensorOrTuple, target: TargetType = None, additional_forward_args: Any = None
+    ) -> TensorOrTuple:
+        """Attribute the target to each input feature (arguments as in :meth:`Saliency.attribute`)."""
+        call = canonical_call(self.forward_func, inputs, target, additional_forward_args, require_float=True)
+        return call.restore(functional.input_x_gradient(call.objective, call.inputs))

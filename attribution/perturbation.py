@@ -1,0 +1,126 @@
+"""Perturbation methods: Occlusion."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+from torch import Tensor
+
+from attribution import functional
+from attribution._base import Attribution
+from attribution._canonical import BaselineType, TargetType, TensorOrTuple, canonical_call, format_baselines
+from attribution._checks import check_int
+from attribution.registry import register
+
+
+def _per_input_shapes(value: Any, inputs: tuple[Tensor, ...], name: str, default: int | None = None) -> tuple:
+    """One int tuple per input from an int, a tuple of ints (one input) or a tuple of those."""
+    if value is None and default is not None:
+        value = default
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return tuple((int(value),) * (x.dim() - 1) for x in inputs)
+    if isinstance(value, tuple) and value and all(isinstance(v, (tuple, numbers.Integral)) for v in value):
+        per_input = value if isinstance(value[0], tuple) else (value,)
+        if len(per_input) != len(inputs):
+            raise ValueError(f"{name}: expected one entry per input ({len(inputs)}), got {len(per_input)}")
+        shapes = []
+        for i, (entry, x) in enumerate(zip(per_input, inputs)):
+            entry = (entry,) * (x.dim() - 1) if isinstance(entry, numbers.Integral) else entry
+            if len(entry) != x.dim() - 1 or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in entry):
+                raise ValueError(
+                    f"{name}: expected {x.dim() - 1} ints for input {i} of shape {tuple(x.shape)} "
+                    f"(one per dimension after the batch), got {entry!r}"
+                )
+            shapes.append(tuple(int(v) for v in entry))
+        return tuple(shapes)
+    raise TypeError(f"{name}: expected an int or a tuple of ints (one tuple per input), got {value!r}")
+
+
+def _check_windows(windows: tuple, strides: tuple, inputs: tuple[Tensor, ...]) -> None:
+    for i, (window, stride, x) in enumerate(zip(windows, strides, inputs)):
+        for d, (w, s, size) in enumerate(zip(window, stride, x.shape[1:])):
+            if w < 1 or w > size:
+                raise ValueError(
+                    f"sliding_window_shapes: window {window} does not fit input {i} of shape {tuple(x.shape)}: "
+                    f"dimension {d + 1} has size {size}, the window needs 1..{size}"
+                )
+            if s < 1 or (s > w and size > w):
+                raise ValueError(
+                    f"strides: stride {stride} for input {i} must be between 1 and the window {window} in every "
+                    f"dimension the window slides along (a larger stride leaves features no window covers)"
+                )
+
+
+@register("occlusion")
+class Occlusion(Attribution):
+    """Occlusion (Zeiler & Fergus, 2014): slide a baseline patch over the input.
+
+    Each feature gets the mean drop of the target over the windows covering it.
+
+    Example:
+        >>> occ = Occlusion(model)  # doctest: +SKIP
+        >>> attr = occ.attribute(image, sliding_window_shapes=(3, 15, 15), strides=(3, 8, 8), target=3)  # doctest: +SKIP
+    """
+
+    def attribute(
+        self,
+        inputs: TensorOrTuple,
+        sliding_window_shapes: tuple,
+        strides: int | tuple | None = None,
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        perturbations_per_eval: int | None = None,
+        show_progress: bool = False,
+    ) -> TensorOrTuple:
+        """Occlude every window position and record the target's drop.
+
+        Args:
+            inputs: a tensor or tuple of tensors with the batch in dim 0.
+            sliding_window_shapes: window shape per example (no batch dim), one
+                tuple per input for tuple inputs.
+            strides: step per dimension: an int, a tuple, or one per input;
+                default 1.  Must not exceed the window.
+            baselines: what occluded features are set to (default 0), as in
+                :meth:`IntegratedGradients.attribute`.
+            target: which output to explain (see :meth:`Saliency.attribute`).
+            additional_forward_args: extra arguments passed to the model.
+            perturbations_per_eval: occluded copies per forward, at most; by
+                default chosen from the input size (Captum's default of 1 is
+                the slowest choice).
+            show_progress: show a progress bar over the windows.
+
+        Returns:
+            Attributions shaped like ``inputs``.
+        """
+        check_int(perturbations_per_eval, "perturbations_per_eval", allow_none=True)
+        call = canonical_call(self.forward_func, inputs, target, additional_forward_args)
+        windows = _per_input_shapes(sliding_window_shapes, call.inputs, "sliding_window_shapes")
+        steps = _per_input_shapes(strides, call.inputs, "strides", default=1)
+        _check_windows(windows, steps, call.inputs)
+        bar = _progress_bar(windows, steps, call.inputs) if show_progress else None
+        try:
+            attrs = functional.occlusion(
+                call.objective,
+                call.inputs,
+                format_baselines(baselines, call.inputs),
+                windows=windows,
+                strides=steps,
+                perturbations_per_eval=perturbations_per_eval,
+                progress=None if bar is None else bar.update,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+        return call.restore(attrs)
+
+
+def _progress_bar(windows: tuple, strides: tuple, inputs: tuple[Tensor, ...]):
+    from tqdm.auto import tqdm  # tqdm ships with lightning
+
+    total = sum(
+        functional.perturbation.SlidingWindows(tuple(x.shape[1:]), w, s).size
+        for w, s, x in zip(windows, strides, inputs)
+    )
+    return tqdm(total=total, desc="Occlusion", unit="window")
