@@ -1,0 +1,29 @@
+"""The examples run end to end (in their quick form)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_article_tutorial_saves_every_figure(tmp_path):
+    pytest.importorskip("skimage")
+    saved = _load("article_tutorial").main(tmp_path, quick=True)
+    assert [p.name for p in saved] == [
+        "1_integrated_gradients.png",
+        "2_noise_tunnel.png",
+        "3_gradient_shap.png",
+        "4_layer_gradcam.png",
+        "5_layer_gradcam_upsampled.png",
+        "6_occlusion.png",
+    ]
+    assert all(p.stat().st_size > 1000 for p in saved)

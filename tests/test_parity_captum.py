@@ -1,0 +1,189 @@
+"""Parity with Captum where Captum is right, and tests that show where it is not.
+
+Skipped when Captum (the ``compare`` extra) is not installed; CI installs it.
+"""
+
+import pytest
+import torch
+
+from attribution import (
+    GradientShap,
+    InputXGradient,
+    IntegratedGradients,
+    LayerGradCam,
+    NoiseTunnel,
+    Occlusion,
+    Saliency,
+)
+from tests.models import MLP, Linear, SmallCNN, TwoInput, seeded
+
+captum = pytest.importorskip("captum.attr")
+
+N = 3
+
+
+def _cases():
+    """(name, model, inputs, forward args, layer name, occlusion windows) for the three model kinds."""
+    torch.manual_seed(0)
+    return {
+        "cnn": (seeded(SmallCNN), torch.randn(N, 3, 8, 8), None, "conv2", ((3, 3, 3),), ((3, 2, 2),)),
+        "mlp": (seeded(MLP), torch.randn(N, 6), None, "fc1", ((2,),), ((1,),)),
+        "two_input": (
+            seeded(TwoInput),
+            (torch.randn(N, 1, 6, 6), torch.randn(N, 5)),
+            (torch.tensor([[1.0], [2.0], [0.5]]),),
+            "conv",
+            ((1, 2, 2), (2,)),
+            ((1, 2, 2), (1,)),
+        ),
+    }
+
+
+CASES = _cases()
+TARGETS = {"int": 1, "list": [0, 2, 1], "tensor": torch.tensor([2, 1, 0])}
+
+
+def _same(ours, theirs, atol=1e-5, rtol=1e-4):
+    ours = ours if isinstance(ours, tuple) else (ours,)
+    theirs = theirs if isinstance(theirs, tuple) else (theirs,)
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b.detach(), atol=atol, rtol=rtol)
+
+
+def _run(ours_cls, theirs_cls, case, target, kwargs=None, ctor=()):
+    model, inputs, args, *_ = CASES[case]
+    kwargs = kwargs or {}
+    ours = ours_cls(model, *ctor).attribute(inputs, target=target, additional_forward_args=args, **kwargs)
+    theirs = theirs_cls(model, *ctor).attribute(inputs, target=target, additional_forward_args=args, **kwargs)
+    return ours, theirs
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_saliency_and_input_x_gradient(case, target):
+    _same(*_run(Saliency, captum.Saliency, case, TARGETS[target]))
+    _same(*_run(Saliency, captum.Saliency, case, TARGETS[target], {"abs": False}))
+    _same(*_run(InputXGradient, captum.InputXGradient, case, TARGETS[target]))
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("target", sorted(TARGETS))
+@pytest.mark.parametrize("method", ["gausslegendre", "riemann_left", "riemann_right", "riemann_middle"])
+def test_integrated_gradients(case, target, method):
+    kwargs = {"n_steps": 20, "method": method, "return_convergence_delta": True}
+    (ours, our_delta), (theirs, their_delta) = _run(IntegratedGradients, captum.IntegratedGradients, case,
+                                                    TARGETS[target], kwargs)
+    _same(ours, theirs)
+    torch.testing.assert_close(our_delta, their_delta.to(our_delta.dtype), atol=1e-4, rtol=1e-3)
+
+
+def test_integrated_gradients_with_baselines_and_internal_batch_size():
+    model, x, *_ = CASES["cnn"]
+    b = torch.rand(1, 3, 8, 8)
+    kwargs = {"baselines": b, "n_steps": 16, "internal_batch_size": 5}
+    _same(*_run(IntegratedGradients, captum.IntegratedGradients, "cnn", [0, 1, 2], kwargs))
+
+
+def test_captum_trapezoid_rule_is_off_by_one_step_and_ours_is_exact():
+    model = seeded(Linear)
+    x = torch.randn(2, 6)
+    exact = model.fc.weight.detach()[0] * x
+    kwargs = {"target": 0, "n_steps": 4, "method": "riemann_trapezoid"}
+    ours = IntegratedGradients(model).attribute(x, **kwargs)
+    theirs = captum.IntegratedGradients(model).attribute(x, **kwargs)
+    torch.testing.assert_close(ours, exact)
+    torch.testing.assert_close(theirs, exact * 3 / 4)  # Captum's weights sum to (n - 1) / n
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_layer_gradcam(case, target):
+    model, _, _, layer, *_ = CASES[case]
+    module = dict(model.named_modules())[layer]
+    for kwargs in ({}, {"relu_attributions": True}, {"attr_dim_summation": False}, {"attribute_to_layer_input": True}):
+        _same(*_run(LayerGradCam, captum.LayerGradCam, case, TARGETS[target], kwargs, ctor=(module,)))
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_occlusion(case, target):
+    _, inputs, _, _, windows, strides = CASES[case]
+    single = not isinstance(inputs, tuple)
+    kwargs = {
+        "sliding_window_shapes": windows[0] if single else windows,
+        "strides": strides[0] if single else strides,
+        "baselines": 0.1 if single else (0.1, 0.1),
+    }
+    ours, theirs = _run(Occlusion, captum.Occlusion, case, TARGETS[target], kwargs)
+    _same(ours, theirs)
+
+
+def test_captum_occlusion_fails_on_a_shared_scalar_baseline_for_two_inputs():
+    model, inputs, args, _, windows, strides = CASES["two_input"]
+    kwargs = {"sliding_window_shapes": windows, "strides": strides, "target": 1, "additional_forward_args": args}
+    with pytest.raises(IndexError):
+        captum.Occlusion(model).attribute(inputs, baselines=0.1, **kwargs)
+    per_input = captum.Occlusion(model).attribute(inputs, baselines=(0.1, 0.1), **kwargs)
+    _same(Occlusion(model).attribute(inputs, baselines=0.1, **kwargs), per_input)
+
+
+def test_occlusion_perturbations_per_eval_matches_captum():
+    kwargs = {"sliding_window_shapes": (3, 3, 3), "strides": (3, 2, 2), "perturbations_per_eval": 7}
+    _same(*_run(Occlusion, captum.Occlusion, "cnn", [0, 1, 2], kwargs))
+
+
+def test_tuple_targets_on_a_multi_dim_output():
+    mlp = seeded(MLP)
+    model = lambda x: mlp(x).view(-1, 3, 1)  # noqa: E731
+    x = torch.randn(N, 6)
+    for target in [(2, 0), [(0, 0), (1, 0), (2, 0)]]:
+        _same(Saliency(model).attribute(x, target=target), captum.Saliency(model).attribute(x, target=target))
+        _same(
+            IntegratedGradients(model).attribute(x, target=target, n_steps=8),
+            captum.IntegratedGradients(model).attribute(x, target=target, n_steps=8),
+        )
+
+
+@pytest.mark.parametrize("nt_type", ["smoothgrad", "smoothgrad_sq", "vargrad"])
+def test_noise_tunnel_without_noise_matches(nt_type):
+    kwargs = {"nt_type": nt_type, "nt_samples": 3, "stdevs": 0.0, "n_steps": 8}
+    model, x, *_ = CASES["cnn"]
+    ours = NoiseTunnel(IntegratedGradients(model)).attribute(x, target=[0, 1, 2], **kwargs)
+    theirs = NoiseTunnel_captum(model).attribute(x, target=[0, 1, 2], **kwargs)
+    _same(ours, theirs, atol=1e-5)
+
+
+def NoiseTunnel_captum(model):
+    return captum.NoiseTunnel(captum.IntegratedGradients(model))
+
+
+@pytest.mark.parametrize("nt_type", ["smoothgrad", "smoothgrad_sq", "vargrad"])
+def test_noise_tunnel_statistics_agree_with_captum(nt_type):
+    model = seeded(MLP)
+    x = torch.randn(2, 6)
+    kwargs = {"nt_type": nt_type, "nt_samples": 4000, "stdevs": 0.5, "target": 1, "abs": False}
+    ours = NoiseTunnel(Saliency(model)).attribute(x, nt_samples_batch_size=1000, **kwargs)
+    theirs = captum.NoiseTunnel(captum.Saliency(model)).attribute(x, nt_samples_batch_size=1000, **kwargs)
+    scale = theirs.abs().max()
+    assert (ours - theirs).abs().max() < 0.05 * scale
+
+
+def test_gradient_shap_statistics_agree_with_captum():
+    model, x, *_ = CASES["cnn"]
+    dist = torch.randn(6, 3, 8, 8) * 0.5
+    kwargs = {"baselines": dist, "n_samples": 1500, "stdevs": 0.1, "target": [0, 1, 2]}
+    ours = GradientShap(model).attribute(x, **kwargs)
+    theirs = captum.GradientShap(model).attribute(x, **kwargs)
+    rel = (ours - theirs).abs().sum() / theirs.abs().sum()
+    assert rel < 0.1
+
+
+def test_gradient_shap_deltas_have_captums_layout():
+    model = seeded(Linear)
+    x = torch.randn(N, 6)
+    _, ours = GradientShap(model).attribute(x, n_samples=4, target=0, return_convergence_delta=True)
+    _, theirs = captum.GradientShap(model).attribute(
+        x, baselines=torch.zeros(1, 6), n_samples=4, target=0, return_convergence_delta=True
+    )
+    assert ours.shape == theirs.shape

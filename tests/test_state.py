@@ -1,0 +1,99 @@
+"""The caller's model, tensors and hooks are exactly as they were, also after an exception."""
+
+import pytest
+import torch
+
+from attribution import NoiseTunnel, Saliency, registry
+from tests.models import SmallCNN, seeded
+
+CALL_KWARGS = {
+    "saliency": {},
+    "input_x_gradient": {},
+    "integrated_gradients": {"n_steps": 5},
+    "gradient_shap": {"n_samples": 3},
+    "layer_gradcam": {},
+    "occlusion": {"sliding_window_shapes": (3, 4, 4), "strides": (3, 2, 2)},
+}
+RANDOM_METHODS = {"gradient_shap"}
+
+
+def test_every_registered_method_has_a_state_test():
+    assert set(CALL_KWARGS) == set(registry.available())
+
+
+def _snapshot(model, x):
+    return {
+        "training": {name: m.training for name, m in model.named_modules()},
+        "grads": [p.grad for p in model.parameters()],
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "hooks": [
+            (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in model.modules()
+        ],
+        "x_requires_grad": x.requires_grad,
+        "x_grad": x.grad,
+    }
+
+
+def _build(name, model):
+    return registry.build(name, model, layer="conv2")
+
+
+def _mixed_model():
+    model = seeded(SmallCNN)
+    model.conv1.train()  # a module the user left in train mode on purpose
+    model.fc.weight.requires_grad_(False)  # and a frozen parameter
+    return model
+
+
+@pytest.mark.parametrize("name", sorted(CALL_KWARGS))
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_attribution_leaves_the_caller_state_alone(name, requires_grad):
+    model = _mixed_model()
+    x = torch.randn(2, 3, 8, 8, requires_grad=requires_grad)
+    before = _snapshot(model, x)
+    rng = torch.get_rng_state()
+    _build(name, model).attribute(x, target=1, **CALL_KWARGS[name])
+    assert _snapshot(model, x) == before
+    if name not in RANDOM_METHODS:
+        assert torch.equal(torch.get_rng_state(), rng)
+
+
+class Exploding(torch.nn.Module):
+    """Raises on the n-th forward, mid-attribution."""
+
+    def __init__(self, model, fail_at):
+        super().__init__()
+        self.model, self.fail_at, self.calls = model, fail_at, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("boom")
+        return self.model(x)
+
+
+@pytest.mark.parametrize("name", sorted(CALL_KWARGS))
+def test_state_is_restored_when_the_model_raises(name):
+    inner = _mixed_model()
+    model = Exploding(inner, fail_at=2 if name in ("integrated_gradients", "occlusion", "gradient_shap") else 1)
+    x = torch.randn(2, 3, 8, 8)
+    before = _snapshot(inner, x)
+    explainer = registry.build(name, model, layer="model.conv2")
+    kwargs = dict(CALL_KWARGS[name])
+    if name == "integrated_gradients":
+        kwargs["internal_batch_size"] = 2
+    if name == "occlusion":
+        kwargs["perturbations_per_eval"] = 1
+    if name == "gradient_shap":
+        model.fail_at = 1
+    with pytest.raises(RuntimeError, match="boom"):
+        explainer.attribute(x, target=1, **kwargs)
+    assert _snapshot(inner, x) == before
+
+
+def test_noise_tunnel_leaves_the_caller_state_alone():
+    model = _mixed_model()
+    x = torch.randn(2, 3, 8, 8)
+    before = _snapshot(model, x)
+    NoiseTunnel(Saliency(model)).attribute(x, target=0, nt_samples=3)
+    assert _snapshot(model, x) == before
