@@ -1,0 +1,1 @@
+"""Benchmarks against Captum, side by side in one process; run ``scripts/bench``."""

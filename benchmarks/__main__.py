@@ -1,0 +1,88 @@
+"""Engine vs. Captum on ResNet-18 at 224x224 (the article's settings).
+
+    scripts/bench                 # everything
+    scripts/bench --only occlusion
+
+Each line prints our time and peak RSS growth, Captum's, and the ratios
+(> 1 means we are faster / smaller).  Results are also checked for agreement.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torchvision
+
+from benchmarks._measure import max_rel_diff, measure, row
+
+
+def _resnet():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    x = torch.rand(1, 3, 224, 224)
+    with torch.no_grad():
+        target = int(model(x).argmax())
+    return model, x, target
+
+
+def bench_integrated_gradients(model, x, target) -> list[str]:
+    from captum.attr import IntegratedGradients as CaptumIG
+
+    from attribution import IntegratedGradients
+
+    lines = []
+    for n_steps in (50, 200):
+        theirs = measure(lambda: CaptumIG(model).attribute(x, target=target, n_steps=n_steps))
+        ours = measure(lambda: IntegratedGradients(model).attribute(x, target=target, n_steps=n_steps))
+        lines.append(row(f"IntegratedGradients n_steps={n_steps}", ours, theirs))
+        lines.append(f"{'':<44} max relative difference {max_rel_diff(ours.result, theirs.result):.1e}")
+    return lines
+
+
+def bench_occlusion(model, x, target) -> list[str]:
+    from captum.attr import Occlusion as CaptumOcclusion
+
+    from attribution import Occlusion
+
+    kwargs = dict(target=target, strides=(3, 8, 8), sliding_window_shapes=(3, 15, 15), baselines=0)
+    ours = measure(lambda: Occlusion(model).attribute(x, **kwargs))
+    windows = 28 * 28
+    floor = windows * _best_forward_seconds(model, x)
+    lines = [f"{'Occlusion floor (one best-batch forward/window)':<44} {floor:7.2f} s; ours is x{ours.seconds / floor:.2f} of it"]
+    for per_eval in (1, 8):
+        theirs = measure(lambda: CaptumOcclusion(model).attribute(x, perturbations_per_eval=per_eval, **kwargs))
+        label = "default call" if per_eval == 1 else f"perturbations_per_eval={per_eval}"
+        lines.append(row(f"Occlusion 15x15/8 vs captum {label}", ours, theirs))
+        lines.append(f"{'':<44} max relative difference {max_rel_diff(ours.result, theirs.result):.1e}")
+    return lines
+
+
+def _best_forward_seconds(model, x) -> float:
+    """Per-image forward time at the best of a few batch sizes and layouts (inference mode)."""
+    best = float("inf")
+    with torch.inference_mode():
+        for batch in (1, 4, 8, 16):
+            for layout in (torch.contiguous_format, torch.channels_last):
+                xb = x.expand(batch, *x.shape[1:]).contiguous(memory_format=layout)
+                model(xb)
+                best = min(best, measure(lambda: model(xb), repeats=3).seconds / batch)
+    return best
+
+
+BENCHES = {"integrated_gradients": bench_integrated_gradients, "occlusion": bench_occlusion}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=sorted(BENCHES), action="append", help="run only these benchmarks")
+    args = parser.parse_args()
+    model, x, target = _resnet()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, ResNet-18 on 1x3x224x224")
+    for name in args.only or BENCHES:
+        for line in BENCHES[name](model, x, target):
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Timing and peak-memory helpers for side-by-side benchmarks."""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import os
+import resource
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process, from /proc (Linux)."""
+    with open(f"/proc/{os.getpid()}/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+@dataclass
+class Run:
+    seconds: float
+    peak_bytes: int  # peak RSS growth over the baseline during the call
+    result: Any
+
+
+def release_freed_memory() -> None:
+    """Hand freed heap back to the OS, so one run's leftovers do not hide the next one's peak."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # not glibc
+        pass
+
+
+def measure(fn: Callable[[], Any], *, repeats: int = 1) -> Run:
+    """Best wall time over ``repeats`` calls and the peak RSS growth, sampled every 2 ms."""
+    release_freed_memory()
+    base = rss_bytes()
+    peak = base
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, rss_bytes())
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    best = float("inf")
+    try:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            result = fn()
+            best = min(best, time.perf_counter() - start)
+    finally:
+        done.set()
+        sampler.join()
+    return Run(best, max(0, peak - base), result)
+
+
+def max_rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest absolute difference relative to the largest magnitude."""
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+
+
+def row(name: str, ours: Run, theirs: Run) -> str:
+    speed = theirs.seconds / ours.seconds
+    mem = theirs.peak_bytes / max(ours.peak_bytes, 1)
+    return (
+        f"{name:<44} ours {ours.seconds:7.2f} s {ours.peak_bytes / 2**20:7.0f} MiB | "
+        f"captum {theirs.seconds:7.2f} s {theirs.peak_bytes / 2**20:7.0f} MiB | "
+        f"speed x{speed:5.2f}  memory x{mem:6.2f}"
+    )
