@@ -82,4 +82,3 @@ def run_chunked(
     size = max(1, memory_budget(device) // max(meter.bytes, 1))
     for lo in range(1, total, size):
         work(lo, min(total, lo + size))
-

@@ -27,7 +27,9 @@ def _per_input_shapes(value: Any, inputs: tuple[Tensor, ...], name: str, default
         shapes = []
         for i, (entry, x) in enumerate(zip(per_input, inputs)):
             entry = (entry,) * (x.dim() - 1) if isinstance(entry, numbers.Integral) else entry
-            if len(entry) != x.dim() - 1 or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in entry):
+            if len(entry) != x.dim() - 1 or any(
+                isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in entry
+            ):
                 raise ValueError(
                     f"{name}: expected {x.dim() - 1} ints for input {i} of shape {tuple(x.shape)} "
                     f"(one per dimension after the batch), got {entry!r}"
@@ -60,7 +62,7 @@ class Occlusion(Attribution):
 
     Example:
         >>> occ = Occlusion(model)  # doctest: +SKIP
-        >>> attr = occ.attribute(image, sliding_window_shapes=(3, 15, 15), strides=(3, 8, 8), target=3)  # doctest: +SKIP
+        >>> attr = occ.attribute(image, (3, 15, 15), strides=(3, 8, 8), target=3)  # doctest: +SKIP
     """
 
     def attribute(

@@ -1,9 +1,9 @@
 """Attribution methods by snake_case name, so callbacks and configs can pick them.
 
-    >>> from attribution import registry
-    >>> registry.available()[:3]
-    ['gradient_shap', 'input_x_gradient', 'integrated_gradients']
-    >>> explainer = registry.build("integrated_gradients", model)  # doctest: +SKIP
+>>> from attribution import registry
+>>> registry.available()[:3]
+['gradient_shap', 'input_x_gradient', 'integrated_gradients']
+>>> explainer = registry.build("integrated_gradients", model)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -53,7 +53,9 @@ def needs_layer(name: str) -> bool:
     return issubclass(get(name), LayerAttribution)
 
 
-def build(name: str, forward_func: Callable[..., Tensor], *, layer: nn.Module | str | None = None, **kwargs: Any) -> Attribution:
+def build(
+    name: str, forward_func: Callable[..., Tensor], *, layer: nn.Module | str | None = None, **kwargs: Any
+) -> Attribution:
     """Construct the method ``name`` for ``forward_func``.
 
     Args:

@@ -24,8 +24,13 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from matplotlib.image import AxesImage
 
-__all__ = ["ImageVisualizationMethod", "VisualizeSign", "normalize_attr", "visualize_image_attr",
-           "visualize_image_attr_multiple"]
+__all__ = [
+    "ImageVisualizationMethod",
+    "VisualizeSign",
+    "normalize_attr",
+    "visualize_image_attr",
+    "visualize_image_attr_multiple",
+]
 
 
 class ImageVisualizationMethod(Enum):
@@ -139,8 +144,7 @@ def normalize_attr(
     else:
         kept = np.abs(attr)
     if not np.any(kept):
-        warnings.warn(f"The attribution is zero for sign {sign.name!r}; returning an all-zero map.",
-                      stacklevel=2)
+        warnings.warn(f"The attribution is zero for sign {sign.name!r}; returning an all-zero map.", stacklevel=2)
         return np.zeros_like(kept)
     # Some mass is kept and outlier_perc < 100, so the threshold is strictly positive.
     return np.clip(kept / _cumulative_mass_threshold(np.abs(kept), outlier_perc), -1.0, 1.0)
@@ -150,16 +154,17 @@ def _prepare_inputs(attr: Any, original_image: Any) -> tuple[np.ndarray, np.ndar
     """Validate both arrays; return attr and the image as float HxW or HxWx3 in [0, 1]."""
     attr = _as_numpy(attr, "attr")
     if attr.ndim == 3 and attr.shape[0] in (1, 3) and attr.shape[2] not in (1, 3):
-        raise ValueError(f"attr: expected HxWxC, got channels-first shape {attr.shape}; "
-                         f"use attr.transpose(1, 2, 0)")
+        raise ValueError(f"attr: expected HxWxC, got channels-first shape {attr.shape}; use attr.transpose(1, 2, 0)")
     if original_image is None:
         return attr, None
     image = _as_numpy(original_image, "original_image")
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3))):
         raise ValueError(f"original_image: expected shape HxW, HxWx1 or HxWx3, got {image.shape}")
     if image.shape[:2] != attr.shape[:2]:
-        raise ValueError(f"attr and original_image: expected the same height and width, "
-                         f"got attr {attr.shape} and original_image {image.shape}")
+        raise ValueError(
+            f"attr and original_image: expected the same height and width, "
+            f"got attr {attr.shape} and original_image {image.shape}"
+        )
     if np.issubdtype(image.dtype, np.integer):
         scale, slack, expected = 255.0, 0.0, "integers in [0, 255]"
     else:  # a small slack absorbs rounding from upstream transforms
@@ -180,8 +185,13 @@ class _Panel:
 
 
 def _prepare_panel(
-    attr: np.ndarray, image: np.ndarray | None, method: Any, sign: Any,
-    outlier_perc: float = 2, cmap: str | Colormap | None = None, alpha_overlay: float = 0.5,
+    attr: np.ndarray,
+    image: np.ndarray | None,
+    method: Any,
+    sign: Any,
+    outlier_perc: float = 2,
+    cmap: str | Colormap | None = None,
+    alpha_overlay: float = 0.5,
 ) -> _Panel:
     """Validate one panel's options and normalize its map, before any figure exists."""
     import matplotlib
@@ -383,8 +393,10 @@ def visualize_image_attr_multiple(
     _check_list(methods, "methods")
     _check_list(signs, "signs")
     if not methods or len(methods) != len(signs):
-        raise ValueError(f"methods and signs: expected non-empty lists of equal length, "
-                         f"got {len(methods)} methods and {len(signs)} signs")
+        raise ValueError(
+            f"methods and signs: expected non-empty lists of equal length, "
+            f"got {len(methods)} methods and {len(signs)} signs"
+        )
     if titles is not None:
         _check_list(titles, "titles")
         if len(titles) != len(methods):

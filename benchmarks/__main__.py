@@ -49,7 +49,8 @@ def bench_occlusion(model, x, target) -> list[str]:
     ours = measure(lambda: Occlusion(model).attribute(x, **kwargs))
     windows = 28 * 28
     floor = windows * _best_forward_seconds(model, x)
-    lines = [f"{'Occlusion floor (one best-batch forward/window)':<44} {floor:7.2f} s; ours is x{ours.seconds / floor:.2f} of it"]
+    label = "Occlusion floor (a best-batch forward/window)"
+    lines = [f"{label:<44} {floor:7.2f} s; ours takes x{ours.seconds / floor:.2f} of it"]
     for per_eval in (1, 8):
         theirs = measure(lambda: CaptumOcclusion(model).attribute(x, perturbations_per_eval=per_eval, **kwargs))
         label = "default call" if per_eval == 1 else f"perturbations_per_eval={per_eval}"

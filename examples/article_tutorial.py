@@ -60,7 +60,9 @@ def main(out_dir: Path, quick: bool = False) -> list[Path]:
     model = model.eval()
     idx_to_labels = {str(i): [f"n{i:08d}", f"class_{i}"] for i in range(1000)}
 
-    transform = transforms.Compose([transforms.Resize(size + size // 7), transforms.CenterCrop(size), transforms.ToTensor()])
+    transform = transforms.Compose(
+        [transforms.Resize(size + size // 7), transforms.CenterCrop(size), transforms.ToTensor()]
+    )
     transform_normalize = transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
     img = load_cat()
     transformed_img = transform(img)

@@ -37,9 +37,13 @@ def test_gradcam_by_hand():
     model = ToyConvNet()
     cam = LayerGradCam(model, model.conv).attribute(x, target=0)
     torch.testing.assert_close(cam, expected)
-    torch.testing.assert_close(LayerGradCam(model, "conv").attribute(x, target=0, relu_attributions=True), expected.relu())
+    torch.testing.assert_close(
+        LayerGradCam(model, "conv").attribute(x, target=0, relu_attributions=True), expected.relu()
+    )
     per_channel = LayerGradCam(model, model.conv).attribute(x, target=0, attr_dim_summation=False)
-    torch.testing.assert_close(per_channel, torch.tensor([[[[w0 * v for v in r] for r in a0], [[w1 * v for v in r] for r in a1]]]))
+    torch.testing.assert_close(
+        per_channel, torch.tensor([[[[w0 * v for v in r] for r in a0], [[w1 * v for v in r] for r in a1]]])
+    )
 
 
 def _manual_gradcam_conv1(model, x, target):
@@ -129,8 +133,12 @@ def test_occlusion_with_two_inputs_occludes_one_at_a_time():
     model = seeded(TwoInput)
     image, table = torch.randn(2, 1, 6, 6), torch.randn(2, 5)
     a_img, a_tab = Occlusion(model).attribute(
-        (image, table), sliding_window_shapes=((1, 2, 2), (1,)), strides=((1, 2, 2), 1), target=2,
-        additional_forward_args=2.0, perturbations_per_eval=4,
+        (image, table),
+        sliding_window_shapes=((1, 2, 2), (1,)),
+        strides=((1, 2, 2), 1),
+        target=2,
+        additional_forward_args=2.0,
+        perturbations_per_eval=4,
     )
     expected_tab = naive_occlusion(lambda t: model(image, t, 2.0), table, (1,), (1,), target=2)
     expected_img = naive_occlusion(lambda i: model(i, table, 2.0), image, (1, 2, 2), (1, 2, 2), target=2)

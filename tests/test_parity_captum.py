@@ -72,8 +72,9 @@ def test_saliency_and_input_x_gradient(case, target):
 @pytest.mark.parametrize("method", ["gausslegendre", "riemann_left", "riemann_right", "riemann_middle"])
 def test_integrated_gradients(case, target, method):
     kwargs = {"n_steps": 20, "method": method, "return_convergence_delta": True}
-    (ours, our_delta), (theirs, their_delta) = _run(IntegratedGradients, captum.IntegratedGradients, case,
-                                                    TARGETS[target], kwargs)
+    (ours, our_delta), (theirs, their_delta) = _run(
+        IntegratedGradients, captum.IntegratedGradients, case, TARGETS[target], kwargs
+    )
     _same(ours, theirs)
     torch.testing.assert_close(our_delta, their_delta.to(our_delta.dtype), atol=1e-4, rtol=1e-3)
 

@@ -49,8 +49,14 @@ def _image(kind: str) -> np.ndarray:
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_and_sign_renders(attr, method, sign, image_kind, show_colorbar):
     fig, ax = viz.visualize_image_attr(
-        attr, _image(image_kind), method, sign, show_colorbar=show_colorbar,
-        title="t", fig_size=(2, 2), use_pyplot=False,
+        attr,
+        _image(image_kind),
+        method,
+        sign,
+        show_colorbar=show_colorbar,
+        title="t",
+        fig_size=(2, 2),
+        use_pyplot=False,
     )
     fig.canvas.draw()  # the real render: catches bad image data, not just bad calls
     assert isinstance(fig, Figure) and isinstance(ax, Axes)
@@ -141,9 +147,7 @@ def test_cumulative_mass_threshold_by_hand():
     np.testing.assert_allclose(norm, [[1.0, -1.0], [2 / 3, 1 / 3]])
 
 
-@pytest.mark.parametrize(
-    "sign, value", [("all", 0.0), ("positive", -1.0), ("negative", 1.0), ("absolute_value", 0.0)]
-)
+@pytest.mark.parametrize("sign, value", [("all", 0.0), ("positive", -1.0), ("negative", 1.0), ("absolute_value", 0.0)])
 def test_map_with_nothing_kept_gives_zeros_and_warns(sign, value):
     attr = np.full((3, 3), value)
     with pytest.warns(UserWarning, match=f"zero for sign '{sign}'"):
@@ -179,11 +183,14 @@ def test_parity_with_captum_normalize_attr(sign, outlier_perc):
 
 def test_multiple_with_the_article_calls(attr):
     fig, axes = viz.visualize_image_attr_multiple(
-        attr, _image("rgb"),
+        attr,
+        _image("rgb"),
         ["original_image", "heat_map", "heat_map", "masked_image"],
         ["all", "positive", "negative", "positive"],
         titles=["Original", "Positive", "Negative", "Masked"],
-        fig_size=(18, 6), show_colorbar=True, use_pyplot=True,
+        fig_size=(18, 6),
+        show_colorbar=True,
+        use_pyplot=True,
     )
     fig.canvas.draw()
     assert len(axes) == 4 and all(isinstance(ax, Axes) for ax in axes)

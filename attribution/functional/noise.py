@@ -11,7 +11,9 @@ from attribution._canonical import repeat_rows
 
 NT_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
-NoisyAttribute = Callable[[tuple[Tensor, ...], int, "tuple[Tensor, ...] | None"], "tuple[tuple[Tensor, ...], Tensor | None]"]
+NoisyAttribute = Callable[
+    [tuple[Tensor, ...], int, "tuple[Tensor, ...] | None"], "tuple[tuple[Tensor, ...], Tensor | None]"
+]
 """``(noisy_inputs, repeats, row_baselines) -> (attributions, delta)`` for ``repeats`` repeat-major copies."""
 
 

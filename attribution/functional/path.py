@@ -96,9 +96,7 @@ def integrated_gradients(
             if alpha in (0.0, 1.0):  # the path's ends are free when the rule evaluates them
                 known_ends[alpha] = outputs.view(steps, n)[j]
 
-    run_chunked(
-        n_steps, integrate, rows_per_item=n, internal_batch_size=internal_batch_size, device=inputs[0].device
-    )
+    run_chunked(n_steps, integrate, rows_per_item=n, internal_batch_size=internal_batch_size, device=inputs[0].device)
     attrs = tuple(t * d for t, d in zip(totals, diffs)) if multiply_by_inputs else tuple(totals)
     if not return_convergence_delta:
         return attrs, None

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from attribution._canonical import Objective, repeat_rows
+from attribution._local_forward import LocalForward, gather_window
 
 AUTO_ROWS_ELEMENTS = {"cpu": 1_250_000, "cuda": 2**25}
 """Input elements per forward when the caller leaves the batch size to us.
@@ -100,6 +101,13 @@ class SlidingWindows:
             out = torch.tensordot(out, dim_mask.to(values.dtype), dims=([d + 1], [0])).movedim(-1, d + 1)
         return out
 
+    def starts(self, lo: int, hi: int, device: torch.device) -> Tensor:
+        """First index covered by windows ``lo .. hi - 1`` per dimension, shifted inside the shape: ``(hi - lo, k)``."""
+        positions = torch.stack(torch.unravel_index(torch.arange(lo, hi, device=device), self.counts), dim=1)
+        stride = torch.tensor(self.stride, device=device)
+        last = torch.tensor(self.shape, device=device) - torch.tensor(self.window, device=device)
+        return torch.minimum(positions * stride, last)
+
     def coverage(self, device: torch.device) -> Tensor:
         """How many windows cover each feature, shape ``shape``."""
         counts = torch.ones((), device=device)
@@ -108,11 +116,36 @@ class SlidingWindows:
         return counts
 
 
-def auto_perturbations_per_eval(inputs: tuple[Tensor, ...], total: int) -> int:
+def auto_perturbations_per_eval(inputs: tuple[Tensor, ...], total: int, scale: int = 1) -> int:
     """Perturbed copies per forward when the caller does not say."""
     per_copy = sum(x.numel() for x in inputs)
-    budget = AUTO_ROWS_ELEMENTS.get(inputs[0].device.type, AUTO_ROWS_ELEMENTS["cuda"])
+    budget = AUTO_ROWS_ELEMENTS.get(inputs[0].device.type, AUTO_ROWS_ELEMENTS["cuda"]) * scale
     return max(1, min(total, budget // per_copy))
+
+
+class _LocalWindows:
+    """Occluded image batches through :class:`LocalForward`: each layer is recomputed
+    only where the window can reach it (conv nets, one image input, no extra args)."""
+
+    BATCH_SCALE = 4
+    """Most of the work shrinks to the window's neighbourhood, so larger batches pay off."""
+
+    def __init__(self, forward: LocalForward, objective: Objective, grid: SlidingWindows, n: int) -> None:
+        self.forward, self.objective, self.grid, self.n = forward, objective, grid, n
+
+    @classmethod
+    def build(cls, objective: Objective, inputs: tuple[Tensor, ...], grid: SlidingWindows) -> _LocalWindows | None:
+        if len(inputs) != 1 or objective.additional_args or inputs[0].dim() != 4:
+            return None
+        forward = LocalForward.build(objective.forward_func, inputs[0])
+        return None if forward is None else cls(forward, objective, grid, inputs[0].shape[0])
+
+    def __call__(self, occluded: Tensor, lo: int, hi: int) -> Tensor:
+        """Target values of the occluded rows (repeat-major, ``(hi - lo) * n``)."""
+        starts = self.grid.starts(lo, hi, occluded.device)[:, 1:].repeat_interleave(self.n, dim=0)
+        rows = torch.arange(occluded.shape[0], device=occluded.device)
+        patch = gather_window(occluded, rows, starts, self.grid.window[1:])
+        return self.objective.target.select(self.forward(patch, starts), hi - lo)
 
 
 def occlusion(
@@ -142,7 +175,9 @@ def occlusion(
         reference = objective(inputs)
         for i, (x, b, window, stride) in enumerate(zip(inputs, baselines, windows, strides)):
             grid = SlidingWindows(tuple(x.shape[1:]), window, stride)
-            per_eval = min(perturbations_per_eval or auto_perturbations_per_eval(inputs, grid.size), grid.size)
+            local = _LocalWindows.build(objective, inputs, grid)
+            scale = 1 if local is None else _LocalWindows.BATCH_SCALE
+            per_eval = min(perturbations_per_eval or auto_perturbations_per_eval(inputs, grid.size, scale), grid.size)
             drops = torch.empty(n, grid.size, device=x.device, dtype=reference.dtype)
             layout = _Layout(x)
             for lo in range(0, grid.size, per_eval):
@@ -150,7 +185,8 @@ def occlusion(
                 mask = grid.masks(lo, hi, x.device).unsqueeze(1)
                 occluded = torch.where(mask, b.unsqueeze(0), x.unsqueeze(0)).flatten(0, 1)
                 batch = tuple(occluded if j == i else repeat_rows(other, hi - lo) for j, other in enumerate(inputs))
-                drops[:, lo:hi] = (reference - layout.run(objective, batch, hi - lo).view(hi - lo, n)).t()
+                values = local(occluded, lo, hi) if local else layout.run(objective, batch, hi - lo)
+                drops[:, lo:hi] = (reference - values.view(hi - lo, n)).t()
                 if progress is not None:
                     progress(hi - lo)
             drops_per_input.append((grid, drops))
