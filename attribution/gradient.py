@@ -31,7 +31,10 @@ class Saliency(Attribution):
             inputs: a tensor or tuple of tensors with the batch in dim 0.
             target: which output to explain: None (scalar output), an int, a
                 tuple index, one int/tuple per example (list or 1-D tensor),
-                or a callable ``output -> (N,)``.
+                or a callable from the output to one value per row.  Methods
+                evaluate several copies of the batch at once, stacked
+                (row ``r`` belongs to example ``r % N``), so a callable must
+                handle any multiple of ``N`` rows.
             abs: return the gradient's magnitude (default) or its sign too.
             additional_forward_args: extra arguments passed to the model after
                 the inputs.

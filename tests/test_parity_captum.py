@@ -146,17 +146,15 @@ def test_tuple_targets_on_a_multi_dim_output():
         )
 
 
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("target", sorted(TARGETS))
 @pytest.mark.parametrize("nt_type", ["smoothgrad", "smoothgrad_sq", "vargrad"])
-def test_noise_tunnel_without_noise_matches(nt_type):
-    kwargs = {"nt_type": nt_type, "nt_samples": 3, "stdevs": 0.0, "n_steps": 8}
-    model, x, *_ = CASES["cnn"]
-    ours = NoiseTunnel(IntegratedGradients(model)).attribute(x, target=[0, 1, 2], **kwargs)
-    theirs = NoiseTunnel_captum(model).attribute(x, target=[0, 1, 2], **kwargs)
+def test_noise_tunnel_without_noise_matches(case, target, nt_type):
+    model, inputs, args, *_ = CASES[case]
+    kwargs = {"nt_type": nt_type, "nt_samples": 3, "stdevs": 0.0, "n_steps": 8, "additional_forward_args": args}
+    ours = NoiseTunnel(IntegratedGradients(model)).attribute(inputs, target=TARGETS[target], **kwargs)
+    theirs = captum.NoiseTunnel(captum.IntegratedGradients(model)).attribute(inputs, target=TARGETS[target], **kwargs)
     _same(ours, theirs, atol=1e-5)
-
-
-def NoiseTunnel_captum(model):
-    return captum.NoiseTunnel(captum.IntegratedGradients(model))
 
 
 @pytest.mark.parametrize("nt_type", ["smoothgrad", "smoothgrad_sq", "vargrad"])
@@ -170,14 +168,22 @@ def test_noise_tunnel_statistics_agree_with_captum(nt_type):
     assert (ours - theirs).abs().max() < 0.05 * scale
 
 
-def test_gradient_shap_statistics_agree_with_captum():
-    model, x, *_ = CASES["cnn"]
-    dist = torch.randn(6, 3, 8, 8) * 0.5
-    kwargs = {"baselines": dist, "n_samples": 1500, "stdevs": 0.1, "target": [0, 1, 2]}
-    ours = GradientShap(model).attribute(x, **kwargs)
-    theirs = captum.GradientShap(model).attribute(x, **kwargs)
-    rel = (ours - theirs).abs().sum() / theirs.abs().sum()
-    assert rel < 0.1
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_gradient_shap_statistics_agree_with_captum(case):
+    model, inputs, args, *_ = CASES[case]
+    single = not isinstance(inputs, tuple)
+    dist = tuple(torch.randn(6, *x.shape[1:]) * 0.5 for x in ((inputs,) if single else inputs))
+    kwargs = {
+        "baselines": dist[0] if single else dist,
+        "n_samples": 1500,
+        "stdevs": 0.1,
+        "target": [0, 1, 2],
+        "additional_forward_args": args,
+    }
+    ours = GradientShap(model).attribute(inputs, **kwargs)
+    theirs = captum.GradientShap(model).attribute(inputs, **kwargs)
+    for a, b in zip(ours if isinstance(ours, tuple) else (ours,), theirs if isinstance(theirs, tuple) else (theirs,)):
+        assert (a - b).abs().sum() / b.abs().sum() < 0.1
 
 
 def test_gradient_shap_deltas_have_captums_layout():
@@ -188,3 +194,30 @@ def test_gradient_shap_deltas_have_captums_layout():
         x, baselines=torch.zeros(1, 6), n_samples=4, target=0, return_convergence_delta=True
     )
     assert ours.shape == theirs.shape
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_callable_targets_match_captum_per_example_targets(case):
+    model, inputs, args, layer, windows, strides = CASES[case]
+    labels = [2, 0, 1]
+
+    def pick(output):
+        return output[torch.arange(output.shape[0]), torch.tensor(labels).repeat(output.shape[0] // N)]
+
+    single = not isinstance(inputs, tuple)
+    module = dict(model.named_modules())[layer]
+    calls = [
+        (Saliency(model), captum.Saliency(model), {}),
+        (IntegratedGradients(model), captum.IntegratedGradients(model), {"n_steps": 8}),
+        (LayerGradCam(model, module), captum.LayerGradCam(model, module), {}),
+        (
+            Occlusion(model),
+            captum.Occlusion(model),
+            {"sliding_window_shapes": windows[0] if single else windows, "strides": strides[0] if single else strides},
+        ),
+    ]
+    for ours, theirs, kwargs in calls:
+        _same(
+            ours.attribute(inputs, target=pick, additional_forward_args=args, **kwargs),
+            theirs.attribute(inputs, target=labels, additional_forward_args=args, **kwargs),
+        )
