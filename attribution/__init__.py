@@ -7,7 +7,7 @@
 Methods are also available by name (``attribution.registry``).
 """
 
-from attribution import registry
+from attribution import metrics, registry
 from attribution._base import Attribution, LayerAttribution
 from attribution._canonical import Target
 from attribution.gradient import InputXGradient, Saliency
@@ -27,6 +27,7 @@ __all__ = [
     "Occlusion",
     "Saliency",
     "Target",
+    "metrics",
     "registry",
 ]
 __version__ = "0.1.0"

@@ -1,0 +1,131 @@
+"""Explanation metrics: infidelity and max-sensitivity, batched over perturbation samples.
+
+Both metrics look at ``S`` perturbed copies of a batch of ``n`` examples.  The
+copies arrive stacked repeat-major (row ``s * n + i`` is sample ``s`` of
+example ``i``), already drawn, so the result does not depend on how the work
+is split into forwards: ``samples_per_forward`` only bounds memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from attribution._canonical import Objective
+
+Explain = Callable[[tuple[Tensor, ...], int], tuple[Tensor, ...]]
+"""``explain(rows, repeats)``: explanations of ``repeats`` stacked copies of the batch."""
+
+
+def _chunks(total: int, per_chunk: int | None) -> list[tuple[int, int]]:
+    """Consecutive ``(lo, hi)`` ranges over ``range(total)`` of at most ``per_chunk`` items."""
+    size = total if per_chunk is None else max(1, per_chunk)
+    return [(lo, min(total, lo + size)) for lo in range(0, total, size)]
+
+
+def _copies(rows: tuple[Tensor, ...], n: int, lo: int, hi: int) -> tuple[Tensor, ...]:
+    """Copies ``lo`` to ``hi`` of a repeat-major stack of batches of ``n``."""
+    return tuple(r[lo * n : hi * n] for r in rows)
+
+
+def infidelity(
+    objective: Objective,
+    inputs: tuple[Tensor, ...],
+    attributions: tuple[Tensor, ...],
+    perturbations: tuple[Tensor, ...],
+    perturbed_inputs: tuple[Tensor, ...],
+    *,
+    n_samples: int,
+    normalize: bool = False,
+    samples_per_forward: int | None = None,
+) -> Tensor:
+    """Mean squared error between ``I . attr`` and ``f(x) - f(x - I)`` per example.
+
+    The unperturbed batch is evaluated as one more copy in front of the
+    perturbed ones, so ``f(x)`` costs no forward of its own.  With
+    ``normalize`` the attributions are first scaled by the least-squares
+    ``beta = E[ab] / E[a^2]`` per example; the error is then computed directly
+    as ``E[(beta a - b)^2]``, which (unlike the expanded polynomial) can never
+    come out negative.
+
+    Args:
+        objective: the model and target.
+        inputs: the unperturbed batch (``n`` rows per input).
+        attributions: shaped like ``inputs``.
+        perturbations: ``I``, ``n_samples * n`` rows per input, repeat-major.
+        perturbed_inputs: ``x - I`` (or any perturbed input), shaped like ``perturbations``.
+        n_samples: ``S``, the number of perturbed copies.
+        normalize: scale the attributions by the optimal ``beta`` first.
+        samples_per_forward: copies per forward (None: all in one forward).
+
+    Returns:
+        One infidelity value per example, shape ``(n,)``.
+    """
+    n = inputs[0].shape[0]
+    outputs = []
+    with torch.inference_mode():
+        for lo, hi in _chunks(n_samples + 1, samples_per_forward):
+            perturbed = _copies(perturbed_inputs, n, max(lo - 1, 0), hi - 1)
+            rows = tuple(torch.cat([x, p]) for x, p in zip(inputs, perturbed)) if lo == 0 else perturbed
+            outputs.append(objective(rows, hi - lo))
+    values = torch.cat(outputs).view(n_samples + 1, n)
+    diffs = values[0] - values[1:]
+    dots = sum((p.reshape(n_samples, n, -1) * a.reshape(1, n, -1)).sum(-1) for p, a in zip(perturbations, attributions))
+    dots = dots.to(diffs)
+    if normalize:
+        squares = (dots * dots).sum(0)
+        beta = (dots * diffs).sum(0) / torch.where(squares == 0, torch.ones_like(squares), squares)
+        dots = beta * dots
+    return (dots - diffs).pow(2).mean(0)
+
+
+def vector_norm(rows: Tensor, norm_ord: str | float) -> Tensor:
+    """The norm of each row of a 2-D (or the last dim of any) tensor; ``"fro"`` is the 2-norm."""
+    return torch.linalg.vector_norm(rows, ord=2 if norm_ord == "fro" else norm_ord, dim=-1)
+
+
+def _flatten(explanations: tuple[Tensor, ...], rows: int) -> Tensor:
+    """All inputs' explanations of each row side by side: ``(rows, features)``."""
+    return torch.cat([e.reshape(rows, -1) for e in explanations], dim=1)
+
+
+def sensitivity_max(
+    explain: Explain,
+    inputs: tuple[Tensor, ...],
+    perturbed_inputs: tuple[Tensor, ...],
+    *,
+    n_samples: int,
+    norm_ord: str | float = "fro",
+    samples_per_forward: int | None = None,
+) -> Tensor:
+    """Largest relative change of the explanation over the perturbed copies.
+
+    ``max_s ||e(x_s) - e(x)|| / ||e(x)||`` per example, the norm taken over
+    all inputs' explanations together; an explanation of norm 0 divides by 1
+    (so its sensitivity is the absolute change).
+
+    Args:
+        explain: explanations of ``repeats`` stacked copies of the batch, as a
+            tuple with one tensor per input and ``repeats * n`` rows each.
+        inputs: the unperturbed batch (``n`` rows per input).
+        perturbed_inputs: ``n_samples * n`` rows per input, repeat-major.
+        n_samples: ``S``, the number of perturbed copies.
+        norm_ord: ``"fro"`` or a vector norm order (as ``torch.linalg.vector_norm``).
+        samples_per_forward: copies per ``explain`` call (None: all in one call).
+
+    Returns:
+        One sensitivity value per example, shape ``(n,)``.
+    """
+    n = inputs[0].shape[0]
+    reference = _flatten(explain(inputs, 1), n)
+    scale = vector_norm(reference, norm_ord)
+    scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+    largest: Tensor | None = None
+    for lo, hi in _chunks(n_samples, samples_per_forward):
+        copies = hi - lo
+        explained = _flatten(explain(_copies(perturbed_inputs, n, lo, hi), copies), copies * n)
+        change = vector_norm(explained.view(copies, n, -1) - reference.to(explained), norm_ord).amax(0)
+        largest = change if largest is None else torch.maximum(largest, change)
+    return largest / scale.to(largest)

@@ -1,0 +1,326 @@
+"""Metrics of explanation quality: ``infidelity`` and ``sensitivity_max`` (Yeh et al., 2019).
+
+Names, signatures and defaults follow the reference implementation.  Both
+functions draw every perturbation up front with one call of ``perturb_func``
+on ``n_perturb_samples`` stacked copies of the batch (repeat-major: row
+``s * N + i`` is sample ``s`` of example ``i``), then evaluate the copies in
+as few calls as ``max_examples_per_batch`` allows, so that chunking never
+changes the result.  Random draws come from torch's global generator: seed it
+with ``torch.manual_seed``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from attribution import _canonical as canon
+from attribution._canonical import BaselineType, TargetType, TensorOrTuple
+from attribution._checks import check_int
+from attribution.functional import metrics as core
+
+PerturbFunc = Callable[..., Any]
+PAIR = ("perturbations", "perturbed inputs")
+
+
+def default_perturb_func(inputs: TensorOrTuple, perturb_radius: float = 0.02) -> TensorOrTuple:
+    """``inputs`` plus noise drawn uniformly from the L-inf ball of ``perturb_radius``.
+
+    The noise has each input's dtype and device (the reference draws float32
+    on the CPU, which turns half-precision inputs into float32 ones).
+    """
+    values, given_as_tensor = canon.format_inputs(inputs)
+    noisy = tuple(x + torch.empty_like(x).uniform_(-perturb_radius, perturb_radius) for x in values)
+    return canon.restore_structure(noisy, given_as_tensor)
+
+
+def default_infidelity_perturb_func(
+    inputs: TensorOrTuple, baselines: BaselineType = None, *, stdev: float = 0.003
+) -> tuple[TensorOrTuple, TensorOrTuple]:
+    """Gaussian perturbations for :func:`infidelity`: ``(I, inputs - I)`` with ``I ~ N(0, stdev^2)``.
+
+    The noise of the reference's documentation example, for local (gradient)
+    attributions; ``baselines`` is ignored.  Use ``functools.partial`` to
+    change ``stdev``.
+    """
+    values, given_as_tensor = canon.format_inputs(inputs)
+    noise = tuple(stdev * torch.randn_like(x) for x in values)
+    perturbed = tuple(x - i for x, i in zip(values, noise))
+    return canon.restore_structure(noise, given_as_tensor), canon.restore_structure(perturbed, given_as_tensor)
+
+
+def infidelity_perturb_func_decorator(multiply_by_inputs: bool = True) -> Callable[[PerturbFunc], PerturbFunc]:
+    """Turn a ``perturb_func`` that returns only perturbed inputs into one that also returns ``I``.
+
+    ``I = (x - x') / (x - baseline)`` (0 baselines when None; a zero divisor
+    counts as 1) when ``multiply_by_inputs``, for global attributions such as
+    InputXGradient or IntegratedGradients; ``I = x - x'`` otherwise, for local
+    ones such as Saliency.
+
+    Example:
+        >>> @infidelity_perturb_func_decorator(multiply_by_inputs=False)  # doctest: +SKIP
+        ... def perturb(inputs):
+        ...     return inputs - 0.003 * torch.randn_like(inputs)
+    """
+
+    def decorate(perturb_func: PerturbFunc) -> PerturbFunc:
+        @functools.wraps(perturb_func)
+        def with_perturbations(
+            inputs: TensorOrTuple, baselines: BaselineType = None
+        ) -> tuple[TensorOrTuple, TensorOrTuple]:
+            perturbed = perturb_func(inputs) if baselines is None else perturb_func(inputs, baselines)
+            values, given_as_tensor = canon.format_inputs(inputs)
+            perturbed = _like(perturbed, values, "perturb_func (perturbed inputs)")
+            diffs = tuple(x - p for x, p in zip(values, perturbed))
+            if multiply_by_inputs:
+                spans = tuple(x - b for x, b in zip(values, canon.format_baselines(baselines, values)))
+                diffs = tuple(d / torch.where(s == 0, torch.ones_like(s), s) for d, s in zip(diffs, spans))
+            return canon.restore_structure(diffs, given_as_tensor), canon.restore_structure(perturbed, given_as_tensor)
+
+        return with_perturbations
+
+    return decorate
+
+
+def infidelity(
+    forward_func: Callable[..., Tensor],
+    perturb_func: PerturbFunc,
+    inputs: TensorOrTuple,
+    attributions: TensorOrTuple,
+    baselines: BaselineType = None,
+    additional_forward_args: Any = None,
+    target: TargetType = None,
+    n_perturb_samples: int = 10,
+    max_examples_per_batch: int | None = None,
+    normalize: bool = False,
+) -> Tensor:
+    """Explanation infidelity: ``E_I[(I . attr - (f(x) - f(x - I)))^2]`` per example.
+
+    Args:
+        forward_func: the model.
+        perturb_func: ``perturb_func(inputs)``, or ``perturb_func(inputs,
+            baselines)`` when baselines are given, returning ``(perturbations,
+            perturbed_inputs)`` in the structure of ``inputs``.  It is called
+            once, on ``n_perturb_samples`` stacked copies of the batch
+            (per-example baselines are stacked the same way; others arrive as
+            tensors that broadcast).  Decorate a function that returns only
+            perturbed inputs with :func:`infidelity_perturb_func_decorator`.
+        inputs: a tensor or tuple of tensors with the batch in dim 0.
+        attributions: shaped like ``inputs``.
+        baselines: passed on to ``perturb_func`` (see :class:`IntegratedGradients`).
+        additional_forward_args: extra arguments passed to the model.
+        target: which output to explain (see :meth:`Saliency.attribute`).
+        n_perturb_samples: perturbations per example (>= 1).
+        max_examples_per_batch: rows per forward (at least one copy of the
+            batch); None evaluates everything in one forward.
+        normalize: scale the attributions by the least-squares factor first,
+            making the score invariant to scaling the attributions.
+
+    Returns:
+        A tensor of shape ``(N,)``.
+
+    Raises:
+        TypeError: a non-callable ``forward_func``/``perturb_func`` or a
+            malformed ``perturb_func`` result.
+        ValueError: bad counts, attributions or perturbations not shaped like
+            the inputs, or a bad target.
+
+    Example:
+        >>> attr = Saliency(model).attribute(x, target=3, abs=False)  # doctest: +SKIP
+        >>> infidelity(model, default_infidelity_perturb_func, x, attr, target=3)  # doctest: +SKIP
+    """
+    check_int(n_perturb_samples, "n_perturb_samples")
+    check_int(max_examples_per_batch, "max_examples_per_batch", allow_none=True)
+    _check_callable(perturb_func, "perturb_func")
+    call = canon.canonical_call(forward_func, inputs, target, additional_forward_args)
+    n = call.inputs[0].shape[0]
+    attrs = _like(attributions, call.inputs, "attributions")
+    with torch.no_grad():
+        stacked = _stack(call.inputs, n_perturb_samples)
+        args = [call.restore(stacked)]
+        if baselines is not None:  # per-example baselines are stacked like the inputs, the others broadcast
+            formatted = canon.format_baselines(baselines, call.inputs)
+            args.append(call.restore([_stack((b,), n_perturb_samples)[0] if b.shape[0] > 1 else b for b in formatted]))
+        perturbations, perturbed = _perturbations(perturb_func(*args), stacked)
+        return core.infidelity(
+            call.objective,
+            tuple(x.detach() for x in call.inputs),
+            tuple(a.detach() for a in attrs),
+            perturbations,
+            perturbed,
+            n_samples=n_perturb_samples,
+            normalize=normalize,
+            samples_per_forward=_samples_per_forward(max_examples_per_batch, n),
+        )
+
+
+def sensitivity_max(
+    explanation_func: Callable[..., TensorOrTuple],
+    inputs: TensorOrTuple,
+    perturb_func: PerturbFunc = default_perturb_func,
+    perturb_radius: float = 0.02,
+    n_perturb_samples: int = 10,
+    norm_ord: str | float = "fro",
+    max_examples_per_batch: int | None = None,
+    **kwargs: Any,
+) -> Tensor:
+    """Max-sensitivity: ``max_s ||e(x + d_s) - e(x)|| / ||e(x)||`` per example.
+
+    Args:
+        explanation_func: returns explanations shaped like its inputs, usually
+            a bound ``attribute`` method (e.g. ``Saliency(model).attribute``);
+            called on ``inputs``, then on stacked perturbed copies of them.
+        inputs: a tensor or tuple of tensors with the batch in dim 0.
+        perturb_func: returns perturbed inputs in the structure of ``inputs``;
+            called once on ``n_perturb_samples`` stacked copies, with
+            ``perturb_radius`` as second argument if it takes two or more.
+            The default adds uniform noise from the L-inf ball.
+        perturb_radius: radius of the perturbation ball.
+        n_perturb_samples: perturbations per example (>= 1).
+        norm_ord: ``"fro"`` (the 2-norm of all inputs' explanations together)
+            or a vector norm order such as ``1`` or ``float("inf")``.
+        max_examples_per_batch: rows per ``explanation_func`` call (at least
+            one copy of the batch); None explains every copy in one call.
+        **kwargs: passed to ``explanation_func``; per-example ``target``
+            lists and tensors, ``baselines`` with one row per example and
+            tensor ``additional_forward_args`` are stacked like the inputs.
+
+    Returns:
+        A tensor of shape ``(N,)``; an explanation of norm 0 gets the absolute change.
+
+    Raises:
+        TypeError: a non-callable function or a malformed result.
+        ValueError: bad counts, an unknown ``norm_ord``, or perturbed inputs or
+            explanations not shaped like the inputs.
+
+    Example:
+        >>> sensitivity_max(Saliency(model).attribute, x, target=labels)  # doctest: +SKIP
+    """
+    _check_callable(explanation_func, "explanation_func")
+    _check_callable(perturb_func, "perturb_func")
+    check_int(n_perturb_samples, "n_perturb_samples")
+    check_int(max_examples_per_batch, "max_examples_per_batch", allow_none=True)
+    if isinstance(norm_ord, bool) or not (norm_ord == "fro" or isinstance(norm_ord, numbers.Real)):
+        raise ValueError(
+            f"norm_ord: expected 'fro' or a number (vector norm order such as 1, 2 or float('inf')), "
+            f"got {norm_ord!r}; explanations are flattened per example, so matrix norms like 'nuc' do not apply"
+        )
+    values, given_as_tensor = canon.format_inputs(inputs)
+    n = values[0].shape[0]
+    with torch.no_grad():
+        stacked = _stack(values, n_perturb_samples)
+        arg = canon.restore_structure(stacked, given_as_tensor)
+        perturbed = perturb_func(arg, perturb_radius) if _takes_two(perturb_func) else perturb_func(arg)
+    perturbed = _like(perturbed, stacked, "perturb_func (perturbed inputs)")
+    return core.sensitivity_max(
+        _Explainer(explanation_func, given_as_tensor, n, kwargs),
+        values,
+        perturbed,
+        n_samples=n_perturb_samples,
+        norm_ord=norm_ord,
+        samples_per_forward=_samples_per_forward(max_examples_per_batch, n),
+    )
+
+
+@dataclass
+class _Explainer:
+    """``explanation_func`` in canonical form: stacked copies in, a checked tuple out."""
+
+    explanation_func: Callable[..., TensorOrTuple]
+    given_as_tensor: bool
+    n: int
+    kwargs: dict
+    row_shapes: list[torch.Size] | None = None
+    expanded: dict[int, dict] = field(default_factory=dict)
+
+    def __call__(self, rows: tuple[Tensor, ...], repeats: int) -> tuple[Tensor, ...]:
+        if repeats not in self.expanded:  # per-example arguments, stacked like the copies of the batch
+            self.expanded[repeats] = {key: _stack_kwarg(key, v, self.n, repeats) for key, v in self.kwargs.items()}
+        with torch.no_grad():
+            out = self.explanation_func(canon.restore_structure(rows, self.given_as_tensor), **self.expanded[repeats])
+        out = (out,) if isinstance(out, Tensor) else out
+        if not isinstance(out, (tuple, list)) or not all(isinstance(e, Tensor) for e in out):
+            raise TypeError(f"explanation_func: expected a tensor or a tuple of tensors, got {canon.describe(out)}")
+        shapes = [e.shape[1:] for e in out]
+        if any(e.dim() == 0 or e.shape[0] != repeats * self.n for e in out) or self.row_shapes not in (None, shapes):
+            got = [tuple(e.shape) for e in out]
+            raise ValueError(
+                f"explanation_func: expected explanations with {repeats * self.n} rows each, shaped alike "
+                f"for the inputs and their perturbed copies; got shapes {got}"
+            )
+        self.row_shapes = shapes
+        return tuple(e.detach() for e in out)
+
+
+def _stack_kwarg(key: str, value: Any, n: int, repeats: int) -> Any:
+    """``value`` stacked ``repeats`` times if it is per-example (as the reference does for these three keys)."""
+    if key == "target":
+        if isinstance(value, list):
+            return value * repeats
+        if isinstance(value, canon.Target):
+            return value.repeat(repeats)
+        if isinstance(value, Tensor) and value.numel() > 1:
+            return canon.repeat_rows(value, repeats)
+    elif key == "additional_forward_args":
+        if isinstance(value, tuple):
+            return tuple(canon.repeat_rows(v, repeats) for v in value)
+        return canon.repeat_rows(value, repeats)
+    elif key == "baselines":
+        if isinstance(value, tuple):
+            return tuple(_stack_kwarg(key, v, n, repeats) for v in value)
+        if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == n > 1:
+            return canon.repeat_rows(value, repeats)
+    return value
+
+
+def _stack(values: tuple[Tensor, ...], copies: int) -> tuple[Tensor, ...]:
+    """``copies`` detached copies of each batch stacked repeat-major along dim 0."""
+    return tuple(x.detach().repeat(copies, *([1] * (x.dim() - 1))) for x in values)
+
+
+def _perturbations(result: Any, stacked: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """An infidelity ``perturb_func``'s ``(perturbations, perturbed_inputs)``, checked against the copies."""
+    pair = isinstance(result, (tuple, list)) and len(result) == 2
+    if not pair or (len(stacked) > 1 and all(isinstance(r, Tensor) for r in result)):
+        raise TypeError(
+            f"perturb_func: expected it to return (perturbations, perturbed_inputs), got {canon.describe(result)}; "
+            "decorate a function that returns only perturbed inputs with infidelity_perturb_func_decorator"
+        )
+    return tuple(_like(r, stacked, f"perturb_func ({what})") for r, what in zip(result, PAIR))
+
+
+def _like(value: Any, reference: tuple[Tensor, ...], name: str) -> tuple[Tensor, ...]:
+    """``value`` as a tuple of tensors shaped like ``reference``, or an error naming ``name``."""
+    values = (value,) if isinstance(value, Tensor) else value
+    if not isinstance(values, (tuple, list)) or not all(isinstance(v, Tensor) for v in values):
+        raise TypeError(f"{name}: expected a tensor or a tuple of tensors, got {canon.describe(value)}")
+    if len(values) != len(reference):
+        raise ValueError(f"{name}: expected {len(reference)} tensor(s), one per input, got {len(values)}")
+    for i, (v, r) in enumerate(zip(values, reference)):
+        if v.shape != r.shape:
+            raise ValueError(f"{name}: expected [{i}] of shape {tuple(r.shape)}, got {tuple(v.shape)}")
+    return tuple(values)
+
+
+def _check_callable(func: Any, name: str) -> None:
+    if not callable(func):  # fail before any work, naming the argument
+        raise TypeError(f"{name}: expected a callable, got {canon.describe(func)}")
+
+
+def _takes_two(func: Callable) -> bool:
+    """Whether ``func`` declares a second parameter (the reference passes the radius then)."""
+    try:
+        return len(inspect.signature(func).parameters) > 1
+    except (TypeError, ValueError):  # builtins without a signature
+        return False
+
+
+def _samples_per_forward(max_examples_per_batch: int | None, n: int) -> int | None:
+    return None if max_examples_per_batch is None else max(1, max_examples_per_batch // n)
