@@ -1,0 +1,164 @@
+"""Running the attribution engine on the probe without changing training.
+
+Everything here happens inside :func:`untouched_training_state`: each
+module's own training flag is restored afterwards, the global RNG stream is
+forked (and seeded, so noisy methods give the same maps on every run and
+after a resume), and the engine itself never writes ``param.grad``,
+``requires_grad`` or leaves hooks behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from attribution import registry
+from lightning_xai import _render
+
+METRICS = ("infidelity", "sensitivity")
+PERTURBATION_SAMPLES = 8
+"""Perturbations per probe example for infidelity and sensitivity (Captum's default is 10)."""
+INFIDELITY_NOISE = 0.1
+"""Standard deviation of the infidelity perturbations, in units of the probe's own standard deviation."""
+
+
+@contextmanager
+def untouched_training_state(model: nn.Module, seed: int) -> Iterator[None]:
+    """Eval mode and a private, seeded RNG stream; every module's flag restored on exit."""
+    flags = [(module, module.training) for module in model.modules()]
+    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        model.eval()
+        try:
+            yield
+        finally:
+            for module, training in flags:
+                module.training = training
+
+
+def last_conv_name(model: nn.Module) -> str | None:
+    """Dotted name of the model's last convolution, the usual GradCAM layer."""
+    names = [name for name, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    return names[-1] if names else None
+
+
+def default_options(name: str, inputs: Tensor) -> dict[str, Any]:
+    """Method options that keep the monitor cheap on a probe batch; user options override them."""
+    if name == "integrated_gradients":
+        return {"n_steps": 32}
+    if name == "gradient_shap":
+        return {"n_samples": 16, "stdevs": 0.1}
+    if name == "layer_gradcam":
+        return {"relu_attributions": True}
+    if name == "occlusion":
+        if inputs.dim() == 4:  # a square window an eighth of the image, over all channels, half overlapping
+            side = max(1, min(inputs.shape[-2:]) // 8)
+            step = max(1, side // 2)
+            return {"sliding_window_shapes": (inputs.shape[1], side, side), "strides": (inputs.shape[1], step, step)}
+        return {"sliding_window_shapes": (1,) * (inputs.dim() - 1)}
+    return {}
+
+
+def resolve_targets(target: str | int, model: nn.Module, inputs: Tensor, labels: Tensor | None) -> Tensor:
+    """The class to explain for every probe example: predicted, labelled, or fixed."""
+    if target == "label":
+        if labels is None:
+            raise ValueError("target: 'label' needs labels, but the probe has none; use target='pred' or an int")
+        return labels.to(inputs.device)
+    if target == "pred":
+        with torch.inference_mode():
+            return model(inputs).argmax(dim=1).clone()
+    return torch.full((inputs.shape[0],), int(target), device=inputs.device, dtype=torch.long)
+
+
+@dataclass
+class Explanation:
+    """One method's result on the probe at one epoch."""
+
+    method: str
+    attributions: Tensor  # as the method returns them: input-shaped, or layer-shaped for layer methods
+    heat: Tensor | None  # (N, H, W) in [0, 1] at the input's resolution, for image inputs
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _noise_perturbation(inputs: Tensor) -> tuple[Tensor, Tensor]:
+    noise = INFIDELITY_NOISE * inputs.std() * torch.randn_like(inputs)
+    return noise, inputs - noise
+
+
+def mass_in_mask(attributions: Tensor, masks: Tensor) -> Tensor:
+    """Share of each map's positive attribution that falls inside its mask, ``(N,)``."""
+    positive = attributions.float().sum(1).clamp_min(0) if attributions.dim() == 4 else attributions.clamp_min(0)
+    if positive.shape[-2:] != masks.shape[-2:]:
+        positive = torch.nn.functional.interpolate(positive[:, None], size=masks.shape[-2:], mode="bilinear")[:, 0]
+    total = positive.flatten(1).sum(1).clamp_min(1e-12)
+    return (positive * masks.to(positive)).flatten(1).sum(1) / total
+
+
+def explain(
+    model: nn.Module,
+    methods: Mapping[str, Mapping[str, Any]],
+    layer: str | None,
+    inputs: Tensor,
+    targets: Tensor,
+    masks: Tensor | None = None,
+    metrics: tuple[str, ...] = (),
+) -> list[Explanation]:
+    """Run every method (and its metrics) on the probe.
+
+    Call inside :func:`untouched_training_state`.
+    """
+    results = []
+    for name, user_options in methods.items():
+        explainer = registry.build(name, model, layer=layer)
+        options = {**default_options(name, inputs), **user_options}
+        values: dict[str, float] = {}
+        if explainer.has_convergence_delta():
+            attributions, delta = explainer.attribute(inputs, target=targets, return_convergence_delta=True, **options)
+            values["convergence_delta"] = float(delta.abs().mean())
+        else:
+            attributions = explainer.attribute(inputs, target=targets, **options)
+        layer_method = registry.needs_layer(name)
+        if not layer_method:
+            values.update(_quality_metrics(explainer, model, inputs, targets, attributions, options, metrics))
+        if masks is not None:
+            values["mass_in_mask"] = float(mass_in_mask(attributions, masks).mean())
+        image = inputs.dim() == 4
+        results.append(
+            Explanation(
+                name,
+                attributions.detach(),
+                _render.heat(attributions, inputs.shape[-2:]) if image else None,
+                values,
+            )
+        )
+    return results
+
+
+def _quality_metrics(explainer, model, inputs, targets, attributions, options, metrics) -> dict[str, float]:
+    from attribution.metrics import infidelity, sensitivity_max
+
+    values = {}
+    if "infidelity" in metrics:
+        scores = infidelity(
+            model,
+            _noise_perturbation,
+            inputs,
+            attributions,
+            target=targets,
+            n_perturb_samples=PERTURBATION_SAMPLES,
+            normalize=True,
+        )
+        values["infidelity"] = float(scores.mean())
+    if "sensitivity" in metrics:
+        scores = sensitivity_max(
+            explainer.attribute, inputs, n_perturb_samples=PERTURBATION_SAMPLES, target=targets, **options
+        )
+        values["sensitivity"] = float(scores.mean())
+    return values

@@ -1,0 +1,317 @@
+"""AttributionMonitor: explanations of a fixed probe batch, logged at epoch ends."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor
+
+from attribution import registry
+from attribution._autograd import resolve_layer
+from attribution._checks import check_choice, check_int
+from lightning_xai import _render
+from lightning_xai._explain import (
+    METRICS,
+    Explanation,
+    explain,
+    last_conv_name,
+    resolve_targets,
+    untouched_training_state,
+)
+from lightning_xai._probe import Probe, probe_from_value, select_probe
+from lightning_xai._writers import ExplanationWriter
+
+SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy", "XLAFSDPStrategy")
+
+
+def _misconfigured(check, *args, **kwargs) -> None:
+    """Run an argument check; report failures as Lightning's MisconfigurationException."""
+    try:
+        check(*args, **kwargs)
+    except (ValueError, TypeError) as error:
+        raise MisconfigurationException(str(error)) from error
+
+
+class AttributionMonitor(Callback):
+    """Explain a fixed probe batch at epoch ends and log the maps, overlays and metrics.
+
+    Each logged epoch writes, per method, a grid of the probe images with the
+    attribution heat map overlaid (``xai/<method>``), a filmstrip per probe
+    sample with one column per logged epoch (``xai_filmstrip/<method>/<i>``),
+    scalars ``xai/<method>/<metric>`` (infidelity, sensitivity, IG convergence
+    delta, attribution mass inside ground-truth masks when the data has them)
+    and, beside the logs, the maps as float16 ``.pt`` files with a
+    ``manifest.json``.  Training is not affected: modes, gradients, hooks and
+    the global RNG are left as they were.
+
+    Args:
+        methods: registry names (``attribution.registry.available()``), or a
+            mapping from name to ``attribute`` options, e.g.
+            ``{"integrated_gradients": {"n_steps": 64}}``.
+        layer: dotted name of the layer for layer methods and GradCAM; by
+            default the model's last convolution.
+        gradcam: also log layer GradCAM on ``layer`` (if the model has one).
+        probe: explicit probe: a tensor, ``(inputs, labels[, masks])`` or a
+            dict batch; by default ``num_probe_samples`` examples are taken
+            from the first validation dataloader, covering the classes.
+        num_probe_samples: size of the default probe.
+        target: ``"pred"`` (the model's current prediction), ``"label"`` or
+            a class index.
+        every_n_epochs: log every n-th epoch (epochs ``n - 1``, ``2n - 1``, ...).
+        metrics: any of ``"infidelity"`` and ``"sensitivity"`` (each costs a
+            few extra passes of the method).
+        display_mean: per-channel mean to undo for the overlays.
+        display_std: per-channel std to undo for the overlays.
+        artifact_dir: where maps and manifest go; default ``<log_dir>/xai``.
+        on_error: ``"warn"`` (default: training never dies because of the
+            monitor) or ``"raise"``.
+        seed: seed of the monitor's private RNG stream (noisy methods, metrics).
+
+    Example:
+        >>> trainer = L.Trainer(callbacks=[AttributionMonitor(["integrated_gradients", "occlusion"])])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        methods: Sequence[str] | Mapping[str, Mapping[str, Any]] = ("integrated_gradients",),
+        layer: str | None = None,
+        gradcam: bool = True,
+        probe: Any = None,
+        num_probe_samples: int = 8,
+        target: str | int = "pred",
+        every_n_epochs: int = 1,
+        metrics: Sequence[str] = ("infidelity",),
+        display_mean: Sequence[float] | None = None,
+        display_std: Sequence[float] | None = None,
+        artifact_dir: str | None = None,
+        on_error: str = "warn",
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.methods = _method_options(methods)
+        _misconfigured(check_int, every_n_epochs, "every_n_epochs")
+        _misconfigured(check_int, num_probe_samples, "num_probe_samples")
+        _misconfigured(check_choice, on_error, "on_error", ("warn", "raise"))
+        for metric in metrics:
+            _misconfigured(check_choice, metric, "metrics", METRICS)
+        if not (
+            target in ("pred", "label") or (isinstance(target, int) and not isinstance(target, bool) and target >= 0)
+        ):
+            raise MisconfigurationException(f"target: expected 'pred', 'label' or a class index >= 0, got {target!r}")
+        if layer is not None and not isinstance(layer, str):
+            raise MisconfigurationException(f"layer: expected a dotted module name, got {type(layer).__name__}")
+        self.layer = layer
+        self.gradcam = gradcam
+        self.num_probe_samples = num_probe_samples
+        self.target = target
+        self.every_n_epochs = every_n_epochs
+        self.metrics = tuple(metrics)
+        self.display_mean = display_mean
+        self.display_std = display_std
+        self.artifact_dir = artifact_dir
+        self.on_error = on_error
+        self.seed = seed
+        self._probe: Probe | None = None if probe is None else probe_from_value(probe)
+        self._layer_name: str | None = None
+        self._writer: ExplanationWriter | None = None
+        self._epochs: list[int] = []
+        self._targets: list[Tensor] = []
+        self._thumbnails: dict[str, list[Tensor]] = {}
+        self._manifest: list[dict[str, Any]] = []
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(methods=sorted(self.methods), layer=self.layer, target=self.target)
+
+    # ------------------------------------------------------------------ Lightning hooks: whether to act
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        strategy = type(trainer.strategy).__name__
+        if strategy in SHARDED_STRATEGIES:
+            raise MisconfigurationException(
+                f"AttributionMonitor: {strategy} shards the model's parameters across processes, so no process can "
+                f"run the model alone; use a strategy that keeps full replicas (e.g. 'ddp')"
+            )
+        self._layer_name = self._resolve_layer(pl_module)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._probe is None:
+            self._probe = select_probe(_validation_dataloader(trainer), self.num_probe_samples)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._should_skip(trainer):
+            return
+        try:
+            self._monitor_epoch(trainer, pl_module)
+        except Exception as error:
+            if self.on_error == "raise":
+                raise
+            rank_zero_warn(
+                f"AttributionMonitor skipped epoch {trainer.current_epoch}: {type(error).__name__}: {error} "
+                f"(pass on_error='raise' to stop training instead)"
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "probe": None if self._probe is None else self._probe.state_dict(),
+            "epochs": list(self._epochs),
+            "targets": list(self._targets),
+            "thumbnails": {name: list(maps) for name, maps in self._thumbnails.items()},
+            "manifest": list(self._manifest),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("probe") is not None:
+            self._probe = Probe.from_state_dict(state_dict["probe"])
+        self._epochs = list(state_dict.get("epochs", []))
+        self._targets = list(state_dict.get("targets", []))
+        self._thumbnails = {name: list(maps) for name, maps in state_dict.get("thumbnails", {}).items()}
+        self._manifest = list(state_dict.get("manifest", []))
+
+    @property
+    def probe(self) -> Probe | None:
+        """The probe batch being explained (chosen at the start of fit unless given)."""
+        return self._probe
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """One record per logged epoch and method: epoch, method, targets, metric values, maps file."""
+        return list(self._manifest)
+
+    # ------------------------------------------------------------------ helpers: compute, record, log
+
+    def _should_skip(self, trainer: pl.Trainer) -> bool:
+        return (
+            trainer.sanity_checking
+            or bool(trainer.fast_dev_run)
+            or (trainer.current_epoch + 1) % self.every_n_epochs != 0
+            or trainer.current_epoch in self._epochs
+        )
+
+    def _resolve_layer(self, pl_module: pl.LightningModule) -> str | None:
+        needs_layer = self.gradcam or any(registry.needs_layer(name) for name in self.methods)
+        if self.layer is not None:
+            _misconfigured(resolve_layer, pl_module, self.layer)
+            return self.layer
+        found = last_conv_name(pl_module) if needs_layer else None
+        if found is None and any(registry.needs_layer(name) for name in self.methods):
+            raise MisconfigurationException(
+                "layer: the model has no convolution to default to; pass layer=<dotted module name>"
+            )
+        return found
+
+    def _active_methods(self) -> dict[str, dict[str, Any]]:
+        methods = dict(self.methods)
+        if self.gradcam and self._layer_name is not None:
+            methods.setdefault("layer_gradcam", {})
+        return methods
+
+    def _monitor_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        probe = self._probe
+        inputs = probe.inputs.to(pl_module.device)
+        with untouched_training_state(pl_module, self.seed + epoch):
+            targets = resolve_targets(self.target, pl_module, inputs, probe.labels)
+            results = explain(
+                pl_module,
+                self._active_methods(),
+                self._layer_name,
+                inputs,
+                targets,
+                None if probe.masks is None else probe.masks.to(pl_module.device),
+                self.metrics,
+            )
+        writer = self._writer_for(trainer)
+        self._record(epoch, targets, results, writer)
+        self._log(pl_module, writer, epoch, results)
+
+    def _writer_for(self, trainer: pl.Trainer) -> ExplanationWriter:
+        if self._writer is None:
+            root = self.artifact_dir or Path(trainer.log_dir or trainer.default_root_dir) / "xai"
+            self._writer = ExplanationWriter(trainer, Path(root))
+        return self._writer
+
+    def _record(self, epoch: int, targets: Tensor, results: list[Explanation], writer: ExplanationWriter) -> None:
+        self._epochs.append(epoch)
+        self._targets.append(targets.cpu())
+        for result in results:
+            if result.heat is not None:
+                self._thumbnails.setdefault(result.method, []).append(_render.thumbnail(result.heat))
+            self._manifest.append(
+                {
+                    "epoch": epoch,
+                    "method": result.method,
+                    "target": targets.tolist(),
+                    "metrics": result.metrics,
+                    "maps": writer.maps_file(epoch),
+                }
+            )
+        writer.artifacts(epoch, {r.method: r.attributions for r in results}, self._probe.state_dict(), self._manifest)
+
+    def _log(
+        self, pl_module: pl.LightningModule, writer: ExplanationWriter, epoch: int, results: list[Explanation]
+    ) -> None:
+        for result in results:
+            for metric, value in result.metrics.items():
+                pl_module.log(f"xai/{result.method}/{metric}", value, on_step=False, on_epoch=True)
+        writer.layout()
+        if self._probe.inputs.dim() != 4:
+            return
+        images = _render.enlarge(_render.displayable(self._probe.inputs, self.display_mean, self.display_std))
+        if len(self._epochs) == 1:
+            writer.image("xai/probe", _render.grid(images), epoch)
+        for result in results:
+            overlays = _render.overlay(images, _render.enlarge(result.heat))
+            writer.image(f"xai/{result.method}", _render.grid(overlays), epoch)
+            history = torch.stack(self._thumbnails[result.method])  # (epochs, N, h, w)
+            for i in range(len(images)):
+                strip = _render.filmstrip(images[i], history[:, i])
+                writer.image(f"xai_filmstrip/{result.method}/sample_{i}", strip, epoch)
+
+
+def _method_options(methods: Sequence[str] | Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Validate ``methods`` and give every method an options dict."""
+    if isinstance(methods, str):
+        methods = [methods]
+    if isinstance(methods, Mapping):
+        items = list(methods.items())
+    elif isinstance(methods, Sequence):
+        items = [(name, {}) for name in methods]
+    else:
+        raise MisconfigurationException(f"methods: expected a list of names or a mapping, got {type(methods).__name__}")
+    if not items:
+        raise MisconfigurationException(f"methods: give at least one of {registry.available()}")
+    options = {}
+    for name, opts in items:
+        _misconfigured(registry.get, name)
+        if opts is None:
+            opts = {}
+        if not isinstance(opts, Mapping):
+            raise MisconfigurationException(f"methods[{name!r}]: expected a dict of options, got {type(opts).__name__}")
+        options[name] = dict(opts)
+    return options
+
+
+def _validation_dataloader(trainer: pl.Trainer) -> torch.utils.data.DataLoader:
+    """The first validation dataloader, for picking the probe; a clear error when there is none."""
+    source = trainer.fit_loop.epoch_loop.val_loop._data_source
+    loaders = source.dataloader() if source.is_defined() and trainer.limit_val_batches != 0 else None
+    if isinstance(loaders, Mapping):
+        loaders = next(iter(loaders.values()), None)
+    if isinstance(loaders, Sequence):
+        loaders = loaders[0] if loaders else None
+    if not isinstance(loaders, torch.utils.data.DataLoader):
+        raise MisconfigurationException(
+            "probe: AttributionMonitor needs a probe batch; pass probe=(inputs, labels) or give the trainer "
+            "validation data to pick one from"
+        )
+    return loaders

@@ -1,0 +1,305 @@
+"""AttributionMonitor inside real Trainers: logs, artifacts, state, resume, errors, CLI."""
+
+import glob
+import json
+import os
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import lightning as L
+import pytest
+import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lightning_xai import AttributionMonitor
+from lightning_xai.demo import SHAPES_MEAN, SHAPES_STD, ShapesDataModule, ShapesNet
+
+METHODS = ["integrated_gradients", "occlusion", "gradient_shap"]
+
+
+def _data(**kwargs):
+    return ShapesDataModule(n_train=192, n_val=64, size=16, batch_size=64, **kwargs)
+
+
+def _trainer(tmp_path, callbacks=(), logger=True, **kwargs):
+    if logger is True:
+        logger = TensorBoardLogger(tmp_path, name="logs", version=0)
+    return L.Trainer(
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        logger=logger,
+        callbacks=list(callbacks),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **{"max_epochs": 2, "enable_checkpointing": False, **kwargs},
+    )
+
+
+def _fit(tmp_path, callbacks=(), seed=0, **kwargs):
+    L.seed_everything(seed, verbose=False)
+    model = ShapesNet()
+    trainer = _trainer(tmp_path, callbacks, **kwargs)
+    trainer.fit(model, datamodule=_data())
+    return model, trainer
+
+
+def _events(tmp_path):
+    (path,) = glob.glob(str(tmp_path / "logs" / "version_0" / "events.out.tfevents.*"))
+    events = EventAccumulator(path, size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    return events
+
+
+def test_training_is_identical_with_and_without_the_monitor(tmp_path):
+    monitor = AttributionMonitor(
+        {"gradient_shap": {}, "occlusion": {}},
+        metrics=("infidelity", "sensitivity"),
+        num_probe_samples=3,
+        on_error="raise",
+    )
+    plain, plain_trainer = _fit(tmp_path / "plain")
+    watched, watched_trainer = _fit(tmp_path / "watched", [monitor])
+    for (name, a), b in zip(plain.state_dict().items(), watched.state_dict().values()):
+        assert torch.equal(a, b), name
+    for key in ("val_loss", "val_acc"):
+        assert torch.equal(plain_trainer.callback_metrics[key], watched_trainer.callback_metrics[key])
+    assert [r["epoch"] for r in monitor.history] == [0] * 3 + [1] * 3  # 2 methods + GradCAM per epoch
+
+
+class _Spy(Callback):
+    """Records the model's state when its hook runs (placed before and after the monitor)."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.seen.append(
+            {
+                "training": {name: m.training for name, m in pl_module.named_modules()},
+                "grads": [None if p.grad is None else p.grad.clone() for p in pl_module.parameters()],
+                "requires_grad": [p.requires_grad for p in pl_module.parameters()],
+                "hooks": sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in pl_module.modules()),
+                "rng": torch.get_rng_state(),
+            }
+        )
+
+
+def test_the_monitor_leaves_modes_grads_hooks_and_rng_alone(tmp_path):
+    class PartlyFrozen(ShapesNet):
+        def on_train_epoch_start(self):
+            self.features[0].eval()  # a module the user keeps in eval mode
+            self.features[0].weight.requires_grad_(False)
+
+    before, after = _Spy(), _Spy()
+    monitor = AttributionMonitor(METHODS, metrics=("infidelity",), on_error="raise")
+    L.seed_everything(0, verbose=False)
+    _trainer(tmp_path, [before, monitor, after]).fit(PartlyFrozen(), datamodule=_data())
+    assert len(monitor.history) == 8
+    for b, a in zip(before.seen, after.seen):
+        assert b["training"] == a["training"] and b["requires_grad"] == a["requires_grad"]
+        assert b["hooks"] == a["hooks"] and torch.equal(b["rng"], a["rng"])
+        assert all((x is None and y is None) or torch.equal(x, y) for x, y in zip(b["grads"], a["grads"]))
+    assert before.seen[0]["training"]["features.0"] is False  # the frozen module stayed in eval mode
+    assert before.seen[0]["training"]["features.3"] is True
+
+
+def test_tensorboard_gets_images_and_scalars_on_logged_epochs_only(tmp_path):
+    monitor = AttributionMonitor(["integrated_gradients", "occlusion"], every_n_epochs=2, num_probe_samples=3)
+    _fit(tmp_path, [monitor], max_epochs=4, num_sanity_val_steps=2)
+    events = _events(tmp_path)
+    images, scalars = set(events.Tags()["images"]), set(events.Tags()["scalars"])
+    for method in ("integrated_gradients", "occlusion", "layer_gradcam"):
+        assert [e.step for e in events.Images(f"xai/{method}")] == [1, 3]
+        for i in range(3):
+            strips = events.Images(f"xai_filmstrip/{method}/sample_{i}")
+            assert [e.step for e in strips] == [1, 3]
+            assert strips[-1].width > strips[0].width  # one more epoch column
+    assert [e.step for e in events.Images("xai/probe")] == [1]
+    for name in (
+        "integrated_gradients/infidelity",
+        "integrated_gradients/convergence_delta",
+        "occlusion/infidelity",
+        "integrated_gradients/mass_in_mask",
+        "layer_gradcam/mass_in_mask",
+    ):
+        assert f"xai/{name}" in scalars
+        assert len(events.Scalars(f"xai/{name}")) == 2
+    assert all(tag.startswith(("xai/", "xai_filmstrip/")) for tag in images)
+
+
+def test_artifacts_hold_maps_and_a_manifest(tmp_path):
+    monitor = AttributionMonitor(["integrated_gradients"], gradcam=False, num_probe_samples=4)
+    _fit(tmp_path, [monitor])
+    root = tmp_path / "logs" / "version_0" / "xai"
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert [(r["epoch"], r["method"]) for r in manifest] == [(0, "integrated_gradients"), (1, "integrated_gradients")]
+    assert set(manifest[0]["metrics"]) == {"convergence_delta", "infidelity", "mass_in_mask"}
+    maps = torch.load(root / manifest[1]["maps"])
+    assert maps["integrated_gradients"].dtype == torch.float16
+    assert maps["integrated_gradients"].shape == (4, 3, 16, 16)
+    probe = torch.load(root / "probe.pt")
+    assert torch.equal(probe["inputs"], monitor.probe.inputs)
+    assert set(probe["labels"].tolist()) == {0, 1, 2}  # every class in the probe
+
+
+@pytest.mark.parametrize("logger", ["csv", "none"])
+def test_without_tensorboard_scalars_go_to_the_logger_and_images_to_png(tmp_path, logger):
+    monitor = AttributionMonitor(["integrated_gradients"], gradcam=False, num_probe_samples=2)
+    chosen = CSVLogger(tmp_path, name="csv", version=0) if logger == "csv" else False
+    _fit(tmp_path, [monitor], logger=chosen)
+    root = Path(tmp_path / "csv" / "version_0" if logger == "csv" else tmp_path) / "xai"
+    pngs = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
+    assert "images/xai_integrated_gradients/epoch_001.png" in pngs
+    assert "images/xai_filmstrip_integrated_gradients_sample_1/epoch_000.png" in pngs
+    if logger == "csv":
+        header = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0]
+        assert "xai/integrated_gradients/infidelity" in header
+
+
+def test_resume_continues_with_the_same_probe_and_history(tmp_path):
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    first = AttributionMonitor(["integrated_gradients"], num_probe_samples=3)
+    _fit(tmp_path / "a", [first, checkpoints], max_epochs=2, enable_checkpointing=True)
+    resumed = AttributionMonitor(["integrated_gradients"], num_probe_samples=3)
+    L.seed_everything(0, verbose=False)
+    trainer = _trainer(
+        tmp_path / "b", [resumed, ModelCheckpoint(dirpath=tmp_path / "ckpt2")], max_epochs=4, enable_checkpointing=True
+    )
+    trainer.fit(ShapesNet(), datamodule=_data(seed=123), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    assert torch.equal(resumed.probe.inputs, first.probe.inputs)  # not re-picked from the other data
+    assert resumed.history[: len(first.history)] == first.history
+    assert sorted({r["epoch"] for r in resumed.history}) == [0, 1, 2, 3]
+
+
+def test_explicit_probe_and_label_targets(tmp_path):
+    dm = _data()
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+    probe = (batch["image"][:2], batch["label"][:2])
+    monitor = AttributionMonitor(
+        ["saliency"], probe=probe, target="label", display_mean=SHAPES_MEAN, display_std=SHAPES_STD, gradcam=False
+    )
+    _fit(tmp_path, [monitor], limit_val_batches=0)
+    assert [r["target"] for r in monitor.history] == [batch["label"][:2].tolist()] * 2
+
+
+def test_errors_warn_by_default_and_raise_on_request(tmp_path):
+    class Breaks(ShapesNet):
+        def forward(self, x):
+            if x.requires_grad:  # only the monitor's gradient passes send such inputs
+                raise RuntimeError("model broke")
+            return super().forward(x)
+
+    with pytest.warns(UserWarning, match="AttributionMonitor skipped epoch 0: RuntimeError: model broke"):
+        L.seed_everything(0, verbose=False)
+        monitor = AttributionMonitor(["saliency"], gradcam=False)
+        _trainer(tmp_path, [monitor], max_epochs=1).fit(Breaks(), datamodule=_data())
+    assert monitor.history == []
+    with pytest.raises(RuntimeError, match="model broke"):
+        monitor = AttributionMonitor(["saliency"], gradcam=False, on_error="raise")
+        _trainer(tmp_path, [monitor], max_epochs=1).fit(Breaks(), datamodule=_data())
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"methods": ["integrated_gradient"]}, "did you mean 'integrated_gradients'.*choose one of"),
+        ({"methods": {"occlusion": 3}}, "methods\\['occlusion'\\]: expected a dict"),
+        ({"every_n_epochs": 0}, "every_n_epochs: expected an int >= 1"),
+        ({"metrics": ("infidelity", "fidelity")}, "metrics: unknown value 'fidelity'.*sensitivity"),
+        ({"target": "predicted"}, "target: expected 'pred', 'label'"),
+        ({"on_error": "ignore"}, "on_error: unknown value 'ignore'"),
+    ],
+)
+def test_bad_arguments_fail_in_init(kwargs, match):
+    with pytest.raises(MisconfigurationException, match=match):
+        AttributionMonitor(**kwargs)
+
+
+def test_unknown_layer_lists_close_matches(tmp_path):
+    with pytest.raises(MisconfigurationException, match="no submodule named 'features.33'.*features.3"):
+        _fit(tmp_path, [AttributionMonitor(layer="features.33")], max_epochs=1)
+
+
+def test_no_probe_and_no_validation_data(tmp_path):
+    with pytest.raises(MisconfigurationException, match="probe: AttributionMonitor needs a probe batch"):
+        _fit(tmp_path, [AttributionMonitor()], max_epochs=1, limit_val_batches=0)
+
+
+def test_sharded_strategies_are_refused():
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    monitor = AttributionMonitor()
+    trainer = SimpleNamespace(strategy=FSDPStrategy())  # FSDP needs GPUs to build a real Trainer
+    with pytest.raises(MisconfigurationException, match="FSDPStrategy shards the model's parameters"):
+        monitor.setup(trainer, ShapesNet(), "fit")
+
+
+def test_fast_dev_run_is_skipped(tmp_path):
+    monitor = AttributionMonitor(["saliency"])
+    L.seed_everything(0, verbose=False)
+    L.Trainer(
+        default_root_dir=tmp_path, fast_dev_run=True, accelerator="cpu", callbacks=[monitor], enable_progress_bar=False
+    ).fit(ShapesNet(), datamodule=_data())
+    assert monitor.history == []
+
+
+def test_lightning_cli_yaml_config(tmp_path):
+    from lightning.pytorch.cli import LightningCLI
+
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"""
+seed_everything: 0
+trainer:
+  max_epochs: 1
+  accelerator: cpu
+  default_root_dir: {tmp_path}
+  enable_progress_bar: false
+  logger:
+    class_path: lightning.pytorch.loggers.TensorBoardLogger
+    init_args: {{save_dir: {tmp_path}, name: logs, version: 0}}
+  callbacks:
+    - class_path: lightning_xai.AttributionMonitor
+      init_args:
+        methods:
+          integrated_gradients: {{n_steps: 8}}
+          occlusion: {{}}
+        layer: features.3
+        num_probe_samples: 3
+        metrics: [infidelity]
+        on_error: raise
+model:
+  class_path: lightning_xai.demo.ShapesNet
+data:
+  class_path: lightning_xai.demo.ShapesDataModule
+  init_args: {{n_train: 128, n_val: 32, size: 16}}
+"""
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cli = LightningCLI(args=["fit", "--config", str(config)], save_config_kwargs={"overwrite": True})
+    (monitor,) = [c for c in cli.trainer.callbacks if isinstance(c, AttributionMonitor)]
+    assert {r["method"] for r in monitor.history} == {"integrated_gradients", "occlusion", "layer_gradcam"}
+    assert "xai/occlusion" in _events(tmp_path).Tags()["images"]
+
+
+@pytest.mark.skipif(os.environ.get("LIGHTNING_XAI_SKIP_DDP") == "1", reason="DDP test disabled")
+def test_ddp_two_processes_log_once(tmp_path):
+    import subprocess
+    import sys
+
+    script = Path(__file__).with_name("ddp_monitor_script.py")
+    result = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(glob.glob(str(tmp_path / "logs" / "version_*"))) == 1
+    (events_file,) = glob.glob(str(tmp_path / "logs" / "version_0" / "events.out.tfevents.*"))
+    events = EventAccumulator(events_file, size_guidance={"images": 0})
+    events.Reload()
+    assert [e.step for e in events.Images("xai/integrated_gradients")] == [0, 1]
+    manifest = json.loads((tmp_path / "logs" / "version_0" / "xai" / "manifest.json").read_text())
+    assert [r["epoch"] for r in manifest if r["method"] == "integrated_gradients"] == [0, 1]
