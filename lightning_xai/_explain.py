@@ -51,16 +51,15 @@ def last_conv_name(model: nn.Module) -> str | None:
 def default_options(name: str, inputs: Tensor) -> dict[str, Any]:
     """Method options that keep the monitor cheap on a probe batch; user options override them."""
     if name == "integrated_gradients":
-        return {"n_steps": 32}
+        return {"n_steps": 16}
     if name == "gradient_shap":
         return {"n_samples": 16, "stdevs": 0.1}
     if name == "layer_gradcam":
         return {"relu_attributions": True}
     if name == "occlusion":
-        if inputs.dim() == 4:  # a square window an eighth of the image, over all channels, half overlapping
+        if inputs.dim() == 4:  # square windows an eighth of the image side, over all channels, side by side
             side = max(1, min(inputs.shape[-2:]) // 8)
-            step = max(1, side // 2)
-            return {"sliding_window_shapes": (inputs.shape[1], side, side), "strides": (inputs.shape[1], step, step)}
+            return {"sliding_window_shapes": (inputs.shape[1], side, side), "strides": (inputs.shape[1], side, side)}
         return {"sliding_window_shapes": (1,) * (inputs.dim() - 1)}
     return {}
 

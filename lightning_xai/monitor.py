@@ -29,6 +29,8 @@ from lightning_xai._probe import Probe, probe_from_value, select_probe
 from lightning_xai._writers import ExplanationWriter
 
 SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy", "XLAFSDPStrategy")
+FILMSTRIP_EVERY = 5
+"""Filmstrips (which grow with every epoch) are written every this many logged epochs and at the end of fit."""
 
 
 def _misconfigured(check, *args, **kwargs) -> None:
@@ -44,7 +46,8 @@ class AttributionMonitor(Callback):
 
     Each logged epoch writes, per method, a grid of the probe images with the
     attribution heat map overlaid (``xai/<method>``), a filmstrip per probe
-    sample with one column per logged epoch (``xai_filmstrip/<method>/<i>``),
+    sample with one column per logged epoch (``xai_filmstrip/<method>/<i>``,
+    written every five logged epochs and at the end of fit),
     scalars ``xai/<method>/<metric>`` (infidelity, sensitivity, IG convergence
     delta, attribution mass inside ground-truth masks when the data has them)
     and, beside the logs, the maps as float16 ``.pt`` files with a
@@ -125,6 +128,8 @@ class AttributionMonitor(Callback):
         self._targets: list[Tensor] = []
         self._thumbnails: dict[str, list[Tensor]] = {}
         self._manifest: list[dict[str, Any]] = []
+        self._display: Tensor | None = None
+        self._filmstrips_at: int | None = None
 
     @property
     def state_key(self) -> str:
@@ -148,15 +153,24 @@ class AttributionMonitor(Callback):
             self._probe = select_probe(_validation_dataloader(trainer), self.num_probe_samples)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._should_skip(trainer):
-            return
+        if not self._should_skip(trainer):
+            self._guarded(f"epoch {trainer.current_epoch}", self._monitor_epoch, trainer, pl_module)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Filmstrips are written every few logged epochs; make sure the last one is complete.
+        if self._writer is not None and self._epochs and self._filmstrips_at != self._epochs[-1]:
+            if self._probe.inputs.dim() == 4:
+                self._guarded("the final filmstrips", self._log_filmstrips, self._writer)
+
+    def _guarded(self, what: str, action, *args) -> None:
+        """Run ``action``; by default a failure only warns, so training never dies because of the monitor."""
         try:
-            self._monitor_epoch(trainer, pl_module)
+            action(*args)
         except Exception as error:
             if self.on_error == "raise":
                 raise
             rank_zero_warn(
-                f"AttributionMonitor skipped epoch {trainer.current_epoch}: {type(error).__name__}: {error} "
+                f"AttributionMonitor skipped {what}: {type(error).__name__}: {error} "
                 f"(pass on_error='raise' to stop training instead)"
             )
 
@@ -266,16 +280,31 @@ class AttributionMonitor(Callback):
         writer.layout()
         if self._probe.inputs.dim() != 4:
             return
-        images = _render.enlarge(_render.displayable(self._probe.inputs, self.display_mean, self.display_std))
+        images = self._display_images()
         if len(self._epochs) == 1:
             writer.image("xai/probe", _render.grid(images), epoch)
         for result in results:
             overlays = _render.overlay(images, _render.enlarge(result.heat))
             writer.image(f"xai/{result.method}", _render.grid(overlays), epoch)
-            history = torch.stack(self._thumbnails[result.method])  # (epochs, N, h, w)
+        if len(self._epochs) % FILMSTRIP_EVERY == 0:
+            self._log_filmstrips(writer)
+
+    def _log_filmstrips(self, writer: ExplanationWriter) -> None:
+        """One image per probe sample and method: its overlay at every logged epoch so far."""
+        images = self._display_images()
+        for method, thumbnails in self._thumbnails.items():
+            history = torch.stack(thumbnails)  # (epochs, N, h, w)
             for i in range(len(images)):
                 strip = _render.filmstrip(images[i], history[:, i])
-                writer.image(f"xai_filmstrip/{result.method}/sample_{i}", strip, epoch)
+                writer.image(f"xai_filmstrip/{method}/sample_{i}", strip, self._epochs[-1])
+        self._filmstrips_at = self._epochs[-1]
+
+    def _display_images(self) -> Tensor:
+        if self._display is None:
+            self._display = _render.enlarge(
+                _render.displayable(self._probe.inputs, self.display_mean, self.display_std)
+            )
+        return self._display
 
 
 def _method_options(methods: Sequence[str] | Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:

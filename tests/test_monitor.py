@@ -115,9 +115,9 @@ def test_tensorboard_gets_images_and_scalars_on_logged_epochs_only(tmp_path):
     for method in ("integrated_gradients", "occlusion", "layer_gradcam"):
         assert [e.step for e in events.Images(f"xai/{method}")] == [1, 3]
         for i in range(3):
-            strips = events.Images(f"xai_filmstrip/{method}/sample_{i}")
-            assert [e.step for e in strips] == [1, 3]
-            assert strips[-1].width > strips[0].width  # one more epoch column
+            (strip,) = events.Images(f"xai_filmstrip/{method}/sample_{i}")  # written at the end of fit
+            assert strip.step == 3
+            assert strip.width > 2.5 * strip.height  # the input and one column per logged epoch
     assert [e.step for e in events.Images("xai/probe")] == [1]
     for name in (
         "integrated_gradients/infidelity",
@@ -154,7 +154,7 @@ def test_without_tensorboard_scalars_go_to_the_logger_and_images_to_png(tmp_path
     root = Path(tmp_path / "csv" / "version_0" if logger == "csv" else tmp_path) / "xai"
     pngs = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
     assert "images/xai_integrated_gradients/epoch_001.png" in pngs
-    assert "images/xai_filmstrip_integrated_gradients_sample_1/epoch_000.png" in pngs
+    assert "images/xai_filmstrip_integrated_gradients_sample_1/epoch_001.png" in pngs
     if logger == "csv":
         header = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0]
         assert "xai/integrated_gradients/infidelity" in header
@@ -269,7 +269,7 @@ trainer:
         methods:
           integrated_gradients: {{n_steps: 8}}
           occlusion: {{}}
-        layer: features.3
+        layer: features.4
         num_probe_samples: 3
         metrics: [infidelity]
         on_error: raise
@@ -303,3 +303,11 @@ def test_ddp_two_processes_log_once(tmp_path):
     assert [e.step for e in events.Images("xai/integrated_gradients")] == [0, 1]
     manifest = json.loads((tmp_path / "logs" / "version_0" / "xai" / "manifest.json").read_text())
     assert [r["epoch"] for r in manifest if r["method"] == "integrated_gradients"] == [0, 1]
+
+
+def test_filmstrips_are_written_every_five_logged_epochs_and_at_the_end(tmp_path):
+    monitor = AttributionMonitor(["saliency"], gradcam=False, num_probe_samples=1)
+    _fit(tmp_path, [monitor], max_epochs=7, limit_val_batches=1)
+    (strips,) = [_events(tmp_path).Images("xai_filmstrip/saliency/sample_0")]
+    assert [e.step for e in strips] == [4, 6]
+    assert strips[1].width > strips[0].width
