@@ -1,7 +1,11 @@
-"""Engine vs. Captum on ResNet-18 at 224x224 (the article's settings).
+"""All benchmarks, side by side with Captum in one process.
 
     scripts/bench                 # everything
     scripts/bench --only occlusion
+
+* ``integrated_gradients``, ``occlusion``: ResNet-18 at 224x224 (the article's settings);
+* ``metrics``: infidelity and sensitivity_max (``benchmarks/metrics.py``);
+* ``monitor``: the AttributionMonitor's share of fit time (``benchmarks/monitor.py``).
 
 Each line prints our time and peak RSS growth, Captum's, and the ratios
 (> 1 means we are faster / smaller).  Results are also checked for agreement.
@@ -10,13 +14,17 @@ Each line prints our time and peak RSS growth, Captum's, and the ratios
 from __future__ import annotations
 
 import argparse
+import functools
 
 import torch
 import torchvision
 
 from benchmarks._measure import max_rel_diff, measure, row
+from benchmarks.metrics import bench_metrics
+from benchmarks.monitor import bench_monitor
 
 
+@functools.cache
 def _resnet():
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval()
@@ -26,11 +34,12 @@ def _resnet():
     return model, x, target
 
 
-def bench_integrated_gradients(model, x, target) -> list[str]:
+def bench_integrated_gradients() -> list[str]:
     from captum.attr import IntegratedGradients as CaptumIG
 
     from attribution import IntegratedGradients
 
+    model, x, target = _resnet()
     lines = []
     for n_steps in (50, 200):
         theirs = measure(lambda: CaptumIG(model).attribute(x, target=target, n_steps=n_steps))
@@ -40,11 +49,12 @@ def bench_integrated_gradients(model, x, target) -> list[str]:
     return lines
 
 
-def bench_occlusion(model, x, target) -> list[str]:
+def bench_occlusion() -> list[str]:
     from captum.attr import Occlusion as CaptumOcclusion
 
     from attribution import Occlusion
 
+    model, x, target = _resnet()
     kwargs = dict(target=target, strides=(3, 8, 8), sliding_window_shapes=(3, 15, 15), baselines=0)
     ours = measure(lambda: Occlusion(model).attribute(x, **kwargs))
     windows = 28 * 28
@@ -71,17 +81,21 @@ def _best_forward_seconds(model, x) -> float:
     return best
 
 
-BENCHES = {"integrated_gradients": bench_integrated_gradients, "occlusion": bench_occlusion}
+BENCHES = {
+    "integrated_gradients": bench_integrated_gradients,
+    "occlusion": bench_occlusion,
+    "metrics": bench_metrics,
+    "monitor": bench_monitor,
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=sorted(BENCHES), action="append", help="run only these benchmarks")
     args = parser.parse_args()
-    model, x, target = _resnet()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, ResNet-18 on 1x3x224x224")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for name in args.only or BENCHES:
-        for line in BENCHES[name](model, x, target):
+        for line in BENCHES[name]():
             print(line, flush=True)
 
 

@@ -27,3 +27,11 @@ def test_article_tutorial_saves_every_figure(tmp_path):
         "6_occlusion.png",
     ]
     assert all(p.stat().st_size > 1000 for p in saved)
+
+
+def test_shapes_example_trains_with_the_monitor_and_saves_a_summary(tmp_path, capsys):
+    log_dir = _load("shapes").main(tmp_path, epochs=2, quick=True)
+    assert (log_dir / "summary.png").stat().st_size > 1000
+    assert (log_dir / "xai" / "manifest.json").exists()
+    out = capsys.readouterr().out
+    assert "mass_in_mask" in out and f"tensorboard --logdir {tmp_path} --samples_per_plugin images=100" in out
