@@ -1,7 +1,9 @@
 """lightning_xai: Lightning callbacks that explain a model while it trains.
 
-from lightning_xai import AttributionMonitor
-trainer = L.Trainer(callbacks=[AttributionMonitor(methods=["integrated_gradients", "occlusion"])])
+Example::
+
+    from lightning_xai import AttributionMonitor
+    trainer = L.Trainer(callbacks=[AttributionMonitor(methods=["integrated_gradients", "occlusion"])])
 """
 
 from lightning_xai.monitor import AttributionMonitor
