@@ -129,6 +129,22 @@ def test_tensorboard_gets_images_and_scalars_on_logged_epochs_only(tmp_path):
         assert f"xai/{name}" in scalars
         assert len(events.Scalars(f"xai/{name}")) == 2
     assert all(tag.startswith(("xai/", "xai_filmstrip/")) for tag in images)
+    assert "xai/.*/infidelity" in _custom_scalar_layout(tmp_path)
+
+
+def _custom_scalar_layout(tmp_path) -> str:
+    """The custom-scalars layout written to the event file, as text."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    (path,) = glob.glob(str(tmp_path / "logs" / "version_0" / "events.out.tfevents.*"))
+    for event in EventFileLoader(path).Load():
+        for value in event.summary.value:
+            if value.metadata.plugin_data.plugin_name == "custom_scalars":
+                layout = layout_pb2.Layout()
+                layout.ParseFromString(value.tensor.string_val[0])
+                return str(layout)
+    return ""
 
 
 def test_artifacts_hold_maps_and_a_manifest(tmp_path):
