@@ -7,10 +7,13 @@ round-robin over the classes so every class the scan finds is represented.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import random
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torch import Tensor
@@ -104,16 +107,28 @@ def _round_robin(labels: list[int | None], count: int) -> list[int]:
     return sorted(picked)
 
 
+@contextmanager
+def _preserved_rng() -> Iterator[None]:
+    """Leave every global RNG stream as it was (random transforms in ``__getitem__`` draw from them)."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
 def select_probe(dataloader: DataLoader, count: int) -> Probe:
     """``count`` examples from ``dataloader``'s dataset, at least one per class where possible."""
     dataset = dataloader.dataset
-    if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
-        return _select_from_iterable(dataloader, count)
-    indices = range(min(len(dataset), count * SCAN_PER_SAMPLE))
-    items = [dataset[i] for i in indices]
-    labels = [_label_of(dataloader, item) for item in items]
-    picked = _round_robin(labels, count)
-    return _detached(unpack_batch(dataloader.collate_fn([items[p] for p in picked])))
+    with _preserved_rng():
+        if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
+            return _select_from_iterable(dataloader, count)
+        items = [dataset[i] for i in range(min(len(dataset), count * SCAN_PER_SAMPLE))]
+        labels = [_label_of(dataloader, item) for item in items]
+        picked = _round_robin(labels, count)
+        return _detached(unpack_batch(dataloader.collate_fn([items[p] for p in picked])))
 
 
 def _label_of(dataloader: DataLoader, item: Any) -> int | None:
@@ -122,15 +137,14 @@ def _label_of(dataloader: DataLoader, item: Any) -> int | None:
 
 
 def _select_from_iterable(dataloader: DataLoader, count: int) -> Probe:
-    # Iterating a DataLoader draws its base seed from the global generator: keep that stream intact.
+    # Iterating a DataLoader draws its base seed from the global generator; the caller preserves it.
     batches: list[Probe] = []
-    with torch.random.fork_rng(devices=[]):
-        seen = 0
-        for batch in dataloader:
-            batches.append(unpack_batch(batch))
-            seen += len(batches[-1])
-            if seen >= count * SCAN_PER_SAMPLE:
-                break
+    seen = 0
+    for batch in dataloader:
+        batches.append(unpack_batch(batch))
+        seen += len(batches[-1])
+        if seen >= count * SCAN_PER_SAMPLE:
+            break
     if not batches:
         raise MisconfigurationException("probe: the validation dataloader yielded no batches")
     merged = Probe(

@@ -327,3 +327,36 @@ def test_filmstrips_are_written_every_five_logged_epochs_and_at_the_end(tmp_path
     (strips,) = [_events(tmp_path).Images("xai_filmstrip/saliency/sample_0")]
     assert [e.step for e in strips] == [4, 6]
     assert strips[1].width > strips[0].width
+
+
+def test_probe_selection_leaves_every_rng_alone_even_with_random_transforms():
+    import random
+
+    import numpy as np
+
+    from lightning_xai._probe import select_probe
+
+    class Augmented(torch.utils.data.Dataset):
+        def __len__(self):
+            return 40
+
+        def __getitem__(self, i):  # random transforms draw from all three global streams
+            noise = torch.rand(()) + np.random.rand() + random.random()
+            return torch.full((3, 4, 4), float(i)) + noise, i % 4
+
+    states = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+    probe = select_probe(torch.utils.data.DataLoader(Augmented(), batch_size=8, shuffle=True), 6)
+    assert torch.equal(torch.get_rng_state(), states[0])
+    assert np.array_equal(np.random.get_state()[1], states[1]) and random.getstate() == states[2]
+    assert sorted(probe.labels.tolist()) == [0, 0, 1, 1, 2, 3]
+
+
+def test_probe_from_an_iterable_dataset():
+    from lightning_xai._probe import select_probe
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter((torch.full((2,), float(i)), i % 2) for i in range(30))
+
+    probe = select_probe(torch.utils.data.DataLoader(Stream(), batch_size=4), 4)
+    assert probe.inputs.shape == (4, 2) and sorted(probe.labels.tolist()) == [0, 0, 1, 1]
