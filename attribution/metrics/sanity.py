@@ -1,0 +1,179 @@
+"""Sanity check of explanations: cascading model-parameter randomization (Adebayo et al., 2018).
+
+An explanation method that ignores the model (an edge detector in disguise)
+gives the same maps after the weights are randomized; a faithful one does
+not.  :func:`model_randomization_check` re-initialises a copy of the model
+layer by layer from the output down and reports how similar the explanations
+stay to those of the intact model.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from attribution._canonical import describe
+from attribution._checks import check_choice
+from attribution.metrics.similarity import SIMILARITY_MEASURES, similarity
+
+Explain = Callable[[nn.Module, Any], Tensor]
+
+
+def model_randomization_check(
+    model: nn.Module,
+    explain: Explain,
+    inputs: Any,
+    *,
+    measure: str = "spearman",
+    layers: Sequence[str] | None = None,
+    seed: int = 0,
+    **measure_kwargs: Any,
+) -> list[tuple[str, Tensor]]:
+    """Similarity to the intact model's explanations as layers are randomized top-down, cumulatively.
+
+    Works on ``copy.deepcopy(model)``: the model itself, its modes,
+    parameters, gradients and the global RNG streams are left as they were.
+    The copy keeps the model's training flags, so call ``model.eval()`` first
+    if the explanations should not see dropout or batch statistics.
+
+    Each listed layer is re-initialised in turn, keeping the earlier ones
+    random, with its ``reset_parameters()`` where it has one (note that
+    normalization layers reset to their identity affine parameters), else by
+    drawing each of its parameters from ``N(0, 1 / fan_in)`` (``N(0, 1)`` for
+    vectors).  Draws come from a private RNG stream seeded with ``seed``; every
+    call of ``explain`` starts from the same seeded state, so a noisy method
+    (SmoothGrad, GradientShap) sees the same noise at every step.
+
+    Args:
+        model: the trained model.
+        explain: ``explain(model_copy, inputs) -> attributions``, e.g.
+            ``lambda m, x: Saliency(m).attribute(x, target=labels)``; it must
+            return maps of the same shape at every step.
+        inputs: passed to ``explain`` as they are.
+        measure: one of :data:`SIMILARITY_MEASURES`.
+        layers: dotted module names, randomized in this order (all the
+            parameters under each); None takes every module that holds
+            parameters directly, in reverse registration order (output
+            first), and re-initialises only those direct parameters.
+        seed: seed of the re-initialisation stream and of each ``explain`` call.
+        **measure_kwargs: passed to the measure (e.g. ``k=0.05`` for ``"top_k"``).
+
+    Returns:
+        ``[(layer_name, similarity), ...]`` in randomization order, each
+        similarity a tensor of shape ``(N,)`` comparing the explanation after
+        randomizing that layer (and the ones before it) with the intact copy's.
+
+    Raises:
+        TypeError: ``model`` is not a module, ``explain`` is not callable,
+            ``layers`` is not a sequence of names, or ``explain`` returns no tensor.
+        ValueError: an unknown measure or layer name, no layer to randomize, or a bad ``seed``.
+
+    Example:
+        >>> steps = model_randomization_check(model, lambda m, x: Saliency(m).attribute(x, target=y), x)
+        ... # doctest: +SKIP
+        >>> [(name, float(s.mean())) for name, s in steps]  # doctest: +SKIP
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {describe(model)}")
+    if not callable(explain):
+        raise TypeError(f"explain: expected a callable explain(model, inputs) -> attributions, got {describe(explain)}")
+    check_choice(measure, "measure", SIMILARITY_MEASURES)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed: expected an int >= 0, got {seed!r}")
+    names = _layer_names(model, layers)
+    recurse = layers is not None  # a named block is randomized whole, a default layer holds its own parameters
+    twin = copy.deepcopy(model)
+    modules = dict(twin.named_modules())
+    devices = _cuda_devices(twin, inputs)
+    reference = _explain(explain, twin, inputs, seed, devices)
+    similarity(reference, reference, measure, **measure_kwargs)  # bad options fail before any randomization
+    steps = []
+    with _seeded(seed, devices):
+        for name in names:
+            _reinitialise(modules[name], recurse)
+            now = _explain(explain, twin, inputs, seed, devices)
+            steps.append((name, similarity(reference, now, measure, **measure_kwargs)))
+    return steps
+
+
+def _layer_names(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
+    """The layers to randomize, checked against the model's modules."""
+    named = dict(model.named_modules())
+    if layers is None:
+        names = [name for name, m in named.items() if any(True for _ in m.parameters(recurse=False))][::-1]
+        if not names:
+            raise ValueError("model: it has no parameters, so there is nothing to randomize")
+        return names
+    if isinstance(layers, str) or not isinstance(layers, Sequence) or not all(isinstance(n, str) for n in layers):
+        raise TypeError(f"layers: expected a sequence of module names (or None), got {describe(layers)}")
+    if not layers:
+        raise ValueError("layers: expected at least one module name, got an empty sequence")
+    for name in layers:
+        check_choice(name, "layers", [n for n, m in named.items() if any(True for _ in m.parameters())])
+    return list(layers)
+
+
+def _reinitialise(layer: nn.Module, recurse: bool) -> None:
+    """Fresh parameters for ``layer`` (and every module under it if ``recurse``) from the current RNG stream."""
+    for module in layer.modules() if recurse else [layer]:
+        own = list(module.parameters(recurse=False))
+        if not own:
+            continue
+        reset = getattr(module, "reset_parameters", None)
+        if callable(reset):
+            reset()
+            continue
+        with torch.no_grad():
+            for p in own:
+                fan_in = p[0].numel() if p.dim() > 1 else 1
+                p.normal_(0.0, 1.0 / math.sqrt(fan_in))
+
+
+def _explain(explain: Explain, model: nn.Module, inputs: Any, seed: int, devices: list[int]) -> Tensor:
+    """``explain(model, inputs)`` from the same seeded state each time, detached and copied.
+
+    Copied because a result may share storage with the model (a cached map, a parameter view) and the next
+    re-initialisation is in place.
+    """
+    with _seeded(seed, devices):
+        out = explain(model, inputs)
+    if not isinstance(out, Tensor):
+        raise TypeError(f"explain: expected it to return a tensor of attributions, got {describe(out)}")
+    return out.detach().clone()
+
+
+@contextmanager
+def _seeded(seed: int, devices: list[int]) -> Iterator[None]:
+    """A private RNG stream: the CPU and the given CUDA generators seeded inside, restored on exit."""
+    with torch.random.fork_rng(devices=devices):
+        torch.default_generator.manual_seed(seed)
+        for index in devices:  # seed only the forked devices, never queue a seed for the others
+            torch.cuda.default_generators[index].manual_seed(seed)
+        yield
+
+
+def _cuda_devices(model: nn.Module, inputs: Any) -> list[int]:
+    """Indices of the CUDA devices that the copy's parameters and the inputs live on."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    tensors += [inputs] if isinstance(inputs, Tensor) else [x for x in _flatten(inputs) if isinstance(x, Tensor)]
+    indices = {
+        t.device.index if t.device.index is not None else torch.cuda.current_device()
+        for t in tensors
+        if t.device.type == "cuda"
+    }
+    return sorted(indices)
+
+
+def _flatten(value: Any) -> list[Any]:
+    if isinstance(value, (tuple, list)):
+        return [leaf for item in value for leaf in _flatten(item)]
+    if isinstance(value, dict):
+        return [leaf for item in value.values() for leaf in _flatten(item)]
+    return [value]

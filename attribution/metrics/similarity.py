@@ -1,0 +1,257 @@
+"""Similarity of two sets of attribution maps, one score per example (DESIGN.md §5).
+
+Every measure takes maps ``a`` and ``b`` of one shape ``(N, ...)`` and returns
+a tensor of shape ``(N,)`` computed in one batched pass on the maps' device.
+Scores are computed in float64 when either map is float64, else in float32.
+An example whose maps hold a NaN or an infinity scores NaN.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from attribution._canonical import describe
+from attribution._checks import check_choice
+
+SIMILARITY_MEASURES = ("spearman", "top_k", "cosine", "ssim")
+SSIM_C1 = 0.01**2
+"""SSIM's luminance constant ``(K1 * L)^2`` for data in [0, 1] (L = 1)."""
+SSIM_C2 = 0.03**2
+"""SSIM's contrast constant ``(K2 * L)^2`` for data in [0, 1]."""
+
+
+def spearman_correlation(a: Tensor, b: Tensor, absolute: bool = True) -> Tensor:
+    """Spearman rank correlation of ``a`` and ``b`` per example, over all features.
+
+    Equal values share the average of the ranks they span (as in
+    ``scipy.stats.spearmanr``), so the result is the Pearson correlation of
+    the tie-averaged ranks.  A constant map has no ranking to agree with: its
+    correlation with anything is 0, not NaN.
+
+    Args:
+        a: maps of shape ``(N, ...)``.
+        b: maps of the same shape.
+        absolute: rank ``|a|`` and ``|b|`` (the importance, whatever its sign);
+            False ranks the signed values.
+
+    Returns:
+        A tensor of shape ``(N,)`` with values in [-1, 1].
+
+    Raises:
+        TypeError: ``a`` or ``b`` is not a real-valued tensor.
+        ValueError: the shapes or devices differ, or the maps are empty.
+
+    Example:
+        >>> spearman_correlation(saliency_epoch_1, saliency_epoch_2)  # doctest: +SKIP
+    """
+    x, y = _flat_pair(a, b)
+    if absolute:
+        x, y = x.abs(), y.abs()
+    rx, ry = _average_ranks(x), _average_ranks(y)
+    mean = (x.shape[1] + 1) / 2  # the mean of any tie-averaged ranks 1..F
+    return _finite_only(_pearson(rx - mean, ry - mean), x, y)
+
+
+def top_k_intersection(a: Tensor, b: Tensor, k: float = 0.1, absolute: bool = True) -> Tensor:
+    """Share of the top-k features of ``a`` that are also top-k features of ``b``, per example.
+
+    ``k_count = max(1, round(k * features))`` (Python's ``round``: halves to
+    even).  Ties at the cut are broken by position (the lower flat index wins),
+    so the result is deterministic.
+
+    Args:
+        a: maps of shape ``(N, ...)``.
+        b: maps of the same shape.
+        k: the fraction of features to keep, in (0, 1].
+        absolute: rank by ``|a|`` and ``|b|``; False keeps the largest signed values.
+
+    Returns:
+        A tensor of shape ``(N,)`` with values in [0, 1] (multiples of ``1 / k_count``).
+
+    Raises:
+        TypeError: ``a`` or ``b`` is not a real-valued tensor.
+        ValueError: the shapes or devices differ, the maps are empty, or ``k``
+            is not in (0, 1].
+
+    Example:
+        >>> top_k_intersection(attr_before, attr_after, k=0.05)  # doctest: +SKIP
+    """
+    if isinstance(k, bool) or not isinstance(k, numbers.Real) or not 0 < k <= 1:
+        raise ValueError(f"k: expected a fraction of the features in (0, 1], got {k!r}")
+    x, y = _flat_pair(a, b)
+    if absolute:
+        x, y = x.abs(), y.abs()
+    count = max(1, round(k * x.shape[1]))
+
+    def top(m: Tensor) -> Tensor:
+        order = m.sort(dim=1, descending=True, stable=True).indices[:, :count]
+        return torch.zeros_like(m, dtype=torch.bool).scatter_(1, order, True)
+
+    shared = (top(x) & top(y)).sum(1).to(x.dtype) / count
+    return _finite_only(shared, x, y)
+
+
+def cosine_similarity(a: Tensor, b: Tensor) -> Tensor:
+    """Cosine of the angle between ``a`` and ``b`` per example, over all features.
+
+    Args:
+        a: maps of shape ``(N, ...)``.
+        b: maps of the same shape.
+
+    Returns:
+        A tensor of shape ``(N,)`` with values in [-1, 1]; 0 where either map is all zero.
+
+    Raises:
+        TypeError: ``a`` or ``b`` is not a real-valued tensor.
+        ValueError: the shapes or devices differ, or the maps are empty.
+    """
+    x, y = _flat_pair(a, b)
+    norms = torch.linalg.vector_norm(x, dim=1) * torch.linalg.vector_norm(y, dim=1)
+    cosine = (x * y).sum(1) / torch.where(norms > 0, norms, torch.ones_like(norms))
+    return _finite_only(cosine.clamp(-1, 1), x, y)
+
+
+def ssim(a: Tensor, b: Tensor, window_size: int = 7, sigma: float | None = None) -> Tensor:
+    """Mean structural similarity (Wang et al., 2004) of two 2-D maps per example.
+
+    Maps ``(N, C, H, W)`` are first reduced to ``(N, H, W)`` by summing the
+    absolute values over channels; ``(N, H, W)`` maps are used as they are.
+    Each 2-D map is min-max normalised to [0, 1] (a constant map becomes all
+    zeros), then local means, variances (population, not sample, statistics)
+    and covariance are taken over every position where the window fits
+    entirely inside the map (no padding), with ``C1 = 0.01^2`` and
+    ``C2 = 0.03^2``.  The window is uniform by default; give ``sigma`` for a
+    Gaussian one.  This matches ``skimage.metrics.structural_similarity(...,
+    data_range=1, use_sample_covariance=False)`` with ``win_size=window_size``
+    (uniform), or with ``gaussian_weights=True, sigma=1.5`` for
+    ``window_size=11, sigma=1.5`` (Wang et al.'s setting).  Identical maps score 1.
+
+    Args:
+        a: maps of shape ``(N, C, H, W)`` or ``(N, H, W)``.
+        b: maps of the same shape.
+        window_size: side of the square window, an odd int >= 3, at most ``H`` and ``W``.
+        sigma: standard deviation of a Gaussian window in pixels; None for a uniform window.
+
+    Returns:
+        A tensor of shape ``(N,)`` with values in [-1, 1].
+
+    Raises:
+        TypeError: ``a`` or ``b`` is not a real-valued tensor.
+        ValueError: the shapes or devices differ, the maps are not 2-D images,
+            or the window is malformed or larger than the maps.
+    """
+    x, y = _flat_pair(a, b)  # checks only; the images are taken from the originals
+    if a.dim() not in (3, 4):
+        raise ValueError(f"a: expected image maps of shape (N, C, H, W) or (N, H, W), got shape {tuple(a.shape)}")
+    height, width = a.shape[-2:]
+    if (
+        isinstance(window_size, bool)
+        or not isinstance(window_size, numbers.Integral)
+        or window_size < 3
+        or window_size % 2 == 0
+    ):
+        raise ValueError(f"window_size: expected an odd int >= 3, got {window_size!r}")
+    if window_size > min(height, width):
+        raise ValueError(f"window_size: {window_size} does not fit in maps of size {height}x{width}")
+    if sigma is not None and (isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not sigma > 0):
+        raise ValueError(f"sigma: expected a positive number (Gaussian window) or None (uniform), got {sigma!r}")
+    images = [_normalised_image(m.to(x.dtype)) for m in (a, b)]
+    offsets = torch.arange(window_size, dtype=x.dtype, device=x.device) - (window_size - 1) / 2
+    weights = torch.ones_like(offsets) if sigma is None else torch.exp(-0.5 * (offsets / sigma) ** 2)
+    weights = weights / weights.sum()
+    window = (weights[:, None] * weights[None, :]).expand(5, 1, window_size, window_size)
+    u, v = images
+    local = F.conv2d(torch.stack([u, v, u * u, v * v, u * v], dim=1), window, groups=5)  # (N, 5, H', W')
+    mu_u, mu_v, uu, vv, uv = local.unbind(1)
+    var_u, var_v, cov = uu - mu_u * mu_u, vv - mu_v * mu_v, uv - mu_u * mu_v
+    numerator = (2 * mu_u * mu_v + SSIM_C1) * (2 * cov + SSIM_C2)
+    denominator = (mu_u * mu_u + mu_v * mu_v + SSIM_C1) * (var_u + var_v + SSIM_C2)
+    return _finite_only((numerator / denominator).mean(dim=(1, 2)), x, y)
+
+
+def similarity(a: Tensor, b: Tensor, measure: str = "spearman", **kwargs: Any) -> Tensor:
+    """One of :data:`SIMILARITY_MEASURES` by name, with its keyword arguments.
+
+    ``"spearman"`` is :func:`spearman_correlation`, ``"top_k"``
+    :func:`top_k_intersection`, ``"cosine"`` :func:`cosine_similarity` and
+    ``"ssim"`` :func:`ssim`.
+
+    Args:
+        a: maps of shape ``(N, ...)``.
+        b: maps of the same shape.
+        measure: the name of the measure.
+        **kwargs: passed to the measure (e.g. ``k=0.05`` for ``"top_k"``).
+
+    Returns:
+        A tensor of shape ``(N,)``.
+
+    Raises:
+        ValueError: an unknown ``measure``, or the measure's own errors.
+        TypeError: a keyword the measure does not take, or the measure's own errors.
+
+    Example:
+        >>> similarity(reference, current, measure="top_k", k=0.05)  # doctest: +SKIP
+    """
+    check_choice(measure, "measure", SIMILARITY_MEASURES)
+    return _MEASURES[measure](a, b, **kwargs)
+
+
+_MEASURES = {"spearman": spearman_correlation, "top_k": top_k_intersection, "cosine": cosine_similarity, "ssim": ssim}
+
+
+def _flat_pair(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """``a`` and ``b`` checked and flattened to ``(N, features)`` in the working float dtype."""
+    for name, maps in (("a", a), ("b", b)):
+        if not isinstance(maps, Tensor) or maps.is_complex():
+            raise TypeError(f"{name}: expected a real-valued tensor of maps (N, ...), got {describe(maps)}")
+        if maps.dim() < 2 or maps.numel() == 0:
+            raise ValueError(
+                f"{name}: expected maps of shape (N, ...) with at least one example and one feature, "
+                f"got shape {tuple(maps.shape)}"
+            )
+    if a.shape != b.shape:
+        raise ValueError(f"b: expected maps of the shape of a, {tuple(a.shape)}, got {tuple(b.shape)}")
+    if a.device != b.device:
+        raise ValueError(f"b: expected maps on the device of a ({a.device}), got {b.device}")
+    dtype = torch.float64 if torch.float64 in (a.dtype, b.dtype) else torch.float32
+    return a.flatten(1).to(dtype), b.flatten(1).to(dtype)
+
+
+def _average_ranks(x: Tensor) -> Tensor:
+    """Ranks 1..F along dim 1, equal values sharing the average of the ranks they span."""
+    values, order = x.sort(dim=1)
+    n, features = x.shape
+    position = torch.arange(features, device=x.device).expand(n, features)
+    starts = torch.ones_like(values, dtype=torch.bool)
+    starts[:, 1:] = values[:, 1:] != values[:, :-1]
+    ends = torch.ones_like(starts)
+    ends[:, :-1] = starts[:, 1:]
+    first = torch.where(starts, position, 0).cummax(dim=1).values  # where each run of ties begins
+    last = torch.where(ends, position, features - 1).flip(1).cummin(dim=1).values.flip(1)  # and ends
+    return torch.empty_like(x).scatter_(1, order, (first + last).to(x.dtype) / 2 + 1)
+
+
+def _pearson(x: Tensor, y: Tensor) -> Tensor:
+    """Correlation of centred rows; 0 where either row is constant."""
+    denominator = torch.sqrt((x * x).sum(1) * (y * y).sum(1))
+    r = (x * y).sum(1) / torch.where(denominator > 0, denominator, torch.ones_like(denominator))
+    return r.clamp(-1, 1)
+
+
+def _normalised_image(maps: Tensor) -> Tensor:
+    """``(N, H, W)`` maps (channels summed in absolute value) min-max scaled to [0, 1]; constant maps become 0."""
+    image = maps.abs().sum(1) if maps.dim() == 4 else maps
+    low = image.amin(dim=(1, 2), keepdim=True)
+    span = image.amax(dim=(1, 2), keepdim=True) - low
+    return (image - low) / torch.where(span > 0, span, torch.ones_like(span))
+
+
+def _finite_only(scores: Tensor, x: Tensor, y: Tensor) -> Tensor:
+    """NaN for the examples whose maps are not all finite (sorting and min-max make them meaningless)."""
+    finite = torch.isfinite(x).all(1) & torch.isfinite(y).all(1)
+    return torch.where(finite, scores, torch.full_like(scores, float("nan")))
