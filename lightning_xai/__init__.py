@@ -7,6 +7,7 @@ Example::
 """
 
 from lightning_xai.monitor import AttributionMonitor
+from lightning_xai.regression import AttributionRegressionCheck, AttributionRegressionError
 
-__all__ = ["AttributionMonitor"]
+__all__ = ["AttributionMonitor", "AttributionRegressionCheck", "AttributionRegressionError"]
 __version__ = "0.1.0"

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from attribution import registry
+from attribution.metrics import mass_in_mask, pointing_game
 from lightning_xai import _render
 
 METRICS = ("infidelity", "sensitivity")
@@ -64,15 +65,18 @@ def default_options(name: str, inputs: Tensor) -> dict[str, Any]:
     return {}
 
 
-def resolve_targets(target: str | int, model: nn.Module, inputs: Tensor, labels: Tensor | None) -> Tensor:
-    """The class to explain for every probe example: predicted, labelled, or fixed."""
+def predict(model: nn.Module, inputs: Tensor) -> Tensor:
+    """The model's predicted class for every probe example."""
+    with torch.no_grad():
+        return model(inputs).argmax(dim=1)
+
+
+def resolve_targets(target: str | int, inputs: Tensor, labels: Tensor | None) -> Tensor:
+    """The class to explain for every probe example when it is not the prediction: labelled, or fixed."""
     if target == "label":
         if labels is None:
             raise ValueError("target: 'label' needs labels, but the probe has none; use target='pred' or an int")
         return labels.to(inputs.device)
-    if target == "pred":
-        with torch.inference_mode():
-            return model(inputs).argmax(dim=1).clone()
     return torch.full((inputs.shape[0],), int(target), device=inputs.device, dtype=torch.long)
 
 
@@ -89,15 +93,6 @@ class Explanation:
 def _noise_perturbation(inputs: Tensor) -> tuple[Tensor, Tensor]:
     noise = INFIDELITY_NOISE * inputs.std() * torch.randn_like(inputs)
     return noise, inputs - noise
-
-
-def mass_in_mask(attributions: Tensor, masks: Tensor) -> Tensor:
-    """Share of each map's positive attribution that falls inside its mask, ``(N,)``."""
-    positive = attributions.float().sum(1).clamp_min(0) if attributions.dim() == 4 else attributions.clamp_min(0)
-    if positive.shape[-2:] != masks.shape[-2:]:
-        positive = torch.nn.functional.interpolate(positive[:, None], size=masks.shape[-2:], mode="bilinear")[:, 0]
-    total = positive.flatten(1).sum(1).clamp_min(1e-12)
-    return (positive * masks.to(positive)).flatten(1).sum(1) / total
 
 
 def explain(
@@ -128,6 +123,7 @@ def explain(
             values.update(_quality_metrics(explainer, model, inputs, targets, attributions, options, metrics))
         if masks is not None:
             values["mass_in_mask"] = float(mass_in_mask(attributions, masks).mean())
+            values["pointing_game"] = float(pointing_game(attributions, masks).mean())
         image = inputs.dim() == 4
         results.append(
             Explanation(

@@ -8,11 +8,12 @@ round-robin over the classes so every class the scan finds is represented.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -167,3 +168,19 @@ def _detached(probe: Probe) -> Probe:
     """CPU copies, outside any inference mode, so the probe can join autograd graphs later."""
     copy = lambda t: None if t is None else t.detach().to("cpu").clone()  # noqa: E731
     return Probe(copy(probe.inputs), copy(probe.labels), copy(probe.masks))
+
+
+def validation_dataloader(trainer: pl.Trainer) -> DataLoader:
+    """The first validation dataloader, for picking the probe; a clear error when there is none."""
+    source = trainer.fit_loop.epoch_loop.val_loop._data_source
+    loaders = source.dataloader() if source.is_defined() and trainer.limit_val_batches != 0 else None
+    if isinstance(loaders, Mapping):
+        loaders = next(iter(loaders.values()), None)
+    if isinstance(loaders, Sequence):
+        loaders = loaders[0] if loaders else None
+    if not isinstance(loaders, DataLoader):
+        raise MisconfigurationException(
+            "probe: AttributionMonitor needs a probe batch; pass probe=(inputs, labels) or give the trainer "
+            "validation data to pick one from"
+        )
+    return loaders

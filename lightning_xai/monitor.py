@@ -16,21 +16,37 @@ from torch import Tensor
 from attribution import registry
 from attribution._autograd import resolve_layer
 from attribution._checks import check_choice, check_int
+from attribution.metrics import SIMILARITY_MEASURES
 from lightning_xai import _render
+from lightning_xai._drift import DriftTracker, Golden, load_golden, save_golden
 from lightning_xai._explain import (
     METRICS,
     Explanation,
     explain,
     last_conv_name,
+    predict,
     resolve_targets,
     untouched_training_state,
 )
-from lightning_xai._probe import Probe, probe_from_value, select_probe
+from lightning_xai._probe import Probe, probe_from_value, select_probe, validation_dataloader
+from lightning_xai._timeline import figure_to_tensor, save_timeline, timeline_figure
 from lightning_xai._writers import ExplanationWriter
 
 SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy", "XLAFSDPStrategy")
 FILMSTRIP_EVERY = 5
 """Filmstrips (which grow with every epoch) are written every this many logged epochs and at the end of fit."""
+METHOD_METRICS = (
+    "infidelity",
+    "sensitivity",
+    "convergence_delta",
+    "mass_in_mask",
+    "pointing_game",
+    "similarity_previous",
+    "similarity_reference",
+)
+"""Scalars logged per method as ``xai/<method>/<metric>`` (those that apply to the run)."""
+EPOCH_METRICS = ("prediction_flips",)
+"""Scalars logged once per epoch as ``xai/<metric>``."""
 
 
 def _misconfigured(check, *args, **kwargs) -> None:
@@ -76,6 +92,15 @@ class AttributionMonitor(Callback):
         on_error: ``"warn"`` (default: training never dies because of the
             monitor) or ``"raise"``.
         seed: seed of the monitor's private RNG stream (noisy methods, metrics).
+        similarity: how drift is measured between two epochs' maps, one of
+            ``attribution.metrics.SIMILARITY_MEASURES`` (default Spearman rank
+            correlation of the magnitudes); logged as
+            ``xai/<method>/similarity_previous`` and ``similarity_reference``.
+        reference: what ``similarity_reference`` compares with: None (the
+            first logged epoch), an epoch of this run, or the path of a golden
+            reference saved by an earlier run with ``save_reference`` (its
+            probe is then used, and epochs are compared one to one).
+        save_reference: write a golden reference file here at the end of fit.
 
     Example:
         >>> trainer = L.Trainer(callbacks=[AttributionMonitor(["integrated_gradients", "occlusion"])])  # doctest: +SKIP
@@ -96,6 +121,9 @@ class AttributionMonitor(Callback):
         artifact_dir: str | None = None,
         on_error: str = "warn",
         seed: int = 0,
+        similarity: str = "spearman",
+        reference: int | str | None = None,
+        save_reference: str | None = None,
     ) -> None:
         super().__init__()
         self.methods = _method_options(methods)
@@ -121,7 +149,11 @@ class AttributionMonitor(Callback):
         self.artifact_dir = artifact_dir
         self.on_error = on_error
         self.seed = seed
+        _misconfigured(check_choice, similarity, "similarity", SIMILARITY_MEASURES)
+        self.similarity = similarity
+        self.save_reference = save_reference
         self._probe: Probe | None = None if probe is None else probe_from_value(probe)
+        self._drift = DriftTracker(similarity, self._reference(reference))
         self._layer_name: str | None = None
         self._writer: ExplanationWriter | None = None
         self._epochs: list[int] = []
@@ -130,6 +162,36 @@ class AttributionMonitor(Callback):
         self._manifest: list[dict[str, Any]] = []
         self._display: Tensor | None = None
         self._filmstrips_at: int | None = None
+        self._epoch_metrics: dict[int, dict[str, float]] = {}
+        self._maps_by_epoch: dict[int, dict[str, Tensor]] = {}  # kept only to save a golden reference
+
+    def _reference(self, reference: int | str | None) -> int | Golden | None:
+        """Validate ``reference``; a golden file also supplies (or checks) the probe."""
+        if reference is None or (isinstance(reference, int) and not isinstance(reference, bool) and reference >= 0):
+            return reference
+        if not isinstance(reference, (str, Path)):
+            raise MisconfigurationException(
+                f"reference: expected None, an epoch >= 0 or the path of a golden reference, got {reference!r}"
+            )
+        golden = load_golden(reference)
+        saved = Probe.from_state_dict(golden.probe)
+        if self._probe is None:
+            self._probe = saved
+        elif self._probe.inputs.shape != saved.inputs.shape:
+            raise MisconfigurationException(
+                f"reference: the golden reference explains a probe of shape {tuple(saved.inputs.shape)}, "
+                f"but probe has shape {tuple(self._probe.inputs.shape)}"
+            )
+        return golden
+
+    @property
+    def method_names(self) -> list[str]:
+        """The methods this monitor runs (GradCAM included when enabled)."""
+        return list(self.methods) + (["layer_gradcam"] if self.gradcam and "layer_gradcam" not in self.methods else [])
+
+    def epoch_metrics(self, epoch: int) -> dict[str, float]:
+        """Values logged once per epoch (``xai/prediction_flips``) for a logged ``epoch``."""
+        return dict(self._epoch_metrics.get(epoch, {}))
 
     @property
     def state_key(self) -> str:
@@ -150,24 +212,29 @@ class AttributionMonitor(Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._probe is None:
-            self._probe = select_probe(_validation_dataloader(trainer), self.num_probe_samples)
+            self._probe = select_probe(validation_dataloader(trainer), self.num_probe_samples)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._should_skip(trainer):
             self._guarded(f"epoch {trainer.current_epoch}", self._monitor_epoch, trainer, pl_module)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._writer is None or not self._epochs:
+            return
         # Filmstrips are written every few logged epochs; make sure the last one is complete.
-        if self._writer is not None and self._epochs and self._filmstrips_at != self._epochs[-1]:
-            if self._probe.inputs.dim() == 4:
-                self._guarded("the final filmstrips", self._log_filmstrips, self._writer)
+        if self._probe.inputs.dim() == 4 and self._filmstrips_at != self._epochs[-1]:
+            self._guarded("the final filmstrips", self._log_filmstrips, self._writer)
+        if self._probe.inputs.dim() == 4 and self._writer.enabled:
+            self._guarded("the timeline summary", self._log_timelines, self._writer)
+        if self.save_reference is not None and trainer.is_global_zero:
+            save_golden(self.save_reference, self._probe.state_dict(), self._maps_by_epoch, self.target)
 
     def _guarded(self, what: str, action, *args) -> None:
         """Run ``action``; by default a failure only warns, so training never dies because of the monitor."""
         try:
             action(*args)
         except Exception as error:
-            if self.on_error == "raise":
+            if self.on_error == "raise" or isinstance(error, MisconfigurationException):
                 raise
             rank_zero_warn(
                 f"AttributionMonitor skipped {what}: {type(error).__name__}: {error} "
@@ -181,6 +248,9 @@ class AttributionMonitor(Callback):
             "targets": list(self._targets),
             "thumbnails": {name: list(maps) for name, maps in self._thumbnails.items()},
             "manifest": list(self._manifest),
+            "epoch_metrics": dict(self._epoch_metrics),
+            "drift": self._drift.state_dict(),
+            "maps_by_epoch": dict(self._maps_by_epoch),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -190,6 +260,9 @@ class AttributionMonitor(Callback):
         self._targets = list(state_dict.get("targets", []))
         self._thumbnails = {name: list(maps) for name, maps in state_dict.get("thumbnails", {}).items()}
         self._manifest = list(state_dict.get("manifest", []))
+        self._epoch_metrics = dict(state_dict.get("epoch_metrics", {}))
+        self._drift.load_state_dict(state_dict.get("drift", {}))
+        self._maps_by_epoch = dict(state_dict.get("maps_by_epoch", {}))
 
     @property
     def probe(self) -> Probe | None:
@@ -234,7 +307,8 @@ class AttributionMonitor(Callback):
         probe = self._probe
         inputs = probe.inputs.to(pl_module.device)
         with untouched_training_state(pl_module, self.seed + epoch):
-            targets = resolve_targets(self.target, pl_module, inputs, probe.labels)
+            predictions = predict(pl_module, inputs)
+            targets = predictions if self.target == "pred" else resolve_targets(self.target, inputs, probe.labels)
             results = explain(
                 pl_module,
                 self._active_methods(),
@@ -244,6 +318,11 @@ class AttributionMonitor(Callback):
                 None if probe.masks is None else probe.masks.to(pl_module.device),
                 self.metrics,
             )
+        drift, flips = self._drift.update(epoch, {r.method: r.attributions for r in results}, predictions)
+        for result in results:
+            result.metrics.update(drift[result.method])
+        if flips is not None:
+            self._epoch_metrics[epoch] = {"prediction_flips": float(flips)}
         writer = self._writer_for(trainer)
         self._record(epoch, targets, results, writer)
         self._log(pl_module, writer, epoch, results)
@@ -269,7 +348,10 @@ class AttributionMonitor(Callback):
                     "maps": writer.maps_file(epoch),
                 }
             )
-        writer.artifacts(epoch, {r.method: r.attributions for r in results}, self._probe.state_dict(), self._manifest)
+        maps = {r.method: r.attributions for r in results}
+        if self.save_reference is not None:
+            self._maps_by_epoch[epoch] = {m: t.detach().to(torch.float16).cpu() for m, t in maps.items()}
+        writer.artifacts(epoch, maps, self._probe.state_dict(), self._manifest)
 
     def _log(
         self, pl_module: pl.LightningModule, writer: ExplanationWriter, epoch: int, results: list[Explanation]
@@ -277,6 +359,8 @@ class AttributionMonitor(Callback):
         for result in results:
             for metric, value in result.metrics.items():
                 pl_module.log(f"xai/{result.method}/{metric}", value, on_step=False, on_epoch=True)
+        for metric, value in self.epoch_metrics(epoch).items():
+            pl_module.log(f"xai/{metric}", value, on_step=False, on_epoch=True)
         writer.layout()
         if self._probe.inputs.dim() != 4:
             return
@@ -298,6 +382,16 @@ class AttributionMonitor(Callback):
                 strip = _render.filmstrip(images[i], history[:, i])
                 writer.image(f"xai_filmstrip/{method}/sample_{i}", strip, self._epochs[-1])
         self._filmstrips_at = self._epochs[-1]
+
+    def _log_timelines(self, writer: ExplanationWriter) -> None:
+        """Per method: samples x logged epochs, with the metric curves; to TensorBoard and as PNG."""
+        for method, thumbnails in self._thumbnails.items():
+            records = [r for r in self._manifest if r["method"] == method]
+            names = dict.fromkeys(name for r in records for name in r["metrics"])
+            curves = {name: [r["metrics"].get(name) for r in records] for name in names}
+            figure = timeline_figure(method, self._display_images(), torch.stack(thumbnails), self._epochs, curves)
+            writer.image(f"xai_timeline/{method}", figure_to_tensor(figure), self._epochs[-1])
+            save_timeline(figure, writer.directory / f"timeline_{method}.png")
 
     def _display_images(self) -> Tensor:
         if self._display is None:
@@ -328,19 +422,3 @@ def _method_options(methods: Sequence[str] | Mapping[str, Mapping[str, Any]]) ->
             raise MisconfigurationException(f"methods[{name!r}]: expected a dict of options, got {type(opts).__name__}")
         options[name] = dict(opts)
     return options
-
-
-def _validation_dataloader(trainer: pl.Trainer) -> torch.utils.data.DataLoader:
-    """The first validation dataloader, for picking the probe; a clear error when there is none."""
-    source = trainer.fit_loop.epoch_loop.val_loop._data_source
-    loaders = source.dataloader() if source.is_defined() and trainer.limit_val_batches != 0 else None
-    if isinstance(loaders, Mapping):
-        loaders = next(iter(loaders.values()), None)
-    if isinstance(loaders, Sequence):
-        loaders = loaders[0] if loaders else None
-    if not isinstance(loaders, torch.utils.data.DataLoader):
-        raise MisconfigurationException(
-            "probe: AttributionMonitor needs a probe batch; pass probe=(inputs, labels) or give the trainer "
-            "validation data to pick one from"
-        )
-    return loaders

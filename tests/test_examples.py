@@ -35,3 +35,9 @@ def test_shapes_example_trains_with_the_monitor_and_saves_a_summary(tmp_path, ca
     assert (log_dir / "xai" / "manifest.json").exists()
     out = capsys.readouterr().out
     assert "mass_in_mask" in out and f"tensorboard --logdir {tmp_path} --samples_per_plugin images=100" in out
+
+
+def test_clever_hans_example_fires_on_the_shortcut_only(tmp_path):
+    runs = _load("clever_hans").main(tmp_path, epochs=2, quick=True)
+    assert runs["spurious"]["fired"] and not runs["clean"]["fired"]
+    assert (tmp_path / "clever_hans.png").stat().st_size > 1000

@@ -128,7 +128,9 @@ def test_tensorboard_gets_images_and_scalars_on_logged_epochs_only(tmp_path):
     ):
         assert f"xai/{name}" in scalars
         assert len(events.Scalars(f"xai/{name}")) == 2
-    assert all(tag.startswith(("xai/", "xai_filmstrip/")) for tag in images)
+    assert all(tag.startswith(("xai/", "xai_filmstrip/", "xai_timeline/")) for tag in images)
+    assert [e.step for e in events.Images("xai_timeline/occlusion")] == [3]  # the end-of-fit summary
+    assert (tmp_path / "logs" / "version_0" / "xai" / "timeline_occlusion.png").exists()
     assert "xai/.*/infidelity" in _custom_scalar_layout(tmp_path)
 
 
@@ -153,7 +155,10 @@ def test_artifacts_hold_maps_and_a_manifest(tmp_path):
     root = tmp_path / "logs" / "version_0" / "xai"
     manifest = json.loads((root / "manifest.json").read_text())
     assert [(r["epoch"], r["method"]) for r in manifest] == [(0, "integrated_gradients"), (1, "integrated_gradients")]
-    assert set(manifest[0]["metrics"]) == {"convergence_delta", "infidelity", "mass_in_mask"}
+    first, second = (set(r["metrics"]) for r in manifest)
+    assert first == {"convergence_delta", "infidelity", "mass_in_mask", "pointing_game", "similarity_reference"}
+    assert second == first | {"similarity_previous"}
+    assert manifest[0]["metrics"]["similarity_reference"] == pytest.approx(1.0)  # the first epoch is the reference
     maps = torch.load(root / manifest[1]["maps"])
     assert maps["integrated_gradients"].dtype == torch.float16
     assert maps["integrated_gradients"].shape == (4, 3, 16, 16)

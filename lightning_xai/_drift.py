@@ -1,0 +1,112 @@
+"""How far explanations moved: against the previous logged epoch and a pinned reference.
+
+The reference is an epoch of this run (the first logged one by default) or a
+*golden* file saved by an earlier run (``AttributionMonitor(save_reference=...)``),
+which fixes the probe too, so a later run (a model repository's CI, say)
+explains the very same inputs and compares epoch by epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from torch import Tensor
+
+from attribution.metrics import similarity
+
+GOLDEN_VERSION = 1
+
+
+@dataclass
+class Golden:
+    """A saved reference run: its probe and every logged epoch's maps per method."""
+
+    probe: dict[str, Tensor | None]
+    maps: dict[int, dict[str, Tensor]]
+    target: Any = None
+
+    def maps_for(self, epoch: int) -> dict[str, Tensor]:
+        """The reference maps of ``epoch``, or of the reference's last epoch beyond its end."""
+        return self.maps.get(epoch, self.maps[max(self.maps)])
+
+
+def save_golden(path: str | Path, probe: dict[str, Tensor | None], maps: dict[int, dict[str, Tensor]], target: Any):
+    """Write a golden reference file (maps as float16)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    compact = {e: {m: t.detach().to(torch.float16).cpu() for m, t in by.items()} for e, by in maps.items()}
+    torch.save({"version": GOLDEN_VERSION, "probe": probe, "maps": compact, "target": target}, path)
+
+
+def load_golden(path: str | Path) -> Golden:
+    """Read a golden reference file.
+
+    Raises:
+        MisconfigurationException: the file is missing or is not a golden reference.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MisconfigurationException(f"reference: no golden reference file at {str(path)!r}")
+    content = torch.load(path, weights_only=False)
+    if not isinstance(content, dict) or content.get("version") != GOLDEN_VERSION or not content.get("maps"):
+        raise MisconfigurationException(
+            f"reference: {str(path)!r} is not a golden reference saved by AttributionMonitor(save_reference=...)"
+        )
+    return Golden(content["probe"], content["maps"], content.get("target"))
+
+
+@dataclass
+class DriftTracker:
+    """Similarity of each method's maps to the previous logged epoch and to the reference.
+
+    Args:
+        measure: one of ``attribution.metrics.SIMILARITY_MEASURES``.
+        reference: an epoch of this run to pin (None: the first logged one),
+            or a loaded :class:`Golden`.
+    """
+
+    measure: str = "spearman"
+    reference: int | Golden | None = None
+    previous: dict[str, Tensor] = field(default_factory=dict)
+    previous_predictions: Tensor | None = None
+    pinned: dict[str, Tensor] = field(default_factory=dict)
+
+    def update(self, epoch: int, maps: dict[str, Tensor], predictions: Tensor) -> tuple[dict[str, dict], int | None]:
+        """Compare this epoch's maps; returns per-method similarities and the prediction flips."""
+        if (self.reference is None and not self.pinned) or self.reference == epoch:
+            self.pinned = {m: t.detach().cpu() for m, t in maps.items()}
+        reference = self.reference.maps_for(epoch) if isinstance(self.reference, Golden) else self.pinned
+        values: dict[str, dict[str, float]] = {}
+        for method, current in maps.items():
+            values[method] = {}
+            if method in self.previous:
+                values[method]["similarity_previous"] = self._mean_similarity(current, self.previous[method])
+            if method in reference:
+                values[method]["similarity_reference"] = self._mean_similarity(current, reference[method], method)
+        flips = None
+        if self.previous_predictions is not None:
+            flips = int((predictions.cpu() != self.previous_predictions).sum())
+        self.previous = {m: t.detach().cpu() for m, t in maps.items()}
+        self.previous_predictions = predictions.detach().cpu()
+        return values, flips
+
+    def _mean_similarity(self, current: Tensor, reference: Tensor, method: str | None = None) -> float:
+        reference = reference.to(current)
+        if reference.shape != current.shape:
+            raise MisconfigurationException(
+                f"reference: the maps of {method!r} have shape {tuple(reference.shape)} in the reference but "
+                f"{tuple(current.shape)} in this run; the reference was made with another probe or model"
+            )
+        return float(similarity(current.float(), reference.float(), self.measure).mean())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"previous": self.previous, "previous_predictions": self.previous_predictions, "pinned": self.pinned}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.previous = dict(state.get("previous", {}))
+        self.previous_predictions = state.get("previous_predictions")
+        self.pinned = dict(state.get("pinned", {}))

@@ -1,0 +1,164 @@
+"""AttributionRegressionCheck: act when an explanation metric crosses a threshold."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
+
+from lightning_xai.monitor import EPOCH_METRICS, METHOD_METRICS, AttributionMonitor
+
+DIRECTIONS = ("above", "below")
+ON_FAIL = ("warn", "stop", "raise")
+
+
+class AttributionRegressionError(RuntimeError):
+    """Raised by :class:`AttributionRegressionCheck` with ``on_fail="raise"``."""
+
+
+class AttributionRegressionCheck(Callback):
+    """Warn, stop or fail training when an explanation metric of the monitor crosses a threshold.
+
+    Reads the values the :class:`AttributionMonitor` of the same trainer
+    computes at each logged epoch (it runs right after the monitor, whatever
+    the order of the callbacks list).  Under DDP every rank sees the same
+    values and the decision is agreed across ranks, so ``"stop"`` ends training
+    everywhere and ``"raise"`` fails every rank instead of hanging the others.
+
+    Args:
+        metric: ``"<method>/<metric>"`` as logged under ``xai/`` (e.g.
+            ``"integrated_gradients/mass_in_mask"``,
+            ``"occlusion/similarity_reference"``) or ``"prediction_flips"``.
+        threshold: the bound the metric must respect.
+        direction: ``"above"``: the metric must stay at or above the threshold
+            (similarities, localisation); ``"below"``: at or below (infidelity,
+            sensitivity, flips).
+        patience: violations in a row that are tolerated before acting.
+        start_epoch: first epoch that is checked.
+        on_fail: ``"warn"``, ``"stop"`` (ends training gracefully) or
+            ``"raise"`` (:class:`AttributionRegressionError`).
+
+    Example:
+        >>> AttributionRegressionCheck("integrated_gradients/mass_in_mask", 0.5, on_fail="stop")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        metric: str,
+        threshold: float,
+        direction: str = "above",
+        patience: int = 0,
+        start_epoch: int = 0,
+        on_fail: str = "warn",
+    ) -> None:
+        super().__init__()
+        self.method, self.metric = _parse_metric(metric)
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+            raise MisconfigurationException(f"threshold: expected a number, got {type(threshold).__name__}")
+        for name, value, choices in (("direction", direction, DIRECTIONS), ("on_fail", on_fail, ON_FAIL)):
+            if value not in choices:
+                raise MisconfigurationException(f"{name}: unknown value {value!r}; choose one of {list(choices)}")
+        for name, value in (("patience", patience), ("start_epoch", start_epoch)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise MisconfigurationException(f"{name}: expected an int >= 0, got {value!r}")
+        self.threshold = float(threshold)
+        self.direction = direction
+        self.patience = patience
+        self.start_epoch = start_epoch
+        self.on_fail = on_fail
+        self.violations = 0
+        self.history: list[dict[str, Any]] = []
+        self._monitor: AttributionMonitor | None = None
+
+    @property
+    def name(self) -> str:
+        return self.metric if self.method is None else f"{self.method}/{self.metric}"
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(
+            metric=self.name,
+            threshold=self.threshold,
+            direction=self.direction,
+            patience=self.patience,
+            start_epoch=self.start_epoch,
+            on_fail=self.on_fail,
+        )
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        monitors = [c for c in trainer.callbacks if isinstance(c, AttributionMonitor)]
+        if not monitors:
+            raise MisconfigurationException(
+                "AttributionRegressionCheck reads the values of an AttributionMonitor; add one to the callbacks"
+            )
+        self._monitor = monitors[0]
+        if self.method is not None and self.method not in self._monitor.method_names:
+            raise MisconfigurationException(
+                f"metric: the monitor does not run {self.method!r}; it runs {self._monitor.method_names}"
+            )
+        # Evaluate after the monitor has logged the epoch, whatever the order the user listed them in.
+        callbacks = trainer.callbacks
+        if callbacks.index(self) < callbacks.index(self._monitor):
+            callbacks.remove(self)
+            callbacks.insert(callbacks.index(self._monitor) + 1, self)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        value = None if trainer.sanity_checking or epoch < self.start_epoch else self._value(epoch)
+        if value is not None:
+            violated = value < self.threshold if self.direction == "above" else value > self.threshold
+            self.violations = self.violations + 1 if violated else 0
+            self.history.append({"epoch": epoch, "value": value, "violated": violated})
+        fired = value is not None and self.violations > self.patience
+        # Every rank takes part in the vote every epoch, so the collective calls always match.
+        if trainer.strategy.reduce_boolean_decision(fired, all=False):
+            self._act(trainer, epoch, value)
+
+    def _value(self, epoch: int) -> float | None:
+        if self.method is None:
+            return self._monitor.epoch_metrics(epoch).get(self.metric)
+        for record in self._monitor.history:
+            if record["epoch"] == epoch and record["method"] == self.method:
+                return record["metrics"].get(self.metric)
+        return None
+
+    def _act(self, trainer: pl.Trainer, epoch: int, value: float | None) -> None:
+        shown = "another process's value" if value is None else f"{value:.4g}"
+        message = (
+            f"AttributionRegressionCheck: xai/{self.name} = {shown} at epoch {epoch} is "
+            f"{'below' if self.direction == 'above' else 'above'} the threshold {self.threshold:g}"
+            + (f" for {self.violations} logged epochs in a row" if self.violations > 1 else "")
+        )
+        if self.on_fail == "raise":
+            raise AttributionRegressionError(message)
+        if self.on_fail == "stop":
+            trainer.should_stop = True
+            message += "; stopping training"
+        rank_zero_warn(message)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"violations": self.violations, "history": list(self.history)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.violations = state_dict.get("violations", 0)
+        self.history = list(state_dict.get("history", []))
+
+
+def _parse_metric(metric: Any) -> tuple[str | None, str]:
+    if not isinstance(metric, str):
+        raise MisconfigurationException(f"metric: expected a name like 'occlusion/mass_in_mask', got {metric!r}")
+    parts = metric.removeprefix("xai/").split("/")
+    if len(parts) == 1 and parts[0] in EPOCH_METRICS:
+        return None, parts[0]
+    if len(parts) == 2 and parts[1] in METHOD_METRICS:
+        return parts[0], parts[1]
+    raise MisconfigurationException(
+        f"metric: unknown metric {metric!r}; use '<method>/<metric>' with a metric among {list(METHOD_METRICS)}, "
+        f"or one of {list(EPOCH_METRICS)}"
+    )
