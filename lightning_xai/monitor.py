@@ -306,6 +306,9 @@ class AttributionMonitor(Callback):
         epoch = trainer.current_epoch
         probe = self._probe
         inputs = probe.inputs.to(pl_module.device)
+        dtype = next((p.dtype for p in pl_module.parameters() if p.is_floating_point()), None)
+        if inputs.is_floating_point() and dtype is not None:  # e.g. a model trained with precision="bf16-true"
+            inputs = inputs.to(dtype)
         with untouched_training_state(pl_module, self.seed + epoch):
             predictions = predict(pl_module, inputs)
             targets = predictions if self.target == "pred" else resolve_targets(self.target, inputs, probe.labels)

@@ -365,3 +365,9 @@ def test_probe_from_an_iterable_dataset():
 
     probe = select_probe(torch.utils.data.DataLoader(Stream(), batch_size=4), 4)
     assert probe.inputs.shape == (4, 2) and sorted(probe.labels.tolist()) == [0, 0, 1, 1]
+
+
+def test_half_precision_training(tmp_path):
+    monitor = AttributionMonitor(["saliency", "integrated_gradients"], num_probe_samples=2, on_error="raise")
+    _fit(tmp_path, [monitor], max_epochs=1, precision="bf16-true")
+    assert {r["method"] for r in monitor.history} == {"saliency", "integrated_gradients", "layer_gradcam"}
