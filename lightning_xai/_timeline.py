@@ -17,11 +17,16 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import Tensor
+from torchvision.utils import make_grid
 
 from lightning_xai import _render
 
 CELL_INCHES = 1.2
 CURVE_INCHES = 2.0
+DPI = 80
+"""Legible 8-point labels at a third fewer pixels than matplotlib's default (rendering and PNG time)."""
+PADDING = 2
+"""Pixels between the cells of the mosaic."""
 MAX_FIGSIZE = (20.0, 24.0)
 """Width and height caps in inches: a 16-sample, 12-epoch grid with curves stays legible yet bounded."""
 
@@ -67,7 +72,7 @@ def timeline_figure(
     curve_h = CURVE_INCHES if shown else 0.0
     width = min(MAX_FIGSIZE[0], max(6.0, CELL_INCHES * ncols + 0.6))
     height = min(MAX_FIGSIZE[1], grid_h + curve_h + 0.9)
-    figure = Figure(figsize=(width, height))
+    figure = Figure(figsize=(width, height), dpi=DPI)
     outer = figure.add_gridspec(
         2 if shown else 1,
         1,
@@ -78,16 +83,7 @@ def timeline_figure(
         bottom=(0.45 if shown else 0.1) / height,
         hspace=1.2 / (grid_h + curve_h),  # about 0.6 inch between the grid and the curves
     )
-    cell_area, spare = outer[0], width - 0.6 - CELL_INCHES * ncols
-    if spare > 0:  # few columns: keep cells at their natural width rather than spread over the curves' width
-        cell_area = cell_area.subgridspec(1, 2, width_ratios=[CELL_INCHES * ncols, spare], wspace=0)[0]
-    cell_grid = cell_area.subgridspec(samples, ncols, wspace=0.05, hspace=0.25)
-    for row in range(samples):
-        first = _draw_cell(figure.add_subplot(cell_grid[row, 0]), images[row], "input" if row == 0 else None)
-        first.set_ylabel(f"sample {row}", fontsize=8)
-        for col, index in enumerate(columns):
-            title = f"epoch {epochs[index]}" if row == 0 else None
-            _draw_cell(figure.add_subplot(cell_grid[row, col + 1]), cells[col, row], title)
+    _draw_mosaic(figure.add_subplot(outer[0]), small, cells, ["input"] + [f"epoch {epochs[i]}" for i in columns])
     if shown:
         curve_grid = outer[1].subgridspec(1, len(shown), wspace=0.35)
         for slot, (name, values) in enumerate(shown.items()):
@@ -120,12 +116,23 @@ def save_timeline(figure: Figure, path: str | Path) -> Path:
     return path
 
 
-def _draw_cell(axes: Axes, image: Tensor, title: str | None) -> Axes:
-    axes.imshow(image.float().permute(1, 2, 0).numpy())
-    axes.set(xticks=[], yticks=[])
-    if title is not None:
-        axes.set_title(title, fontsize=8)
-    return axes
+def _draw_mosaic(axes: Axes, inputs: Tensor, cells: Tensor, column_titles: list[str]) -> None:
+    """One image for the whole grid: a single axes draws in a fraction of the time of one axes per cell."""
+    samples, columns = inputs.shape[0], len(column_titles)
+    tiles = torch.cat([inputs[:, None], cells.transpose(0, 1)], dim=1).flatten(0, 1)  # row-major: sample, column
+    mosaic = make_grid(tiles, nrow=columns, padding=PADDING, pad_value=1.0)
+    height, width = tiles.shape[-2:]
+    axes.imshow(mosaic.permute(1, 2, 0).numpy(), interpolation="nearest")
+    axes.set_xticks([PADDING + c * (width + PADDING) + width / 2 for c in range(columns)], column_titles, fontsize=8)
+    axes.set_yticks(
+        [PADDING + r * (height + PADDING) + height / 2 for r in range(samples)],
+        [f"sample {r}" for r in range(samples)],
+        fontsize=8,
+    )
+    axes.xaxis.tick_top()
+    axes.tick_params(length=0)
+    for spine in axes.spines.values():
+        spine.set_visible(False)
 
 
 def _pick_columns(count: int, max_columns: int) -> list[int]:

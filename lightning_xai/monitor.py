@@ -29,7 +29,7 @@ from lightning_xai._explain import (
     untouched_training_state,
 )
 from lightning_xai._probe import Probe, probe_from_value, select_probe, validation_dataloader
-from lightning_xai._timeline import figure_to_tensor, save_timeline, timeline_figure
+from lightning_xai._timeline import figure_to_tensor, timeline_figure
 from lightning_xai._writers import ExplanationWriter
 
 SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy", "XLAFSDPStrategy")
@@ -393,8 +393,8 @@ class AttributionMonitor(Callback):
             names = dict.fromkeys(name for r in records for name in r["metrics"])
             curves = {name: [r["metrics"].get(name) for r in records] for name in names}
             figure = timeline_figure(method, self._display_images(), torch.stack(thumbnails), self._epochs, curves)
-            writer.image(f"xai_timeline/{method}", figure_to_tensor(figure), self._epochs[-1])
-            save_timeline(figure, writer.directory / f"timeline_{method}.png")
+            image = figure_to_tensor(figure)
+            writer.image(f"xai_timeline/{method}", image, self._epochs[-1], file_name=f"timeline_{method}.png")
 
     def _display_images(self) -> Tensor:
         if self._display is None:
