@@ -116,11 +116,11 @@ class SlidingWindows:
         return counts
 
 
-def auto_perturbations_per_eval(inputs: tuple[Tensor, ...], total: int, scale: int = 1) -> int:
-    """Perturbed copies per forward when the caller does not say."""
+def auto_perturbations_per_eval(inputs: tuple[Tensor, ...], total: int, scale: float = 1.0) -> int:
+    """Perturbed copies per forward when the caller does not say (``scale`` times the default budget)."""
     per_copy = sum(x.numel() for x in inputs)
     budget = AUTO_ROWS_ELEMENTS.get(inputs[0].device.type, AUTO_ROWS_ELEMENTS["cuda"]) * scale
-    return max(1, min(total, budget // per_copy))
+    return max(1, min(total, int(budget // per_copy)))
 
 
 class _LocalWindows:

@@ -25,6 +25,7 @@ from attribution import _canonical as canon
 from attribution._canonical import BaselineType, TargetType, TensorOrTuple
 from attribution._checks import check_int
 from attribution.functional import metrics as core
+from attribution.functional.perturbation import auto_perturbations_per_eval
 
 PerturbFunc = Callable[..., Any]
 PAIR = ("perturbations", "perturbed inputs")
@@ -140,7 +141,6 @@ def infidelity(
     check_int(max_examples_per_batch, "max_examples_per_batch", allow_none=True)
     _check_callable(perturb_func, "perturb_func")
     call = canon.canonical_call(forward_func, inputs, target, additional_forward_args)
-    n = call.inputs[0].shape[0]
     attrs = _like(attributions, call.inputs, "attributions")
     with torch.no_grad():
         stacked = _stack(call.inputs, n_perturb_samples)
@@ -157,7 +157,9 @@ def infidelity(
             perturbed,
             n_samples=n_perturb_samples,
             normalize=normalize,
-            samples_per_forward=_samples_per_forward(max_examples_per_batch, n),
+            samples_per_forward=_infidelity_samples_per_forward(
+                max_examples_per_batch, call.inputs, n_perturb_samples + 1
+            ),
         )
 
 
@@ -324,3 +326,14 @@ def _takes_two(func: Callable) -> bool:
 
 def _samples_per_forward(max_examples_per_batch: int | None, n: int) -> int | None:
     return None if max_examples_per_batch is None else max(1, max_examples_per_batch // n)
+
+
+INFIDELITY_BUDGET_SCALE = 0.5
+"""Forwards of plain perturbed copies run fastest on CPU in batches of about half occlusion's budget."""
+
+
+def _infidelity_samples_per_forward(max_examples_per_batch: int | None, inputs: tuple[Tensor, ...], total: int) -> int:
+    """Copies per forward: the caller's bound, or sized for the device (one huge batch is slow on CPU)."""
+    if max_examples_per_batch is not None:
+        return _samples_per_forward(max_examples_per_batch, inputs[0].shape[0])
+    return auto_perturbations_per_eval(inputs, total, INFIDELITY_BUDGET_SCALE)
