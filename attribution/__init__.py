@@ -10,6 +10,7 @@ Methods are also available by name (``attribution.registry``).
 from attribution import metrics, registry
 from attribution._base import Attribution, LayerAttribution
 from attribution._canonical import Target
+from attribution.backprop import Deconvolution, DeepLift, DeepLiftShap, GuidedBackprop, GuidedGradCam
 from attribution.gradient import InputXGradient, Saliency
 from attribution.layer import LayerGradCam
 from attribution.noise_tunnel import NoiseTunnel
@@ -18,6 +19,11 @@ from attribution.perturbation import Occlusion
 
 __all__ = [
     "Attribution",
+    "Deconvolution",
+    "DeepLift",
+    "DeepLiftShap",
+    "GuidedBackprop",
+    "GuidedGradCam",
     "GradientShap",
     "InputXGradient",
     "IntegratedGradients",

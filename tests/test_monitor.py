@@ -371,3 +371,11 @@ def test_half_precision_training(tmp_path):
     monitor = AttributionMonitor(["saliency", "integrated_gradients"], num_probe_samples=2, on_error="raise")
     _fit(tmp_path, [monitor], max_epochs=1, precision="bf16-true")
     assert {r["method"] for r in monitor.history} == {"saliency", "integrated_gradients", "layer_gradcam"}
+
+
+def test_rule_based_methods_by_name(tmp_path):
+    monitor = AttributionMonitor(["deep_lift", "guided_gradcam"], num_probe_samples=2, on_error="raise")
+    _fit(tmp_path, [monitor], max_epochs=1)
+    records = {r["method"]: r["metrics"] for r in monitor.history}
+    assert set(records) == {"deep_lift", "guided_gradcam", "layer_gradcam"}
+    assert abs(records["deep_lift"]["convergence_delta"]) < 1e-4  # DeepLift is complete through ShapesNet

@@ -13,6 +13,11 @@ CALL_KWARGS = {
     "gradient_shap": {"n_samples": 3},
     "layer_gradcam": {},
     "occlusion": {"sliding_window_shapes": (3, 4, 4), "strides": (3, 2, 2)},
+    "deep_lift": {},
+    "deep_lift_shap": {"baselines": torch.zeros(3, 3, 8, 8)},
+    "guided_backprop": {},
+    "deconvolution": {},
+    "guided_gradcam": {},
 }
 RANDOM_METHODS = {"gradient_shap"}
 
@@ -29,6 +34,7 @@ def _snapshot(model, x):
         "hooks": [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in model.modules()],
         "x_requires_grad": x.requires_grad,
         "x_grad": x.grad,
+        "function_modes": len(torch.overrides._get_current_function_mode_stack()),
     }
 
 
@@ -63,7 +69,8 @@ def test_state_is_restored_when_the_model_raises(name):
 
     def exploding(x):  # raises on its second call, mid-attribution (its first for the single-pass methods)
         calls.append(1)
-        if len(calls) == (1 if name in ("saliency", "input_x_gradient", "layer_gradcam") else 2):
+        single_pass = ("saliency", "input_x_gradient", "layer_gradcam", "deep_lift", "guided_backprop", "deconvolution")
+        if len(calls) == (1 if name in single_pass else 2):
             raise RuntimeError("boom")
         return model(x)
 

@@ -6,6 +6,7 @@ returns tuples of tensors.  The public classes in :mod:`attribution` do the
 argument handling and call these.
 """
 
+from attribution.functional.backprop import deconvolution, deep_lift, deep_lift_shap, guided_backprop, guided_gradcam
 from attribution.functional.gradient import input_x_gradient, saliency
 from attribution.functional.layer import interpolate, layer_gradcam
 from attribution.functional.noise import NT_TYPES, noise_tunnel
@@ -13,6 +14,11 @@ from attribution.functional.path import INTEGRATION_METHODS, gradient_shap, inte
 from attribution.functional.perturbation import occlusion
 
 __all__ = [
+    "deconvolution",
+    "deep_lift",
+    "deep_lift_shap",
+    "guided_backprop",
+    "guided_gradcam",
     "INTEGRATION_METHODS",
     "NT_TYPES",
     "gradient_shap",

@@ -1,0 +1,158 @@
+"""Rule-based backpropagation: DeepLift, DeepLiftShap, guided backprop, deconvolution, guided GradCAM."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attribution._autograd import gradients
+from attribution._canonical import Objective
+from attribution._chunking import run_chunked
+from attribution._rules import DeepLiftRules, ReLURules, deconvolution_rule, guided_rule
+from attribution.functional.layer import layer_gradcam
+from attribution.functional.path import convergence_delta
+
+
+@contextmanager
+def _batch_norm_in_eval(model: Callable) -> Iterator[None]:
+    """Batch statistics would let examples (and references) influence each other; use running ones."""
+    modules = model.modules() if isinstance(model, nn.Module) else ()
+    norms = [m for m in modules if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    for m in norms:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.training = True
+
+
+def _forward_under(objective: Objective, mode: Callable[[], torch.overrides.TorchFunctionMode]) -> Objective:
+    """The objective with ``mode`` active during the model's forward only (backward runs the rules' own code),
+    and batch normalisation in eval mode."""
+    forward_func = objective.forward_func
+
+    def forward(*args):
+        with mode(), _batch_norm_in_eval(forward_func):
+            return forward_func(*args)
+
+    return dataclasses.replace(objective, forward_func=forward)
+
+
+def deep_lift(
+    objective: Objective,
+    inputs: tuple[Tensor, ...],
+    baselines: tuple[Tensor, ...],
+    *,
+    multiply_by_inputs: bool = True,
+    return_convergence_delta: bool = False,
+    repeats: int = 1,
+) -> tuple[tuple[Tensor, ...], Tensor | None]:
+    """DeepLift with the Rescale rule, from one forward and one backward of ``[inputs; baselines]``.
+
+    Args:
+        inputs: ``repeats`` stacked copies of the batch (``n * repeats`` rows).
+        baselines: references broadcastable to ``inputs``.
+        repeats: how many copies of the objective's batch ``inputs`` holds.
+
+    Returns:
+        ``(attributions, delta)``; the delta (per row) comes from the same
+        forward, so it costs nothing extra.
+    """
+    rows = inputs[0].shape[0]
+    stacked = tuple(torch.cat([x.detach(), b.expand_as(x).to(x)]) for x, b in zip(inputs, baselines))
+    seed = torch.cat([torch.ones(rows), torch.zeros(rows)]).to(inputs[0].device)
+    grads, outputs = gradients(_forward_under(objective, DeepLiftRules), stacked, 2 * repeats, seed)
+    multipliers = tuple(g[:rows] for g in grads)
+    diffs = tuple(x.detach() - b for x, b in zip(inputs, baselines))
+    attrs = tuple(m * d for m, d in zip(multipliers, diffs)) if multiply_by_inputs else multipliers
+    if not return_convergence_delta:
+        return attrs, None
+    return attrs, convergence_delta(attrs, outputs[rows:], outputs[:rows])
+
+
+def deep_lift_shap(
+    objective: Objective,
+    inputs: tuple[Tensor, ...],
+    baseline_distribution: tuple[Tensor, ...],
+    *,
+    multiply_by_inputs: bool = True,
+    return_convergence_delta: bool = False,
+) -> tuple[tuple[Tensor, ...], Tensor | None]:
+    """DeepLift of every input against every baseline, averaged over the baselines.
+
+    Baselines are processed in chunks sized to the memory budget, so memory
+    stays bounded however many baselines there are.
+
+    Returns:
+        ``(attributions, delta)``; the delta has one entry per (example,
+        baseline), example-major.
+    """
+    n = inputs[0].shape[0]
+    k = baseline_distribution[0].shape[0]
+    totals = [torch.zeros_like(x) for x in inputs]
+    deltas: list[Tensor] = []
+
+    def attribute(lo: int, hi: int) -> None:
+        copies = hi - lo
+        repeated = tuple(x.detach().repeat(copies, *([1] * (x.dim() - 1))) for x in inputs)
+        references = tuple(b[lo:hi].repeat_interleave(n, dim=0) for b in baseline_distribution)
+        attrs, delta = deep_lift(
+            objective,
+            repeated,
+            references,
+            multiply_by_inputs=multiply_by_inputs,
+            return_convergence_delta=return_convergence_delta,
+            repeats=copies,
+        )
+        for total, a in zip(totals, attrs):
+            total += a.view(copies, n, *a.shape[1:]).sum(0)
+        if delta is not None:
+            deltas.append(delta.view(copies, n))
+
+    run_chunked(k, attribute, rows_per_item=2 * n, internal_batch_size=None, device=inputs[0].device)
+    attrs = tuple(t / k for t in totals)
+    return attrs, (torch.cat(deltas).t().reshape(-1) if deltas else None)
+
+
+def guided_backprop(objective: Objective, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Gradient where every ReLU passes back only positive gradients, and only where it was active."""
+    grads, _ = gradients(_forward_under(objective, lambda: ReLURules(guided_rule)), inputs)
+    return grads
+
+
+def deconvolution(objective: Objective, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Gradient where every ReLU passes back only positive gradients, whatever its input."""
+    grads, _ = gradients(_forward_under(objective, lambda: ReLURules(deconvolution_rule)), inputs)
+    return grads
+
+
+def guided_gradcam(
+    objective: Objective,
+    inputs: tuple[Tensor, ...],
+    layer: nn.Module,
+    *,
+    interpolate_mode: str = "nearest",
+    attribute_to_layer_input: bool = False,
+) -> tuple[Tensor | None, ...]:
+    """Guided backprop times the layer's (rectified) GradCAM upsampled to each input.
+
+    Inputs whose spatial rank differs from the layer's get ``None``, as there
+    is no map to upsample onto them.
+    """
+    (cam, *_), _ = layer_gradcam(
+        objective, inputs, layer, attribute_to_layer_input=attribute_to_layer_input, relu_attributions=True
+    )
+    guided = guided_backprop(objective, inputs)
+    results = []
+    for g in guided:
+        if g.dim() != cam.dim():
+            results.append(None)
+            continue
+        results.append(g * F.interpolate(cam, size=g.shape[2:], mode=interpolate_mode))
+    return tuple(results)
