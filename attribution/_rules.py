@@ -87,9 +87,9 @@ class _Secant(torch.autograd.Function):
         return ctx.spread(ctx.op, x, dx, dy, grad, gradient), None, None
 
 
-def _spread_elementwise(op, x, dx, dy, grad, gradient) -> Tensor:
+def _spread_elementwise(op, x, dx, dy, grad, gradient, eps: float = EPS) -> Tensor:
     """Rescale: ``grad * dy / dx``, the gradient where ``dx`` is ~0."""
-    safe = dx.abs() > EPS
+    safe = dx.abs() > eps
     return torch.where(safe, grad * dy / torch.where(safe, dx, torch.ones_like(dx)), gradient)
 
 
@@ -108,21 +108,21 @@ def _residual(op, x, dx, dy) -> Tensor:
     return dy - j_dx
 
 
-def _spread_along(dim: int, op, x, dx, dy, grad, gradient) -> Tensor:
+def _spread_along(dim: int, op, x, dx, dy, grad, gradient, eps: float = EPS) -> Tensor:
     """Secant correction for ops whose outputs each depend on a whole row along ``dim`` (softmax)."""
     weight = (grad * _residual(op, x, dx, dy)).sum(dim, keepdim=True)
     norm = (dx * dx).sum(dim, keepdim=True)
-    return gradient + dx * torch.where(norm > EPS, weight / norm.clamp_min(EPS), torch.zeros_like(norm))
+    return gradient + dx * torch.where(norm > eps, weight / norm.clamp_min(eps), torch.zeros_like(norm))
 
 
-def _spread_windows(geometry: dict, op, x, dx, dy, grad, gradient) -> Tensor:
+def _spread_windows(geometry: dict, op, x, dx, dy, grad, gradient, eps: float = EPS) -> Tensor:
     """Secant correction for max pooling: each output's residual goes back over its window."""
     n, c, h, w = x.shape
     kernel, dilation, padding, stride = (geometry[k] for k in ("kernel_size", "dilation", "padding", "stride"))
     windows = F.unfold((dx * dx).reshape(n * c, 1, h, w), kernel, dilation, padding, stride)  # (nc, k*k, L)
     norm = windows.sum(1, keepdim=True)
     weight = (grad * _residual(op, x, dx, dy)).reshape(n * c, 1, -1)
-    share = torch.where(norm > EPS, weight / norm.clamp_min(EPS), torch.zeros_like(norm))
+    share = torch.where(norm > eps, weight / norm.clamp_min(eps), torch.zeros_like(norm))
     spread = F.fold(share.expand_as(windows), (h, w), kernel, dilation, padding, stride).reshape(n, c, h, w)
     return gradient + dx * spread
 
@@ -135,14 +135,14 @@ def _adaptive_windows(size: int, out: int, like: Tensor) -> Tensor:
     return ((index >= starts[:, None]) & (index < ends[:, None])).to(like.dtype)
 
 
-def _spread_adaptive(output_size, op, x, dx, dy, grad, gradient) -> Tensor:
+def _spread_adaptive(output_size, op, x, dx, dy, grad, gradient, eps: float = EPS) -> Tensor:
     """Secant correction for adaptive max pooling: windows given by membership matrices."""
     out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else output_size
     rows = _adaptive_windows(x.shape[-2], out_h or x.shape[-2], x)
     cols = _adaptive_windows(x.shape[-1], out_w or x.shape[-1], x)
     norm = torch.einsum("ih,nchw,jw->ncij", rows, dx * dx, cols)
     weight = grad * _residual(op, x, dx, dy)
-    share = torch.where(norm > EPS, weight / norm.clamp_min(EPS), torch.zeros_like(norm))
+    share = torch.where(norm > eps, weight / norm.clamp_min(eps), torch.zeros_like(norm))
     return gradient + dx * torch.einsum("ih,ncij,jw->nchw", rows, share, cols)
 
 
@@ -173,26 +173,35 @@ def _pool_geometry(args: tuple, kwargs: dict) -> dict | None:
 
 
 class DeepLiftRules(TorchFunctionMode):
-    """Secant (rescale) multipliers at every nonlinearity, for a batch of ``[inputs; references]``."""
+    """Secant (rescale) multipliers at every nonlinearity, for a batch of ``[inputs; references]``.
+
+    Args:
+        eps: below this difference from the reference (squared norm for
+            groups), the gradient is used instead of the secant.
+    """
+
+    def __init__(self, eps: float = EPS) -> None:
+        super().__init__()
+        self.eps = eps
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in ACTIVATIONS:
             x, options = _out_of_place(func, args, kwargs)
-            return _Secant.apply(x, partial(ACTIVATIONS[func], **options), _spread_elementwise)
+            return _Secant.apply(x, partial(ACTIVATIONS[func], **options), partial(_spread_elementwise, eps=self.eps))
         if func in SOFTMAX:
             dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
             log = func in (F.log_softmax, torch.log_softmax, Tensor.log_softmax)
             op = partial(torch.log_softmax if log else torch.softmax, dim=dim)
-            return _Secant.apply(args[0], op, partial(_spread_along, dim))
+            return _Secant.apply(args[0], op, partial(_spread_along, dim, eps=self.eps))
         if func in MAX_POOL and (geometry := _pool_geometry(args, kwargs)) is not None:
             op = partial(F.max_pool2d, **geometry)
-            return _Secant.apply(args[0], op, partial(_spread_windows, geometry))
+            return _Secant.apply(args[0], op, partial(_spread_windows, geometry, eps=self.eps))
         if func in ADAPTIVE_MAX_POOL:
             bound = dict(zip(("input", "output_size", "return_indices"), args), **kwargs)
             if not bound.get("return_indices") and bound["input"].dim() == 4:
                 op = partial(F.adaptive_max_pool2d, output_size=bound["output_size"])
-                return _Secant.apply(args[0], op, partial(_spread_adaptive, bound["output_size"]))
+                return _Secant.apply(args[0], op, partial(_spread_adaptive, bound["output_size"], eps=self.eps))
         return func(*args, **kwargs)
 
 

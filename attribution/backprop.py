@@ -27,9 +27,10 @@ from attribution.registry import register
 
 
 class _ReferenceAttribution(Attribution):
-    def __init__(self, model: Callable[..., Tensor], multiply_by_inputs: bool = True) -> None:
+    def __init__(self, model: Callable[..., Tensor], multiply_by_inputs: bool = True, eps: float = 1e-10) -> None:
         super().__init__(model)
         self._multiply_by_inputs = multiply_by_inputs
+        self.eps = eps
 
     @property
     def multiplies_by_inputs(self) -> bool:
@@ -51,6 +52,8 @@ class DeepLift(_ReferenceAttribution):
         model: the model (any callable; no module hooks are used).
         multiply_by_inputs: multiply the multipliers by ``inputs - baselines``
             (default); False returns the multipliers.
+        eps: where an activation differs from its reference by less, its
+            gradient is used instead of the ratio of differences.
 
     Example:
         >>> attr, delta = DeepLift(model).attribute(images, target=3, return_convergence_delta=True)  # doctest: +SKIP
@@ -83,6 +86,7 @@ class DeepLift(_ReferenceAttribution):
             format_baselines(baselines, call.inputs),
             multiply_by_inputs=self.multiplies_by_inputs,
             return_convergence_delta=return_convergence_delta,
+            eps=self.eps,
         )
         result = call.restore(attrs)
         return (result, delta) if return_convergence_delta else result
@@ -126,6 +130,7 @@ class DeepLiftShap(_ReferenceAttribution):
             format_baseline_distribution(baselines, call.inputs),
             multiply_by_inputs=self.multiplies_by_inputs,
             return_convergence_delta=return_convergence_delta,
+            eps=self.eps,
         )
         result = call.restore(attrs)
         return (result, delta) if return_convergence_delta else result

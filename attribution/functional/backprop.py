@@ -52,6 +52,7 @@ def deep_lift(
     multiply_by_inputs: bool = True,
     return_convergence_delta: bool = False,
     repeats: int = 1,
+    eps: float = 1e-10,
 ) -> tuple[tuple[Tensor, ...], Tensor | None]:
     """DeepLift with the Rescale rule, from one forward and one backward of ``[inputs; baselines]``.
 
@@ -59,6 +60,7 @@ def deep_lift(
         inputs: ``repeats`` stacked copies of the batch (``n * repeats`` rows).
         baselines: references broadcastable to ``inputs``.
         repeats: how many copies of the objective's batch ``inputs`` holds.
+        eps: differences below this use the gradient instead of the secant.
 
     Returns:
         ``(attributions, delta)``; the delta (per row) comes from the same
@@ -67,7 +69,7 @@ def deep_lift(
     rows = inputs[0].shape[0]
     stacked = tuple(torch.cat([x.detach(), b.expand_as(x).to(x)]) for x, b in zip(inputs, baselines))
     seed = torch.cat([torch.ones(rows), torch.zeros(rows)]).to(inputs[0].device)
-    grads, outputs = gradients(_forward_under(objective, DeepLiftRules), stacked, 2 * repeats, seed)
+    grads, outputs = gradients(_forward_under(objective, lambda: DeepLiftRules(eps)), stacked, 2 * repeats, seed)
     multipliers = tuple(g[:rows] for g in grads)
     diffs = tuple(x.detach() - b for x, b in zip(inputs, baselines))
     attrs = tuple(m * d for m, d in zip(multipliers, diffs)) if multiply_by_inputs else multipliers
@@ -83,6 +85,7 @@ def deep_lift_shap(
     *,
     multiply_by_inputs: bool = True,
     return_convergence_delta: bool = False,
+    eps: float = 1e-10,
 ) -> tuple[tuple[Tensor, ...], Tensor | None]:
     """DeepLift of every input against every baseline, averaged over the baselines.
 
@@ -109,6 +112,7 @@ def deep_lift_shap(
             multiply_by_inputs=multiply_by_inputs,
             return_convergence_delta=return_convergence_delta,
             repeats=copies,
+            eps=eps,
         )
         for total, a in zip(totals, attrs):
             total += a.view(copies, n, *a.shape[1:]).sum(0)
