@@ -15,23 +15,31 @@ from attribution.gradient import InputXGradient, Saliency
 from attribution.layer import LayerGradCam
 from attribution.noise_tunnel import NoiseTunnel
 from attribution.path import GradientShap, IntegratedGradients
-from attribution.perturbation import Occlusion
+from attribution.perturbation import FeatureAblation, FeaturePermutation, Occlusion
+from attribution.shapley import ShapleyValues, ShapleyValueSampling
+from attribution.surrogate import KernelShap, Lime
 
 __all__ = [
     "Attribution",
     "Deconvolution",
     "DeepLift",
     "DeepLiftShap",
+    "FeatureAblation",
+    "FeaturePermutation",
     "GuidedBackprop",
     "GuidedGradCam",
     "GradientShap",
     "InputXGradient",
     "IntegratedGradients",
+    "KernelShap",
     "LayerAttribution",
     "LayerGradCam",
+    "Lime",
     "NoiseTunnel",
     "Occlusion",
     "Saliency",
+    "ShapleyValueSampling",
+    "ShapleyValues",
     "Target",
     "metrics",
     "registry",

@@ -1,4 +1,4 @@
-"""Perturbation methods: Occlusion."""
+"""Perturbation methods: Occlusion, FeatureAblation, FeaturePermutation."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from attribution import functional
 from attribution._base import Attribution
 from attribution._canonical import BaselineType, TargetType, TensorOrTuple, canonical_call, format_baselines
 from attribution._checks import check_int
+from attribution._features import format_feature_mask
+from attribution._progress import progress_bar
 from attribution.registry import register
 
 
@@ -101,8 +103,11 @@ class Occlusion(Attribution):
         windows = _per_input_shapes(sliding_window_shapes, call.inputs, "sliding_window_shapes")
         steps = _per_input_shapes(strides, call.inputs, "strides", default=1)
         _check_windows(windows, steps, call.inputs)
-        bar = _progress_bar(windows, steps, call.inputs) if show_progress else None
-        try:
+        total = sum(
+            functional.perturbation.SlidingWindows(tuple(x.shape[1:]), w, s).size
+            for w, s, x in zip(windows, steps, call.inputs)
+        )
+        with progress_bar(show_progress, total, "Occlusion") as progress:
             attrs = functional.occlusion(
                 call.objective,
                 call.inputs,
@@ -110,19 +115,94 @@ class Occlusion(Attribution):
                 windows=windows,
                 strides=steps,
                 perturbations_per_eval=perturbations_per_eval,
-                progress=None if bar is None else bar.update,
+                progress=progress,
             )
-        finally:
-            if bar is not None:
-                bar.close()
         return call.restore(attrs)
 
 
-def _progress_bar(windows: tuple, strides: tuple, inputs: tuple[Tensor, ...]):
-    from tqdm.auto import tqdm  # tqdm ships with lightning
+@register("feature_ablation")
+class FeatureAblation(Attribution):
+    """Feature ablation: each feature group's contribution is the target's drop when it is
+    replaced by the baseline.
 
-    total = sum(
-        functional.perturbation.SlidingWindows(tuple(x.shape[1:]), w, s).size
-        for w, s, x in zip(windows, strides, inputs)
-    )
-    return tqdm(total=total, desc="Occlusion", unit="window")
+    Example:
+        >>> cells = torch.arange(49).view(7, 7).repeat_interleave(32, 0).repeat_interleave(32, 1)  # doctest: +SKIP
+        >>> superpixels = cells[None, None]  # (1, 1, 224, 224): shared by the batch and the channels  # doctest: +SKIP
+        >>> attr = FeatureAblation(model).attribute(images, feature_mask=superpixels, target=3)  # doctest: +SKIP
+    """
+
+    def attribute(
+        self,
+        inputs: TensorOrTuple,
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        feature_mask: TensorOrTuple | None = None,
+        perturbations_per_eval: int | None = None,
+        show_progress: bool = False,
+    ) -> TensorOrTuple:
+        """Ablate each feature group in turn.
+
+        Args:
+            inputs: a tensor or tuple of tensors with the batch in dim 0.
+            baselines: values ablated features take (default 0), as in
+                :meth:`IntegratedGradients.attribute`.
+            target: which output to explain (see :meth:`Saliency.attribute`).
+            additional_forward_args: extra arguments passed to the model.
+            feature_mask: integer feature ids per input, broadcastable to it
+                (with or without the batch dimension); ids 0..F-1 without gaps,
+                shared across inputs.  Default: every element its own feature.
+            perturbations_per_eval: ablated copies per forward, at most; by
+                default chosen from the input size.
+            show_progress: show a progress bar.
+
+        Returns:
+            Attributions shaped like ``inputs``: every element gets its feature's drop.
+        """
+        check_int(perturbations_per_eval, "perturbations_per_eval", allow_none=True)
+        call = canonical_call(self.forward_func, inputs, target, additional_forward_args)
+        features = format_feature_mask(feature_mask, call.inputs)
+        with progress_bar(show_progress, features.count, "FeatureAblation") as progress:
+            attrs = functional.feature_ablation(
+                call.objective,
+                call.inputs,
+                format_baselines(baselines, call.inputs),
+                features,
+                perturbations_per_eval=perturbations_per_eval,
+                progress=progress,
+            )
+        return call.restore(attrs)
+
+
+@register("feature_permutation")
+class FeaturePermutation(Attribution):
+    """Permutation feature importance: the target's change when a feature group is shuffled
+    across the batch (which needs a batch of at least two examples)."""
+
+    def attribute(
+        self,
+        inputs: TensorOrTuple,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        feature_mask: TensorOrTuple | None = None,
+        perturbations_per_eval: int | None = None,
+        show_progress: bool = False,
+    ) -> TensorOrTuple:
+        """Shuffle each feature group across the batch in turn (torch's global generator draws
+        the permutations); arguments as in :meth:`FeatureAblation.attribute`.
+
+        Raises:
+            ValueError: for a batch of one example, which cannot be permuted.
+        """
+        check_int(perturbations_per_eval, "perturbations_per_eval", allow_none=True)
+        call = canonical_call(self.forward_func, inputs, target, additional_forward_args)
+        if call.inputs[0].shape[0] < 2:
+            raise ValueError(
+                "inputs: FeaturePermutation shuffles features across the batch and needs at least 2 examples, got 1"
+            )
+        features = format_feature_mask(feature_mask, call.inputs)
+        with progress_bar(show_progress, features.count, "FeaturePermutation") as progress:
+            attrs = functional.feature_permutation(
+                call.objective, call.inputs, features, perturbations_per_eval=perturbations_per_eval, progress=progress
+            )
+        return call.restore(attrs)

@@ -3,8 +3,9 @@
     scripts/bench                 # everything
     scripts/bench --only occlusion
 
-* ``integrated_gradients``, ``occlusion``: ResNet-18 at 224x224 (the article's settings);
+* ``integrated_gradients``, ``occlusion``, ``feature_ablation``: ResNet-18 at 224x224 (the article's settings);
 * ``metrics``: infidelity and sensitivity_max (``benchmarks/metrics.py``);
+* ``surrogate``: Lime and KernelShap (``benchmarks/surrogate.py``);
 * ``monitor``: the AttributionMonitor's share of fit time (``benchmarks/monitor.py``).
 
 Each line prints our time and peak RSS growth, Captum's, and the ratios
@@ -22,6 +23,7 @@ import torchvision
 from benchmarks._measure import max_rel_diff, measure, row
 from benchmarks.metrics import bench_metrics
 from benchmarks.monitor import bench_monitor
+from benchmarks.surrogate import bench_surrogate
 
 
 @functools.cache
@@ -69,6 +71,29 @@ def bench_occlusion() -> list[str]:
     return lines
 
 
+def bench_feature_ablation() -> list[str]:
+    """FeatureAblation with 16x16-pixel superpixels (196 features) at 224x224, the setting of issue 6."""
+    from captum.attr import FeatureAblation as CaptumFeatureAblation
+
+    from attribution import FeatureAblation
+
+    model, x, target = _resnet()
+    cells = torch.arange(14 * 14).view(14, 14).repeat_interleave(16, 0).repeat_interleave(16, 1)
+    mask = cells[None, None]  # one mask for the batch and the channels
+    ours = measure(lambda: FeatureAblation(model).attribute(x, target=target, feature_mask=mask))
+    lines = []
+    for per_eval in (1, 8, 16):
+        theirs = measure(
+            lambda: CaptumFeatureAblation(model).attribute(
+                x, target=target, feature_mask=mask, perturbations_per_eval=per_eval
+            )
+        )
+        label = "default call" if per_eval == 1 else f"perturbations_per_eval={per_eval}"
+        lines.append(row(f"FeatureAblation 196 superpixels vs {label}", ours, theirs))
+    lines.append(f"{'':<44} max relative difference {max_rel_diff(ours.result, theirs.result):.1e}")
+    return lines
+
+
 def _best_forward_seconds(model, x) -> float:
     """Per-image forward time at the best of a few batch sizes and layouts (inference mode)."""
     best = float("inf")
@@ -84,7 +109,9 @@ def _best_forward_seconds(model, x) -> float:
 BENCHES = {
     "integrated_gradients": bench_integrated_gradients,
     "occlusion": bench_occlusion,
+    "feature_ablation": bench_feature_ablation,
     "metrics": bench_metrics,
+    "surrogate": bench_surrogate,
     "monitor": bench_monitor,
 }
 

@@ -62,7 +62,30 @@ def default_options(name: str, inputs: Tensor) -> dict[str, Any]:
             side = max(1, min(inputs.shape[-2:]) // 8)
             return {"sliding_window_shapes": (inputs.shape[1], side, side), "strides": (inputs.shape[1], side, side)}
         return {"sliding_window_shapes": (1,) * (inputs.dim() - 1)}
+    if name in FEATURE_METHODS and inputs.dim() == 4:
+        # Coalition methods cost a forward per coalition: group pixels into a grid of superpixels.
+        options = {"feature_mask": superpixels(inputs, 3 if name == "shapley_values" else 8)}
+        return {**options, "n_samples": 10} if name == "shapley_value_sampling" else options
     return {}
+
+
+FEATURE_METHODS = (
+    "feature_ablation",
+    "feature_permutation",
+    "shapley_value_sampling",
+    "shapley_values",
+    "lime",
+    "kernel_shap",
+)
+
+
+def superpixels(inputs: Tensor, cells: int) -> Tensor:
+    """A ``(1, 1, H, W)`` feature mask of ``cells x cells`` rectangular superpixels (ids row by row)."""
+    height, width = inputs.shape[-2:]
+    cells = min(cells, height, width)  # every id must be used
+    rows = torch.arange(height, device=inputs.device) * cells // height
+    cols = torch.arange(width, device=inputs.device) * cells // width
+    return (rows[:, None] * cells + cols[None, :])[None, None]
 
 
 def predict(model: nn.Module, inputs: Tensor) -> Tensor:

@@ -379,3 +379,20 @@ def test_rule_based_methods_by_name(tmp_path):
     records = {r["method"]: r["metrics"] for r in monitor.history}
     assert set(records) == {"deep_lift", "guided_gradcam", "layer_gradcam"}
     assert abs(records["deep_lift"]["convergence_delta"]) < 1e-4  # DeepLift is complete through ShapesNet
+
+
+def test_perturbation_and_surrogate_methods_by_name(tmp_path):
+    names = [
+        "feature_ablation",
+        "feature_permutation",
+        "shapley_value_sampling",
+        "shapley_values",
+        "lime",
+        "kernel_shap",
+    ]
+    monitor = AttributionMonitor(names, gradcam=False, num_probe_samples=3, metrics=(), on_error="raise")
+    _fit(tmp_path, [monitor], max_epochs=1)
+    records = {r["method"]: r for r in monitor.history}
+    assert set(records) == set(names)
+    maps = torch.load(tmp_path / "logs" / "version_0" / "xai" / "maps_epoch_000.pt")
+    assert all(maps[name].shape == (3, 3, 16, 16) for name in names)  # superpixel maps, input-shaped

@@ -18,8 +18,17 @@ CALL_KWARGS = {
     "guided_backprop": {},
     "deconvolution": {},
     "guided_gradcam": {},
+    "feature_ablation": {"feature_mask": torch.arange(4).view(2, 2).repeat_interleave(4, 0).repeat_interleave(4, 1)},
+    "feature_permutation": {},
+    "shapley_value_sampling": {
+        "n_samples": 2,
+        "feature_mask": torch.arange(4).view(1, 2, 2).repeat_interleave(4, 1).repeat_interleave(4, 2),
+    },
+    "shapley_values": {"feature_mask": torch.arange(3).view(3, 1, 1)},
+    "lime": {"n_samples": 10, "feature_mask": torch.arange(3).view(3, 1, 1)},
+    "kernel_shap": {"n_samples": 10, "feature_mask": torch.arange(3).view(3, 1, 1)},
 }
-RANDOM_METHODS = {"gradient_shap"}
+RANDOM_METHODS = {"gradient_shap", "feature_permutation", "shapley_value_sampling", "lime", "kernel_shap"}
 
 
 def test_every_registered_method_has_a_state_test():
@@ -69,7 +78,17 @@ def test_state_is_restored_when_the_model_raises(name):
 
     def exploding(x):  # raises on its second call, mid-attribution (its first for the single-pass methods)
         calls.append(1)
-        single_pass = ("saliency", "input_x_gradient", "layer_gradcam", "deep_lift", "guided_backprop", "deconvolution")
+        single_pass = (
+            "saliency",
+            "input_x_gradient",
+            "layer_gradcam",
+            "deep_lift",
+            "guided_backprop",
+            "deconvolution",
+            "shapley_values",
+            "lime",
+            "kernel_shap",
+        )
         if len(calls) == (1 if name in single_pass else 2):
             raise RuntimeError("boom")
         return model(x)

@@ -11,12 +11,16 @@ from attribution.functional.gradient import input_x_gradient, saliency
 from attribution.functional.layer import interpolate, layer_gradcam
 from attribution.functional.noise import NT_TYPES, noise_tunnel
 from attribution.functional.path import INTEGRATION_METHODS, gradient_shap, integrated_gradients, integration_nodes
-from attribution.functional.perturbation import occlusion
+from attribution.functional.perturbation import feature_ablation, feature_permutation, occlusion
+from attribution.functional.shapley import shapley_value_sampling, shapley_values
+from attribution.functional.surrogate import kernel_shap, lime
 
 __all__ = [
     "deconvolution",
     "deep_lift",
     "deep_lift_shap",
+    "feature_ablation",
+    "feature_permutation",
     "guided_backprop",
     "guided_gradcam",
     "INTEGRATION_METHODS",
@@ -26,8 +30,12 @@ __all__ = [
     "integrated_gradients",
     "integration_nodes",
     "interpolate",
+    "kernel_shap",
     "layer_gradcam",
+    "lime",
     "noise_tunnel",
     "occlusion",
     "saliency",
+    "shapley_value_sampling",
+    "shapley_values",
 ]

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from attribution._canonical import Objective, repeat_rows
+from attribution._features import FeatureMasks, feature_boxes
 from attribution._local_forward import LocalForward, gather_window
 
 AUTO_ROWS_ELEMENTS = {"cpu": 1_250_000, "cuda": 2**25}
@@ -123,29 +124,70 @@ def auto_perturbations_per_eval(inputs: tuple[Tensor, ...], total: int, scale: f
     return max(1, min(total, int(budget // per_copy)))
 
 
-class _LocalWindows:
-    """Occluded image batches through :class:`LocalForward`: each layer is recomputed
-    only where the window can reach it (conv nets, one image input, no extra args)."""
+Boxes = tuple[Callable[[int, int], Tensor], tuple[int, int]]
+"""For copies ``lo .. hi - 1`` of an image batch, where each differs from the image: ``(starts (hi - lo, 2), size)``."""
 
-    BATCH_SCALE = 4
-    """Most of the work shrinks to the window's neighbourhood, so larger batches pay off."""
+LOCAL_BATCH_SCALE = 4
+"""With local re-evaluation most of the work shrinks to a box's neighbourhood, so larger batches pay off."""
 
-    def __init__(self, forward: LocalForward, objective: Objective, grid: SlidingWindows, n: int) -> None:
-        self.forward, self.objective, self.grid, self.n = forward, objective, grid, n
 
-    @classmethod
-    def build(cls, objective: Objective, inputs: tuple[Tensor, ...], grid: SlidingWindows) -> _LocalWindows | None:
-        if len(inputs) != 1 or objective.additional_args or inputs[0].dim() != 4:
-            return None
-        forward = LocalForward.build(objective.forward_func, inputs[0])
-        return None if forward is None else cls(forward, objective, grid, inputs[0].shape[0])
+class _CopyForward:
+    """Target values of stacked perturbed copies of the batch.
 
-    def __call__(self, occluded: Tensor, lo: int, hi: int) -> Tensor:
-        """Target values of the occluded rows (repeat-major, ``(hi - lo) * n``)."""
-        starts = self.grid.starts(lo, hi, occluded.device)[:, 1:].repeat_interleave(self.n, dim=0)
-        rows = torch.arange(occluded.shape[0], device=occluded.device)
-        patch = gather_window(occluded, rows, starts, self.grid.window[1:])
-        return self.objective.target.select(self.forward(patch, starts), hi - lo)
+    Copies that differ from a single image input only inside a box go through
+    :class:`LocalForward` (each layer recomputed only where the box reaches);
+    other batches through the model, channels-last for images.
+    """
+
+    def __init__(self, objective: Objective, inputs: tuple[Tensor, ...], boxes: Boxes | None) -> None:
+        self.objective, self.n = objective, inputs[0].shape[0]
+        self.layout = _Layout(inputs[0])
+        self.local = None
+        if boxes is not None and len(inputs) == 1 and not objective.additional_args and inputs[0].dim() == 4:
+            self.local = LocalForward.build(objective.forward_func, inputs[0])
+        self.boxes = boxes
+
+    def __call__(self, batch: tuple[Tensor, ...], lo: int, hi: int) -> Tensor:
+        if self.local is None:
+            return self.layout.run(self.objective, batch, hi - lo)
+        starts_of, size = self.boxes
+        starts = starts_of(lo, hi).repeat_interleave(self.n, dim=0)
+        (copies,) = batch
+        rows = torch.arange(copies.shape[0], device=copies.device)
+        patch = gather_window(copies, rows, starts, size)
+        return self.objective.target.select(self.local(patch, starts), hi - lo)
+
+
+def evaluate_copies(
+    objective: Objective,
+    inputs: tuple[Tensor, ...],
+    total: int,
+    build: Callable[[int, int], tuple[Tensor, ...]],
+    *,
+    perturbations_per_eval: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    boxes: Boxes | None = None,
+) -> Tensor:
+    """Target values ``(n, total)`` of ``total`` perturbed copies of the batch, many per forward.
+
+    Args:
+        build: ``(lo, hi) -> inputs`` holding copies ``lo .. hi - 1`` stacked repeat-major.
+        perturbations_per_eval: copies per forward at most; from the input size when None.
+        progress: called with the number of copies finished after each forward.
+        boxes: where each copy differs from a single image input, enabling local re-evaluation.
+
+    Call under ``torch.inference_mode()``.
+    """
+    forward = _CopyForward(objective, inputs, boxes)
+    scale = 1 if forward.local is None else LOCAL_BATCH_SCALE
+    per_eval = min(perturbations_per_eval or auto_perturbations_per_eval(inputs, total, scale), total)
+    values = []
+    for lo in range(0, total, per_eval):
+        hi = min(total, lo + per_eval)
+        values.append(forward(build(lo, hi), lo, hi).view(hi - lo, -1))
+        if progress is not None:
+            progress(hi - lo)
+    return torch.cat(values).t()
 
 
 def occlusion(
@@ -168,30 +210,114 @@ def occlusion(
             from the input size when None.
         progress: called with the number of windows finished after each forward.
     """
-    n = inputs[0].shape[0]
     inputs = tuple(x.detach() for x in inputs)
     drops_per_input = []
     with torch.inference_mode():
         reference = objective(inputs)
         for i, (x, b, window, stride) in enumerate(zip(inputs, baselines, windows, strides)):
             grid = SlidingWindows(tuple(x.shape[1:]), window, stride)
-            local = _LocalWindows.build(objective, inputs, grid)
-            scale = 1 if local is None else _LocalWindows.BATCH_SCALE
-            per_eval = min(perturbations_per_eval or auto_perturbations_per_eval(inputs, grid.size, scale), grid.size)
-            drops = torch.empty(n, grid.size, device=x.device, dtype=reference.dtype)
-            layout = _Layout(x)
-            for lo in range(0, grid.size, per_eval):
-                hi = min(grid.size, lo + per_eval)
+
+            def occluded(lo: int, hi: int, i=i, x=x, b=b, grid=grid) -> tuple[Tensor, ...]:
                 mask = grid.masks(lo, hi, x.device).unsqueeze(1)
-                occluded = torch.where(mask, b.unsqueeze(0), x.unsqueeze(0)).flatten(0, 1)
-                batch = tuple(occluded if j == i else repeat_rows(other, hi - lo) for j, other in enumerate(inputs))
-                values = local(occluded, lo, hi) if local else layout.run(objective, batch, hi - lo)
-                drops[:, lo:hi] = (reference - values.view(hi - lo, n)).t()
-                if progress is not None:
-                    progress(hi - lo)
-            drops_per_input.append((grid, drops))
+                copies = torch.where(mask, b.unsqueeze(0), x.unsqueeze(0)).flatten(0, 1)
+                return tuple(copies if j == i else repeat_rows(other, hi - lo) for j, other in enumerate(inputs))
+
+            boxes = (lambda lo, hi, grid=grid, x=x: grid.starts(lo, hi, x.device)[:, 1:], grid.window[1:])
+            values = evaluate_copies(
+                objective,
+                inputs,
+                grid.size,
+                occluded,
+                perturbations_per_eval=perturbations_per_eval,
+                progress=progress,
+                boxes=boxes if x.dim() == 4 else None,
+            )
+            drops_per_input.append((grid, reference[:, None] - values))
     # Outside inference mode, so that callers get ordinary tensors back.
     return tuple(
         (grid.spread(drops.clone()) / grid.coverage(drops.device)).to(x.dtype)
         for (grid, drops), x in zip(drops_per_input, inputs)
     )
+
+
+def feature_ablation(
+    objective: Objective,
+    inputs: tuple[Tensor, ...],
+    baselines: tuple[Tensor, ...],
+    features: FeatureMasks,
+    *,
+    perturbations_per_eval: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[Tensor, ...]:
+    """Feature ablation: the target's drop when each feature (group) is set to the baseline.
+
+    Every feature is one perturbed copy, in all inputs at once (ids are
+    shared across inputs).  Image features go through local re-evaluation
+    around their bounding box when the model allows it.
+    """
+    inputs = tuple(x.detach() for x in inputs)
+    eye = torch.eye(features.count, dtype=torch.bool, device=inputs[0].device)
+    with torch.inference_mode():
+        reference = objective(inputs)
+        located = feature_boxes(features, inputs[0]) if len(inputs) == 1 else None
+        boxes = None if located is None else (lambda lo, hi: located[0][lo:hi], located[1])
+        values = evaluate_copies(
+            objective,
+            inputs,
+            features.count,
+            lambda lo, hi: features.perturbed(~eye[lo:hi], inputs, baselines),
+            perturbations_per_eval=perturbations_per_eval,
+            progress=progress,
+            boxes=boxes,
+        )
+        drops = reference[:, None] - values
+    return features.spread(drops.clone(), inputs)
+
+
+def _shuffles(count: int, n: int, device: torch.device) -> Tensor:
+    """``count`` uniformly random permutations of ``n`` examples, none the identity (which changes nothing)."""
+    orders = torch.rand(count, n, device=device).argsort(dim=1)
+    identity = torch.arange(n, device=device)
+    while (unchanged := (orders == identity).all(dim=1)).any():
+        orders[unchanged] = torch.rand(int(unchanged.sum()), n, device=device).argsort(dim=1)
+    return orders
+
+
+def feature_permutation(
+    objective: Objective,
+    inputs: tuple[Tensor, ...],
+    features: FeatureMasks,
+    *,
+    perturbations_per_eval: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[Tensor, ...]:
+    """Permutation importance: the target's change when a feature is shuffled across the batch.
+
+    Each feature gets its own random permutation of the examples, never the
+    identity (from torch's global generator), applied to every element of
+    that feature.
+    """
+    inputs = tuple(x.detach() for x in inputs)
+    n = inputs[0].shape[0]
+    orders = _shuffles(features.count, n, inputs[0].device)
+    eye = torch.eye(features.count, dtype=torch.bool, device=inputs[0].device)
+
+    def permuted(lo: int, hi: int) -> tuple[Tensor, ...]:
+        keep = ~eye[lo:hi]  # copy k: feature k of example j comes from example orders[k, j]
+        return tuple(
+            torch.where(features.present(keep, i), x.unsqueeze(0), x[orders[lo:hi]]).flatten(0, 1)
+            for i, x in enumerate(inputs)
+        )
+
+    with torch.inference_mode():
+        reference = objective(inputs)
+        values = evaluate_copies(
+            objective,
+            inputs,
+            features.count,
+            permuted,
+            perturbations_per_eval=perturbations_per_eval,
+            progress=progress,
+        )
+        drops = reference[:, None] - values
+    return features.spread(drops.clone(), inputs)

@@ -1,0 +1,136 @@
+"""Feature groups: which input elements are perturbed together.
+
+Perturbation and surrogate methods switch *features* on and off; a feature
+is a group of input elements given by an integer ``feature_mask`` (one per
+input, ids shared across inputs: the same id in two inputs is one feature).
+Here the masks are validated once, and a batch of *coalitions* (which
+features are present) is turned into perturbed inputs by broadcasting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from attribution._canonical import describe
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureMasks:
+    """Per input, a long tensor of feature ids broadcastable to the input (first dim 1 or n)."""
+
+    masks: tuple[Tensor, ...]
+    count: int
+
+    def present(self, coalitions: Tensor, i: int) -> Tensor:
+        """Which elements of input ``i`` are kept, for coalitions ``(P, F)`` or per example ``(P, n, F)``.
+
+        Returns:
+            A bool tensor ``(P, 1 or n, *input.shape[1:])`` (trailing dims may broadcast).
+        """
+        mask = self.masks[i]
+        if coalitions.dim() == 2:
+            return coalitions[:, mask]
+        rows = torch.arange(coalitions.shape[1], device=mask.device).view(-1, *([1] * (mask.dim() - 1)))
+        return coalitions[:, rows, mask]
+
+    def perturbed(
+        self, coalitions: Tensor, inputs: tuple[Tensor, ...], baselines: tuple[Tensor, ...]
+    ) -> tuple[Tensor, ...]:
+        """Inputs with absent features set to the baseline: ``P`` stacked copies (repeat-major)."""
+        copies = coalitions.shape[0]
+        return (
+            tuple(
+                torch.where(self.present(coalitions, i), x.unsqueeze(0), b.unsqueeze(0)).flatten(0, 1)
+                if x.dim() > 0
+                else x
+                for i, (x, b) in enumerate(zip(inputs, baselines))
+            )
+            if copies
+            else inputs
+        )
+
+    def spread(self, values: Tensor, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """Per-feature values ``(n, F)`` onto the elements of every input (each element gets its feature's)."""
+        n = values.shape[0]
+        result = []
+        for mask, x in zip(self.masks, inputs):
+            index = mask.expand(n, *x.shape[1:]).reshape(n, -1)
+            result.append(values.gather(1, index).view(x.shape).to(x.dtype))
+        return tuple(result)
+
+
+def format_feature_mask(feature_mask: Any, inputs: tuple[Tensor, ...]) -> FeatureMasks:
+    """Validate ``feature_mask`` (None: every element its own feature) as :class:`FeatureMasks`.
+
+    Raises:
+        TypeError: not integer tensors.
+        ValueError: a mask that does not broadcast to its input, negative ids,
+            or ids with gaps (every id from 0 to the largest must be used).
+    """
+    if feature_mask is None:
+        masks, offset = [], 0
+        for x in inputs:
+            size = x[0].numel()
+            masks.append((torch.arange(size, device=x.device) + offset).view(1, *x.shape[1:]))
+            offset += size
+        return FeatureMasks(tuple(masks), offset)
+    given = feature_mask if isinstance(feature_mask, (tuple, list)) else (feature_mask,)
+    if len(given) != len(inputs):
+        raise ValueError(f"feature_mask: expected one mask per input ({len(inputs)}), got {len(given)}")
+    masks = []
+    for i, (mask, x) in enumerate(zip(given, inputs)):
+        name = "feature_mask" if len(inputs) == 1 else f"feature_mask[{i}]"
+        if not isinstance(mask, Tensor) or mask.is_floating_point() or mask.is_complex() or mask.dtype == torch.bool:
+            raise TypeError(f"{name}: expected an integer tensor of feature ids, got {describe(mask)}")
+        mask = mask.to(device=x.device, dtype=torch.long)
+        if mask.dim() < x.dim():  # broadcast from the right: e.g. (H, W) or (C, H, W) shared by the batch
+            mask = mask.reshape((1,) * (x.dim() - mask.dim()) + tuple(mask.shape))
+        if mask.dim() != x.dim() or not _broadcasts(mask.shape, x.shape):
+            raise ValueError(
+                f"{name}: expected a shape that broadcasts to the input's {tuple(x.shape)} "
+                f"(first dimension 1 or {x.shape[0]}), got {tuple(mask.shape)}"
+            )
+        masks.append(mask)
+    ids = torch.unique(torch.cat([m.flatten() for m in masks]))
+    if int(ids[0]) < 0:
+        raise ValueError(f"feature_mask: ids must be >= 0, got {int(ids[0])}")
+    count = int(ids[-1]) + 1
+    if len(ids) != count:
+        missing = sorted(set(range(count)) - set(ids.tolist()))[:5]
+        raise ValueError(
+            f"feature_mask: ids must run from 0 to the number of features - 1 without gaps; "
+            f"{len(ids)} distinct ids up to {count - 1}, missing e.g. {missing}"
+        )
+    return FeatureMasks(tuple(masks), count)
+
+
+def _broadcasts(shape: Sequence[int], target: Sequence[int]) -> bool:
+    return all(s in (1, t) for s, t in zip(shape, target))
+
+
+def feature_boxes(masks: FeatureMasks, x: Tensor) -> tuple[Tensor, tuple[int, int]] | None:
+    """Spatial bounding box of every feature of an image input, as ``(starts (F, 2), size)``.
+
+    None when the input is not ``(n, C, H, W)``.  One size serves every
+    feature (the largest box), shifted to stay inside the image.
+    """
+    (mask,) = masks.masks
+    if x.dim() != 4:
+        return None
+    height, width = x.shape[-2:]
+    ids = mask.expand(-1, -1, height, width).flatten()
+    rows = torch.arange(height, device=x.device).view(1, 1, -1, 1).expand_as(mask.expand(-1, -1, height, width))
+    cols = torch.arange(width, device=x.device).view(1, 1, 1, -1).expand_as(mask.expand(-1, -1, height, width))
+    lo = torch.full((masks.count, 2), max(height, width), device=x.device, dtype=torch.long)
+    hi = torch.full((masks.count, 2), -1, device=x.device, dtype=torch.long)
+    coords = torch.stack([rows.flatten(), cols.flatten()], dim=1)
+    lo.scatter_reduce_(0, ids[:, None].expand(-1, 2), coords, reduce="amin")
+    hi.scatter_reduce_(0, ids[:, None].expand(-1, 2), coords, reduce="amax")
+    size = tuple(int(v) for v in (hi - lo + 1).amax(0).tolist())
+    bound = torch.tensor([height - size[0], width - size[1]], device=x.device)
+    return torch.minimum(lo, bound), size
