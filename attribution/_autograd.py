@@ -8,9 +8,10 @@ tensors never change.  Hooks live inside context managers and are removed in
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -129,10 +130,27 @@ def capture_layer(layer: nn.Module, use_input: bool = False) -> Iterator[_Captur
         handle.remove()
 
 
+def _check_single_run(layer: nn.Module, calls: int) -> None:
+    if calls != 1:
+        raise ValueError(
+            f"layer: {type(layer).__name__} ran {calls} times in one forward; layer attribution "
+            f"needs a module that runs exactly once (use a separate module instance per use)"
+        )
+
+
 def layer_gradients(
-    objective: Objective, inputs: tuple[Tensor, ...], layer: nn.Module, use_input: bool = False
+    objective: Objective,
+    inputs: tuple[Tensor, ...],
+    layer: nn.Module,
+    use_input: bool = False,
+    repeats: int = 1,
+    row_weights: Tensor | None = None,
 ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...], bool]:
     """Activations of ``layer`` and the gradient of the target with respect to them.
+
+    Args:
+        repeats: ``inputs`` hold this many repeat-major copies of the batch.
+        row_weights: scales each row's gradient (a quadrature weight, say).
 
     Returns:
         ``(activations, gradients, was_tuple)``.
@@ -141,17 +159,84 @@ def layer_gradients(
         ValueError: if the layer runs more than once per forward, or never.
     """
     with grad_enabled(), capture_layer(layer, use_input) as captured:
-        outputs = objective(inputs)
-        if captured.calls != 1:
-            raise ValueError(
-                f"layer: {type(layer).__name__} ran {captured.calls} times in one forward; layer attribution "
-                f"needs a module that runs exactly once (use a separate module instance per use)"
-            )
+        outputs = objective(inputs, repeats)
+        _check_single_run(layer, captured.calls)
         if not captured.activations:
             raise ValueError(f"layer: {type(layer).__name__} produced no floating-point tensor to attribute to")
-        grads = torch.autograd.grad(
-            outputs, captured.activations, grad_outputs=torch.ones_like(outputs), allow_unused=True
-        )
+        seed = torch.ones_like(outputs) if row_weights is None else row_weights.to(outputs)
+        grads = torch.autograd.grad(outputs, captured.activations, grad_outputs=seed, allow_unused=True)
     activations = tuple(a.detach() for a in captured.activations)
     grads = tuple(torch.zeros_like(a) if g is None else g for g, a in zip(grads, activations))
     return activations, grads, captured.was_tuple
+
+
+class _LayerReached(Exception):
+    """Raised by a hook to stop the forward once the layer of interest has run."""
+
+
+def layer_output_forward(
+    forward_func: Callable[..., Tensor], layer: nn.Module, use_input: bool = False
+) -> Callable[..., Tensor]:
+    """A function from the model's inputs to ``layer``'s output (or input), as the model computes it.
+
+    The forward stops as soon as the layer has run (the rest of the model is
+    not needed), and gradients flow back to the inputs.  Neuron methods use
+    it as their forward function, with the neuron selector as the target.
+
+    Raises:
+        ValueError: the layer returns (or takes) several tensors, or never runs.
+    """
+
+    def forward(*args: Any) -> Tensor:
+        captured: list = []
+
+        def stop(module: nn.Module, *hook_args: Any) -> None:
+            value = hook_args[0] if use_input else hook_args[-1]
+            captured.append(value[0] if use_input and isinstance(value, tuple) and len(value) == 1 else value)
+            raise _LayerReached
+
+        handle = layer.register_forward_pre_hook(stop) if use_input else layer.register_forward_hook(stop)
+        try:
+            forward_func(*args)
+        except _LayerReached:
+            pass
+        finally:
+            handle.remove()
+        if not captured:
+            raise ValueError(f"layer: {type(layer).__name__} did not run in the model's forward")
+        (value,) = captured
+        if not isinstance(value, Tensor):
+            raise ValueError(
+                f"layer: neuron methods need a layer with one tensor {'input' if use_input else 'output'}, "
+                f"{type(layer).__name__} has {type(value).__name__}"
+            )
+        return value
+
+    return forward
+
+
+@contextmanager
+def substitute_layer(layer: nn.Module, values: tuple[Tensor, ...], use_input: bool = False) -> Iterator[None]:
+    """Within the block, ``layer`` outputs (or receives) ``values`` instead of what it computes.
+
+    Layer integrated gradients moves along a path in the layer's activation
+    space this way; the hook is removed on exit, also when the forward raises.
+    """
+    calls = []
+
+    def replace_input(module: nn.Module, args: tuple) -> tuple:
+        calls.append(1)
+        return values + tuple(args[len(values) :])
+
+    def replace_output(module: nn.Module, args: tuple, output: Tensor | tuple) -> Tensor | tuple:
+        calls.append(1)
+        return values if isinstance(output, tuple) else values[0]
+
+    handle = (
+        layer.register_forward_pre_hook(replace_input) if use_input else layer.register_forward_hook(replace_output)
+    )
+    try:
+        yield
+        _check_single_run(layer, len(calls))
+    finally:
+        handle.remove()

@@ -168,11 +168,12 @@ class Target:
     n: int
     index: Tensor | None = None
     fn: Callable[[Tensor], Tensor] | None = None
+    name: str = "target"  # the argument's name in error messages (e.g. "neuron_selector")
 
     def repeat(self, repeats: int) -> Target:
         """The same target for a batch of ``repeats`` repeat-major copies."""
         index = None if self.index is None else self.index.repeat(repeats, 1)
-        return Target(self.n * repeats, index, self.fn)
+        return Target(self.n * repeats, index, self.fn, self.name)
 
     def select(self, output: Tensor, repeats: int = 1) -> Tensor:
         """The target scalar of every row of ``output`` (``n * repeats`` rows)."""
@@ -188,13 +189,13 @@ class Target:
             picked = self.fn(output)
             if not isinstance(picked, Tensor) or picked.shape != (rows,):
                 raise ValueError(
-                    f"target: the callable must return a tensor of shape ({rows},), got {describe(picked)}"
+                    f"{self.name}: the callable must return a tensor of shape ({rows},), got {describe(picked)}"
                 )
             return picked
         if self.index is None:
             if output[0].numel() != 1:
                 raise ValueError(
-                    f"target: None needs one output value per example, but the output has shape "
+                    f"{self.name}: None needs one output value per example, but the output has shape "
                     f"{tuple(output.shape)}; pass target=<class index> or a callable"
                 )
             return output.reshape(rows)
@@ -205,14 +206,14 @@ class Target:
         dims = output.shape[1:]
         if len(dims) != k:
             raise ValueError(
-                f"target: selects {k} output dimension(s) but the output has shape {tuple(output.shape)}; "
+                f"{self.name}: selects {k} output dimension(s) but the output has shape {tuple(output.shape)}; "
                 f"a target must pick exactly one value per example (use a tuple index or a callable)"
             )
         upper = self.index.max(dim=0).values.tolist()
         for d, (largest, size) in enumerate(zip(upper, dims)):
             if largest >= size:
                 raise ValueError(
-                    f"target: index {largest} is out of range for output dimension {d + 1} of size {size} "
+                    f"{self.name}: index {largest} is out of range for output dimension {d + 1} of size {size} "
                     f"(output shape {tuple(output.shape)})"
                 )
         index = self.index.to(output.device)
@@ -221,52 +222,54 @@ class Target:
         return output.reshape(output.shape[0], -1).gather(1, flat_index[:, None]).squeeze(1)
 
 
-def format_target(target: TargetType, n: int) -> Target:
-    """Turn any accepted ``target`` form into a :class:`Target` for a batch of ``n``."""
+def format_target(target: TargetType, n: int, name: str = "target") -> Target:
+    """Turn any accepted ``target`` form into a :class:`Target` for a batch of ``n``.
+
+    ``name`` is the argument's name in error messages (neuron methods pass ``"neuron_selector"``).
+    """
     if isinstance(target, Target):
         if target.n != n:
-            raise ValueError(f"target: built for {target.n} examples, the batch has {n}")
+            raise ValueError(f"{name}: built for {target.n} examples, the batch has {n}")
         return target
     if target is None:
-        return Target(n)
+        return Target(n, name=name)
     if callable(target) and not isinstance(target, Tensor):
-        return Target(n, fn=target)
+        return Target(n, fn=target, name=name)
     if isinstance(target, Tensor):
         if target.numel() == 1:
             target = int(target.item())
         elif target.dim() == 1:
-            return Target(n, index=_index_rows(target.tolist(), n))
+            return Target(n, index=_index_rows(target.tolist(), n, name), name=name)
         else:
             raise ValueError(
-                f"target: a tensor target must be a scalar or have one entry per example, got shape "
-                f"{tuple(target.shape)}"
+                f"{name}: a tensor must be a scalar or have one entry per example, got shape {tuple(target.shape)}"
             )
     if isinstance(target, bool):
-        raise TypeError(f"target: expected an int, tuple, list, tensor or callable, got {describe(target)}")
+        raise TypeError(f"{name}: expected an int, tuple, list, tensor or callable, got {describe(target)}")
     if isinstance(target, numbers.Integral):
-        return Target(n, index=_index_rows([int(target)], n).expand(n, 1))
+        return Target(n, index=_index_rows([int(target)], n, name).expand(n, 1), name=name)
     if isinstance(target, tuple):
-        return Target(n, index=_index_rows([target], n).expand(n, len(target)))
+        return Target(n, index=_index_rows([target], n, name).expand(n, len(target)), name=name)
     if isinstance(target, list):
         if len(target) != n:
-            raise ValueError(f"target: a list needs one entry per example ({n}), got {len(target)} entries")
-        return Target(n, index=_index_rows(target, n))
-    raise TypeError(f"target: expected an int, tuple, list, tensor or callable, got {describe(target)}")
+            raise ValueError(f"{name}: a list needs one entry per example ({n}), got {len(target)} entries")
+        return Target(n, index=_index_rows(target, n, name), name=name)
+    raise TypeError(f"{name}: expected an int, tuple, list, tensor or callable, got {describe(target)}")
 
 
-def _index_rows(entries: list, n: int) -> Tensor:
+def _index_rows(entries: list, n: int, name: str = "target") -> Tensor:
     """Per-example index rows from ints or tuples of ints, validated."""
     if len(entries) not in (1, n):
-        raise ValueError(f"target: expected one entry per example ({n}), got {len(entries)}")
+        raise ValueError(f"{name}: expected one entry per example ({n}), got {len(entries)}")
     rows = [tuple(e) if isinstance(e, (tuple, list)) else (e,) for e in entries]
     if len({len(r) for r in rows}) != 1:
-        raise ValueError("target: every per-example entry must index the same number of output dimensions")
+        raise ValueError(f"{name}: every per-example entry must index the same number of output dimensions")
     for r in rows:
         for v in r:
             if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-                raise TypeError(f"target: indices must be ints, got {describe(v)}")
+                raise TypeError(f"{name}: indices must be ints, got {describe(v)}")
             if v < 0:
-                raise ValueError(f"target: indices must be non-negative, got {v}")
+                raise ValueError(f"{name}: indices must be non-negative, got {v}")
     return torch.tensor(rows, dtype=torch.long)
 
 
