@@ -12,7 +12,22 @@ from attribution._base import Attribution, LayerAttribution
 from attribution._canonical import Target
 from attribution.backprop import Deconvolution, DeepLift, DeepLiftShap, GuidedBackprop, GuidedGradCam
 from attribution.gradient import InputXGradient, Saliency
-from attribution.layer import LayerGradCam
+from attribution.layer import (
+    InternalInfluence,
+    LayerActivation,
+    LayerConductance,
+    LayerGradCam,
+    LayerGradientXActivation,
+    LayerIntegratedGradients,
+)
+from attribution.neuron import (
+    NeuronConductance,
+    NeuronDeepLift,
+    NeuronDeepLiftShap,
+    NeuronGradient,
+    NeuronGradientShap,
+    NeuronIntegratedGradients,
+)
 from attribution.noise_tunnel import NoiseTunnel
 from attribution.path import GradientShap, IntegratedGradients
 from attribution.perturbation import FeatureAblation, FeaturePermutation, Occlusion
@@ -31,10 +46,21 @@ __all__ = [
     "GradientShap",
     "InputXGradient",
     "IntegratedGradients",
+    "InternalInfluence",
     "KernelShap",
+    "LayerActivation",
     "LayerAttribution",
+    "LayerConductance",
     "LayerGradCam",
+    "LayerGradientXActivation",
+    "LayerIntegratedGradients",
     "Lime",
+    "NeuronConductance",
+    "NeuronDeepLift",
+    "NeuronDeepLiftShap",
+    "NeuronGradient",
+    "NeuronGradientShap",
+    "NeuronIntegratedGradients",
     "NoiseTunnel",
     "Occlusion",
     "Saliency",

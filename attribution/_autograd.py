@@ -131,6 +131,11 @@ def capture_layer(layer: nn.Module, use_input: bool = False) -> Iterator[_Captur
 
 
 def _check_single_run(layer: nn.Module, calls: int) -> None:
+    if calls == 0:
+        raise ValueError(
+            f"layer: {type(layer).__name__} ran 0 times in one forward; is it part of the model "
+            f"(and used by this input)?"
+        )
     if calls != 1:
         raise ValueError(
             f"layer: {type(layer).__name__} ran {calls} times in one forward; layer attribution "

@@ -1,12 +1,24 @@
-"""Layer attribution: GradCAM."""
+"""Layer attribution: GradCAM, activations, gradient x activation, internal influence, conductance, layer IG."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+from torch import Tensor, nn
 
 from attribution import functional
 from attribution._base import LayerAttribution
-from attribution._canonical import TargetType, TensorOrTuple, canonical_call
+from attribution._canonical import BaselineType, TargetType, TensorOrTuple, canonical_call, format_baselines
+from attribution._checks import check_choice, check_int
+from attribution.functional.layer import (
+    internal_influence,
+    layer_activation,
+    layer_conductance,
+    layer_gradient_x_activation,
+    layer_integrated_gradients,
+)
+from attribution.functional.path import INTEGRATION_METHODS
 from attribution.registry import register
 
 
@@ -60,3 +72,301 @@ class LayerGradCam(LayerAttribution):
             attr_dim_summation=attr_dim_summation,
         )
         return cams if was_tuple else cams[0]
+
+
+def _layer_output(values: tuple[Tensor, ...], was_tuple: bool) -> TensorOrTuple:
+    """One tensor per tensor the layer produced: a tuple exactly when the layer returned one."""
+    return values if was_tuple else values[0]
+
+
+def _with_delta(attributions: TensorOrTuple, delta: Tensor | None, requested: bool):
+    return (attributions, delta) if requested else attributions
+
+
+def _check_path_arguments(n_steps: int, method: str, internal_batch_size: int | None, nodes: int) -> None:
+    """Validate the quadrature arguments; ``nodes`` is the number of points the rule gets from ``n_steps``."""
+    check_int(n_steps, "n_steps")
+    check_choice(method, "method", INTEGRATION_METHODS)
+    if method == "riemann_trapezoid" and nodes < 2:
+        raise ValueError(f"n_steps: the trapezoid rule needs at least 2 steps, got {n_steps}")
+    check_int(internal_batch_size, "internal_batch_size", allow_none=True)
+
+
+class _MultipliedLayerAttribution(LayerAttribution):
+    def __init__(
+        self, forward_func: Callable[..., Tensor], layer: nn.Module | str, multiply_by_inputs: bool = True
+    ) -> None:
+        super().__init__(forward_func, layer)
+        self._multiply_by_inputs = multiply_by_inputs
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return self._multiply_by_inputs
+
+
+@register("layer_activation")
+class LayerActivation(LayerAttribution):
+    """The activations of a layer: its output (or input) as the model computes it.
+
+    Args:
+        forward_func: the model.
+        layer: the module, or its dotted name. It must run exactly once per forward.
+
+    Example:
+        >>> features = LayerActivation(model, "layer3").attribute(images)  # doctest: +SKIP
+    """
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return True
+
+    def attribute(
+        self, inputs: TensorOrTuple, additional_forward_args: Any = None, attribute_to_layer_input: bool = False
+    ) -> TensorOrTuple:
+        """The layer's output (or input) for ``inputs``, before any in-place op downstream changes it.
+
+        Args:
+            inputs: a tensor or tuple of tensors with the batch in dim 0.
+            additional_forward_args: extra arguments passed to the model.
+            attribute_to_layer_input: return the layer's input instead.
+
+        Returns:
+            The activations; a tuple if the layer's output (input) is a tuple.
+
+        Raises:
+            ValueError: if the layer does not run exactly once per forward.
+        """
+        call = canonical_call(self.forward_func, inputs, None, additional_forward_args)
+        acts, was_tuple = layer_activation(
+            call.objective, call.inputs, self.layer, attribute_to_layer_input=attribute_to_layer_input
+        )
+        return _layer_output(acts, was_tuple)
+
+
+@register("layer_gradient_x_activation")
+class LayerGradientXActivation(_MultipliedLayerAttribution):
+    """The target's gradient with respect to a layer's activations, times the activations.
+
+    Args:
+        forward_func: the model.
+        layer: the module, or its dotted name. It must run exactly once per forward.
+        multiply_by_inputs: multiply by the activations (default); False gives the layer gradient.
+    """
+
+    def attribute(
+        self,
+        inputs: TensorOrTuple,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        attribute_to_layer_input: bool = False,
+    ) -> TensorOrTuple:
+        """Gradient times activation of the layer's output (or input).
+
+        Args:
+            inputs: a tensor or tuple of tensors with the batch in dim 0 (integer
+                tensors such as token ids are fine).
+            target: which output to explain (see :meth:`Saliency.attribute`).
+            additional_forward_args: extra arguments passed to the model.
+            attribute_to_layer_input: attribute to the layer's input instead.
+
+        Returns:
+            Attributions shaped like the activations; a tuple if the layer's output is one.
+
+        Raises:
+            ValueError: if the layer does not run exactly once per forward.
+        """
+        call = canonical_call(self.forward_func, inputs, target, additional_forward_args)
+        attrs, was_tuple = layer_gradient_x_activation(
+            call.objective,
+            call.inputs,
+            self.layer,
+            multiply_by_inputs=self.multiplies_by_inputs,
+            attribute_to_layer_input=attribute_to_layer_input,
+        )
+        return _layer_output(attrs, was_tuple)
+
+
+@register("internal_influence")
+class InternalInfluence(LayerAttribution):
+    """Internal influence (Leino et al., 2018): the layer gradient integrated along the input path.
+
+    ``integral_0^1 d f / d a (a(b + t (x - b))) dt``, not multiplied by anything.
+
+    Args:
+        forward_func: the model.
+        layer: the module, or its dotted name. It must run exactly once per forward.
+    """
+
+    def attribute(
+        self,
+        inputs: TensorOrTuple,
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 50,
+        method: str = "gausslegendre",
+        internal_batch_size: int | None = None,
+        attribute_to_layer_input: bool = False,
+    ) -> TensorOrTuple:
+        """Integrate the layer gradient from ``baselines`` to ``inputs``.
+
+        Args:
+            inputs, baselines, target, additional_forward_args, n_steps, method,
+                internal_batch_size: as in :meth:`IntegratedGradients.attribute`.
+            attribute_to_layer_input: attribute to the layer's input instead.
+
+        Returns:
+            Attributions shaped like the activations; a tuple if the layer's output is one.
+
+        Raises:
+            ValueError: bad ``n_steps``, ``method``, baselines or target, or a
+                layer that does not run exactly once per forward.
+        """
+        _check_path_arguments(n_steps, method, internal_batch_size, n_steps)
+        call = canonical_call(self.forward_func, inputs, target, additional_forward_args, require_float=True)
+        attrs, was_tuple = internal_influence(
+            call.objective,
+            call.inputs,
+            format_baselines(baselines, call.inputs),
+            self.layer,
+            n_steps=n_steps,
+            method=method,
+            internal_batch_size=internal_batch_size,
+            attribute_to_layer_input=attribute_to_layer_input,
+        )
+        return _layer_output(attrs, was_tuple)
+
+
+@register("layer_conductance")
+class LayerConductance(LayerAttribution):
+    """Conductance (Dhamdhere et al., 2018): how much of the input path integral flows through each unit.
+
+    ``sum_k grad_a f(x_k) * (a(x_{k+1}) - a(x_k))`` over the ``n_steps + 1``
+    points ``x_k`` that the rule places on the path from the baseline to the
+    input; summed over the layer it approximates ``f(x) - f(baseline)``.
+
+    Args:
+        forward_func: the model.
+        layer: the module, or its dotted name. It must run exactly once per forward.
+    """
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return True
+
+    def has_convergence_delta(self) -> bool:
+        return True
+
+    def attribute(
+        self,
+        inputs: TensorOrTuple,
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 50,
+        method: str = "gausslegendre",
+        internal_batch_size: int | None = None,
+        return_convergence_delta: bool = False,
+        attribute_to_layer_input: bool = False,
+    ):
+        """Conductance of every unit of the layer's output (or input).
+
+        Args:
+            inputs, baselines, target, additional_forward_args, method,
+                internal_batch_size, return_convergence_delta: as in
+                :meth:`IntegratedGradients.attribute`.
+            n_steps: number of steps; the rule places ``n_steps + 1`` points.
+            attribute_to_layer_input: attribute to the layer's input instead.
+
+        Returns:
+            Attributions shaped like the activations (a tuple if the layer's
+            output is one), and the delta per example if requested.
+
+        Raises:
+            ValueError: bad ``n_steps``, ``method``, baselines or target, or a
+                layer that does not run exactly once per forward.
+        """
+        _check_path_arguments(n_steps, method, internal_batch_size, n_steps + 1)
+        call = canonical_call(self.forward_func, inputs, target, additional_forward_args, require_float=True)
+        attrs, delta, was_tuple = layer_conductance(
+            call.objective,
+            call.inputs,
+            format_baselines(baselines, call.inputs),
+            self.layer,
+            n_steps=n_steps,
+            method=method,
+            internal_batch_size=internal_batch_size,
+            return_convergence_delta=return_convergence_delta,
+            attribute_to_layer_input=attribute_to_layer_input,
+        )
+        return _with_delta(_layer_output(attrs, was_tuple), delta, return_convergence_delta)
+
+
+@register("layer_integrated_gradients")
+class LayerIntegratedGradients(_MultipliedLayerAttribution):
+    """Integrated gradients in a layer's activation space (e.g. over token embeddings).
+
+    The layer's output is moved from its value at the baseline to its value
+    at the input while the rest of the model sees the original inputs, so
+    the inputs may be integer token ids feeding an embedding layer.
+
+    Args:
+        forward_func: the model.
+        layer: the module, or its dotted name. It must run exactly once per forward.
+        multiply_by_inputs: multiply by ``a(x) - a(baseline)`` (default).
+
+    Example:
+        >>> lig = LayerIntegratedGradients(model, model.embedding)  # doctest: +SKIP
+        >>> attr, delta = lig.attribute(  # doctest: +SKIP
+        ...     token_ids, baselines=pad_id, target=1, return_convergence_delta=True
+        ... )
+    """
+
+    def has_convergence_delta(self) -> bool:
+        return True
+
+    def attribute(
+        self,
+        inputs: TensorOrTuple,
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 50,
+        method: str = "gausslegendre",
+        internal_batch_size: int | None = None,
+        return_convergence_delta: bool = False,
+        attribute_to_layer_input: bool = False,
+    ):
+        """Integrate the layer gradient from ``a(baselines)`` to ``a(inputs)``.
+
+        Args:
+            inputs: a tensor or tuple of tensors with the batch in dim 0, of any dtype.
+            baselines: as in :meth:`IntegratedGradients.attribute`, in the
+                inputs' dtype (for token ids: a pad id, or a tensor of them).
+            target, additional_forward_args, n_steps, method, internal_batch_size,
+                return_convergence_delta: as in :meth:`IntegratedGradients.attribute`.
+            attribute_to_layer_input: integrate over the layer's input instead.
+
+        Returns:
+            Attributions shaped like the activations (a tuple if the layer's
+            output is one), and the delta per example if requested.
+
+        Raises:
+            ValueError: bad ``n_steps``, ``method``, baselines or target, or a
+                layer that does not run exactly once per forward.
+        """
+        _check_path_arguments(n_steps, method, internal_batch_size, n_steps)
+        call = canonical_call(self.forward_func, inputs, target, additional_forward_args)
+        attrs, delta, was_tuple = layer_integrated_gradients(
+            call.objective,
+            call.inputs,
+            format_baselines(baselines, call.inputs),
+            self.layer,
+            n_steps=n_steps,
+            method=method,
+            internal_batch_size=internal_batch_size,
+            multiply_by_inputs=self.multiplies_by_inputs,
+            return_convergence_delta=return_convergence_delta,
+            attribute_to_layer_input=attribute_to_layer_input,
+        )
+        return _with_delta(_layer_output(attrs, was_tuple), delta, return_convergence_delta)

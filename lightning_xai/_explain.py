@@ -51,7 +51,7 @@ def last_conv_name(model: nn.Module) -> str | None:
 
 def default_options(name: str, inputs: Tensor) -> dict[str, Any]:
     """Method options that keep the monitor cheap on a probe batch; user options override them."""
-    if name == "integrated_gradients":
+    if name in ("integrated_gradients", "layer_integrated_gradients", "layer_conductance", "internal_influence"):
         return {"n_steps": 16}
     if name == "gradient_shap":
         return {"n_samples": 16, "stdevs": 0.1}
@@ -111,6 +111,14 @@ class Explanation:
     attributions: Tensor  # as the method returns them: input-shaped, or layer-shaped for layer methods
     heat: Tensor | None  # (N, H, W) in [0, 1] at the input's resolution, for image inputs
     metrics: dict[str, float] = field(default_factory=dict)
+    token_scores: Tensor | None = None  # (N, T) signed attribution per token, for token inputs
+
+
+def token_scores(attributions: Tensor, inputs: Tensor) -> Tensor | None:
+    """One signed score per token (summed over e.g. the embedding dimension), for integer ``(N, T)`` inputs."""
+    if inputs.dim() != 2 or inputs.is_floating_point() or attributions.shape[:2] != inputs.shape:
+        return None
+    return attributions.detach().float().flatten(2).sum(2) if attributions.dim() > 2 else attributions.float()
 
 
 def _noise_perturbation(inputs: Tensor) -> tuple[Tensor, Tensor]:
@@ -144,18 +152,15 @@ def explain(
         layer_method = registry.needs_layer(name)
         if not layer_method:
             values.update(_quality_metrics(explainer, model, inputs, targets, attributions, options, metrics))
-        if masks is not None:
-            values["mass_in_mask"] = float(mass_in_mask(attributions, masks).mean())
-            values["pointing_game"] = float(pointing_game(attributions, masks).mean())
-        image = inputs.dim() == 4
-        results.append(
-            Explanation(
-                name,
-                attributions.detach(),
-                _render.heat(attributions, inputs.shape[-2:]) if image else None,
-                values,
-            )
-        )
+        scores = token_scores(attributions, inputs)
+        located = attributions if scores is None else scores[:, None]  # tokens as a one-row image
+        if masks is not None and (inputs.dim() == 4 or scores is not None):
+            masks_like = masks if scores is None else masks[:, None]
+            values["mass_in_mask"] = float(mass_in_mask(located, masks_like).mean())
+            values["pointing_game"] = float(pointing_game(located, masks_like).mean())
+        image = inputs.dim() == 4 and attributions.dim() in (3, 4)
+        heat = _render.heat(attributions, inputs.shape[-2:]) if image else None
+        results.append(Explanation(name, attributions.detach(), heat, values, scores))
     return results
 
 

@@ -20,7 +20,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
-INPUT_KEYS = ("image", "images", "input", "inputs", "x")
+INPUT_KEYS = ("image", "images", "input", "inputs", "tokens", "input_ids", "x")
 LABEL_KEYS = ("label", "labels", "target", "targets", "y")
 MASK_KEYS = ("mask", "masks")
 SCAN_PER_SAMPLE = 50
@@ -51,10 +51,13 @@ def _is_labels(value: Any, n: int) -> bool:
 
 
 def _is_masks(value: Any, inputs: Tensor) -> bool:
-    if not isinstance(value, Tensor) or inputs.dim() < 3:
+    """Ground-truth masks: per pixel of an image batch, or per token of a token batch."""
+    if not isinstance(value, Tensor):
         return False
+    if inputs.dim() == 2:
+        return value.shape == inputs.shape
     spatial = inputs.shape[-2:]
-    return value.shape in ((inputs.shape[0], *spatial), (inputs.shape[0], 1, *spatial))
+    return inputs.dim() >= 3 and value.shape in ((inputs.shape[0], *spatial), (inputs.shape[0], 1, *spatial))
 
 
 def _first(mapping: Mapping, keys: Iterable[str]) -> Any:
@@ -80,7 +83,11 @@ def unpack_batch(batch: Any) -> Probe:
     return Probe(
         inputs,
         labels if _is_labels(labels, n) else None,
-        (masks.reshape(n, *inputs.shape[-2:]).bool() if _is_masks(masks, inputs) else None),
+        (
+            masks.reshape(n, *inputs.shape[1:] if inputs.dim() == 2 else inputs.shape[-2:]).bool()
+            if _is_masks(masks, inputs)
+            else None
+        ),
     )
 
 

@@ -29,12 +29,10 @@ from lightning_xai._explain import (
     untouched_training_state,
 )
 from lightning_xai._probe import Probe, probe_from_value, select_probe, validation_dataloader
-from lightning_xai._timeline import figure_to_tensor, timeline_figure
+from lightning_xai._visuals import Visuals
 from lightning_xai._writers import ExplanationWriter
 
 SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy", "XLAFSDPStrategy")
-FILMSTRIP_EVERY = 5
-"""Filmstrips (which grow with every epoch) are written every this many logged epochs and at the end of fit."""
 METHOD_METRICS = (
     "infidelity",
     "sensitivity",
@@ -101,6 +99,10 @@ class AttributionMonitor(Callback):
             reference saved by an earlier run with ``save_reference`` (its
             probe is then used, and epochs are compared one to one).
         save_reference: write a golden reference file here at the end of fit.
+        token_names: for token inputs (integer ``(N, T)``), the word of each
+            token id; token attributions (e.g. ``layer_integrated_gradients`` on
+            the embedding layer) are then logged as coloured text
+            (``xai_text/<method>``).
 
     Example:
         >>> trainer = L.Trainer(callbacks=[AttributionMonitor(["integrated_gradients", "occlusion"])])  # doctest: +SKIP
@@ -124,6 +126,7 @@ class AttributionMonitor(Callback):
         similarity: str = "spearman",
         reference: int | str | None = None,
         save_reference: str | None = None,
+        token_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         self.methods = _method_options(methods)
@@ -152,6 +155,7 @@ class AttributionMonitor(Callback):
         _misconfigured(check_choice, similarity, "similarity", SIMILARITY_MEASURES)
         self.similarity = similarity
         self.save_reference = save_reference
+        self.token_names = None if token_names is None else list(token_names)
         self._probe: Probe | None = None if probe is None else probe_from_value(probe)
         self._drift = DriftTracker(similarity, self._reference(reference))
         self._layer_name: str | None = None
@@ -160,8 +164,7 @@ class AttributionMonitor(Callback):
         self._targets: list[Tensor] = []
         self._thumbnails: dict[str, list[Tensor]] = {}
         self._manifest: list[dict[str, Any]] = []
-        self._display: Tensor | None = None
-        self._filmstrips_at: int | None = None
+        self._visuals_cache: Visuals | None = None
         self._epoch_metrics: dict[int, dict[str, float]] = {}
         self._maps_by_epoch: dict[int, dict[str, Tensor]] = {}  # kept only to save a golden reference
 
@@ -222,10 +225,13 @@ class AttributionMonitor(Callback):
         if self._writer is None or not self._epochs:
             return
         # Filmstrips are written every few logged epochs; make sure the last one is complete.
-        if self._probe.inputs.dim() == 4 and self._filmstrips_at != self._epochs[-1]:
-            self._guarded("the final filmstrips", self._log_filmstrips, self._writer)
-        if self._probe.inputs.dim() == 4 and self._writer.enabled:
-            self._guarded("the timeline summary", self._log_timelines, self._writer)
+        visuals = self._visuals
+        if visuals.images and visuals.filmstrips_at != self._epochs[-1]:
+            self._guarded("the final filmstrips", visuals.filmstrips, self._writer, self._thumbnails, self._epochs)
+        if visuals.images and self._writer.enabled:
+            self._guarded(
+                "the timelines", visuals.timelines, self._writer, self._thumbnails, self._manifest, self._epochs
+            )
         if self.save_reference is not None and trainer.is_global_zero:
             save_golden(self.save_reference, self._probe.state_dict(), self._maps_by_epoch, self.target)
 
@@ -330,6 +336,12 @@ class AttributionMonitor(Callback):
         self._record(epoch, targets, results, writer)
         self._log(pl_module, writer, epoch, results)
 
+    @property
+    def _visuals(self) -> Visuals:
+        if self._visuals_cache is None or self._visuals_cache.probe is not self._probe:
+            self._visuals_cache = Visuals(self._probe, self.display_mean, self.display_std, self.token_names)
+        return self._visuals_cache
+
     def _writer_for(self, trainer: pl.Trainer) -> ExplanationWriter:
         if self._writer is None:
             root = self.artifact_dir or Path(trainer.log_dir or trainer.default_root_dir) / "xai"
@@ -365,43 +377,7 @@ class AttributionMonitor(Callback):
         for metric, value in self.epoch_metrics(epoch).items():
             pl_module.log(f"xai/{metric}", value, on_step=False, on_epoch=True)
         writer.layout()
-        if self._probe.inputs.dim() != 4:
-            return
-        images = self._display_images()
-        if len(self._epochs) == 1:
-            writer.image("xai/probe", _render.grid(images), epoch)
-        for result in results:
-            overlays = _render.overlay(images, _render.enlarge(result.heat))
-            writer.image(f"xai/{result.method}", _render.grid(overlays), epoch)
-        if len(self._epochs) % FILMSTRIP_EVERY == 0:
-            self._log_filmstrips(writer)
-
-    def _log_filmstrips(self, writer: ExplanationWriter) -> None:
-        """One image per probe sample and method: its overlay at every logged epoch so far."""
-        images = self._display_images()
-        for method, thumbnails in self._thumbnails.items():
-            history = torch.stack(thumbnails)  # (epochs, N, h, w)
-            for i in range(len(images)):
-                strip = _render.filmstrip(images[i], history[:, i])
-                writer.image(f"xai_filmstrip/{method}/sample_{i}", strip, self._epochs[-1])
-        self._filmstrips_at = self._epochs[-1]
-
-    def _log_timelines(self, writer: ExplanationWriter) -> None:
-        """Per method: samples x logged epochs, with the metric curves; to TensorBoard and as PNG."""
-        for method, thumbnails in self._thumbnails.items():
-            records = [r for r in self._manifest if r["method"] == method]
-            names = dict.fromkeys(name for r in records for name in r["metrics"])
-            curves = {name: [r["metrics"].get(name) for r in records] for name in names}
-            figure = timeline_figure(method, self._display_images(), torch.stack(thumbnails), self._epochs, curves)
-            image = figure_to_tensor(figure)
-            writer.image(f"xai_timeline/{method}", image, self._epochs[-1], file_name=f"timeline_{method}.png")
-
-    def _display_images(self) -> Tensor:
-        if self._display is None:
-            self._display = _render.enlarge(
-                _render.displayable(self._probe.inputs, self.display_mean, self.display_std)
-            )
-        return self._display
+        self._visuals.epoch(writer, epoch, results, self._targets[-1], self._thumbnails, self._epochs)
 
 
 def _method_options(methods: Sequence[str] | Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:

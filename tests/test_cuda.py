@@ -13,49 +13,27 @@ from attribution import DeepLift, IntegratedGradients, Occlusion, registry
 from lightning_xai import AttributionMonitor
 from lightning_xai.demo import ShapesDataModule, ShapesNet
 from tests.models import SmallCNN, seeded
+from tests.test_state import CALL_KWARGS, RANDOM_METHODS, _kwargs
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-GRID = torch.arange(4).view(2, 2).repeat_interleave(4, 0).repeat_interleave(4, 1)
-CALLS = {
-    "saliency": {},
-    "input_x_gradient": {},
-    "integrated_gradients": {"n_steps": 8},
-    "gradient_shap": None,  # random: compared by shape and device only
-    "layer_gradcam": {},
-    "occlusion": {"sliding_window_shapes": (3, 4, 4), "strides": (3, 2, 2)},
-    "deep_lift": {},
-    "deep_lift_shap": {"baselines": torch.zeros(3, 3, 8, 8)},
-    "guided_backprop": {},
-    "deconvolution": {},
-    "guided_gradcam": {},
-    "feature_ablation": {"feature_mask": GRID},
-    "feature_permutation": None,
-    "shapley_value_sampling": None,
-    "shapley_values": {"feature_mask": GRID},
-    "lime": None,
-    "kernel_shap": None,
-}
 
 
 def _to(value, device):
     return value.to(device) if isinstance(value, torch.Tensor) else value
 
 
-@pytest.mark.parametrize("name", sorted(CALLS))
+@pytest.mark.parametrize("name", sorted(CALL_KWARGS))
 def test_every_method_matches_the_cpu_on_the_gpu(name):
-    assert set(CALLS) == set(registry.available())
-    model = seeded(SmallCNN)
     x = torch.randn(2, 3, 8, 8)
-    kwargs = CALLS[name] or {}
+    kwargs = _kwargs(name)
     gpu_model = seeded(SmallCNN).cuda()
     gpu = registry.build(name, gpu_model, layer="conv2").attribute(
-        x.cuda(), target=1, **{k: _to(v, "cuda") for k, v in kwargs.items()}
+        x.cuda(), **{k: _to(v, "cuda") for k, v in kwargs.items()}
     )
-    assert gpu.device.type == "cuda" and gpu.shape == x.shape[:1] + gpu.shape[1:]
+    assert gpu.device.type == "cuda" and gpu.shape[0] == 2
     assert not any(p.grad is not None for p in gpu_model.parameters())
-    if CALLS[name] is not None:
-        cpu = registry.build(name, model, layer="conv2").attribute(x, target=1, **kwargs)
+    if name not in RANDOM_METHODS:
+        cpu = registry.build(name, seeded(SmallCNN), layer="conv2").attribute(x, **kwargs)
         torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=1e-3)
 
 

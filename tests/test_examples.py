@@ -41,3 +41,20 @@ def test_clever_hans_example_fires_on_the_shortcut_only(tmp_path):
     runs = _load("clever_hans").main(tmp_path, epochs=2, quick=True)
     assert runs["spurious"]["fired"] and not runs["clean"]["fired"]
     assert (tmp_path / "clever_hans.png").stat().st_size > 1000
+
+
+def test_text_example_attributes_to_the_planted_words(tmp_path):
+    result = _load("text_sentiment").main(tmp_path, epochs=3, quick=True)
+    # planted words are about 1.5 of 12 tokens: an attribution blind to them would put ~12% of the mass there
+    assert result["share"] > 0.3
+    assert "<span" in result["html"].read_text() and result["png"].stat().st_size > 1000
+    assert "xai_text/layer_integrated_gradients" in _text_tags(result["log_dir"])
+
+
+def _text_tags(log_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = log_dir.glob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events), size_guidance={"images": 0})
+    accumulator.Reload()
+    return accumulator.Tags()["images"]

@@ -27,8 +27,35 @@ CALL_KWARGS = {
     "shapley_values": {"feature_mask": torch.arange(3).view(3, 1, 1)},
     "lime": {"n_samples": 10, "feature_mask": torch.arange(3).view(3, 1, 1)},
     "kernel_shap": {"n_samples": 10, "feature_mask": torch.arange(3).view(3, 1, 1)},
+    "layer_activation": {},
+    "layer_gradient_x_activation": {},
+    "internal_influence": {"n_steps": 5},
+    "layer_conductance": {"n_steps": 5},
+    "layer_integrated_gradients": {"n_steps": 5},
+    "neuron_gradient": {"neuron_selector": (1, 2, 3)},
+    "neuron_integrated_gradients": {"neuron_selector": (1, 2, 3), "n_steps": 5},
+    "neuron_conductance": {"neuron_selector": (1, 2, 3), "n_steps": 5},
+    "neuron_gradient_shap": {"neuron_selector": (1, 2, 3), "baselines": torch.zeros(2, 3, 8, 8)},
+    "neuron_deep_lift": {"neuron_selector": (1, 2, 3)},
+    "neuron_deep_lift_shap": {"neuron_selector": (1, 2, 3)},
 }
-RANDOM_METHODS = {"gradient_shap", "feature_permutation", "shapley_value_sampling", "lime", "kernel_shap"}
+RANDOM_METHODS = {
+    "gradient_shap", "feature_permutation", "shapley_value_sampling", "lime", "kernel_shap", "neuron_gradient_shap",
+}  # fmt: skip
+NO_TARGET = {"layer_activation"} | {
+    name for name in CALL_KWARGS if name.startswith("neuron_") and name != "neuron_conductance"
+}
+"""Methods without a ``target`` argument (they explain a layer's or a neuron's value)."""
+SINGLE_PASS = {
+    "saliency", "input_x_gradient", "layer_gradcam", "deep_lift", "guided_backprop", "deconvolution",
+    "shapley_values", "lime", "kernel_shap", "layer_activation", "layer_gradient_x_activation",
+    "neuron_gradient", "neuron_deep_lift", "neuron_deep_lift_shap",
+}  # fmt: skip
+"""Methods that call the model once in these tests: made to fail on the first call instead of the second."""
+
+
+def _kwargs(name):
+    return dict(CALL_KWARGS[name], **({} if name in NO_TARGET else {"target": 1}))
 
 
 def test_every_registered_method_has_a_state_test():
@@ -65,7 +92,7 @@ def test_attribution_leaves_the_caller_state_alone(name, requires_grad):
     x = torch.randn(2, 3, 8, 8, requires_grad=requires_grad)
     before = _snapshot(model, x)
     rng = torch.get_rng_state()
-    _build(name, model).attribute(x, target=1, **CALL_KWARGS[name])
+    _build(name, model).attribute(x, **_kwargs(name))
     assert _snapshot(model, x) == before
     if name not in RANDOM_METHODS:
         assert torch.equal(torch.get_rng_state(), rng)
@@ -78,31 +105,20 @@ def test_state_is_restored_when_the_model_raises(name):
 
     def exploding(x):  # raises on its second call, mid-attribution (its first for the single-pass methods)
         calls.append(1)
-        single_pass = (
-            "saliency",
-            "input_x_gradient",
-            "layer_gradcam",
-            "deep_lift",
-            "guided_backprop",
-            "deconvolution",
-            "shapley_values",
-            "lime",
-            "kernel_shap",
-        )
-        if len(calls) == (1 if name in single_pass else 2):
+        if len(calls) == (1 if name in SINGLE_PASS else 2):
             raise RuntimeError("boom")
         return model(x)
 
     x = torch.randn(2, 3, 8, 8)
     before = _snapshot(model, x)
     explainer = registry.build(name, exploding, layer=model.conv2)
-    kwargs = dict(CALL_KWARGS[name])
+    kwargs = _kwargs(name)
     if name == "integrated_gradients":
         kwargs["internal_batch_size"] = 2
     if name == "occlusion":
         kwargs["perturbations_per_eval"] = 1
     with pytest.raises(RuntimeError, match="boom"):
-        explainer.attribute(x, target=1, **kwargs)
+        explainer.attribute(x, **kwargs)
     assert _snapshot(model, x) == before
 
 

@@ -8,7 +8,16 @@ argument handling and call these.
 
 from attribution.functional.backprop import deconvolution, deep_lift, deep_lift_shap, guided_backprop, guided_gradcam
 from attribution.functional.gradient import input_x_gradient, saliency
-from attribution.functional.layer import interpolate, layer_gradcam
+from attribution.functional.layer import (
+    internal_influence,
+    interpolate,
+    layer_activation,
+    layer_conductance,
+    layer_gradcam,
+    layer_gradient_x_activation,
+    layer_integrated_gradients,
+)
+from attribution.functional.neuron import neuron_conductance, neuron_objective, neuron_target
 from attribution.functional.noise import NT_TYPES, noise_tunnel
 from attribution.functional.path import INTEGRATION_METHODS, gradient_shap, integrated_gradients, integration_nodes
 from attribution.functional.perturbation import feature_ablation, feature_permutation, occlusion
@@ -29,10 +38,18 @@ __all__ = [
     "input_x_gradient",
     "integrated_gradients",
     "integration_nodes",
+    "internal_influence",
     "interpolate",
     "kernel_shap",
+    "layer_activation",
+    "layer_conductance",
     "layer_gradcam",
+    "layer_gradient_x_activation",
+    "layer_integrated_gradients",
     "lime",
+    "neuron_conductance",
+    "neuron_objective",
+    "neuron_target",
     "noise_tunnel",
     "occlusion",
     "saliency",

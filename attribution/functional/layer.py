@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attribution._autograd import layer_gradients
-from attribution._canonical import Objective
+from attribution._autograd import _check_single_run, capture_layer, grad_enabled, layer_gradients, substitute_layer
+from attribution._canonical import Objective, repeat_rows
+from attribution._chunking import run_chunked
+from attribution.functional.path import convergence_delta, endpoint_outputs, integration_nodes
 
 
 def layer_gradcam(
@@ -48,3 +51,243 @@ def interpolate(
     """Resize a layer attribution ``(N, C, *spatial)`` to ``interpolate_dims`` (e.g. the input's H, W)."""
     size = interpolate_dims if isinstance(interpolate_dims, int) else tuple(interpolate_dims)
     return F.interpolate(layer_attribution, size=size, mode=interpolate_mode)
+
+
+# --------------------------------------------------------------------------- activations and gradients
+
+
+def _plain(inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Inputs that may join an autograd graph (inference tensors are cloned); call under ``grad_enabled``."""
+    return tuple(x.clone() if x.is_inference() else x.detach() for x in inputs)
+
+
+def _layer_values(
+    objective: Objective,
+    inputs: tuple[Tensor, ...],
+    layer: nn.Module,
+    use_input: bool,
+    repeats: int = 1,
+    with_target: bool = False,
+) -> tuple[tuple[Tensor, ...], bool, Tensor | None]:
+    """The layer's output (or input) in one forward without autograd, and the target values if asked.
+
+    Returns:
+        ``(activations, was_tuple, outputs)``; ``outputs`` (the target of
+        every row) is None unless ``with_target``.
+
+    Raises:
+        ValueError: if the layer does not run exactly once, or yields no float tensor.
+    """
+    with grad_enabled(), torch.no_grad(), capture_layer(layer, use_input) as captured:
+        inputs = _plain(inputs)
+        outputs = objective(inputs, repeats) if with_target else objective.forward(inputs, repeats)
+        _check_single_run(layer, captured.calls)
+    if not captured.activations:
+        raise ValueError(f"layer: {type(layer).__name__} produced no floating-point tensor to attribute to")
+    return tuple(a.detach() for a in captured.activations), captured.was_tuple, outputs if with_target else None
+
+
+def layer_activation(
+    objective: Objective, inputs: tuple[Tensor, ...], layer: nn.Module, *, attribute_to_layer_input: bool = False
+) -> tuple[tuple[Tensor, ...], bool]:
+    """The layer's output (or input) as the model computes it, before any in-place op downstream.
+
+    Returns:
+        ``(activations, layer_returned_tuple)``.
+    """
+    activations, was_tuple, _ = _layer_values(objective, inputs, layer, attribute_to_layer_input)
+    return activations, was_tuple
+
+
+def layer_gradient_x_activation(
+    objective: Objective,
+    inputs: tuple[Tensor, ...],
+    layer: nn.Module,
+    *,
+    multiply_by_inputs: bool = True,
+    attribute_to_layer_input: bool = False,
+) -> tuple[tuple[Tensor, ...], bool]:
+    """The target's gradient with respect to the layer's activations, times the activations.
+
+    Returns:
+        ``(attributions, layer_returned_tuple)``; the bare gradients when
+        ``multiply_by_inputs`` is False.
+    """
+    with grad_enabled():
+        inputs = _plain(inputs)
+    activations, grads, was_tuple = layer_gradients(objective, inputs, layer, attribute_to_layer_input)
+    attrs = tuple(g * a for g, a in zip(grads, activations)) if multiply_by_inputs else grads
+    return attrs, was_tuple
+
+
+# --------------------------------------------------------------------------- paths through a layer
+
+
+def _path_points(starts: tuple[Tensor, ...], diffs: tuple[Tensor, ...], alphas: Tensor, n: int) -> tuple[Tensor, ...]:
+    """``start + alpha * diff`` for each alpha, stacked repeat-major into ``len(alphas) * n`` rows.
+
+    Built outside inference mode, so the points can join a graph even when the caller is in it.
+    """
+    steps = alphas.shape[0]
+    with grad_enabled(), torch.no_grad():
+        return tuple(
+            (s.unsqueeze(0) + alphas.to(d).view(-1, *([1] * d.dim())) * d.unsqueeze(0)).reshape(steps * n, *d.shape[1:])
+            for s, d in zip(starts, diffs)
+        )
+
+
+def _by_step(values: tuple[Tensor, ...], steps: int) -> tuple[Tensor, ...]:
+    """Split repeat-major rows into a leading step dimension: ``(steps * n, ...) -> (steps, n, ...)``."""
+    return tuple(v.view(steps, -1, *v.shape[1:]) for v in values)
+
+
+def internal_influence(
+    objective: Objective,
+    inputs: tuple[Tensor, ...],
+    baselines: tuple[Tensor, ...],
+    layer: nn.Module,
+    *,
+    n_steps: int = 50,
+    method: str = "gausslegendre",
+    internal_batch_size: int | None = None,
+    attribute_to_layer_input: bool = False,
+) -> tuple[tuple[Tensor, ...], bool]:
+    """The layer gradient integrated along the straight input path from ``baselines`` to ``inputs``.
+
+    ``integral_0^1 d f / d a (a(b + t (x - b))) dt`` by quadrature, not
+    multiplied by anything (Leino et al., 2018).
+
+    Returns:
+        ``(attributions, layer_returned_tuple)``.
+    """
+    n = inputs[0].shape[0]
+    alphas, weights = integration_nodes(n_steps, method)
+    inputs = tuple(x.detach() for x in inputs)
+    diffs = tuple(x - b for x, b in zip(inputs, baselines))
+    totals: list[Tensor] = []
+    was_tuple = False
+
+    def integrate(lo: int, hi: int) -> None:
+        nonlocal was_tuple
+        points = _path_points(baselines, diffs, alphas[lo:hi], n)
+        row_weights = weights[lo:hi].to(inputs[0].device).repeat_interleave(n)
+        _, grads, was_tuple = layer_gradients(
+            objective, points, layer, attribute_to_layer_input, repeats=hi - lo, row_weights=row_weights
+        )
+        _accumulate(totals, tuple(g.sum(0) for g in _by_step(grads, hi - lo)))
+
+    run_chunked(n_steps, integrate, rows_per_item=n, internal_batch_size=internal_batch_size, device=inputs[0].device)
+    return tuple(totals), was_tuple
+
+
+def _accumulate(totals: list[Tensor], parts: tuple[Tensor, ...]) -> None:
+    """Add ``parts`` to the running ``totals`` (which start empty: layer shapes are known only after a forward)."""
+    if totals:
+        for total, part in zip(totals, parts):
+            total += part
+    else:
+        totals.extend(parts)
+
+
+def layer_conductance(
+    objective: Objective,
+    inputs: tuple[Tensor, ...],
+    baselines: tuple[Tensor, ...],
+    layer: nn.Module,
+    *,
+    n_steps: int = 50,
+    method: str = "gausslegendre",
+    internal_batch_size: int | None = None,
+    return_convergence_delta: bool = False,
+    attribute_to_layer_input: bool = False,
+) -> tuple[tuple[Tensor, ...], Tensor | None, bool]:
+    """Conductance (Dhamdhere et al., 2018): the flow of the path integral through each layer unit.
+
+    With the ``n_steps + 1`` points ``x_k`` of the rule on the input path,
+    ``sum_k grad_a f(x_k) * (a(x_{k+1}) - a(x_k))``, as the reference
+    implementation discretises it.  The last point's activation and gradient
+    are carried over chunk boundaries, so chunking does not change the sum.
+
+    Returns:
+        ``(attributions, delta, layer_returned_tuple)``; ``delta`` is None unless requested.
+    """
+    n = inputs[0].shape[0]
+    alphas, _ = integration_nodes(n_steps + 1, method)
+    inputs = tuple(x.detach() for x in inputs)
+    diffs = tuple(x - b for x, b in zip(inputs, baselines))
+    totals: list[Tensor] = []
+    carried: list[tuple[tuple[Tensor, ...], tuple[Tensor, ...]]] = []
+    was_tuple = False
+
+    def conduct(lo: int, hi: int) -> None:
+        nonlocal was_tuple
+        points = _path_points(baselines, diffs, alphas[lo:hi], n)
+        acts, grads, was_tuple = layer_gradients(objective, points, layer, attribute_to_layer_input, repeats=hi - lo)
+        acts, grads = _by_step(acts, hi - lo), _by_step(grads, hi - lo)
+        if carried:
+            last_acts, last_grads = carried.pop()
+            acts = tuple(torch.cat([p.unsqueeze(0), a]) for p, a in zip(last_acts, acts))
+            grads = tuple(torch.cat([p.unsqueeze(0), g]) for p, g in zip(last_grads, grads))
+        carried.append((tuple(a[-1] for a in acts), tuple(g[-1] for g in grads)))
+        _accumulate(totals, tuple((g[:-1] * (a[1:] - a[:-1])).sum(0) for a, g in zip(acts, grads)))
+
+    run_chunked(n_steps + 1, conduct, rows_per_item=n, internal_batch_size=internal_batch_size, device=inputs[0].device)
+    attrs = tuple(totals)
+    if not return_convergence_delta:
+        return attrs, None, was_tuple
+    return attrs, convergence_delta(attrs, *endpoint_outputs(objective, baselines, inputs)), was_tuple
+
+
+def layer_integrated_gradients(
+    objective: Objective,
+    inputs: tuple[Tensor, ...],
+    baselines: tuple[Tensor, ...],
+    layer: nn.Module,
+    *,
+    n_steps: int = 50,
+    method: str = "gausslegendre",
+    internal_batch_size: int | None = None,
+    multiply_by_inputs: bool = True,
+    return_convergence_delta: bool = False,
+    attribute_to_layer_input: bool = False,
+) -> tuple[tuple[Tensor, ...], Tensor | None, bool]:
+    """Integrated gradients in the layer's activation space.
+
+    The activations ``a(x)`` and ``a(b)`` of the inputs and the baselines come
+    from one forward; then, at each quadrature node, the model runs on the
+    original inputs with the layer's output replaced by
+    ``a(b) + alpha (a(x) - a(b))``.  Inputs need not be floats (token ids
+    into an embedding layer, say).
+
+    Returns:
+        ``(attributions, delta, layer_returned_tuple)``; ``delta`` is None unless requested.
+    """
+    n = inputs[0].shape[0]
+    alphas, weights = integration_nodes(n_steps, method)
+    ends = tuple(torch.cat([b.expand_as(x), x]) for b, x in zip(baselines, inputs))
+    activations, was_tuple, outputs = _layer_values(
+        objective, ends, layer, attribute_to_layer_input, repeats=2, with_target=True
+    )
+    starts = tuple(a[:n] for a in activations)
+    diffs = tuple(a[n:] - a[:n] for a in activations)
+    totals: list[Tensor] = []
+
+    def integrate(lo: int, hi: int) -> None:
+        steps = hi - lo
+        row_weights = weights[lo:hi].to(inputs[0].device).repeat_interleave(n)
+        with grad_enabled():
+            repeated = tuple(repeat_rows(x, steps) for x in _plain(inputs))
+            leaves = tuple(p.requires_grad_() for p in _path_points(starts, diffs, alphas[lo:hi], n))
+            # Clones go downstream, so in-place ops there leave the leaves alone.
+            with substitute_layer(layer, tuple(leaf.clone() for leaf in leaves), attribute_to_layer_input):
+                out = objective(repeated, steps)
+            grads = torch.autograd.grad(out, leaves, grad_outputs=row_weights.to(out), allow_unused=True)
+        grads = tuple(torch.zeros_like(leaf) if g is None else g for g, leaf in zip(grads, leaves))
+        _accumulate(totals, tuple(g.sum(0) for g in _by_step(grads, steps)))
+
+    run_chunked(n_steps, integrate, rows_per_item=n, internal_batch_size=internal_batch_size, device=inputs[0].device)
+    attrs = tuple(t * d for t, d in zip(totals, diffs)) if multiply_by_inputs else tuple(totals)
+    if not return_convergence_delta:
+        return attrs, None, was_tuple
+    start_out, end_out = outputs.chunk(2)
+    return attrs, convergence_delta(attrs, start_out, end_out), was_tuple

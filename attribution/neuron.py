@@ -1,0 +1,333 @@
+"""Neuron methods: NeuronGradient, NeuronIntegratedGradients, NeuronConductance, NeuronGradientShap,
+NeuronDeepLift and NeuronDeepLiftShap.
+
+Each attributes one unit of a hidden layer to the input features.  The unit
+is picked by ``neuron_selector``: an int (a layer with one dimension per
+example), a tuple with one int per layer dimension after the batch (e.g.
+``(channel, row, column)``), a tuple with slices (the covered units are
+summed), or a callable from the layer's output to one value per row.
+Methods evaluate several copies of the batch at once, so a callable must
+handle any multiple of the batch size in rows.
+
+Except for conductance, these are the input methods applied to the model cut
+at the layer, with the unit as the target (see
+:mod:`attribution.functional.neuron`); the forward stops once the layer has run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor, nn
+
+from attribution._base import LayerAttribution
+from attribution._canonical import (
+    BaselineType,
+    CanonicalCall,
+    TargetType,
+    TensorOrTuple,
+    format_additional_args,
+    format_baseline_distribution,
+    format_baselines,
+    format_inputs,
+    format_stdevs,
+    make_objective,
+)
+from attribution._checks import check_choice, check_int
+from attribution.functional.backprop import deep_lift, deep_lift_shap
+from attribution.functional.gradient import saliency
+from attribution.functional.neuron import NeuronSelector, neuron_conductance, neuron_objective
+from attribution.functional.path import INTEGRATION_METHODS, gradient_shap, integrated_gradients
+from attribution.registry import register
+
+
+class _NeuronAttribution(LayerAttribution):
+    """Attribution of one unit of ``layer`` (module or dotted name) to the input features."""
+
+    def _neuron_call(
+        self, inputs: TensorOrTuple, neuron_selector: NeuronSelector, additional_forward_args: Any, to_input: bool
+    ) -> CanonicalCall:
+        values, given_as_tensor = format_inputs(inputs, require_float=True)
+        objective = neuron_objective(
+            self.forward_func,
+            self.layer,
+            neuron_selector,
+            values[0].shape[0],
+            format_additional_args(additional_forward_args),
+            attribute_to_neuron_input=to_input,
+        )
+        return CanonicalCall(values, given_as_tensor, objective)
+
+
+class _GlobalNeuronAttribution(_NeuronAttribution):
+    def __init__(
+        self, forward_func: Callable[..., Tensor], layer: nn.Module | str, multiply_by_inputs: bool = True
+    ) -> None:
+        super().__init__(forward_func, layer)
+        self._multiply_by_inputs = multiply_by_inputs
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return self._multiply_by_inputs
+
+
+class _NeuronDeepLiftBase(_GlobalNeuronAttribution):
+    def __init__(self, model: Callable[..., Tensor], layer: nn.Module | str, multiply_by_inputs: bool = True) -> None:
+        super().__init__(model, layer, multiply_by_inputs)  # Captum names the model ``model`` here
+
+
+def _check_path(n_steps: int, method: str, internal_batch_size: int | None) -> None:
+    check_int(n_steps, "n_steps")
+    check_choice(method, "method", INTEGRATION_METHODS)
+    if method == "riemann_trapezoid" and n_steps < 2:
+        raise ValueError(f"n_steps: the trapezoid rule needs at least 2 steps, got {n_steps}")
+    check_int(internal_batch_size, "internal_batch_size", allow_none=True)
+
+
+@register("neuron_gradient")
+class NeuronGradient(_NeuronAttribution):
+    """Gradient of one unit of a hidden layer with respect to the inputs.
+
+    Args:
+        forward_func: the model.
+        layer: the module holding the unit, or its dotted name.
+
+    Example:
+        >>> grads = NeuronGradient(model, "conv2").attribute(images, neuron_selector=(1, 2, 3))  # doctest: +SKIP
+    """
+
+    def attribute(
+        self,
+        inputs: TensorOrTuple,
+        neuron_selector: NeuronSelector,
+        additional_forward_args: Any = None,
+        attribute_to_neuron_input: bool = False,
+    ) -> TensorOrTuple:
+        """Gradient of the selected unit.
+
+        Args:
+            inputs: a tensor or tuple of tensors with the batch in dim 0.
+            neuron_selector: the unit (see the module docstring).
+            additional_forward_args: extra arguments passed to the model.
+            attribute_to_neuron_input: select the unit from the layer's input.
+
+        Returns:
+            Gradients shaped like ``inputs``.
+
+        Raises:
+            ValueError: the selector does not fit the layer, or the layer does
+                not run in the model's forward.
+        """
+        call = self._neuron_call(inputs, neuron_selector, additional_forward_args, attribute_to_neuron_input)
+        return call.restore(saliency(call.objective, call.inputs, abs=False))
+
+
+@register("neuron_integrated_gradients")
+class NeuronIntegratedGradients(_GlobalNeuronAttribution):
+    """Integrated gradients of one unit: they sum to ``unit(x) - unit(baseline)`` up to quadrature error.
+
+    Args:
+        forward_func: the model.
+        layer: the module holding the unit, or its dotted name.
+        multiply_by_inputs: multiply by ``inputs - baselines`` (default).
+    """
+
+    def attribute(
+        self,
+        inputs: TensorOrTuple,
+        neuron_selector: NeuronSelector,
+        baselines: BaselineType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 50,
+        method: str = "gausslegendre",
+        internal_batch_size: int | None = None,
+        attribute_to_neuron_input: bool = False,
+    ) -> TensorOrTuple:
+        """Integrate the unit's gradient from ``baselines`` to ``inputs``.
+
+        Arguments are those of :meth:`IntegratedGradients.attribute`, with
+        ``neuron_selector`` (see the module docstring) instead of ``target``.
+        """
+        _check_path(n_steps, method, internal_batch_size)
+        call = self._neuron_call(inputs, neuron_selector, additional_forward_args, attribute_to_neuron_input)
+        attrs, _ = integrated_gradients(
+            call.objective,
+            call.inputs,
+            format_baselines(baselines, call.inputs),
+            n_steps=n_steps,
+            method=method,
+            internal_batch_size=internal_batch_size,
+            multiply_by_inputs=self.multiplies_by_inputs,
+        )
+        return call.restore(attrs)
+
+
+@register("neuron_conductance")
+class NeuronConductance(_GlobalNeuronAttribution):
+    """Conductance of the input features through one unit (Dhamdhere et al., 2018).
+
+    Integrates ``d target / d unit * d unit / d input`` along the path from
+    the baseline, times ``inputs - baselines``; summed over the input
+    features it is the unit's layer conductance.  Here ``target`` picks the
+    model's output and ``neuron_selector`` the unit.
+
+    Args:
+        forward_func: the model.
+        layer: the module holding the unit, or its dotted name.
+        multiply_by_inputs: multiply by ``inputs - baselines`` (default).
+    """
+
+    def attribute(
+        self,
+        inputs: TensorOrTuple,
+        neuron_selector: NeuronSelector,
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        n_steps: int = 50,
+        method: str = "riemann_trapezoid",
+        internal_batch_size: int | None = None,
+        attribute_to_neuron_input: bool = False,
+    ) -> TensorOrTuple:
+        """Conductance of every input feature through the selected unit.
+
+        Args:
+            inputs: a tensor or tuple of tensors with the batch in dim 0.
+            neuron_selector: the unit: an index, or a callable that *picks* one
+                unit (it is applied to the layer's gradient too); no slices.
+            baselines: the path's start, as in :meth:`IntegratedGradients.attribute`.
+            target: which model output to explain (see :meth:`Saliency.attribute`).
+            additional_forward_args: extra arguments passed to the model.
+            n_steps, method, internal_batch_size: the quadrature and chunking,
+                as in :meth:`IntegratedGradients.attribute`.
+            attribute_to_neuron_input: select the unit from the layer's input.
+
+        Returns:
+            Attributions shaped like ``inputs``.
+
+        Raises:
+            ValueError: bad selector, target, quadrature arguments or layer.
+        """
+        _check_path(n_steps, method, internal_batch_size)
+        call = self._neuron_call(inputs, neuron_selector, additional_forward_args, attribute_to_neuron_input)
+        objective = make_objective(self.forward_func, target, additional_forward_args, call.inputs[0].shape[0])
+        attrs = neuron_conductance(
+            objective,
+            call.objective,
+            call.inputs,
+            format_baselines(baselines, call.inputs),
+            self.layer,
+            n_steps=n_steps,
+            method=method,
+            internal_batch_size=internal_batch_size,
+            multiply_by_inputs=self.multiplies_by_inputs,
+            attribute_to_neuron_input=attribute_to_neuron_input,
+        )
+        return call.restore(attrs)
+
+
+@register("neuron_gradient_shap")
+class NeuronGradientShap(_GlobalNeuronAttribution):
+    """GradientSHAP of one unit: expected gradients from a baseline distribution.
+
+    Draws come from torch's global generator (seed it for reproducible results).
+
+    Args:
+        forward_func: the model.
+        layer: the module holding the unit, or its dotted name.
+        multiply_by_inputs: multiply gradients by ``inputs - baselines`` (default).
+    """
+
+    def attribute(
+        self,
+        inputs: TensorOrTuple,
+        neuron_selector: NeuronSelector,
+        baselines: BaselineType,
+        n_samples: int = 5,
+        stdevs: float | tuple[float, ...] = 0.0,
+        additional_forward_args: Any = None,
+        attribute_to_neuron_input: bool = False,
+    ) -> TensorOrTuple:
+        """Estimate the unit's SHAP values with ``n_samples`` samples per example.
+
+        Arguments are those of :meth:`GradientShap.attribute`, with
+        ``neuron_selector`` (see the module docstring) instead of ``target``.
+        """
+        check_int(n_samples, "n_samples")
+        call = self._neuron_call(inputs, neuron_selector, additional_forward_args, attribute_to_neuron_input)
+        attrs, _ = gradient_shap(
+            call.objective,
+            call.inputs,
+            format_baseline_distribution(baselines, call.inputs),
+            n_samples=n_samples,
+            stdevs=format_stdevs(stdevs, len(call.inputs)),
+            multiply_by_inputs=self.multiplies_by_inputs,
+        )
+        return call.restore(attrs)
+
+
+@register("neuron_deep_lift")
+class NeuronDeepLift(_NeuronDeepLiftBase):
+    """DeepLift (Rescale rule) of one unit: sums to ``unit(x) - unit(baseline)``.
+
+    Args:
+        model: the model.
+        layer: the module holding the unit, or its dotted name.
+        multiply_by_inputs: multiply the multipliers by ``inputs - baselines`` (default).
+    """
+
+    def attribute(
+        self,
+        inputs: TensorOrTuple,
+        neuron_selector: NeuronSelector,
+        baselines: BaselineType = None,
+        additional_forward_args: Any = None,
+        attribute_to_neuron_input: bool = False,
+    ) -> TensorOrTuple:
+        """Attribute ``unit(inputs) - unit(baselines)`` to the input features.
+
+        Arguments are those of :meth:`DeepLift.attribute`, with
+        ``neuron_selector`` (see the module docstring) instead of ``target``.
+        """
+        call = self._neuron_call(inputs, neuron_selector, additional_forward_args, attribute_to_neuron_input)
+        attrs, _ = deep_lift(
+            call.objective,
+            call.inputs,
+            format_baselines(baselines, call.inputs),
+            multiply_by_inputs=self.multiplies_by_inputs,
+        )
+        return call.restore(attrs)
+
+
+@register("neuron_deep_lift_shap")
+class NeuronDeepLiftShap(_NeuronDeepLiftBase):
+    """DeepLift SHAP of one unit: its DeepLift against every baseline, averaged.
+
+    Args:
+        model: the model.
+        layer: the module holding the unit, or its dotted name.
+        multiply_by_inputs: as in :class:`NeuronDeepLift`.
+    """
+
+    def attribute(
+        self,
+        inputs: TensorOrTuple,
+        neuron_selector: NeuronSelector,
+        baselines: BaselineType = None,
+        additional_forward_args: Any = None,
+        attribute_to_neuron_input: bool = False,
+    ) -> TensorOrTuple:
+        """Average the unit's DeepLift attributions over ``k`` baseline rows.
+
+        Arguments are those of :meth:`DeepLiftShap.attribute`, with
+        ``neuron_selector`` (see the module docstring) instead of ``target``.
+        """
+        call = self._neuron_call(inputs, neuron_selector, additional_forward_args, attribute_to_neuron_input)
+        attrs, _ = deep_lift_shap(
+            call.objective,
+            call.inputs,
+            format_baseline_distribution(baselines, call.inputs),
+            multiply_by_inputs=self.multiplies_by_inputs,
+        )
+        return call.restore(attrs)
