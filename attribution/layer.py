@@ -10,7 +10,6 @@ from torch import Tensor, nn
 from attribution import functional
 from attribution._base import LayerAttribution
 from attribution._canonical import BaselineType, TargetType, TensorOrTuple, canonical_call, format_baselines
-from attribution._checks import check_choice, check_int
 from attribution.functional.layer import (
     internal_influence,
     layer_activation,
@@ -18,7 +17,7 @@ from attribution.functional.layer import (
     layer_gradient_x_activation,
     layer_integrated_gradients,
 )
-from attribution.functional.path import INTEGRATION_METHODS
+from attribution.path import check_path_arguments
 from attribution.registry import register
 
 
@@ -81,15 +80,6 @@ def _layer_output(values: tuple[Tensor, ...], was_tuple: bool) -> TensorOrTuple:
 
 def _with_delta(attributions: TensorOrTuple, delta: Tensor | None, requested: bool):
     return (attributions, delta) if requested else attributions
-
-
-def _check_path_arguments(n_steps: int, method: str, internal_batch_size: int | None, nodes: int) -> None:
-    """Validate the quadrature arguments; ``nodes`` is the number of points the rule gets from ``n_steps``."""
-    check_int(n_steps, "n_steps")
-    check_choice(method, "method", INTEGRATION_METHODS)
-    if method == "riemann_trapezoid" and nodes < 2:
-        raise ValueError(f"n_steps: the trapezoid rule needs at least 2 steps, got {n_steps}")
-    check_int(internal_batch_size, "internal_batch_size", allow_none=True)
 
 
 class _MultipliedLayerAttribution(LayerAttribution):
@@ -222,7 +212,7 @@ class InternalInfluence(LayerAttribution):
             ValueError: bad ``n_steps``, ``method``, baselines or target, or a
                 layer that does not run exactly once per forward.
         """
-        _check_path_arguments(n_steps, method, internal_batch_size, n_steps)
+        check_path_arguments(n_steps, method, internal_batch_size)
         call = canonical_call(self.forward_func, inputs, target, additional_forward_args, require_float=True)
         attrs, was_tuple = internal_influence(
             call.objective,
@@ -286,7 +276,7 @@ class LayerConductance(LayerAttribution):
             ValueError: bad ``n_steps``, ``method``, baselines or target, or a
                 layer that does not run exactly once per forward.
         """
-        _check_path_arguments(n_steps, method, internal_batch_size, n_steps + 1)
+        check_path_arguments(n_steps, method, internal_batch_size, nodes=n_steps + 1)
         call = canonical_call(self.forward_func, inputs, target, additional_forward_args, require_float=True)
         attrs, delta, was_tuple = layer_conductance(
             call.objective,
@@ -355,7 +345,7 @@ class LayerIntegratedGradients(_MultipliedLayerAttribution):
             ValueError: bad ``n_steps``, ``method``, baselines or target, or a
                 layer that does not run exactly once per forward.
         """
-        _check_path_arguments(n_steps, method, internal_batch_size, n_steps)
+        check_path_arguments(n_steps, method, internal_batch_size)
         call = canonical_call(self.forward_func, inputs, target, additional_forward_args)
         attrs, delta, was_tuple = layer_integrated_gradients(
             call.objective,

@@ -34,11 +34,12 @@ from attribution._canonical import (
     format_stdevs,
     make_objective,
 )
-from attribution._checks import check_choice, check_int
+from attribution._checks import check_int
 from attribution.functional.backprop import deep_lift, deep_lift_shap
 from attribution.functional.gradient import saliency
 from attribution.functional.neuron import NeuronSelector, neuron_conductance, neuron_objective
-from attribution.functional.path import INTEGRATION_METHODS, gradient_shap, integrated_gradients
+from attribution.functional.path import gradient_shap, integrated_gradients
+from attribution.path import check_path_arguments
 from attribution.registry import register
 
 
@@ -75,14 +76,6 @@ class _GlobalNeuronAttribution(_NeuronAttribution):
 class _NeuronDeepLiftBase(_GlobalNeuronAttribution):
     def __init__(self, model: Callable[..., Tensor], layer: nn.Module | str, multiply_by_inputs: bool = True) -> None:
         super().__init__(model, layer, multiply_by_inputs)  # Captum names the model ``model`` here
-
-
-def _check_path(n_steps: int, method: str, internal_batch_size: int | None) -> None:
-    check_int(n_steps, "n_steps")
-    check_choice(method, "method", INTEGRATION_METHODS)
-    if method == "riemann_trapezoid" and n_steps < 2:
-        raise ValueError(f"n_steps: the trapezoid rule needs at least 2 steps, got {n_steps}")
-    check_int(internal_batch_size, "internal_batch_size", allow_none=True)
 
 
 @register("neuron_gradient")
@@ -149,7 +142,7 @@ class NeuronIntegratedGradients(_GlobalNeuronAttribution):
         Arguments are those of :meth:`IntegratedGradients.attribute`, with
         ``neuron_selector`` (see the module docstring) instead of ``target``.
         """
-        _check_path(n_steps, method, internal_batch_size)
+        check_path_arguments(n_steps, method, internal_batch_size)
         call = self._neuron_call(inputs, neuron_selector, additional_forward_args, attribute_to_neuron_input)
         attrs, _ = integrated_gradients(
             call.objective,
@@ -209,7 +202,7 @@ class NeuronConductance(_GlobalNeuronAttribution):
         Raises:
             ValueError: bad selector, target, quadrature arguments or layer.
         """
-        _check_path(n_steps, method, internal_batch_size)
+        check_path_arguments(n_steps, method, internal_batch_size)
         call = self._neuron_call(inputs, neuron_selector, additional_forward_args, attribute_to_neuron_input)
         objective = make_objective(self.forward_func, target, additional_forward_args, call.inputs[0].shape[0])
         attrs = neuron_conductance(

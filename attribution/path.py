@@ -22,6 +22,19 @@ from attribution._checks import check_choice, check_int
 from attribution.registry import register
 
 
+def check_path_arguments(n_steps: int, method: str, internal_batch_size: int | None, nodes: int | None = None) -> None:
+    """Validate the quadrature arguments of a path method.
+
+    ``nodes`` is the number of points the rule is given (``n_steps`` unless a
+    method asks for more, as layer conductance does).
+    """
+    check_int(n_steps, "n_steps")
+    check_choice(method, "method", functional.INTEGRATION_METHODS)
+    if method == "riemann_trapezoid" and (n_steps if nodes is None else nodes) < 2:
+        raise ValueError(f"n_steps: the trapezoid rule needs at least 2 steps, got {n_steps}")
+    check_int(internal_batch_size, "internal_batch_size", allow_none=True)
+
+
 def _with_delta(attributions: TensorOrTuple, delta: Tensor | None, requested: bool):
     return (attributions, delta) if requested else attributions
 
@@ -90,11 +103,7 @@ class IntegratedGradients(_PathAttribution):
         Raises:
             ValueError: bad ``n_steps``, ``method``, baselines or target.
         """
-        check_int(n_steps, "n_steps")
-        check_choice(method, "method", functional.INTEGRATION_METHODS)
-        if method == "riemann_trapezoid" and n_steps < 2:
-            raise ValueError(f"n_steps: the trapezoid rule needs at least 2 steps, got {n_steps}")
-        check_int(internal_batch_size, "internal_batch_size", allow_none=True)
+        check_path_arguments(n_steps, method, internal_batch_size)
         call = canonical_call(self.forward_func, inputs, target, additional_forward_args, require_float=True)
         attrs, delta = functional.integrated_gradients(
             call.objective,

@@ -19,7 +19,7 @@ def test_planted_words_carry_the_label():
     words = [[VOCABULARY[t] for t in row] for row in tokens.tolist()]
     for row, label, mask in zip(words, labels.tolist(), planted.tolist()):
         sentiment = [w for w, m in zip(row, mask) if m]
-        assert 1 <= len(sentiment) <= 2
+        assert len(sentiment) in (1, 2)
         assert all(w in (POSITIVE if label else NEGATIVE) for w in sentiment)
         assert not any(w in POSITIVE + NEGATIVE for w, m in zip(row, mask) if not m)
     assert abs(labels.float().mean() - 0.5) < 0.01
