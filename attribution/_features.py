@@ -42,16 +42,9 @@ class FeatureMasks:
         self, coalitions: Tensor, inputs: tuple[Tensor, ...], baselines: tuple[Tensor, ...]
     ) -> tuple[Tensor, ...]:
         """Inputs with absent features set to the baseline: ``P`` stacked copies (repeat-major)."""
-        copies = coalitions.shape[0]
-        return (
-            tuple(
-                torch.where(self.present(coalitions, i), x.unsqueeze(0), b.unsqueeze(0)).flatten(0, 1)
-                if x.dim() > 0
-                else x
-                for i, (x, b) in enumerate(zip(inputs, baselines))
-            )
-            if copies
-            else inputs
+        return tuple(
+            torch.where(self.present(coalitions, i), x.unsqueeze(0), b.unsqueeze(0)).flatten(0, 1)
+            for i, (x, b) in enumerate(zip(inputs, baselines))
         )
 
     def spread(self, values: Tensor, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -123,9 +116,10 @@ def feature_boxes(masks: FeatureMasks, x: Tensor) -> tuple[Tensor, tuple[int, in
     if x.dim() != 4:
         return None
     height, width = x.shape[-2:]
-    ids = mask.expand(-1, -1, height, width).flatten()
-    rows = torch.arange(height, device=x.device).view(1, 1, -1, 1).expand_as(mask.expand(-1, -1, height, width))
-    cols = torch.arange(width, device=x.device).view(1, 1, 1, -1).expand_as(mask.expand(-1, -1, height, width))
+    full = mask.expand(-1, -1, height, width)  # spatial dims may have been broadcast
+    ids = full.flatten()
+    rows = torch.arange(height, device=x.device).view(1, 1, -1, 1).expand_as(full)
+    cols = torch.arange(width, device=x.device).view(1, 1, 1, -1).expand_as(full)
     lo = torch.full((masks.count, 2), max(height, width), device=x.device, dtype=torch.long)
     hi = torch.full((masks.count, 2), -1, device=x.device, dtype=torch.long)
     coords = torch.stack([rows.flatten(), cols.flatten()], dim=1)
