@@ -23,6 +23,7 @@ from attribution._canonical import (
     format_baselines,
 )
 from attribution.functional import backprop
+from attribution.path import with_delta
 from attribution.registry import register
 
 
@@ -88,8 +89,7 @@ class DeepLift(_ReferenceAttribution):
             return_convergence_delta=return_convergence_delta,
             eps=self.eps,
         )
-        result = call.restore(attrs)
-        return (result, delta) if return_convergence_delta else result
+        return with_delta(call.restore(attrs), delta, return_convergence_delta)
 
 
 @register("deep_lift_shap")
@@ -132,8 +132,7 @@ class DeepLiftShap(_ReferenceAttribution):
             return_convergence_delta=return_convergence_delta,
             eps=self.eps,
         )
-        result = call.restore(attrs)
-        return (result, delta) if return_convergence_delta else result
+        return with_delta(call.restore(attrs), delta, return_convergence_delta)
 
 
 class _ReLURuleAttribution(Attribution):

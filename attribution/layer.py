@@ -17,7 +17,7 @@ from attribution.functional.layer import (
     layer_gradient_x_activation,
     layer_integrated_gradients,
 )
-from attribution.path import check_path_arguments
+from attribution.path import check_path_arguments, with_delta
 from attribution.registry import register
 
 
@@ -76,10 +76,6 @@ class LayerGradCam(LayerAttribution):
 def _layer_output(values: tuple[Tensor, ...], was_tuple: bool) -> TensorOrTuple:
     """One tensor per tensor the layer produced: a tuple exactly when the layer returned one."""
     return values if was_tuple else values[0]
-
-
-def _with_delta(attributions: TensorOrTuple, delta: Tensor | None, requested: bool):
-    return (attributions, delta) if requested else attributions
 
 
 class _MultipliedLayerAttribution(LayerAttribution):
@@ -289,7 +285,7 @@ class LayerConductance(LayerAttribution):
             return_convergence_delta=return_convergence_delta,
             attribute_to_layer_input=attribute_to_layer_input,
         )
-        return _with_delta(_layer_output(attrs, was_tuple), delta, return_convergence_delta)
+        return with_delta(_layer_output(attrs, was_tuple), delta, return_convergence_delta)
 
 
 @register("layer_integrated_gradients")
@@ -359,4 +355,4 @@ class LayerIntegratedGradients(_MultipliedLayerAttribution):
             return_convergence_delta=return_convergence_delta,
             attribute_to_layer_input=attribute_to_layer_input,
         )
-        return _with_delta(_layer_output(attrs, was_tuple), delta, return_convergence_delta)
+        return with_delta(_layer_output(attrs, was_tuple), delta, return_convergence_delta)

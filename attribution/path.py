@@ -35,7 +35,8 @@ def check_path_arguments(n_steps: int, method: str, internal_batch_size: int | N
     check_int(internal_batch_size, "internal_batch_size", allow_none=True)
 
 
-def _with_delta(attributions: TensorOrTuple, delta: Tensor | None, requested: bool):
+def with_delta(attributions: TensorOrTuple, delta: Tensor | None, requested: bool):
+    """``(attributions, delta)`` when the caller asked for the convergence delta, else the attributions."""
     return (attributions, delta) if requested else attributions
 
 
@@ -115,7 +116,7 @@ class IntegratedGradients(_PathAttribution):
             multiply_by_inputs=self.multiplies_by_inputs,
             return_convergence_delta=return_convergence_delta,
         )
-        return _with_delta(call.restore(attrs), delta, return_convergence_delta)
+        return with_delta(call.restore(attrs), delta, return_convergence_delta)
 
 
 @register("gradient_shap")
@@ -170,4 +171,4 @@ class GradientShap(_PathAttribution):
             multiply_by_inputs=self.multiplies_by_inputs,
             return_convergence_delta=return_convergence_delta,
         )
-        return _with_delta(call.restore(attrs), delta, return_convergence_delta)
+        return with_delta(call.restore(attrs), delta, return_convergence_delta)
