@@ -70,8 +70,8 @@ def comparison_figure(runs: dict[str, dict], path: Path, shown: int = 4) -> Path
         artifacts = result["log_dir"] / "xai"
         manifest = json.loads((artifacts / "manifest.json").read_text())
         last = max(r["epoch"] for r in manifest)
-        maps = torch.load(artifacts / f"maps_epoch_{last:03d}.pt")["integrated_gradients"].float()
-        images = denormalize_images(torch.load(artifacts / "probe.pt")["inputs"]).clamp(0, 1).permute(0, 2, 3, 1)
+        maps = torch.load(artifacts / f"maps_epoch_{last:03d}.pt", weights_only=True)["integrated_gradients"].float()
+        images = denormalize_images(torch.load(artifacts / "probe.pt", weights_only=True)["inputs"]).clamp(0, 1).permute(0, 2, 3, 1)
         heat = maps.abs().sum(1)
         mass = next(
             r["metrics"]["mass_in_mask"]

@@ -67,7 +67,7 @@ def summary_figure(log_dir: Path) -> Path:
     """First vs. last logged epoch per method, and the share of attribution on the object."""
     artifacts = log_dir / "xai"
     manifest = json.loads((artifacts / "manifest.json").read_text())
-    probe = torch.load(artifacts / "probe.pt")
+    probe = torch.load(artifacts / "probe.pt", weights_only=True)
     images = denormalize_images(probe["inputs"]).clamp(0, 1).permute(0, 2, 3, 1)
     methods = list(dict.fromkeys(r["method"] for r in manifest))
     epochs = sorted({r["epoch"] for r in manifest})
@@ -75,7 +75,7 @@ def summary_figure(log_dir: Path) -> Path:
     figure, axes = plt.subplots(len(methods), 2 * shown + 1, figsize=(2 * (2 * shown + 1), 2.1 * len(methods)))
     for row, method in enumerate(methods):
         for column, epoch in enumerate((epochs[0], epochs[-1])):
-            maps = torch.load(artifacts / f"maps_epoch_{epoch:03d}.pt")[method].float()
+            maps = torch.load(artifacts / f"maps_epoch_{epoch:03d}.pt", weights_only=True)[method].float()
             heat = maps.abs().sum(1)
             heat = torch.nn.functional.interpolate(heat[:, None], size=images.shape[1:3], mode="bilinear")[:, 0]
             for i in range(shown):

@@ -8,6 +8,7 @@ explains the very same inputs and compares epoch by epoch.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,12 +47,19 @@ def load_golden(path: str | Path) -> Golden:
     """Read a golden reference file.
 
     Raises:
-        MisconfigurationException: the file is missing or is not a golden reference.
+        MisconfigurationException: the file is missing or is not a golden reference (which holds only tensors
+            and plain containers: it is loaded with ``weights_only=True``).
     """
     path = Path(path)
     if not path.is_file():
         raise MisconfigurationException(f"reference: no golden reference file at {str(path)!r}")
-    content = torch.load(path, weights_only=False)
+    try:  # plain tensors and dicts only: a golden file may come from elsewhere (e.g. a CI artifact)
+        content = torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise MisconfigurationException(
+            f"reference: {str(path)!r} holds objects other than tensors and plain containers, so it is not a golden "
+            f"reference and is not loaded ({error})"
+        ) from error
     if not isinstance(content, dict) or content.get("version") != GOLDEN_VERSION or not content.get("maps"):
         raise MisconfigurationException(
             f"reference: {str(path)!r} is not a golden reference saved by AttributionMonitor(save_reference=...)"

@@ -19,6 +19,7 @@ if __name__ == "__main__":
         strategy="ddp",
         max_epochs=4,
         logger=False,
+        default_root_dir=root,  # the monitor's artifacts go under the test's directory, not the working directory
         callbacks=[
             AttributionMonitor(["integrated_gradients"], gradcam=False, metrics=(), target="label", on_error="raise"),
             AttributionRegressionCheck("integrated_gradients/mass_in_mask", 0.3, on_fail="stop"),

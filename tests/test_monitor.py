@@ -159,10 +159,10 @@ def test_artifacts_hold_maps_and_a_manifest(tmp_path):
     assert first == {"convergence_delta", "infidelity", "mass_in_mask", "pointing_game", "similarity_reference"}
     assert second == first | {"similarity_previous"}
     assert manifest[0]["metrics"]["similarity_reference"] == pytest.approx(1.0)  # the first epoch is the reference
-    maps = torch.load(root / manifest[1]["maps"])
+    maps = torch.load(root / manifest[1]["maps"], weights_only=True)
     assert maps["integrated_gradients"].dtype == torch.float16
     assert maps["integrated_gradients"].shape == (4, 3, 16, 16)
-    probe = torch.load(root / "probe.pt")
+    probe = torch.load(root / "probe.pt", weights_only=True)
     assert torch.equal(probe["inputs"], monitor.probe.inputs)
     assert set(probe["labels"].tolist()) == {0, 1, 2}  # every class in the probe
 
@@ -394,5 +394,5 @@ def test_perturbation_and_surrogate_methods_by_name(tmp_path):
     _fit(tmp_path, [monitor], max_epochs=1)
     records = {r["method"]: r for r in monitor.history}
     assert set(records) == set(names)
-    maps = torch.load(tmp_path / "logs" / "version_0" / "xai" / "maps_epoch_000.pt")
+    maps = torch.load(tmp_path / "logs" / "version_0" / "xai" / "maps_epoch_000.pt", weights_only=True)
     assert all(maps[name].shape == (3, 3, 16, 16) for name in names)  # superpixel maps, input-shaped

@@ -139,14 +139,22 @@ def test_check_needs_a_monitor_running_its_method(tmp_path):
         _fit(tmp_path, [_monitor(), AttributionRegressionCheck("occlusion/mass_in_mask", 0.3)], max_epochs=1)
 
 
+class _Arbitrary:
+    """An object a golden file must not contain (unpickling it would run code)."""
+
+
 def test_bad_references(tmp_path):
     with pytest.raises(MisconfigurationException, match="no golden reference file at"):
         _monitor(reference=str(tmp_path / "missing.pt"))
     torch.save({"something": 1}, tmp_path / "other.pt")
     with pytest.raises(MisconfigurationException, match="is not a golden reference"):
         _monitor(reference=str(tmp_path / "other.pt"))
+    torch.save({"version": 1, "maps": {0: {}}, "payload": _Arbitrary()}, tmp_path / "pickled.pt")
+    with pytest.raises(MisconfigurationException, match="objects other than tensors.*is not loaded"):
+        _monitor(reference=str(tmp_path / "pickled.pt"))  # loaded with weights_only=True: no code runs
     golden = tmp_path / "golden.pt"
     _fit(tmp_path / "a", [_monitor(save_reference=str(golden))], max_epochs=1)
+    assert torch.load(golden, weights_only=True)["version"] == 1  # plain tensors and containers
     with pytest.raises(
         MisconfigurationException, match="explains a probe of shape \\(8, 3, 16, 16\\).*\\(2, 3, 8, 8\\)"
     ):
