@@ -24,7 +24,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lightning_xai import AttributionMonitor, AttributionRegressionCheck
-from lightning_xai.demo import SHAPES_MEAN, SHAPES_STD, ShapesDataModule, ShapesNet, denormalize_images
+from lightning_xai.demos.shapes import SHAPES_MEAN, SHAPES_STD, ShapesDataModule, ShapesNet, denormalize_images
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -71,7 +71,8 @@ def comparison_figure(runs: dict[str, dict], path: Path, shown: int = 4) -> Path
         manifest = json.loads((artifacts / "manifest.json").read_text())
         last = max(r["epoch"] for r in manifest)
         maps = torch.load(artifacts / f"maps_epoch_{last:03d}.pt", weights_only=True)["integrated_gradients"].float()
-        images = denormalize_images(torch.load(artifacts / "probe.pt", weights_only=True)["inputs"]).clamp(0, 1).permute(0, 2, 3, 1)
+        probe = torch.load(artifacts / "probe.pt", weights_only=True)
+        images = denormalize_images(probe["inputs"]).clamp(0, 1).permute(0, 2, 3, 1)
         heat = maps.abs().sum(1)
         mass = next(
             r["metrics"]["mass_in_mask"]

@@ -1,7 +1,7 @@
 """Watch a CNN's explanations evolve while it learns to tell shapes apart.
 
 A small CNN is trained on generated images of squares, circles and
-triangles at random positions (``lightning_xai.demo``).  The object masks are
+triangles at random positions (``lightning_xai.demos.shapes``).  The object masks are
 known, so besides the heat-map overlays and filmstrips the monitor logs which
 share of each method's positive attribution falls on the object
 (``xai/<method>/mass_in_mask``): it rises as the model learns to look at the
@@ -26,7 +26,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lightning_xai import AttributionMonitor
-from lightning_xai.demo import SHAPES_MEAN, SHAPES_STD, ShapesDataModule, ShapesNet, denormalize_images
+from lightning_xai.demos.shapes import SHAPES_MEAN, SHAPES_STD, ShapesDataModule, ShapesNet, denormalize_images
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

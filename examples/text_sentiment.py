@@ -25,7 +25,7 @@ from attribution import LayerIntegratedGradients
 from attribution.metrics import mass_in_mask
 from attribution.text_visualization import token_figure, token_html
 from lightning_xai import AttributionMonitor
-from lightning_xai.demo_text import VOCABULARY, SentenceDataModule, TextClassifier
+from lightning_xai.demos.text import VOCABULARY, SentenceDataModule, TextClassifier
 
 
 def build_monitor() -> AttributionMonitor:

@@ -1,15 +1,19 @@
 """Turning attribution maps into images: heat maps, overlays, grids and filmstrips.
 
 Everything stays in torch (CHW floats in [0, 1], what TensorBoard's
-``add_image`` takes); matplotlib only supplies the colour map's lookup table.
+``add_image`` takes); matplotlib only supplies the colour map's lookup table
+and renders figures (:func:`figure_to_tensor`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from torch import Tensor
 from torchvision.utils import make_grid
 
@@ -106,6 +110,14 @@ def filmstrip(image: Tensor, thumbnails: Tensor, max_columns: int = 16) -> Tenso
     small = F.interpolate(image[None], size=side, mode="bilinear", align_corners=False)
     frames = overlay(small.expand(len(thumbnails), -1, -1, -1), thumbnails)
     return make_grid(torch.cat([small, frames]), nrow=len(thumbnails) + 1, padding=2, pad_value=1.0)
+
+
+def figure_to_tensor(figure: Figure) -> Tensor:
+    """Render ``figure`` with Agg into a ``(3, H, W)`` float tensor in [0, 1], ready for TensorBoard's ``add_image``."""
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    rgba = torch.from_numpy(np.asarray(canvas.buffer_rgba()).copy())
+    return rgba[..., :3].permute(2, 0, 1).float() / 255
 
 
 def thumbnail(maps: Tensor) -> Tensor:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.axes import Axes
@@ -98,14 +97,6 @@ def timeline_figure(
             axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     figure.suptitle(method, y=1 - 0.12 / height, va="top")
     return figure
-
-
-def figure_to_tensor(figure: Figure) -> Tensor:
-    """Render ``figure`` with Agg into a ``(3, H, W)`` float tensor in [0, 1], ready for TensorBoard's ``add_image``."""
-    canvas = FigureCanvasAgg(figure)
-    canvas.draw()
-    rgba = torch.from_numpy(np.asarray(canvas.buffer_rgba()).copy())
-    return rgba[..., :3].permute(2, 0, 1).float() / 255
 
 
 def save_timeline(figure: Figure, path: str | Path) -> Path:

@@ -11,7 +11,7 @@ from attribution.text_visualization import token_figure
 from lightning_xai import _render
 from lightning_xai._explain import Explanation
 from lightning_xai._probe import Probe
-from lightning_xai._timeline import figure_to_tensor, timeline_figure
+from lightning_xai._timeline import timeline_figure
 from lightning_xai._writers import ExplanationWriter
 
 FILMSTRIP_EVERY = 5
@@ -85,7 +85,7 @@ class Visuals:
             records = [r for r in manifest if r["method"] == method]
             names = dict.fromkeys(name for r in records for name in r["metrics"])
             curves = {name: [r["metrics"].get(name) for r in records] for name in names}
-            image = figure_to_tensor(timeline_figure(method, self.display(), torch.stack(maps), epochs, curves))
+            image = _render.figure_to_tensor(timeline_figure(method, self.display(), torch.stack(maps), epochs, curves))
             writer.image(f"xai_timeline/{method}", image, epochs[-1], file_name=f"timeline_{method}.png")
 
     def tokens(self, scores: Tensor, targets: Tensor) -> Tensor:
@@ -93,4 +93,4 @@ class Visuals:
         names = self.token_names
         words = [[names[t] if names and t < len(names) else str(t) for t in row] for row in self.probe.inputs.tolist()]
         titles = [f"target {t}" for t in targets.tolist()]
-        return figure_to_tensor(token_figure(words, scores.cpu(), titles))
+        return _render.figure_to_tensor(token_figure(words, scores.cpu(), titles))

@@ -7,7 +7,7 @@ from pathlib import Path
 import lightning as L
 
 from lightning_xai import AttributionMonitor, AttributionRegressionCheck
-from lightning_xai.demo import ShapesDataModule, ShapesNet
+from lightning_xai.demos.shapes import ShapesDataModule, ShapesNet
 
 if __name__ == "__main__":
     warnings.filterwarnings("ignore")

@@ -7,7 +7,7 @@ import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lightning_xai import AttributionMonitor
-from lightning_xai.demo import ShapesDataModule, ShapesNet
+from lightning_xai.demos.shapes import ShapesDataModule, ShapesNet
 
 if __name__ == "__main__":
     warnings.filterwarnings("ignore")

@@ -11,7 +11,7 @@ import torchvision
 
 from attribution import DeepLift, IntegratedGradients, Occlusion, registry
 from lightning_xai import AttributionMonitor
-from lightning_xai.demo import ShapesDataModule, ShapesNet
+from lightning_xai.demos.shapes import ShapesDataModule, ShapesNet
 from tests.models import SmallCNN, seeded
 from tests.test_state import CALL_KWARGS, RANDOM_METHODS, _kwargs
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
-from lightning_xai.demo import (
+from lightning_xai.demos.shapes import (
     SHAPES,
     SHAPES_MEAN,
     SHAPES_STD,

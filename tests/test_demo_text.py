@@ -2,7 +2,7 @@
 
 import torch
 
-from lightning_xai.demo_text import NEGATIVE, POSITIVE, VOCABULARY, SentenceDataModule, make_sentences
+from lightning_xai.demos.text import NEGATIVE, POSITIVE, VOCABULARY, SentenceDataModule, make_sentences
 
 
 def test_sentences_are_deterministic_and_leave_the_global_rng_alone():

@@ -16,7 +16,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_xai import AttributionMonitor
-from lightning_xai.demo import SHAPES_MEAN, SHAPES_STD, ShapesDataModule, ShapesNet
+from lightning_xai.demos.shapes import SHAPES_MEAN, SHAPES_STD, ShapesDataModule, ShapesNet
 
 METHODS = ["integrated_gradients", "occlusion", "gradient_shap"]
 
@@ -295,9 +295,9 @@ trainer:
         metrics: [infidelity]
         on_error: raise
 model:
-  class_path: lightning_xai.demo.ShapesNet
+  class_path: lightning_xai.demos.shapes.ShapesNet
 data:
-  class_path: lightning_xai.demo.ShapesDataModule
+  class_path: lightning_xai.demos.shapes.ShapesDataModule
   init_args: {{n_train: 128, n_val: 32, size: 16}}
 """
     )

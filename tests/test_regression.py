@@ -11,7 +11,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_xai import AttributionMonitor, AttributionRegressionCheck, AttributionRegressionError
-from lightning_xai.demo import ShapesDataModule, ShapesNet
+from lightning_xai.demos.shapes import ShapesDataModule, ShapesNet
 
 METRIC = "integrated_gradients/mass_in_mask"
 

@@ -8,7 +8,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from lightning_xai._timeline import figure_to_tensor, save_timeline, timeline_figure  # noqa: E402
+from lightning_xai._render import figure_to_tensor  # noqa: E402
+from lightning_xai._timeline import save_timeline, timeline_figure  # noqa: E402
 
 
 def _inputs(samples: int, epochs: int) -> tuple[torch.Tensor, torch.Tensor]:
