@@ -1,12 +1,24 @@
-"""Base classes of the public attribution methods: configuration holders."""
+"""Base classes of the public attribution methods: configuration holders whose traits are data.
+
+What differs between methods (which argument picks what is explained, whether
+a layer is needed, whether attributions are multiplied by the inputs, whether a
+convergence delta is returned, whether features are perturbed in groups) is
+declared as class attributes here and overridden per family; the registry's
+records read them (:func:`attribution.registry.record`), so callers ask a
+record instead of testing method names.  Small helpers that several family
+modules share live here too, so no family module imports another.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 from torch import Tensor, nn
 
+from attribution import functional
 from attribution._autograd import resolve_layer
+from attribution._checks import check_choice, check_int
 from attribution.functional.layer import interpolate
 
 
@@ -18,6 +30,17 @@ class Attribution:
             output tensor with the batch in dim 0.
     """
 
+    takes_target: ClassVar[bool] = True
+    """``attribute`` takes ``target``: the model output (class) to explain."""
+    takes_neuron_selector: ClassVar[bool] = False
+    """``attribute`` takes ``neuron_selector``: the hidden unit to explain."""
+    returns_delta: ClassVar[bool] = False
+    """``attribute`` accepts ``return_convergence_delta=True``."""
+    perturbs_feature_groups: ClassVar[bool] = False
+    """A coalition method: it switches groups of features (``feature_mask``) on and off."""
+    _multiply_by_inputs: bool = False
+    """Set per instance by the constructors that take ``multiply_by_inputs``."""
+
     def __init__(self, forward_func: Callable[..., Tensor]) -> None:
         if not callable(forward_func):
             raise TypeError(f"forward_func: expected a callable (e.g. an nn.Module), got {type(forward_func).__name__}")
@@ -25,25 +48,27 @@ class Attribution:
 
     def has_convergence_delta(self) -> bool:
         """Whether ``attribute`` can return a convergence delta."""
-        return False
+        return self.returns_delta
 
     @property
     def multiplies_by_inputs(self) -> bool:
         """Whether attributions are multiplied by ``inputs - baselines`` (global attribution)."""
-        return False
+        return self._multiply_by_inputs
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({getattr(type(self.forward_func), '__name__', 'forward_func')})"
 
 
 class LayerAttribution(Attribution):
-    """An attribution to the activations of one layer of the model.
+    """An attribution that needs one layer of the model: to its activations, or through it.
 
     Args:
         forward_func: the model.
-        layer: the module to attribute to, or its dotted name in the model
-            (``"layer3.1.conv2"``).
+        layer: the module, or its dotted name in the model (``"layer3.1.conv2"``).
     """
+
+    attributes_to_layer: ClassVar[bool] = True
+    """Attributions are shaped like the layer's activations (False: like the inputs)."""
 
     def __init__(self, forward_func: Callable[..., Tensor], layer: nn.Module | str) -> None:
         super().__init__(forward_func)
@@ -55,3 +80,21 @@ class LayerAttribution(Attribution):
     ) -> Tensor:
         """Upsample a layer attribution to ``interpolate_dims`` (e.g. ``input.shape[2:]``)."""
         return interpolate(layer_attribution, interpolate_dims, interpolate_mode)
+
+
+def check_path_arguments(n_steps: int, method: str, internal_batch_size: int | None, nodes: int | None = None) -> None:
+    """Validate the quadrature arguments of a path method.
+
+    ``nodes`` is the number of points the rule is given (``n_steps`` unless a
+    method asks for more, as layer conductance does).
+    """
+    check_int(n_steps, "n_steps")
+    check_choice(method, "method", functional.INTEGRATION_METHODS)
+    if method == "riemann_trapezoid" and (n_steps if nodes is None else nodes) < 2:
+        raise ValueError(f"n_steps: the trapezoid rule needs at least 2 steps, got {n_steps}")
+    check_int(internal_batch_size, "internal_batch_size", allow_none=True)
+
+
+def with_delta(attributions, delta: Tensor | None, requested: bool):
+    """``(attributions, delta)`` when the caller asked for the convergence delta, else the attributions."""
+    return (attributions, delta) if requested else attributions

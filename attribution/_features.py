@@ -9,7 +9,7 @@ features are present) is turned into perturbed inputs by broadcasting.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +100,26 @@ def format_feature_mask(feature_mask: Any, inputs: tuple[Tensor, ...]) -> Featur
             f"{len(ids)} distinct ids up to {count - 1}, missing e.g. {missing}"
         )
     return FeatureMasks(tuple(masks), count)
+
+
+def grid_feature_mask(inputs: Tensor, cells: int) -> Tensor:
+    """A ``(1, 1, H, W)`` feature mask of ``cells x cells`` rectangular superpixels (ids row by row),
+    shared by the batch and the channels of an image batch ``(N, C, H, W)``."""
+    height, width = inputs.shape[-2:]
+    cells = min(cells, height, width)  # every id must be used
+    rows = torch.arange(height, device=inputs.device) * cells // height
+    cols = torch.arange(width, device=inputs.device) * cells // width
+    return (rows[:, None] * cells + cols[None, :])[None, None]
+
+
+def superpixel_options(cells: int, **image_options: Any) -> Callable[[Tensor], dict[str, Any]]:
+    """Probe options of a coalition method: a grid of superpixels for image batches, since every
+    coalition costs a forward (``image_options`` are added for images too)."""
+
+    def options(inputs: Tensor) -> dict[str, Any]:
+        return {"feature_mask": grid_feature_mask(inputs, cells), **image_options} if inputs.dim() == 4 else {}
+
+    return options
 
 
 def _broadcasts(shape: Sequence[int], target: Sequence[int]) -> bool:

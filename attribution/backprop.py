@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import Tensor
 
-from attribution._base import Attribution, LayerAttribution
+from attribution._base import Attribution, LayerAttribution, with_delta
 from attribution._canonical import (
     BaselineType,
     TargetType,
@@ -23,22 +23,16 @@ from attribution._canonical import (
     format_baselines,
 )
 from attribution.functional import backprop
-from attribution.path import with_delta
 from attribution.registry import register
 
 
 class _ReferenceAttribution(Attribution):
+    returns_delta = True
+
     def __init__(self, model: Callable[..., Tensor], multiply_by_inputs: bool = True, eps: float = 1e-10) -> None:
         super().__init__(model)
         self._multiply_by_inputs = multiply_by_inputs
         self.eps = eps
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return self._multiply_by_inputs
-
-    def has_convergence_delta(self) -> bool:
-        return True
 
 
 @register("deep_lift")
@@ -169,6 +163,8 @@ class GuidedGradCam(LayerAttribution):
         model: the model.
         layer: the layer for GradCAM (module or dotted name), usually the last convolution.
     """
+
+    attributes_to_layer = False
 
     def attribute(
         self,

@@ -50,9 +50,7 @@ class Saliency(Attribution):
 class InputXGradient(Attribution):
     """Input times the gradient of the target: exact for a linear model."""
 
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return True
+    _multiply_by_inputs = True
 
     def attribute(
         self, inputs: TensorOrTuple, target: TargetType = None, additional_forward_args: Any = None

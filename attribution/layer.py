@@ -8,7 +8,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from attribution import functional
-from attribution._base import LayerAttribution
+from attribution._base import LayerAttribution, check_path_arguments, with_delta
 from attribution._canonical import BaselineType, TargetType, TensorOrTuple, canonical_call, format_baselines
 from attribution.functional.layer import (
     internal_influence,
@@ -17,11 +17,10 @@ from attribution.functional.layer import (
     layer_gradient_x_activation,
     layer_integrated_gradients,
 )
-from attribution.path import check_path_arguments, with_delta
 from attribution.registry import register
 
 
-@register("layer_gradcam")
+@register("layer_gradcam", probe_options={"relu_attributions": True})
 class LayerGradCam(LayerAttribution):
     """GradCAM (Selvaraju et al., 2017) on a chosen layer, usually the last convolution.
 
@@ -85,10 +84,6 @@ class _MultipliedLayerAttribution(LayerAttribution):
         super().__init__(forward_func, layer)
         self._multiply_by_inputs = multiply_by_inputs
 
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return self._multiply_by_inputs
-
 
 @register("layer_activation")
 class LayerActivation(LayerAttribution):
@@ -102,9 +97,8 @@ class LayerActivation(LayerAttribution):
         >>> features = LayerActivation(model, "layer3").attribute(images)  # doctest: +SKIP
     """
 
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return True
+    takes_target = False
+    _multiply_by_inputs = True
 
     def attribute(
         self, inputs: TensorOrTuple, additional_forward_args: Any = None, attribute_to_layer_input: bool = False
@@ -172,7 +166,7 @@ class LayerGradientXActivation(_MultipliedLayerAttribution):
         return _layer_output(attrs, was_tuple)
 
 
-@register("internal_influence")
+@register("internal_influence", probe_options={"n_steps": 16})
 class InternalInfluence(LayerAttribution):
     """Internal influence (Leino et al., 2018): the layer gradient integrated along the input path.
 
@@ -223,7 +217,7 @@ class InternalInfluence(LayerAttribution):
         return _layer_output(attrs, was_tuple)
 
 
-@register("layer_conductance")
+@register("layer_conductance", probe_options={"n_steps": 16})
 class LayerConductance(LayerAttribution):
     """Conductance (Dhamdhere et al., 2018): how much of the input path integral flows through each unit.
 
@@ -236,12 +230,8 @@ class LayerConductance(LayerAttribution):
         layer: the module, or its dotted name. It must run exactly once per forward.
     """
 
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return True
-
-    def has_convergence_delta(self) -> bool:
-        return True
+    returns_delta = True
+    _multiply_by_inputs = True
 
     def attribute(
         self,
@@ -288,7 +278,7 @@ class LayerConductance(LayerAttribution):
         return with_delta(_layer_output(attrs, was_tuple), delta, return_convergence_delta)
 
 
-@register("layer_integrated_gradients")
+@register("layer_integrated_gradients", probe_options={"n_steps": 16})
 class LayerIntegratedGradients(_MultipliedLayerAttribution):
     """Integrated gradients in a layer's activation space (e.g. over token embeddings).
 
@@ -308,8 +298,7 @@ class LayerIntegratedGradients(_MultipliedLayerAttribution):
         ... )
     """
 
-    def has_convergence_delta(self) -> bool:
-        return True
+    returns_delta = True
 
     def attribute(
         self,

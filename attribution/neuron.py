@@ -19,9 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-from attribution._base import LayerAttribution
+from attribution._base import LayerAttribution, check_path_arguments
 from attribution._canonical import (
     BaselineType,
     CanonicalCall,
@@ -39,12 +40,15 @@ from attribution.functional.backprop import deep_lift, deep_lift_shap
 from attribution.functional.gradient import saliency
 from attribution.functional.neuron import NeuronSelector, neuron_conductance, neuron_objective
 from attribution.functional.path import gradient_shap, integrated_gradients
-from attribution.path import check_path_arguments
 from attribution.registry import register
 
 
 class _NeuronAttribution(LayerAttribution):
     """Attribution of one unit of ``layer`` (module or dotted name) to the input features."""
+
+    attributes_to_layer = False
+    takes_target = False
+    takes_neuron_selector = True
 
     def _neuron_call(
         self, inputs: TensorOrTuple, neuron_selector: NeuronSelector, additional_forward_args: Any, to_input: bool
@@ -67,10 +71,6 @@ class _GlobalNeuronAttribution(_NeuronAttribution):
     ) -> None:
         super().__init__(forward_func, layer)
         self._multiply_by_inputs = multiply_by_inputs
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return self._multiply_by_inputs
 
 
 class _NeuronDeepLiftBase(_GlobalNeuronAttribution):
@@ -116,7 +116,7 @@ class NeuronGradient(_NeuronAttribution):
         return call.restore(saliency(call.objective, call.inputs, abs=False))
 
 
-@register("neuron_integrated_gradients")
+@register("neuron_integrated_gradients", probe_options={"n_steps": 16})
 class NeuronIntegratedGradients(_GlobalNeuronAttribution):
     """Integrated gradients of one unit: they sum to ``unit(x) - unit(baseline)`` up to quadrature error.
 
@@ -156,7 +156,7 @@ class NeuronIntegratedGradients(_GlobalNeuronAttribution):
         return call.restore(attrs)
 
 
-@register("neuron_conductance")
+@register("neuron_conductance", probe_options={"n_steps": 16})
 class NeuronConductance(_GlobalNeuronAttribution):
     """Conductance of the input features through one unit (Dhamdhere et al., 2018).
 
@@ -170,6 +170,8 @@ class NeuronConductance(_GlobalNeuronAttribution):
         layer: the module holding the unit, or its dotted name.
         multiply_by_inputs: multiply by ``inputs - baselines`` (default).
     """
+
+    takes_target = True
 
     def attribute(
         self,
@@ -220,7 +222,10 @@ class NeuronConductance(_GlobalNeuronAttribution):
         return call.restore(attrs)
 
 
-@register("neuron_gradient_shap")
+@register(
+    "neuron_gradient_shap",
+    probe_options=lambda inputs: {"baselines": torch.zeros_like(inputs[:1]), "n_samples": 16, "stdevs": 0.1},
+)
 class NeuronGradientShap(_GlobalNeuronAttribution):
     """GradientSHAP of one unit: expected gradients from a baseline distribution.
 

@@ -8,7 +8,7 @@ from typing import Any
 from torch import Tensor
 
 from attribution import functional
-from attribution._base import Attribution
+from attribution._base import Attribution, check_path_arguments, with_delta
 from attribution._canonical import (
     BaselineType,
     TargetType,
@@ -18,42 +18,19 @@ from attribution._canonical import (
     format_baselines,
     format_stdevs,
 )
-from attribution._checks import check_choice, check_int
+from attribution._checks import check_int
 from attribution.registry import register
 
 
-def check_path_arguments(n_steps: int, method: str, internal_batch_size: int | None, nodes: int | None = None) -> None:
-    """Validate the quadrature arguments of a path method.
-
-    ``nodes`` is the number of points the rule is given (``n_steps`` unless a
-    method asks for more, as layer conductance does).
-    """
-    check_int(n_steps, "n_steps")
-    check_choice(method, "method", functional.INTEGRATION_METHODS)
-    if method == "riemann_trapezoid" and (n_steps if nodes is None else nodes) < 2:
-        raise ValueError(f"n_steps: the trapezoid rule needs at least 2 steps, got {n_steps}")
-    check_int(internal_batch_size, "internal_batch_size", allow_none=True)
-
-
-def with_delta(attributions: TensorOrTuple, delta: Tensor | None, requested: bool):
-    """``(attributions, delta)`` when the caller asked for the convergence delta, else the attributions."""
-    return (attributions, delta) if requested else attributions
-
-
 class _PathAttribution(Attribution):
+    returns_delta = True
+
     def __init__(self, forward_func: Callable[..., Tensor], multiply_by_inputs: bool = True) -> None:
         super().__init__(forward_func)
         self._multiply_by_inputs = multiply_by_inputs
 
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return self._multiply_by_inputs
 
-    def has_convergence_delta(self) -> bool:
-        return True
-
-
-@register("integrated_gradients")
+@register("integrated_gradients", probe_options={"n_steps": 16})
 class IntegratedGradients(_PathAttribution):
     """Integrated Gradients (Sundararajan et al., 2017).
 
@@ -119,7 +96,7 @@ class IntegratedGradients(_PathAttribution):
         return with_delta(call.restore(attrs), delta, return_convergence_delta)
 
 
-@register("gradient_shap")
+@register("gradient_shap", probe_options={"n_samples": 16, "stdevs": 0.1})
 class GradientShap(_PathAttribution):
     """GradientSHAP: expected gradients from a baseline distribution (Lundberg & Lee, 2017).
 

@@ -11,7 +11,7 @@ from attribution import functional
 from attribution._base import Attribution
 from attribution._canonical import BaselineType, TargetType, TensorOrTuple, canonical_call, format_baselines
 from attribution._checks import check_int
-from attribution._features import format_feature_mask
+from attribution._features import format_feature_mask, superpixel_options
 from attribution._progress import progress_bar
 from attribution.registry import register
 
@@ -56,7 +56,15 @@ def _check_windows(windows: tuple, strides: tuple, inputs: tuple[Tensor, ...]) -
                 )
 
 
-@register("occlusion")
+def _occlusion_probe_options(inputs: Tensor) -> dict[str, Any]:
+    """Square windows an eighth of an image's side, over all channels, side by side; else one element."""
+    if inputs.dim() == 4:
+        side = max(1, min(inputs.shape[-2:]) // 8)
+        return {"sliding_window_shapes": (inputs.shape[1], side, side), "strides": (inputs.shape[1], side, side)}
+    return {"sliding_window_shapes": (1,) * (inputs.dim() - 1)}
+
+
+@register("occlusion", probe_options=_occlusion_probe_options)
 class Occlusion(Attribution):
     """Occlusion (Zeiler & Fergus, 2014): slide a baseline patch over the input.
 
@@ -120,7 +128,7 @@ class Occlusion(Attribution):
         return call.restore(attrs)
 
 
-@register("feature_ablation")
+@register("feature_ablation", probe_options=superpixel_options(8))
 class FeatureAblation(Attribution):
     """Feature ablation: each feature group's contribution is the target's drop when it is
     replaced by the baseline.
@@ -130,6 +138,8 @@ class FeatureAblation(Attribution):
         >>> superpixels = cells[None, None]  # (1, 1, 224, 224): shared by the batch and the channels  # doctest: +SKIP
         >>> attr = FeatureAblation(model).attribute(images, feature_mask=superpixels, target=3)  # doctest: +SKIP
     """
+
+    perturbs_feature_groups = True
 
     def attribute(
         self,
@@ -174,10 +184,12 @@ class FeatureAblation(Attribution):
         return call.restore(attrs)
 
 
-@register("feature_permutation")
+@register("feature_permutation", probe_options=superpixel_options(8))
 class FeaturePermutation(Attribution):
     """Permutation feature importance: the target's change when a feature group is shuffled
     across the batch (which needs a batch of at least two examples)."""
+
+    perturbs_feature_groups = True
 
     def attribute(
         self,

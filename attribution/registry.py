@@ -1,14 +1,22 @@
-"""Attribution methods by snake_case name, so callbacks and configs can pick them.
+"""Attribution methods by snake_case name, each with a record of its traits.
 
 >>> from attribution import registry
 >>> registry.available()[:3]
-['gradient_shap', 'input_x_gradient', 'integrated_gradients']
+['deconvolution', 'deep_lift', 'deep_lift_shap']
+>>> registry.record("occlusion").perturbs_feature_groups
+False
 >>> explainer = registry.build("integrated_gradients", model)  # doctest: +SKIP
+
+Callers such as the Lightning callbacks ask a method's :class:`MethodRecord`
+(does it need a layer, take a ``target`` or a ``neuron_selector``, return a
+convergence delta, ...) instead of testing names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from torch import Tensor, nn
@@ -16,17 +24,83 @@ from torch import Tensor, nn
 from attribution._base import Attribution, LayerAttribution
 from attribution._checks import check_choice
 
-_METHODS: dict[str, type[Attribution]] = {}
+ProbeOptions = Mapping[str, Any] | Callable[[Tensor], Mapping[str, Any]]
 A = TypeVar("A", bound=type[Attribution])
 
 
-def register(name: str) -> Callable[[A], A]:
-    """Class decorator: make an attribution class available under ``name``."""
+@dataclass(frozen=True)
+class MethodRecord:
+    """The traits of a registered method, read from its class, and its options for small probe batches.
+
+    Attributes:
+        name: the registry name.
+        cls: the class.
+        needs_layer: the constructor takes a ``layer``.
+        attributes_to_layer: attributions are shaped like the layer's activations, not like the inputs.
+        takes_target: ``attribute`` takes ``target`` (a model output to explain).
+        takes_neuron_selector: ``attribute`` needs ``neuron_selector`` (a hidden unit to explain).
+        multiplies_by_inputs: attributions are multiplied by ``inputs - baselines`` with the default
+            constructor arguments.
+        returns_delta: ``attribute`` accepts ``return_convergence_delta=True``.
+        perturbs_feature_groups: a coalition method over the groups of a ``feature_mask``.
+    """
+
+    name: str
+    cls: type[Attribution]
+    needs_layer: bool
+    attributes_to_layer: bool
+    takes_target: bool
+    takes_neuron_selector: bool
+    multiplies_by_inputs: bool
+    returns_delta: bool
+    perturbs_feature_groups: bool
+    _probe_options: ProbeOptions = field(default_factory=dict, repr=False)
+
+    @property
+    def explains_output_at_inputs(self) -> bool:
+        """Input-shaped attributions of a model output: what infidelity and sensitivity measure."""
+        return self.takes_target and not self.takes_neuron_selector and not self.attributes_to_layer
+
+    def probe_options(self, inputs: Tensor) -> dict[str, Any]:
+        """``attribute`` options that keep a call on a small batch like ``inputs`` cheap and legible
+        (fewer steps or samples, superpixels instead of pixels); callers' own options override them."""
+        options = self._probe_options(inputs) if callable(self._probe_options) else self._probe_options
+        return dict(options)
+
+
+_RECORDS: dict[str, MethodRecord] = {}
+
+
+def _default_multiplies_by_inputs(cls: type[Attribution]) -> bool:
+    parameter = inspect.signature(cls).parameters.get("multiply_by_inputs")
+    return cls._multiply_by_inputs if parameter is None else bool(parameter.default)
+
+
+def register(name: str, probe_options: ProbeOptions | None = None) -> Callable[[A], A]:
+    """Class decorator: make an attribution class available under ``name``.
+
+    Args:
+        name: the snake_case registry name.
+        probe_options: options for small probe batches (see :meth:`MethodRecord.probe_options`): a dict,
+            or a function of the input tensor returning one.
+    """
 
     def add(cls: A) -> A:
-        if name in _METHODS and _METHODS[name] is not cls:
-            raise ValueError(f"name: {name!r} is already registered for {_METHODS[name].__name__}")
-        _METHODS[name] = cls
+        if name in _RECORDS and _RECORDS[name].cls is not cls:
+            raise ValueError(f"name: {name!r} is already registered for {_RECORDS[name].cls.__name__}")
+        needs_layer = issubclass(cls, LayerAttribution)
+        _RECORDS[name] = MethodRecord(
+            name=name,
+            cls=cls,
+            needs_layer=needs_layer,
+            attributes_to_layer=needs_layer and cls.attributes_to_layer,
+            takes_target=cls.takes_target,
+            takes_neuron_selector=cls.takes_neuron_selector,
+            multiplies_by_inputs=_default_multiplies_by_inputs(cls),
+            returns_delta=cls.returns_delta,
+            perturbs_feature_groups=cls.perturbs_feature_groups,
+            _probe_options=probe_options or {},
+        )
         cls.registry_name = name
         return cls
 
@@ -35,22 +109,22 @@ def register(name: str) -> Callable[[A], A]:
 
 def available() -> list[str]:
     """Names of every registered method, sorted."""
-    return sorted(_METHODS)
+    return sorted(_RECORDS)
 
 
-def get(name: str) -> type[Attribution]:
-    """The class registered under ``name``.
+def record(name: str) -> MethodRecord:
+    """The record of the method registered under ``name``.
 
     Raises:
         ValueError: for an unknown name; the message lists the valid names.
     """
     check_choice(name, "method", available())
-    return _METHODS[name]
+    return _RECORDS[name]
 
 
-def needs_layer(name: str) -> bool:
-    """Whether the method attributes to a layer (and so needs one to be built)."""
-    return issubclass(get(name), LayerAttribution)
+def get(name: str) -> type[Attribution]:
+    """The class registered under ``name`` (see :func:`record`)."""
+    return record(name).cls
 
 
 def build(
@@ -67,9 +141,9 @@ def build(
     Raises:
         ValueError: unknown name, or a layer method without ``layer``.
     """
-    cls = get(name)
-    if issubclass(cls, LayerAttribution):
+    method = record(name)
+    if method.needs_layer:
         if layer is None:
             raise ValueError(f"layer: method {name!r} attributes to a layer; pass layer=<module or dotted name>")
-        return cls(forward_func, layer, **kwargs)
-    return cls(forward_func, **kwargs)
+        return method.cls(forward_func, layer, **kwargs)
+    return method.cls(forward_func, **kwargs)

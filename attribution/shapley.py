@@ -8,12 +8,12 @@ from attribution import functional
 from attribution._base import Attribution
 from attribution._canonical import BaselineType, TargetType, TensorOrTuple, canonical_call, format_baselines
 from attribution._checks import check_int
-from attribution._features import format_feature_mask
+from attribution._features import format_feature_mask, superpixel_options
 from attribution._progress import progress_bar
 from attribution.registry import register
 
 
-@register("shapley_value_sampling")
+@register("shapley_value_sampling", probe_options=superpixel_options(8, n_samples=10))
 class ShapleyValueSampling(Attribution):
     """Shapley values estimated from random feature orders (Castro et al., 2009).
 
@@ -21,6 +21,8 @@ class ShapleyValueSampling(Attribution):
     one by one; a feature's value is its mean contribution when added.  The
     orders come from torch's global generator.
     """
+
+    perturbs_feature_groups = True
 
     def attribute(
         self,
@@ -65,12 +67,14 @@ class ShapleyValueSampling(Attribution):
         return call.restore(attrs)
 
 
-@register("shapley_values")
+@register("shapley_values", probe_options=superpixel_options(3))
 class ShapleyValues(Attribution):
     """Exact Shapley values of up to 20 feature groups, from all 2^F coalitions.
 
     (The reference implementation enumerates all F! orders, F evaluations each.)
     """
+
+    perturbs_feature_groups = True
 
     def attribute(
         self,

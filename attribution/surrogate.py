@@ -22,7 +22,7 @@ from attribution._canonical import (
     format_baselines,
 )
 from attribution._checks import check_int
-from attribution._features import FeatureMasks, format_feature_mask
+from attribution._features import FeatureMasks, format_feature_mask, superpixel_options
 from attribution._progress import progress_bar
 from attribution.functional.surrogate import (
     get_exp_kernel_similarity_function,
@@ -112,7 +112,7 @@ def _output(call: CanonicalCall, features: FeatureMasks, coefs: Tensor, return_i
     return call.restore(features.spread(coefs, like))
 
 
-@register("lime")
+@register("lime", probe_options=superpixel_options(8))
 class Lime(Attribution):
     """LIME (Ribeiro et al., 2016): a linear model fitted to the target on random coalitions of feature
     groups around each example; a feature's attribution is its coefficient.
@@ -138,6 +138,8 @@ class Lime(Attribution):
         >>> superpixels = cells[None, None]  # (1, 1, H, W) feature ids  # doctest: +SKIP
         >>> attr = Lime(model).attribute(images, target=3, feature_mask=superpixels, n_samples=200)  # doctest: +SKIP
     """
+
+    perturbs_feature_groups = True
 
     def __init__(
         self,
@@ -229,7 +231,7 @@ class Lime(Attribution):
         return coalitions.to(call.inputs[0].device)
 
 
-@register("kernel_shap")
+@register("kernel_shap", probe_options=superpixel_options(8))
 class KernelShap(Attribution):
     """Kernel SHAP (Lundberg and Lee, 2017): weighted least squares over coalitions drawn from the
     Shapley kernel; the coefficients estimate the feature groups' Shapley values.
@@ -238,6 +240,8 @@ class KernelShap(Attribution):
     the others have ``k`` features with ``p(k) ∝ (F - 1) / (k (F - k))``, a uniformly random subset of
     that size (weight 1), drawn per example from torch's global generator.
     """
+
+    perturbs_feature_groups = True
 
     def attribute(
         self,

@@ -18,10 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from attribution import registry
-from attribution.metrics import mass_in_mask, pointing_game
+from attribution.metrics import infidelity, mass_in_mask, pointing_game, sensitivity_max
 from lightning_xai import _render
 
-METRICS = ("infidelity", "sensitivity")
 PERTURBATION_SAMPLES = 8
 """Perturbations per probe example for infidelity and sensitivity (Captum's default is 10)."""
 INFIDELITY_NOISE = 0.1
@@ -47,45 +46,6 @@ def last_conv_name(model: nn.Module) -> str | None:
     """Dotted name of the model's last convolution, the usual GradCAM layer."""
     names = [name for name, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd)]
     return names[-1] if names else None
-
-
-def default_options(name: str, inputs: Tensor) -> dict[str, Any]:
-    """Method options that keep the monitor cheap on a probe batch; user options override them."""
-    if name in ("integrated_gradients", "layer_integrated_gradients", "layer_conductance", "internal_influence"):
-        return {"n_steps": 16}
-    if name == "gradient_shap":
-        return {"n_samples": 16, "stdevs": 0.1}
-    if name == "layer_gradcam":
-        return {"relu_attributions": True}
-    if name == "occlusion":
-        if inputs.dim() == 4:  # square windows an eighth of the image side, over all channels, side by side
-            side = max(1, min(inputs.shape[-2:]) // 8)
-            return {"sliding_window_shapes": (inputs.shape[1], side, side), "strides": (inputs.shape[1], side, side)}
-        return {"sliding_window_shapes": (1,) * (inputs.dim() - 1)}
-    if name in FEATURE_METHODS and inputs.dim() == 4:
-        # Coalition methods cost a forward per coalition: group pixels into a grid of superpixels.
-        options = {"feature_mask": superpixels(inputs, 3 if name == "shapley_values" else 8)}
-        return {**options, "n_samples": 10} if name == "shapley_value_sampling" else options
-    return {}
-
-
-FEATURE_METHODS = (
-    "feature_ablation",
-    "feature_permutation",
-    "shapley_value_sampling",
-    "shapley_values",
-    "lime",
-    "kernel_shap",
-)
-
-
-def superpixels(inputs: Tensor, cells: int) -> Tensor:
-    """A ``(1, 1, H, W)`` feature mask of ``cells x cells`` rectangular superpixels (ids row by row)."""
-    height, width = inputs.shape[-2:]
-    cells = min(cells, height, width)  # every id must be used
-    rows = torch.arange(height, device=inputs.device) * cells // height
-    cols = torch.arange(width, device=inputs.device) * cells // width
-    return (rows[:, None] * cells + cols[None, :])[None, None]
 
 
 def predict(model: nn.Module, inputs: Tensor) -> Tensor:
@@ -141,16 +101,17 @@ def explain(
     """
     results = []
     for name, user_options in methods.items():
+        method = registry.record(name)
         explainer = registry.build(name, model, layer=layer)
-        options = {**default_options(name, inputs), **user_options}
+        options = {**method.probe_options(inputs), **user_options}
+        selection = {"target": targets} if method.takes_target else {}  # a neuron method's selector is an option
         values: dict[str, float] = {}
-        if explainer.has_convergence_delta():
-            attributions, delta = explainer.attribute(inputs, target=targets, return_convergence_delta=True, **options)
+        if method.returns_delta:
+            attributions, delta = explainer.attribute(inputs, return_convergence_delta=True, **selection, **options)
             values["convergence_delta"] = float(delta.abs().mean())
         else:
-            attributions = explainer.attribute(inputs, target=targets, **options)
-        layer_method = registry.needs_layer(name)
-        if not layer_method:
+            attributions = explainer.attribute(inputs, **selection, **options)
+        if method.explains_output_at_inputs:
             values.update(_quality_metrics(explainer, model, inputs, targets, attributions, options, metrics))
         scores = token_scores(attributions, inputs)
         located = attributions if scores is None else scores[:, None]  # tokens as a one-row image
@@ -165,8 +126,6 @@ def explain(
 
 
 def _quality_metrics(explainer, model, inputs, targets, attributions, options, metrics) -> dict[str, float]:
-    from attribution.metrics import infidelity, sensitivity_max
-
     values = {}
     if "infidelity" in metrics:
         scores = infidelity(

@@ -19,15 +19,6 @@ from PIL import Image
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor
 
-CUSTOM_SCALARS = {
-    "Explanations": {
-        "infidelity (lower is better)": ["Multiline", [r"xai/.*/infidelity"]],
-        "max sensitivity (lower is better)": ["Multiline", [r"xai/.*/sensitivity"]],
-        "IG convergence delta": ["Multiline", [r"xai/.*/convergence_delta"]],
-        "attribution mass inside the mask": ["Multiline", [r"xai/.*/mass_in_mask"]],
-    }
-}
-
 
 def _tensorboard(trainer: Trainer) -> Any:
     """The SummaryWriter of the trainer's first TensorBoard logger, if any."""
@@ -81,10 +72,10 @@ class ExplanationWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
 
-    def layout(self) -> None:
+    def layout(self, layout: dict[str, dict[str, list]]) -> None:
         """Group the monitor's curves in TensorBoard's custom-scalars tab (once per run)."""
         if self.enabled and self.tensorboard is not None and not self._layout_written:
-            self.tensorboard.add_custom_scalars(CUSTOM_SCALARS)
+            self.tensorboard.add_custom_scalars(layout)
             self._layout_written = True
 
     def artifacts(self, epoch: int, maps: dict[str, Tensor], probe: dict[str, Any], manifest: list[dict]) -> None:

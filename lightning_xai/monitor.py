@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,15 +13,14 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
+from typing_extensions import override
 
 from attribution import registry
-from attribution._autograd import resolve_layer
-from attribution._checks import check_choice, check_int
 from attribution.metrics import SIMILARITY_MEASURES
-from lightning_xai import _render
+from attribution.utils import check_choice, check_int, resolve_layer
+from lightning_xai import _render, _tags
 from lightning_xai._drift import DriftTracker, Golden, load_golden, save_golden
 from lightning_xai._explain import (
-    METRICS,
     Explanation,
     explain,
     last_conv_name,
@@ -33,18 +33,6 @@ from lightning_xai._visuals import Visuals
 from lightning_xai._writers import ExplanationWriter
 
 SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy", "XLAFSDPStrategy")
-METHOD_METRICS = (
-    "infidelity",
-    "sensitivity",
-    "convergence_delta",
-    "mass_in_mask",
-    "pointing_game",
-    "similarity_previous",
-    "similarity_reference",
-)
-"""Scalars logged per method as ``xai/<method>/<metric>`` (those that apply to the run)."""
-EPOCH_METRICS = ("prediction_flips",)
-"""Scalars logged once per epoch as ``xai/<metric>``."""
 
 
 def _misconfigured(check, *args, **kwargs) -> None:
@@ -134,7 +122,7 @@ class AttributionMonitor(Callback):
         _misconfigured(check_int, num_probe_samples, "num_probe_samples")
         _misconfigured(check_choice, on_error, "on_error", ("warn", "raise"))
         for metric in metrics:
-            _misconfigured(check_choice, metric, "metrics", METRICS)
+            _misconfigured(check_choice, metric, "metrics", _tags.QUALITY_METRICS)
         if not (
             target in ("pred", "label") or (isinstance(target, int) and not isinstance(target, bool) and target >= 0)
         ):
@@ -167,6 +155,7 @@ class AttributionMonitor(Callback):
         self._visuals_cache: Visuals | None = None
         self._epoch_metrics: dict[int, dict[str, float]] = {}
         self._maps_by_epoch: dict[int, dict[str, Tensor]] = {}  # kept only to save a golden reference
+        self._explained_at: tuple[int, int, int] | None = None  # (trainer, epoch, step) of the last attempt
 
     def _reference(self, reference: int | str | None) -> int | Golden | None:
         """Validate ``reference``; a golden file also supplies (or checks) the probe."""
@@ -197,11 +186,13 @@ class AttributionMonitor(Callback):
         return dict(self._epoch_metrics.get(epoch, {}))
 
     @property
+    @override
     def state_key(self) -> str:
         return self._generate_state_key(methods=sorted(self.methods), layer=self.layer, target=self.target)
 
     # ------------------------------------------------------------------ Lightning hooks: whether to act
 
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
@@ -213,14 +204,28 @@ class AttributionMonitor(Callback):
             )
         self._layer_name = self._resolve_layer(pl_module)
 
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._probe is None:
             self._probe = select_probe(validation_dataloader(trainer), self.num_probe_samples)
 
+    @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._should_skip(trainer):
-            self._guarded(f"epoch {trainer.current_epoch}", self._monitor_epoch, trainer, pl_module)
+        self.explain_if_due(trainer, pl_module)
 
+    def explain_if_due(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Explain and log the probe now if the schedule asks for it, at most once per point of training.
+
+        The monitor's own hook calls this; so does an :class:`AttributionRegressionCheck` listed before
+        the monitor, so that it reads this epoch's values whatever the order of the callbacks.
+        """
+        point = (id(trainer), trainer.current_epoch, trainer.global_step)
+        if self._explained_at == point or self._should_skip(trainer):
+            return
+        self._explained_at = point
+        self._guarded(f"epoch {trainer.current_epoch}", self._monitor_epoch, trainer, pl_module)
+
+    @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._writer is None or not self._epochs:
             return
@@ -247,6 +252,7 @@ class AttributionMonitor(Callback):
                 f"(pass on_error='raise' to stop training instead)"
             )
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {
             "probe": None if self._probe is None else self._probe.state_dict(),
@@ -259,6 +265,7 @@ class AttributionMonitor(Callback):
             "maps_by_epoch": dict(self._maps_by_epoch),
         }
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("probe") is not None:
             self._probe = Probe.from_state_dict(state_dict["probe"])
@@ -291,12 +298,12 @@ class AttributionMonitor(Callback):
         )
 
     def _resolve_layer(self, pl_module: pl.LightningModule) -> str | None:
-        needs_layer = self.gradcam or any(registry.needs_layer(name) for name in self.methods)
+        methods_need_layer = any(registry.record(name).needs_layer for name in self.methods)
         if self.layer is not None:
             _misconfigured(resolve_layer, pl_module, self.layer)
             return self.layer
-        found = last_conv_name(pl_module) if needs_layer else None
-        if found is None and any(registry.needs_layer(name) for name in self.methods):
+        found = last_conv_name(pl_module) if self.gradcam or methods_need_layer else None
+        if found is None and methods_need_layer:
             raise MisconfigurationException(
                 "layer: the model has no convolution to default to; pass layer=<dotted module name>"
             )
@@ -373,11 +380,24 @@ class AttributionMonitor(Callback):
     ) -> None:
         for result in results:
             for metric, value in result.metrics.items():
-                pl_module.log(f"xai/{result.method}/{metric}", value, on_step=False, on_epoch=True)
+                pl_module.log(_tags.metric_tag(metric, result.method), value, on_step=False, on_epoch=True)
         for metric, value in self.epoch_metrics(epoch).items():
-            pl_module.log(f"xai/{metric}", value, on_step=False, on_epoch=True)
-        writer.layout()
+            pl_module.log(_tags.metric_tag(metric), value, on_step=False, on_epoch=True)
+        writer.layout(_tags.custom_scalars_layout(self._logged_metrics()))
         self._visuals.epoch(writer, epoch, results, self._targets[-1], self._thumbnails, self._epochs)
+
+    def _logged_metrics(self) -> set[str]:
+        """The metrics this run logs (from the second logged epoch on, for the drift measures)."""
+        records = [registry.record(name) for name in self._active_methods()]
+        metrics = {"similarity_previous", "similarity_reference", "prediction_flips"}
+        if any(r.explains_output_at_inputs for r in records):
+            metrics.update(self.metrics)
+        if any(r.returns_delta for r in records):
+            metrics.add("convergence_delta")
+        probe = self._probe
+        if probe.masks is not None and (probe.inputs.dim() == 4 or not probe.inputs.is_floating_point()):
+            metrics.update(("mass_in_mask", "pointing_game"))
+        return metrics
 
 
 def _method_options(methods: Sequence[str] | Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -394,10 +414,35 @@ def _method_options(methods: Sequence[str] | Mapping[str, Mapping[str, Any]]) ->
         raise MisconfigurationException(f"methods: give at least one of {registry.available()}")
     options = {}
     for name, opts in items:
-        _misconfigured(registry.get, name)
+        _misconfigured(registry.record, name)
         if opts is None:
             opts = {}
         if not isinstance(opts, Mapping):
             raise MisconfigurationException(f"methods[{name!r}]: expected a dict of options, got {type(opts).__name__}")
-        options[name] = dict(opts)
+        options[name] = _checked_options(registry.record(name), dict(opts))
+    return options
+
+
+def _checked_options(method: registry.MethodRecord, options: dict[str, Any]) -> dict[str, Any]:
+    """Refuse, at construction, options that would make the method fail at every logged epoch."""
+    if "target" in options:
+        raise MisconfigurationException(
+            f"methods[{method.name!r}]: 'target' is chosen by the monitor's own target argument "
+            f"('pred', 'label' or a class index); remove it from the method's options"
+        )
+    accepted = [p for p in inspect.signature(method.cls.attribute).parameters if p not in ("self", "inputs", "target")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise MisconfigurationException(
+            f"methods[{method.name!r}]: unknown option(s) {unknown}; {method.cls.__name__}.attribute takes {accepted}"
+        )
+    if method.takes_neuron_selector:
+        if "neuron_selector" not in options:
+            raise MisconfigurationException(
+                f"methods[{method.name!r}]: a neuron method explains one unit of the layer, so it needs a "
+                f"'neuron_selector' option, e.g. {{{method.name!r}: {{'neuron_selector': (0, 2, 2)}}}} for "
+                f"channel 0 at row 2, column 2 of the layer's output (layer=<dotted name>)"
+            )
+        if isinstance(options["neuron_selector"], list):  # from a YAML config
+            options["neuron_selector"] = tuple(options["neuron_selector"])
     return options

@@ -9,8 +9,10 @@ import lightning.pytorch as pl
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
+from typing_extensions import override
 
-from lightning_xai.monitor import EPOCH_METRICS, METHOD_METRICS, AttributionMonitor
+from lightning_xai._tags import EPOCH_METRICS, METHOD_METRICS
+from lightning_xai.monitor import AttributionMonitor
 
 DIRECTIONS = ("above", "below")
 ON_FAIL = ("warn", "stop", "raise")
@@ -24,8 +26,10 @@ class AttributionRegressionCheck(Callback):
     """Warn, stop or fail training when an explanation metric of the monitor crosses a threshold.
 
     Reads the values the :class:`AttributionMonitor` of the same trainer
-    computes at each logged epoch (it runs right after the monitor, whatever
-    the order of the callbacks list).  Under DDP every rank sees the same
+    computes at each logged epoch, whatever the order of the callbacks list
+    (listed before the monitor, the check has the monitor explain the epoch
+    first; the monitor does so once).  The trainer's list of callbacks is
+    never changed, and any number of checks may read one monitor.  Under DDP every rank sees the same
     values and the decision is agreed across ranks, so ``"stop"`` ends training
     everywhere and ``"raise"`` fails every rank instead of hanging the others.
 
@@ -79,6 +83,7 @@ class AttributionRegressionCheck(Callback):
         return self.metric if self.method is None else f"{self.method}/{self.metric}"
 
     @property
+    @override
     def state_key(self) -> str:
         return self._generate_state_key(
             metric=self.name,
@@ -89,26 +94,30 @@ class AttributionRegressionCheck(Callback):
             on_fail=self.on_fail,
         )
 
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage != "fit":
-            return
-        monitors = [c for c in trainer.callbacks if isinstance(c, AttributionMonitor)]
+        if stage == "fit":
+            self._monitor = self._find_monitor(trainer.callbacks)
+
+    def _find_monitor(self, callbacks: list[Callback]) -> AttributionMonitor:
+        """The monitor whose values this check reads: the first one that runs the method (lists are only read)."""
+        monitors = [c for c in callbacks if isinstance(c, AttributionMonitor)]
         if not monitors:
             raise MisconfigurationException(
                 "AttributionRegressionCheck reads the values of an AttributionMonitor; add one to the callbacks"
             )
-        self._monitor = monitors[0]
-        if self.method is not None and self.method not in self._monitor.method_names:
+        if self.method is None:
+            return monitors[0]
+        running = [m for m in monitors if self.method in m.method_names]
+        if not running:
             raise MisconfigurationException(
-                f"metric: the monitor does not run {self.method!r}; it runs {self._monitor.method_names}"
+                f"metric: the monitor does not run {self.method!r}; it runs {monitors[0].method_names}"
             )
-        # Evaluate after the monitor has logged the epoch, whatever the order the user listed them in.
-        callbacks = trainer.callbacks
-        if callbacks.index(self) < callbacks.index(self._monitor):
-            callbacks.remove(self)
-            callbacks.insert(callbacks.index(self._monitor) + 1, self)
+        return running[0]
 
+    @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._monitor.explain_if_due(trainer, pl_module)  # a no-op when the monitor has already run
         epoch = trainer.current_epoch
         value = None if trainer.sanity_checking or epoch < self.start_epoch else self._value(epoch)
         if value is not None:
@@ -142,9 +151,11 @@ class AttributionRegressionCheck(Callback):
             message += "; stopping training"
         rank_zero_warn(message)
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {"violations": self.violations, "history": list(self.history)}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.violations = state_dict.get("violations", 0)
         self.history = list(state_dict.get("history", []))

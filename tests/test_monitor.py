@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -131,11 +132,21 @@ def test_tensorboard_gets_images_and_scalars_on_logged_epochs_only(tmp_path):
     assert all(tag.startswith(("xai/", "xai_filmstrip/", "xai_timeline/")) for tag in images)
     assert [e.step for e in events.Images("xai_timeline/occlusion")] == [3]  # the end-of-fit summary
     assert (tmp_path / "logs" / "version_0" / "xai" / "timeline_occlusion.png").exists()
-    assert "xai/.*/infidelity" in _custom_scalar_layout(tmp_path)
+    _assert_every_scalar_has_a_chart_and_no_chart_is_empty(tmp_path, scalars)
 
 
-def _custom_scalar_layout(tmp_path) -> str:
-    """The custom-scalars layout written to the event file, as text."""
+def _assert_every_scalar_has_a_chart_and_no_chart_is_empty(tmp_path, scalars):
+    charts = _custom_scalar_charts(tmp_path)
+    logged = {tag for tag in scalars if tag.startswith("xai/")}
+    assert logged and charts
+    for tag in logged:
+        assert any(re.match(pattern, tag) for pattern in charts.values()), f"no chart shows {tag}"
+    for title, pattern in charts.items():
+        assert any(re.match(pattern, tag) for tag in logged), f"the chart {title!r} stays empty"
+
+
+def _custom_scalar_charts(tmp_path) -> dict[str, str]:
+    """The custom-scalars layout written to the event file: chart title -> tag regex."""
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
     from tensorboard.plugins.custom_scalar import layout_pb2
 
@@ -145,8 +156,13 @@ def _custom_scalar_layout(tmp_path) -> str:
             if value.metadata.plugin_data.plugin_name == "custom_scalars":
                 layout = layout_pb2.Layout()
                 layout.ParseFromString(value.tensor.string_val[0])
-                return str(layout)
-    return ""
+                return {
+                    chart.title: pattern
+                    for category in layout.category
+                    for chart in category.chart
+                    for pattern in chart.multiline.tag
+                }
+    return {}
 
 
 def test_artifacts_hold_maps_and_a_manifest(tmp_path):

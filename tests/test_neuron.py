@@ -67,7 +67,7 @@ def _cnn_unit(cnn, x):
 
 def test_registered_as_layer_methods():
     for name, cls in CLASSES.items():
-        assert registry.get(name) is cls and registry.needs_layer(name)
+        assert registry.get(name) is cls and registry.record(name).needs_layer
 
 
 @pytest.mark.parametrize("selector", [(1, 2, 3), (5, 0, 7)])

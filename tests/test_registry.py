@@ -7,7 +7,7 @@ def test_registry_builds_methods_by_name(cnn):
     assert isinstance(registry.build("integrated_gradients", cnn), IntegratedGradients)
     cam = registry.build("layer_gradcam", cnn, layer="conv2")
     assert isinstance(cam, LayerGradCam) and cam.layer is cnn.conv2
-    assert registry.needs_layer("layer_gradcam") and not registry.needs_layer("occlusion")
+    assert registry.record("layer_gradcam").needs_layer and not registry.record("occlusion").needs_layer
     assert registry.build("integrated_gradients", cnn, multiply_by_inputs=False).multiplies_by_inputs is False
 
 

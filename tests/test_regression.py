@@ -73,6 +73,30 @@ def test_patience_start_epoch_and_callback_order(tmp_path):
     assert late.history == []  # stopped before its first epoch
 
 
+def test_checks_read_the_monitor_in_any_order_and_leave_the_callback_list_alone(tmp_path):
+    def run(root, order):
+        monitor = AttributionMonitor(["integrated_gradients"], metrics=(), target="label")  # GradCAM by default
+        checks = [
+            AttributionRegressionCheck(METRIC, 0.0),
+            AttributionRegressionCheck("layer_gradcam/mass_in_mask", 0.0),
+        ]
+        callbacks = [*checks, monitor] if order == "checks first" else [monitor, *checks]
+        trainer = _fit(root, callbacks, max_epochs=2)
+        assert [c for c in trainer.callbacks if c in callbacks] == callbacks  # never reordered
+        assert {r["method"] for r in monitor.history} == {"integrated_gradients", "layer_gradcam"}  # setup ran
+        return [[round(r["value"], 6) for r in check.history] for check in checks]
+
+    first = run(tmp_path / "a", "checks first")
+    assert all(len(values) == 2 for values in first)  # each check read both epochs
+    assert first == run(tmp_path / "b", "monitor first")
+
+
+def test_a_wrong_layer_is_reported_with_the_check_listed_first(tmp_path):
+    monitor = AttributionMonitor(["integrated_gradients"], layer="features.99", metrics=())
+    with pytest.raises(MisconfigurationException, match="layer: no submodule named 'features.99'"):
+        _fit(tmp_path, [AttributionRegressionCheck(METRIC, 0.3), monitor], max_epochs=1)
+
+
 def test_the_check_state_survives_a_resume(tmp_path):
     first = AttributionRegressionCheck(METRIC, 0.3, patience=2, on_fail="stop")
     _fit(

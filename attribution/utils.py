@@ -1,0 +1,14 @@
+"""Helpers for code built on the engine (the Lightning callbacks use these, and only public names).
+
+- :func:`resolve_layer`: a layer given as a module or a dotted name (``"layer3.1.conv2"``), with close
+  matches listed when the name is unknown.
+- :func:`check_int`, :func:`check_choice`: argument checks whose messages name the argument, what was
+  expected and what was given.
+- :func:`grid_feature_mask`: rectangular superpixels as a ``feature_mask`` for image batches.
+"""
+
+from attribution._autograd import resolve_layer
+from attribution._checks import check_choice, check_int
+from attribution._features import grid_feature_mask
+
+__all__ = ["check_choice", "check_int", "grid_feature_mask", "resolve_layer"]
