@@ -60,10 +60,13 @@ def gradients(
 
 
 def resolve_layer(model: nn.Module | object, layer: nn.Module | str) -> nn.Module:
-    """The layer as a module; a dotted name (``"layer3.1.conv2"``) is looked up in ``model``."""
+    """The layer as a module; a dotted name (``"layer3.1.conv2"``) is looked up in ``model`` (or in the
+    module a forward function wraps as ``.model``, e.g. :class:`attribution.outputs.ModelScores`)."""
     if isinstance(layer, nn.Module):
         return layer
     if isinstance(layer, str):
+        if not isinstance(model, nn.Module) and isinstance(getattr(model, "model", None), nn.Module):
+            model = model.model
         if not isinstance(model, nn.Module):
             raise TypeError(f"layer: a layer name needs an nn.Module forward_func, got {type(model).__name__}")
         names = dict(model.named_modules())

@@ -38,6 +38,8 @@ class Attribution:
     """``attribute`` accepts ``return_convergence_delta=True``."""
     perturbs_feature_groups: ClassVar[bool] = False
     """A coalition method: it switches groups of features (``feature_mask``) on and off."""
+    needs_float_inputs: ClassVar[bool] = False
+    """Gradients are taken with respect to the inputs, so they must be floating point (not token ids)."""
     _multiply_by_inputs: bool = False
     """Set per instance by the constructors that take ``multiply_by_inputs``."""
 

@@ -18,6 +18,8 @@ class Saliency(Attribution):
         >>> attr = Saliency(model).attribute(images, target=labels)  # doctest: +SKIP
     """
 
+    needs_float_inputs = True
+
     def attribute(
         self,
         inputs: TensorOrTuple,
@@ -51,6 +53,7 @@ class InputXGradient(Attribution):
     """Input times the gradient of the target: exact for a linear model."""
 
     _multiply_by_inputs = True
+    needs_float_inputs = True
 
     def attribute(
         self, inputs: TensorOrTuple, target: TargetType = None, additional_forward_args: Any = None

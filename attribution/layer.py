@@ -28,11 +28,34 @@ class LayerGradCam(LayerAttribution):
         forward_func: the model.
         layer: the module, or its dotted name (``"layer3.1.conv2"``). It must
             run exactly once per forward.
+        reshape_transform: turns the layer's output (and its gradient) into
+            ``(N, C, *spatial)`` maps before GradCAM, for layers whose output is
+            not channels-first: ``attribution.utils.token_grid_reshape(h, w)``
+            for vision-transformer tokens ``(N, 1 + h*w, D)``,
+            ``attribution.utils.channels_last_reshape`` for ``(N, H, W, C)``
+            (pytorch-grad-cam's convention).
 
     Example:
         >>> cam = LayerGradCam(model, model.layer3[1].conv2).attribute(image, target=3)  # doctest: +SKIP
         >>> heat = LayerAttribution.interpolate(cam, image.shape[2:])  # doctest: +SKIP
+        >>> grid = token_grid_reshape(14, 14)  # 1 class token + 14 x 14 patches  # doctest: +SKIP
+        >>> vit_cam = LayerGradCam(vit, "encoder.layers.encoder_layer_11", reshape_transform=grid)  # doctest: +SKIP
     """
+
+    def __init__(
+        self,
+        forward_func: Callable[..., Tensor],
+        layer: nn.Module | str,
+        *,
+        reshape_transform: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
+        super().__init__(forward_func, layer)
+        if reshape_transform is not None and not callable(reshape_transform):
+            raise TypeError(
+                f"reshape_transform: expected a callable from the layer's output to (N, C, *spatial), "
+                f"got {type(reshape_transform).__name__}"
+            )
+        self.reshape_transform = reshape_transform
 
     def attribute(
         self,
@@ -68,6 +91,7 @@ class LayerGradCam(LayerAttribution):
             attribute_to_layer_input=attribute_to_layer_input,
             relu_attributions=relu_attributions,
             attr_dim_summation=attr_dim_summation,
+            reshape_transform=self.reshape_transform,
         )
         return cams if was_tuple else cams[0]
 
@@ -177,6 +201,8 @@ class InternalInfluence(LayerAttribution):
         layer: the module, or its dotted name. It must run exactly once per forward.
     """
 
+    needs_float_inputs = True
+
     def attribute(
         self,
         inputs: TensorOrTuple,
@@ -231,6 +257,7 @@ class LayerConductance(LayerAttribution):
     """
 
     returns_delta = True
+    needs_float_inputs = True
     _multiply_by_inputs = True
 
     def attribute(

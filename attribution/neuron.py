@@ -49,6 +49,7 @@ class _NeuronAttribution(LayerAttribution):
     attributes_to_layer = False
     takes_target = False
     takes_neuron_selector = True
+    needs_float_inputs = True
 
     def _neuron_call(
         self, inputs: TensorOrTuple, neuron_selector: NeuronSelector, additional_forward_args: Any, to_input: bool

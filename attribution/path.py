@@ -24,6 +24,7 @@ from attribution.registry import register
 
 class _PathAttribution(Attribution):
     returns_delta = True
+    needs_float_inputs = True
 
     def __init__(self, forward_func: Callable[..., Tensor], multiply_by_inputs: bool = True) -> None:
         super().__init__(forward_func)

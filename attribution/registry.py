@@ -43,6 +43,7 @@ class MethodRecord:
             constructor arguments.
         returns_delta: ``attribute`` accepts ``return_convergence_delta=True``.
         perturbs_feature_groups: a coalition method over the groups of a ``feature_mask``.
+        needs_float_inputs: gradients are taken with respect to the inputs (no token ids).
     """
 
     name: str
@@ -54,6 +55,7 @@ class MethodRecord:
     multiplies_by_inputs: bool
     returns_delta: bool
     perturbs_feature_groups: bool
+    needs_float_inputs: bool
     _probe_options: ProbeOptions = field(default_factory=dict, repr=False)
 
     @property
@@ -99,6 +101,7 @@ def register(name: str, probe_options: ProbeOptions | None = None) -> Callable[[
             multiplies_by_inputs=_default_multiplies_by_inputs(cls),
             returns_delta=cls.returns_delta,
             perturbs_feature_groups=cls.perturbs_feature_groups,
+            needs_float_inputs=cls.needs_float_inputs,
             _probe_options=probe_options or {},
         )
         cls.registry_name = name

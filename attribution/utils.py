@@ -5,10 +5,20 @@
 - :func:`check_int`, :func:`check_choice`: argument checks whose messages name the argument, what was
   expected and what was given.
 - :func:`grid_feature_mask`: rectangular superpixels as a ``feature_mask`` for image batches.
+- :func:`token_grid_reshape`, :func:`channels_last_reshape`: ``reshape_transform`` for
+  :class:`attribution.LayerGradCam` on vision-transformer tokens and channels-last layers.
 """
 
 from attribution._autograd import resolve_layer
 from attribution._checks import check_choice, check_int
 from attribution._features import grid_feature_mask
+from attribution.functional.layer import channels_last_reshape, token_grid_reshape
 
-__all__ = ["check_choice", "check_int", "grid_feature_mask", "resolve_layer"]
+__all__ = [
+    "channels_last_reshape",
+    "check_choice",
+    "check_int",
+    "grid_feature_mask",
+    "resolve_layer",
+    "token_grid_reshape",
+]

@@ -6,8 +6,8 @@ Example::
     trainer = L.Trainer(callbacks=[AttributionMonitor(methods=["integrated_gradients", "occlusion"])])
 """
 
-from lightning_xai.monitor import AttributionMonitor
+from lightning_xai.monitor import AttributionMonitor, AttributionMonitorError
 from lightning_xai.regression import AttributionRegressionCheck, AttributionRegressionError
 
-__all__ = ["AttributionMonitor", "AttributionRegressionCheck", "AttributionRegressionError"]
+__all__ = ["AttributionMonitor", "AttributionMonitorError", "AttributionRegressionCheck", "AttributionRegressionError"]
 __version__ = "0.1.0"

@@ -18,6 +18,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torch import Tensor
 
 from attribution.metrics import similarity
+from lightning_xai._writers import MAP_DTYPE
 
 GOLDEN_VERSION = 1
 
@@ -36,10 +37,10 @@ class Golden:
 
 
 def save_golden(path: str | Path, probe: dict[str, Tensor | None], maps: dict[int, dict[str, Tensor]], target: Any):
-    """Write a golden reference file (maps as float16)."""
+    """Write a golden reference file (maps as ``MAP_DTYPE``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    compact = {e: {m: t.detach().to(torch.float16).cpu() for m, t in by.items()} for e, by in maps.items()}
+    compact = {e: {m: t.detach().to(MAP_DTYPE).cpu() for m, t in by.items()} for e, by in maps.items()}
     torch.save({"version": GOLDEN_VERSION, "probe": probe, "maps": compact, "target": target}, path)
 
 

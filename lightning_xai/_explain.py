@@ -9,7 +9,8 @@ after a resume), and the engine itself never writes ``param.grad``,
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import inspect
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,10 +49,20 @@ def last_conv_name(model: nn.Module) -> str | None:
     return names[-1] if names else None
 
 
-def predict(model: nn.Module, inputs: Tensor) -> Tensor:
-    """The model's predicted class for every probe example."""
-    with torch.no_grad():
-        return model(inputs).argmax(dim=1)
+@dataclass(frozen=True)
+class Subject:
+    """What the methods explain: a forward function returning ``(N, C)`` class scores (see
+    :class:`attribution.outputs.ModelScores`), the further tensors it takes, and the layer for layer
+    methods with the reshape that makes its output a ``(N, C, h, w)`` map (None: already is)."""
+
+    forward: Callable[..., Tensor]
+    forward_args: tuple[Tensor, ...] = ()
+    layer: nn.Module | None = None
+    reshape_transform: Callable[[Tensor], Tensor] | None = None
+
+    def scores(self, inputs: Tensor) -> Tensor:
+        with torch.no_grad():
+            return self.forward(inputs, *self.forward_args)
 
 
 def resolve_targets(target: str | int, inputs: Tensor, labels: Tensor | None) -> Tensor:
@@ -87,52 +98,87 @@ def _noise_perturbation(inputs: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def explain(
-    model: nn.Module,
+    subject: Subject,
     methods: Mapping[str, Mapping[str, Any]],
-    layer: str | None,
     inputs: Tensor,
     targets: Tensor,
     masks: Tensor | None = None,
     metrics: tuple[str, ...] = (),
-) -> list[Explanation]:
-    """Run every method (and its metrics) on the probe.
+) -> tuple[list[Explanation], dict[str, Exception]]:
+    """Run every method (and its metrics) on the probe; a method that fails is left out, with its error.
 
     Call inside :func:`untouched_training_state`.
+
+    Returns:
+        The explanations, and the errors by method name.
     """
-    results = []
-    for name, user_options in methods.items():
-        method = registry.record(name)
-        explainer = registry.build(name, model, layer=layer)
-        options = {**method.probe_options(inputs), **user_options}
-        selection = {"target": targets} if method.takes_target else {}  # a neuron method's selector is an option
-        values: dict[str, float] = {}
-        if method.returns_delta:
-            attributions, delta = explainer.attribute(inputs, return_convergence_delta=True, **selection, **options)
-            values["convergence_delta"] = float(delta.abs().mean())
-        else:
-            attributions = explainer.attribute(inputs, **selection, **options)
-        if method.explains_output_at_inputs:
-            values.update(_quality_metrics(explainer, model, inputs, targets, attributions, options, metrics))
-        scores = token_scores(attributions, inputs)
-        located = attributions if scores is None else scores[:, None]  # tokens as a one-row image
-        if masks is not None and (inputs.dim() == 4 or scores is not None):
-            masks_like = masks if scores is None else masks[:, None]
-            values["mass_in_mask"] = float(mass_in_mask(located, masks_like).mean())
-            values["pointing_game"] = float(pointing_game(located, masks_like).mean())
-        image = inputs.dim() == 4 and attributions.dim() in (3, 4)
-        heat = _render.heat(attributions, inputs.shape[-2:]) if image else None
-        results.append(Explanation(name, attributions.detach(), heat, values, scores))
-    return results
+    results, failures = [], {}
+    for name, options in methods.items():
+        try:
+            results.append(_explain_one(subject, registry.record(name), options, inputs, targets, masks, metrics))
+        except Exception as error:  # one failing method must not cost the others their epoch
+            failures[name] = error
+    return results, failures
 
 
-def _quality_metrics(explainer, model, inputs, targets, attributions, options, metrics) -> dict[str, float]:
+def _explain_one(
+    subject: Subject,
+    method: registry.MethodRecord,
+    user_options: Mapping[str, Any],
+    inputs: Tensor,
+    targets: Tensor,
+    masks: Tensor | None,
+    metrics: tuple[str, ...],
+) -> Explanation:
+    reshape = {"reshape_transform": subject.reshape_transform} if _takes_reshape(method) else {}
+    explainer = registry.build(method.name, subject.forward, layer=subject.layer, **reshape)
+    options = {**method.probe_options(inputs), **user_options}
+    if subject.forward_args:
+        options["additional_forward_args"] = subject.forward_args
+    selection = {"target": targets} if method.takes_target else {}  # a neuron method's selector is an option
+    values: dict[str, float] = {}
+    if method.returns_delta:
+        attributions, delta = explainer.attribute(inputs, return_convergence_delta=True, **selection, **options)
+        values["convergence_delta"] = float(delta.abs().mean())
+    else:
+        attributions = explainer.attribute(inputs, **selection, **options)
+    if method.explains_output_at_inputs and inputs.is_floating_point():
+        values.update(_quality_metrics(explainer, subject, inputs, targets, attributions, options, metrics))
+    scores = token_scores(attributions, inputs)
+    maps = spatial_maps(attributions, inputs, None if reshape or not method.attributes_to_layer else subject)
+    if masks is not None and (maps is not None or scores is not None):
+        located, masks_like = (maps, masks) if scores is None else (scores[:, None], masks[:, None])
+        values["mass_in_mask"] = float(mass_in_mask(located, masks_like).mean())
+        values["pointing_game"] = float(pointing_game(located, masks_like).mean())
+    heat = None if maps is None else _render.heat(maps, inputs.shape[-2:])
+    return Explanation(method.name, attributions.detach(), heat, values, scores)
+
+
+def _takes_reshape(method: registry.MethodRecord) -> bool:
+    return "reshape_transform" in inspect.signature(method.cls).parameters
+
+
+def spatial_maps(attributions: Tensor, inputs: Tensor, layer_subject: Subject | None = None) -> Tensor | None:
+    """Attributions as ``(N, C, h, w)`` maps over an image batch, or None when they are not spatial
+    (never shown as a heat map then). ``layer_subject``: layer-shaped attributions, reshaped like the layer."""
+    if inputs.dim() != 4:
+        return None
+    maps = attributions
+    if layer_subject is not None and layer_subject.reshape_transform is not None:
+        maps = layer_subject.reshape_transform(maps)
+    spatial = maps.dim() == 4 and maps.shape[-2] * maps.shape[-1] > 1
+    return maps if spatial else None
+
+
+def _quality_metrics(explainer, subject, inputs, targets, attributions, options, metrics) -> dict[str, float]:
     values = {}
     if "infidelity" in metrics:
         scores = infidelity(
-            model,
+            subject.forward,
             _noise_perturbation,
             inputs,
             attributions,
+            additional_forward_args=subject.forward_args or None,
             target=targets,
             n_perturb_samples=PERTURBATION_SAMPLES,
             normalize=True,

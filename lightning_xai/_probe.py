@@ -10,17 +10,19 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
-INPUT_KEYS = ("image", "images", "input", "inputs", "tokens", "input_ids", "x")
+INPUT_KEYS = ("image", "images", "pixel_values", "input_ids", "input", "inputs", "tokens", "x")
+"""Keys of a dict batch that hold the attributed input, in order of preference (``input_key`` overrides)."""
 LABEL_KEYS = ("label", "labels", "target", "targets", "y")
 MASK_KEYS = ("mask", "masks")
 SCAN_PER_SAMPLE = 50
@@ -29,21 +31,45 @@ SCAN_PER_SAMPLE = 50
 
 @dataclass
 class Probe:
-    """Inputs to explain, with labels and ground-truth masks where the data has them."""
+    """Inputs to explain, with labels and ground-truth masks where the data has them.
+
+    ``forward_tensors`` are the batch's other tensors the model may take (``attention_mask``,
+    ``token_type_ids``, ...), by key; ``input_key`` is the key of ``inputs`` in a dict batch.
+    """
 
     inputs: Tensor
     labels: Tensor | None = None
     masks: Tensor | None = None
+    forward_tensors: dict[str, Tensor] = field(default_factory=dict)
+    input_key: str | None = None
 
     def __len__(self) -> int:
         return self.inputs.shape[0]
 
-    def state_dict(self) -> dict[str, Tensor | None]:
-        return {"inputs": self.inputs, "labels": self.labels, "masks": self.masks}
+    def rows(self, index: Tensor | slice) -> Probe:
+        """The probe restricted to some examples."""
+        pick = lambda t: None if t is None else t[index]  # noqa: E731
+        tensors = {k: t[index] for k, t in self.forward_tensors.items()}
+        return Probe(self.inputs[index], pick(self.labels), pick(self.masks), tensors, self.input_key)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "inputs": self.inputs,
+            "labels": self.labels,
+            "masks": self.masks,
+            "forward_tensors": dict(self.forward_tensors),
+            "input_key": self.input_key,
+        }
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, Tensor | None]) -> Probe:
-        return cls(state["inputs"], state.get("labels"), state.get("masks"))
+    def from_state_dict(cls, state: Mapping[str, Any]) -> Probe:
+        return cls(
+            state["inputs"],
+            state.get("labels"),
+            state.get("masks"),
+            dict(state.get("forward_tensors") or {}),
+            state.get("input_key"),
+        )
 
 
 def _is_labels(value: Any, n: int) -> bool:
@@ -64,12 +90,27 @@ def _first(mapping: Mapping, keys: Iterable[str]) -> Any:
     return next((mapping[k] for k in keys if k in mapping), None)
 
 
-def unpack_batch(batch: Any) -> Probe:
-    """Inputs, labels and masks of a collated batch: ``(x, y[, mask])``, a dict, or a tensor."""
+def unpack_batch(batch: Any, input_key: str | None = None, strict: bool = False) -> Probe:
+    """Inputs, labels, masks and other forward tensors of a collated batch: ``(x, y[, mask])``, a dict,
+    or a tensor.
+
+    Args:
+        batch: the batch.
+        input_key: the key of the attributed input in a dict batch (default: the first of ``INPUT_KEYS``).
+        strict: labels that do not fit the inputs are an error instead of being ignored (explicit probes).
+    """
+    tensors: dict[str, Tensor] = {}
     if isinstance(batch, Tensor):
         return Probe(batch)
     if isinstance(batch, Mapping):
-        inputs, labels, masks = _first(batch, INPUT_KEYS), _first(batch, LABEL_KEYS), _first(batch, MASK_KEYS)
+        if input_key is not None and input_key not in batch:
+            raise MisconfigurationException(
+                f"input_key: {input_key!r} is not a key of the batch; its keys: {list(batch)}"
+            )
+        input_key = input_key or next((k for k in INPUT_KEYS if k in batch), None)
+        inputs, labels, masks = batch.get(input_key), _first(batch, LABEL_KEYS), _first(batch, MASK_KEYS)
+        skip = {input_key, *LABEL_KEYS, *MASK_KEYS}
+        tensors = {k: v for k, v in batch.items() if k not in skip and isinstance(v, Tensor) and v.dim() > 0}
     elif isinstance(batch, (tuple, list)) and batch:
         inputs, labels, masks = batch[0], (batch[1] if len(batch) > 1 else None), (batch[2] if len(batch) > 2 else None)
     else:
@@ -77,9 +118,19 @@ def unpack_batch(batch: Any) -> Probe:
     if not isinstance(inputs, Tensor):
         raise MisconfigurationException(
             f"probe: cannot find the input tensor in a batch of type {type(batch).__name__}; batches should be a "
-            f"tensor, a tuple (inputs, labels[, masks]) or a dict with one of the keys {list(INPUT_KEYS)}"
+            f"tensor, a tuple (inputs, labels[, masks]) or a dict with one of the keys {list(INPUT_KEYS)} "
+            f"(or pass input_key=)"
         )
     n = inputs.shape[0]
+    if strict and labels is not None and not _is_labels(labels, n):
+        raise MisconfigurationException(
+            f"probe: expected labels as {n} integer class indices (one per example), got "
+            + (
+                f"a tensor of shape {tuple(labels.shape)} and dtype {labels.dtype}"
+                if isinstance(labels, Tensor)
+                else type(labels).__name__
+            )
+        )
     return Probe(
         inputs,
         labels if _is_labels(labels, n) else None,
@@ -88,12 +139,14 @@ def unpack_batch(batch: Any) -> Probe:
             if _is_masks(masks, inputs)
             else None
         ),
+        {k: v for k, v in tensors.items() if v.shape[0] == n},
+        input_key if isinstance(batch, Mapping) else None,
     )
 
 
-def probe_from_value(value: Any) -> Probe:
+def probe_from_value(value: Any, input_key: str | None = None) -> Probe:
     """An explicit probe: a tensor, ``(inputs, labels)``, ``(inputs, labels, masks)`` or a dict batch."""
-    probe = unpack_batch(value)
+    probe = unpack_batch(value, input_key, strict=True)
     if len(probe) == 0:
         raise MisconfigurationException("probe: the probe batch is empty")
     return probe
@@ -127,54 +180,66 @@ def _preserved_rng() -> Iterator[None]:
             np.random.set_state(numpy_state)
 
 
-def select_probe(dataloader: DataLoader, count: int) -> Probe:
-    """``count`` examples from ``dataloader``'s dataset, at least one per class where possible."""
+def select_probe(dataloader: DataLoader, count: int, input_key: str | None = None) -> Probe:
+    """``count`` examples from ``dataloader``'s dataset, at least one per class where possible.
+
+    Fewer when the dataset holds fewer (a warning says so).
+    """
     dataset = dataloader.dataset
     with _preserved_rng():
         if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
-            return _select_from_iterable(dataloader, count)
-        items = [dataset[i] for i in range(min(len(dataset), count * SCAN_PER_SAMPLE))]
-        labels = [_label_of(dataloader, item) for item in items]
-        picked = _round_robin(labels, count)
-        return _detached(unpack_batch(dataloader.collate_fn([items[p] for p in picked])))
+            probe = _select_from_iterable(dataloader, count, input_key)
+        else:
+            items = [dataset[i] for i in range(min(len(dataset), count * SCAN_PER_SAMPLE))]
+            labels = [_label_of(dataloader, item, input_key) for item in items]
+            picked = _round_robin(labels, count)
+            probe = _detached(unpack_batch(dataloader.collate_fn([items[p] for p in picked]), input_key))
+    if len(probe) < count:
+        rank_zero_warn(
+            f"AttributionMonitor: num_probe_samples={count}, but the validation data holds only {len(probe)} "
+            f"examples; the probe has {len(probe)}"
+        )
+    return probe
 
 
-def _label_of(dataloader: DataLoader, item: Any) -> int | None:
-    labels = unpack_batch(dataloader.collate_fn([item])).labels
+def _label_of(dataloader: DataLoader, item: Any, input_key: str | None) -> int | None:
+    labels = unpack_batch(dataloader.collate_fn([item]), input_key).labels
     return None if labels is None else int(labels[0])
 
 
-def _select_from_iterable(dataloader: DataLoader, count: int) -> Probe:
+def _select_from_iterable(dataloader: DataLoader, count: int, input_key: str | None) -> Probe:
     # Iterating a DataLoader draws its base seed from the global generator; the caller preserves it.
     batches: list[Probe] = []
     seen = 0
     for batch in dataloader:
-        batches.append(unpack_batch(batch))
+        batches.append(unpack_batch(batch, input_key))
         seen += len(batches[-1])
         if seen >= count * SCAN_PER_SAMPLE:
             break
     if not batches:
         raise MisconfigurationException("probe: the validation dataloader yielded no batches")
-    merged = Probe(
-        torch.cat([b.inputs for b in batches]),
-        None if any(b.labels is None for b in batches) else torch.cat([b.labels for b in batches]),
-        None if any(b.masks is None for b in batches) else torch.cat([b.masks for b in batches]),
-    )
+    merged = _concatenated(batches)
     labels = [None] * len(merged) if merged.labels is None else merged.labels.tolist()
-    keep = torch.tensor(_round_robin(labels, count))
-    return _detached(
-        Probe(
-            merged.inputs[keep],
-            None if merged.labels is None else merged.labels[keep],
-            None if merged.masks is None else merged.masks[keep],
-        )
+    return _detached(merged.rows(torch.tensor(_round_robin(labels, count))))
+
+
+def _concatenated(batches: list[Probe]) -> Probe:
+    join = lambda parts: None if any(p is None for p in parts) else torch.cat(parts)  # noqa: E731
+    keys = set.intersection(*(set(b.forward_tensors) for b in batches))
+    return Probe(
+        torch.cat([b.inputs for b in batches]),
+        join([b.labels for b in batches]),
+        join([b.masks for b in batches]),
+        {k: torch.cat([b.forward_tensors[k] for b in batches]) for k in keys},
+        batches[0].input_key,
     )
 
 
 def _detached(probe: Probe) -> Probe:
     """CPU copies, outside any inference mode, so the probe can join autograd graphs later."""
     copy = lambda t: None if t is None else t.detach().to("cpu").clone()  # noqa: E731
-    return Probe(copy(probe.inputs), copy(probe.labels), copy(probe.masks))
+    tensors = {k: copy(t) for k, t in probe.forward_tensors.items()}
+    return Probe(copy(probe.inputs), copy(probe.labels), copy(probe.masks), tensors, probe.input_key)
 
 
 def validation_dataloader(trainer: pl.Trainer) -> DataLoader:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,31 +15,21 @@ from torch import Tensor
 from typing_extensions import override
 
 from attribution import registry
-from attribution.metrics import SIMILARITY_MEASURES
-from attribution.utils import check_choice, check_int, resolve_layer
-from lightning_xai import _render, _tags
+from attribution.utils import resolve_layer
+from lightning_xai import _arguments, _render, _tags
 from lightning_xai._drift import DriftTracker, Golden, load_golden, save_golden
-from lightning_xai._explain import (
-    Explanation,
-    explain,
-    last_conv_name,
-    predict,
-    resolve_targets,
-    untouched_training_state,
-)
+from lightning_xai._explain import Explanation, Subject, explain, resolve_targets, untouched_training_state
+from lightning_xai._model import LayerChoice, choose_layer, inspect_model
 from lightning_xai._probe import Probe, probe_from_value, select_probe, validation_dataloader
 from lightning_xai._visuals import Visuals
-from lightning_xai._writers import ExplanationWriter
+from lightning_xai._writers import MAP_DTYPE, ExplanationWriter
 
 SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy", "XLAFSDPStrategy")
+GRADCAM_METHODS = ("layer_gradcam", "guided_gradcam")
 
 
-def _misconfigured(check, *args, **kwargs) -> None:
-    """Run an argument check; report failures as Lightning's MisconfigurationException."""
-    try:
-        check(*args, **kwargs)
-    except (ValueError, TypeError) as error:
-        raise MisconfigurationException(str(error)) from error
+class AttributionMonitorError(RuntimeError):
+    """A failure of the monitor with ``on_error="raise"``: says what failed, at which epoch, on which probe."""
 
 
 class AttributionMonitor(Callback):
@@ -61,8 +50,10 @@ class AttributionMonitor(Callback):
             mapping from name to ``attribute`` options, e.g.
             ``{"integrated_gradients": {"n_steps": 64}}``.
         layer: dotted name of the layer for layer methods and GradCAM; by
-            default the model's last convolution.
-        gradcam: also log layer GradCAM on ``layer`` (if the model has one).
+            default the model's last convolution, or for a transformer the last
+            block (its tokens are laid out on the patch grid for GradCAM).
+        gradcam: also log layer GradCAM on ``layer`` for image inputs, when
+            the layer's output can be read as a spatial map.
         probe: explicit probe: a tensor, ``(inputs, labels[, masks])`` or a
             dict batch; by default ``num_probe_samples`` examples are taken
             from the first validation dataloader, covering the classes.
@@ -91,6 +82,19 @@ class AttributionMonitor(Callback):
             token id; token attributions (e.g. ``layer_integrated_gradients`` on
             the embedding layer) are then logged as coloured text
             (``xai_text/<method>``).
+        input_key: in dict batches, the key of the tensor to explain (default:
+            the first of ``image``, ``images``, ``pixel_values``, ``input_ids``,
+            ...). The batch's other tensors that the model's ``forward`` takes
+            by name (``attention_mask``, ``token_type_ids``, ...) are passed
+            along unchanged.
+        output_transform: from the model's output to ``(N, C)`` class scores;
+            by default the scores are found in a tensor, a tuple (first), a
+            dict (``"logits"``, then ``"out"``) or a Hugging Face output
+            (``.logits``). A segmentation map ``(N, C, H, W)`` is explained as
+            each class's score summed over the pixels (over the probe's masks
+            when it has them); a single logit ``(N,)`` or ``(N, 1)`` as a binary
+            classifier (class 1 explains the logit, class 0 its negation).
+            See :mod:`attribution.outputs`.
 
     Example:
         >>> trainer = L.Trainer(callbacks=[AttributionMonitor(["integrated_gradients", "occlusion"])])  # doctest: +SKIP
@@ -115,38 +119,50 @@ class AttributionMonitor(Callback):
         reference: int | str | None = None,
         save_reference: str | None = None,
         token_names: Sequence[str] | None = None,
+        input_key: str | None = None,
+        output_transform: Callable[[Any], Tensor] | None = None,
     ) -> None:
         super().__init__()
-        self.methods = _method_options(methods)
-        _misconfigured(check_int, every_n_epochs, "every_n_epochs")
-        _misconfigured(check_int, num_probe_samples, "num_probe_samples")
-        _misconfigured(check_choice, on_error, "on_error", ("warn", "raise"))
-        for metric in metrics:
-            _misconfigured(check_choice, metric, "metrics", _tags.QUALITY_METRICS)
-        if not (
-            target in ("pred", "label") or (isinstance(target, int) and not isinstance(target, bool) and target >= 0)
-        ):
-            raise MisconfigurationException(f"target: expected 'pred', 'label' or a class index >= 0, got {target!r}")
-        if layer is not None and not isinstance(layer, str):
-            raise MisconfigurationException(f"layer: expected a dotted module name, got {type(layer).__name__}")
+        self.methods = _arguments.method_options(methods)
+        _arguments.check_scalars(
+            layer=layer,
+            gradcam=gradcam,
+            num_probe_samples=num_probe_samples,
+            target=target,
+            every_n_epochs=every_n_epochs,
+            on_error=on_error,
+            seed=seed,
+            similarity=similarity,
+            artifact_dir=artifact_dir,
+            input_key=input_key,
+            output_transform=output_transform,
+        )
         self.layer = layer
         self.gradcam = gradcam
         self.num_probe_samples = num_probe_samples
         self.target = target
         self.every_n_epochs = every_n_epochs
-        self.metrics = tuple(metrics)
-        self.display_mean = display_mean
-        self.display_std = display_std
+        self.metrics = _arguments.metric_names(metrics)
+        self.display_mean = _arguments.display_statistics("display_mean", display_mean)
+        self.display_std = _arguments.display_statistics("display_std", display_std)
         self.artifact_dir = artifact_dir
         self.on_error = on_error
         self.seed = seed
-        _misconfigured(check_choice, similarity, "similarity", SIMILARITY_MEASURES)
         self.similarity = similarity
         self.save_reference = save_reference
-        self.token_names = None if token_names is None else list(token_names)
-        self._probe: Probe | None = None if probe is None else probe_from_value(probe)
-        self._drift = DriftTracker(similarity, self._reference(reference))
-        self._layer_name: str | None = None
+        self.token_names = _arguments.token_names(token_names)
+        self.input_key = input_key
+        self.output_transform = output_transform
+        self._given_probe: Probe | None = None if probe is None else probe_from_value(probe, input_key)
+        self._pinned_reference = self._reference(reference)
+        self._start_history()
+
+    def _start_history(self) -> None:
+        """Forget what earlier fits logged (a resumed fit loads its history from the checkpoint after this)."""
+        self._probe = self._given_probe
+        self._drift = DriftTracker(self.similarity, self._pinned_reference)
+        self._subject: Subject | None = None
+        self._layer_choice = LayerChoice()
         self._writer: ExplanationWriter | None = None
         self._epochs: list[int] = []
         self._targets: list[Tensor] = []
@@ -156,6 +172,8 @@ class AttributionMonitor(Callback):
         self._epoch_metrics: dict[int, dict[str, float]] = {}
         self._maps_by_epoch: dict[int, dict[str, Tensor]] = {}  # kept only to save a golden reference
         self._explained_at: tuple[int, int, int] | None = None  # (trainer, epoch, step) of the last attempt
+        self._failures: dict[int, set[str]] = {}  # methods that failed, by epoch
+        self._warned: set[str] = set()
 
     def _reference(self, reference: int | str | None) -> int | Golden | None:
         """Validate ``reference``; a golden file also supplies (or checks) the probe."""
@@ -167,12 +185,12 @@ class AttributionMonitor(Callback):
             )
         golden = load_golden(reference)
         saved = Probe.from_state_dict(golden.probe)
-        if self._probe is None:
-            self._probe = saved
-        elif self._probe.inputs.shape != saved.inputs.shape:
+        if self._given_probe is None:
+            self._given_probe = saved
+        elif self._given_probe.inputs.shape != saved.inputs.shape:
             raise MisconfigurationException(
                 f"reference: the golden reference explains a probe of shape {tuple(saved.inputs.shape)}, "
-                f"but probe has shape {tuple(self._probe.inputs.shape)}"
+                f"but probe has shape {tuple(self._given_probe.inputs.shape)}"
             )
         return golden
 
@@ -202,12 +220,15 @@ class AttributionMonitor(Callback):
                 f"AttributionMonitor: {strategy} shards the model's parameters across processes, so no process can "
                 f"run the model alone; use a strategy that keeps full replicas (e.g. 'ddp')"
             )
-        self._layer_name = self._resolve_layer(pl_module)
+        if self.layer is not None:
+            _arguments.misconfigured(resolve_layer, pl_module, self.layer)
+        self._start_history()
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._probe is None:
-            self._probe = select_probe(validation_dataloader(trainer), self.num_probe_samples)
+            self._probe = select_probe(validation_dataloader(trainer), self.num_probe_samples, self.input_key)
+        self._prepare(pl_module)
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -244,9 +265,14 @@ class AttributionMonitor(Callback):
         """Run ``action``; by default a failure only warns, so training never dies because of the monitor."""
         try:
             action(*args)
+        except (MisconfigurationException, AttributionMonitorError):
+            raise
         except Exception as error:
-            if self.on_error == "raise" or isinstance(error, MisconfigurationException):
-                raise
+            if self.on_error == "raise":
+                shape = None if self._probe is None else tuple(self._probe.inputs.shape)
+                raise AttributionMonitorError(
+                    f"AttributionMonitor failed in {what} on a probe of shape {shape}: {type(error).__name__}: {error}"
+                ) from error
             rank_zero_warn(
                 f"AttributionMonitor skipped {what}: {type(error).__name__}: {error} "
                 f"(pass on_error='raise' to stop training instead)"
@@ -282,6 +308,10 @@ class AttributionMonitor(Callback):
         """The probe batch being explained (chosen at the start of fit unless given)."""
         return self._probe
 
+    def logged(self, epoch: int) -> bool:
+        """Whether the probe was explained at ``epoch``."""
+        return epoch in self._epochs
+
     @property
     def history(self) -> list[dict[str, Any]]:
         """One record per logged epoch and method: epoch, method, targets, metric values, maps file."""
@@ -297,43 +327,85 @@ class AttributionMonitor(Callback):
             or trainer.current_epoch in self._epochs
         )
 
-    def _resolve_layer(self, pl_module: pl.LightningModule) -> str | None:
-        methods_need_layer = any(registry.record(name).needs_layer for name in self.methods)
-        if self.layer is not None:
-            _misconfigured(resolve_layer, pl_module, self.layer)
-            return self.layer
-        found = last_conv_name(pl_module) if self.gradcam or methods_need_layer else None
-        if found is None and methods_need_layer:
+    def _prepare(self, pl_module: pl.LightningModule) -> None:
+        """Run the probe through the model once and decide how to feed, read and explain it."""
+        probe = self._probe
+        self._check_probe(probe)
+        records = [registry.record(name) for name in self.methods]
+        with untouched_training_state(pl_module, self.seed):
+            view = inspect_model(pl_module, probe, _model_inputs(pl_module, probe.inputs), self.output_transform)
+        choice = choose_layer(
+            view,
+            probe.inputs,
+            self.layer,
+            self.gradcam,
+            needs_layer=any(r.needs_layer for r in records),
+            gradcam_named=any(name in self.methods for name in GRADCAM_METHODS),
+        )
+        if self.gradcam and not choice.gradcam and choice.note and "layer_gradcam" not in self.methods:
+            rank_zero_warn(f"AttributionMonitor: GradCAM is left out: {choice.note}; pass gradcam=False to silence")
+        layer = None if choice.name is None else resolve_layer(pl_module, choice.name)
+        self._layer_choice = choice
+        self._subject = Subject(view.forward, view.forward_args, layer, choice.reshape_transform)
+        if not torch.isfinite(view.scores).all():
+            self._warn_once("nonfinite", "at the start of fit the model's outputs on the probe are not finite")
+
+    def _check_probe(self, probe: Probe) -> None:
+        floating = probe.inputs.is_floating_point()
+        needs_float = [name for name in self.methods if registry.record(name).needs_float_inputs]
+        if not floating and needs_float:
             raise MisconfigurationException(
-                "layer: the model has no convolution to default to; pass layer=<dotted module name>"
+                f"methods: {needs_float} differentiate the model with respect to its inputs, but the probe's inputs "
+                f"are {probe.inputs.dtype} (e.g. token ids); explain an embedding layer instead, e.g. "
+                f"methods=['layer_integrated_gradients'] with layer=<the embedding's dotted name>"
             )
-        return found
+        channels = probe.inputs.shape[1] if probe.inputs.dim() == 4 else None
+        for name, values in (("display_mean", self.display_mean), ("display_std", self.display_std)):
+            if values is not None and (channels is None or len(values) not in (1, channels)):
+                shape = tuple(probe.inputs.shape)
+                raise MisconfigurationException(
+                    f"{name}: expected one value per channel of the probe's images, or one for all; got "
+                    f"{len(values)} for inputs of shape {shape}" + ("" if channels else " (no images)")
+                )
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            rank_zero_warn(f"AttributionMonitor: {message}")
 
     def _active_methods(self) -> dict[str, dict[str, Any]]:
         methods = dict(self.methods)
-        if self.gradcam and self._layer_name is not None:
+        if self._layer_choice.gradcam:
             methods.setdefault("layer_gradcam", {})
         return methods
 
     def _monitor_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
         probe = self._probe
-        inputs = probe.inputs.to(pl_module.device)
-        dtype = next((p.dtype for p in pl_module.parameters() if p.is_floating_point()), None)
-        if inputs.is_floating_point() and dtype is not None:  # e.g. a model trained with precision="bf16-true"
-            inputs = inputs.to(dtype)
+        device = pl_module.device
+        inputs = _model_inputs(pl_module, probe.inputs)
+        subject = self._subject_on(device)
         with untouched_training_state(pl_module, self.seed + epoch):
-            predictions = predict(pl_module, inputs)
+            scores = subject.scores(inputs)
+            if not torch.isfinite(scores).all():
+                self._warn_once(
+                    "nonfinite",
+                    f"at epoch {epoch} the model's outputs on the probe are not finite (NaN or inf); no maps are "
+                    f"logged while they are not",
+                )
+                return
+            predictions = scores.argmax(dim=1)
             targets = predictions if self.target == "pred" else resolve_targets(self.target, inputs, probe.labels)
-            results = explain(
-                pl_module,
+            results, failures = explain(
+                subject,
                 self._active_methods(),
-                self._layer_name,
                 inputs,
                 targets,
-                None if probe.masks is None else probe.masks.to(pl_module.device),
+                None if probe.masks is None else probe.masks.to(device),
                 self.metrics,
             )
+        for name, error in failures.items():
+            self._method_failed(name, error, epoch)
         drift, flips = self._drift.update(epoch, {r.method: r.attributions for r in results}, predictions)
         for result in results:
             result.metrics.update(drift[result.method])
@@ -342,6 +414,22 @@ class AttributionMonitor(Callback):
         writer = self._writer_for(trainer)
         self._record(epoch, targets, results, writer)
         self._log(pl_module, writer, epoch, results)
+
+    def _subject_on(self, device: torch.device) -> Subject:
+        subject = self._subject
+        args = tuple(t.to(device) for t in subject.forward_args)
+        return Subject(subject.forward, args, subject.layer, subject.reshape_transform)
+
+    def _method_failed(self, name: str, error: Exception, epoch: int) -> None:
+        self._failures.setdefault(epoch, set()).add(name)
+        where = f"{name} failed at epoch {epoch} on a probe of shape {tuple(self._probe.inputs.shape)}"
+        if self.on_error == "raise":
+            raise AttributionMonitorError(f"AttributionMonitor: {where}: {type(error).__name__}: {error}") from error
+        self._warn_once(
+            f"failed:{name}",
+            f"{where} and is skipped (the other methods are logged): {type(error).__name__}: {error} "
+            f"(later failures of {name} are not reported; pass on_error='raise' to stop training instead)",
+        )
 
     @property
     def _visuals(self) -> Visuals:
@@ -372,7 +460,7 @@ class AttributionMonitor(Callback):
             )
         maps = {r.method: r.attributions for r in results}
         if self.save_reference is not None:
-            self._maps_by_epoch[epoch] = {m: t.detach().to(torch.float16).cpu() for m, t in maps.items()}
+            self._maps_by_epoch[epoch] = {m: t.detach().to(MAP_DTYPE).cpu() for m, t in maps.items()}
         writer.artifacts(epoch, maps, self._probe.state_dict(), self._manifest)
 
     def _log(
@@ -388,61 +476,52 @@ class AttributionMonitor(Callback):
 
     def _logged_metrics(self) -> set[str]:
         """The metrics this run logs (from the second logged epoch on, for the drift measures)."""
-        records = [registry.record(name) for name in self._active_methods()]
-        metrics = {"similarity_previous", "similarity_reference", "prediction_flips"}
-        if any(r.explains_output_at_inputs for r in records):
+        metrics = set(_tags.EPOCH_METRICS)
+        for name in self._active_methods():
+            metrics |= self._method_metrics(name)
+        return metrics
+
+    def _method_metrics(self, name: str) -> set[str]:
+        method, probe = registry.record(name), self._probe
+        metrics = {"similarity_previous", "similarity_reference"}
+        if method.explains_output_at_inputs and probe.inputs.is_floating_point():
             metrics.update(self.metrics)
-        if any(r.returns_delta for r in records):
+        if method.returns_delta:
             metrics.add("convergence_delta")
-        probe = self._probe
         if probe.masks is not None and (probe.inputs.dim() == 4 or not probe.inputs.is_floating_point()):
             metrics.update(("mass_in_mask", "pointing_game"))
         return metrics
 
-
-def _method_options(methods: Sequence[str] | Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Validate ``methods`` and give every method an options dict."""
-    if isinstance(methods, str):
-        methods = [methods]
-    if isinstance(methods, Mapping):
-        items = list(methods.items())
-    elif isinstance(methods, Sequence):
-        items = [(name, {}) for name in methods]
-    else:
-        raise MisconfigurationException(f"methods: expected a list of names or a mapping, got {type(methods).__name__}")
-    if not items:
-        raise MisconfigurationException(f"methods: give at least one of {registry.available()}")
-    options = {}
-    for name, opts in items:
-        _misconfigured(registry.record, name)
-        if opts is None:
-            opts = {}
-        if not isinstance(opts, Mapping):
-            raise MisconfigurationException(f"methods[{name!r}]: expected a dict of options, got {type(opts).__name__}")
-        options[name] = _checked_options(registry.record(name), dict(opts))
-    return options
-
-
-def _checked_options(method: registry.MethodRecord, options: dict[str, Any]) -> dict[str, Any]:
-    """Refuse, at construction, options that would make the method fail at every logged epoch."""
-    if "target" in options:
-        raise MisconfigurationException(
-            f"methods[{method.name!r}]: 'target' is chosen by the monitor's own target argument "
-            f"('pred', 'label' or a class index); remove it from the method's options"
-        )
-    accepted = [p for p in inspect.signature(method.cls.attribute).parameters if p not in ("self", "inputs", "target")]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise MisconfigurationException(
-            f"methods[{method.name!r}]: unknown option(s) {unknown}; {method.cls.__name__}.attribute takes {accepted}"
-        )
-    if method.takes_neuron_selector:
-        if "neuron_selector" not in options:
-            raise MisconfigurationException(
-                f"methods[{method.name!r}]: a neuron method explains one unit of the layer, so it needs a "
-                f"'neuron_selector' option, e.g. {{{method.name!r}: {{'neuron_selector': (0, 2, 2)}}}} for "
-                f"channel 0 at row 2, column 2 of the layer's output (layer=<dotted name>)"
+    def missing_reason(self, method: str | None, metric: str, epoch: int) -> str | None:
+        """Why ``xai/<method>/<metric>`` (``xai/<metric>`` for None) has no value at a logged ``epoch``;
+        None when its absence is expected there (drift measures at the first logged epoch)."""
+        first = bool(self._epochs) and epoch == self._epochs[0]
+        if metric in ("similarity_previous", "prediction_flips") and first:
+            return None
+        if method is None:
+            return "the monitor logged no such value"
+        if method not in self._active_methods():
+            return f"the monitor does not run {method!r}" + (
+                f" ({self._layer_choice.note})" if method == "layer_gradcam" and self._layer_choice.note else ""
             )
-        if isinstance(options["neuron_selector"], list):  # from a YAML config
-            options["neuron_selector"] = tuple(options["neuron_selector"])
-    return options
+        if method in self._failures.get(epoch, ()):
+            return f"{method} failed at epoch {epoch}"
+        if metric in self._method_metrics(method):
+            return "it was not computed"
+        record = registry.record(method)
+        if metric in ("mass_in_mask", "pointing_game"):
+            return "the probe has no ground-truth masks"
+        if metric == "convergence_delta":
+            return f"{method} has no convergence delta"
+        if metric not in self.metrics:
+            return f"it was not requested (metrics={list(self.metrics)})"
+        if not record.explains_output_at_inputs:
+            return f"{metric} measures attributions of a class score to the inputs, which {method} does not give"
+        return f"{metric} needs floating-point inputs, and the probe holds {self._probe.inputs.dtype}"
+
+
+def _model_inputs(pl_module: pl.LightningModule, inputs: Tensor) -> Tensor:
+    """The probe's inputs on the model's device, in its floating dtype (e.g. trained with "bf16-true")."""
+    dtype = next((p.dtype for p in pl_module.parameters() if p.is_floating_point()), None)
+    inputs = inputs.to(pl_module.device)
+    return inputs.to(dtype) if inputs.is_floating_point() and dtype is not None else inputs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -61,8 +62,8 @@ class AttributionRegressionCheck(Callback):
     ) -> None:
         super().__init__()
         self.method, self.metric = _parse_metric(metric)
-        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-            raise MisconfigurationException(f"threshold: expected a number, got {type(threshold).__name__}")
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not math.isfinite(threshold):
+            raise MisconfigurationException(f"threshold: expected a finite number, got {threshold!r}")
         for name, value, choices in (("direction", direction, DIRECTIONS), ("on_fail", on_fail, ON_FAIL)):
             if value not in choices:
                 raise MisconfigurationException(f"{name}: unknown value {value!r}; choose one of {list(choices)}")
@@ -77,6 +78,7 @@ class AttributionRegressionCheck(Callback):
         self.violations = 0
         self.history: list[dict[str, Any]] = []
         self._monitor: AttributionMonitor | None = None
+        self._warned_missing = False
 
     @property
     def name(self) -> str:
@@ -98,6 +100,7 @@ class AttributionRegressionCheck(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
             self._monitor = self._find_monitor(trainer.callbacks)
+            self._warned_missing = False
 
     def _find_monitor(self, callbacks: list[Callback]) -> AttributionMonitor:
         """The monitor whose values this check reads: the first one that runs the method (lists are only read)."""
@@ -120,6 +123,8 @@ class AttributionRegressionCheck(Callback):
         self._monitor.explain_if_due(trainer, pl_module)  # a no-op when the monitor has already run
         epoch = trainer.current_epoch
         value = None if trainer.sanity_checking or epoch < self.start_epoch else self._value(epoch)
+        if value is None and epoch >= self.start_epoch and self._monitor.logged(epoch):
+            self._warn_missing(epoch)
         if value is not None:
             violated = value < self.threshold if self.direction == "above" else value > self.threshold
             self.violations = self.violations + 1 if violated else 0
@@ -128,6 +133,15 @@ class AttributionRegressionCheck(Callback):
         # Every rank takes part in the vote every epoch, so the collective calls always match.
         if trainer.strategy.reduce_boolean_decision(fired, all=False):
             self._act(trainer, epoch, value)
+
+    def _warn_missing(self, epoch: int) -> None:
+        reason = self._monitor.missing_reason(self.method, self.metric, epoch)
+        if reason is not None and not self._warned_missing:
+            self._warned_missing = True
+            rank_zero_warn(
+                f"AttributionRegressionCheck: xai/{self.name} has no value at epoch {epoch}: {reason}; "
+                f"the check cannot act on it (this warning is given once)"
+            )
 
     def _value(self, epoch: int) -> float | None:
         if self.method is None:

@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lightning_xai import AttributionMonitor
+from lightning_xai import AttributionMonitor, AttributionMonitorError
 from lightning_xai.demos.shapes import SHAPES_MEAN, SHAPES_STD, ShapesDataModule, ShapesNet
 
 METHODS = ["integrated_gradients", "occlusion", "gradient_shap"]
@@ -176,7 +176,7 @@ def test_artifacts_hold_maps_and_a_manifest(tmp_path):
     assert second == first | {"similarity_previous"}
     assert manifest[0]["metrics"]["similarity_reference"] == pytest.approx(1.0)  # the first epoch is the reference
     maps = torch.load(root / manifest[1]["maps"], weights_only=True)
-    assert maps["integrated_gradients"].dtype == torch.float16
+    assert maps["integrated_gradients"].dtype == torch.bfloat16  # float32's range: tiny attributions survive
     assert maps["integrated_gradients"].shape == (4, 3, 16, 16)
     probe = torch.load(root / "probe.pt", weights_only=True)
     assert torch.equal(probe["inputs"], monitor.probe.inputs)
@@ -224,21 +224,25 @@ def test_explicit_probe_and_label_targets(tmp_path):
     assert [r["target"] for r in monitor.history] == [batch["label"][:2].tolist()] * 2
 
 
-def test_errors_warn_by_default_and_raise_on_request(tmp_path):
+def test_a_failing_method_is_skipped_alone_and_raise_names_method_epoch_and_probe(tmp_path):
     class Breaks(ShapesNet):
         def forward(self, x):
-            if x.requires_grad:  # only the monitor's gradient passes send such inputs
+            if x.requires_grad:  # only gradient methods send such inputs: saliency breaks, occlusion does not
                 raise RuntimeError("model broke")
             return super().forward(x)
 
-    with pytest.warns(UserWarning, match="AttributionMonitor skipped epoch 0: RuntimeError: model broke"):
+    with pytest.warns(UserWarning, match="saliency failed at epoch 0 .* is skipped .*RuntimeError: model broke"):
         L.seed_everything(0, verbose=False)
-        monitor = AttributionMonitor(["saliency"], gradcam=False)
+        monitor = AttributionMonitor(["saliency", "occlusion"], gradcam=False)
+        _trainer(tmp_path, [monitor], max_epochs=2).fit(Breaks(), datamodule=_data())
+    assert [(r["epoch"], r["method"]) for r in monitor.history] == [(0, "occlusion"), (1, "occlusion")]
+    monitor = AttributionMonitor(["saliency"], gradcam=False, on_error="raise")
+    with pytest.raises(
+        AttributionMonitorError,
+        match=r"saliency failed at epoch 0 on a probe of shape \(8, 3, 16, 16\): RuntimeError: model broke",
+    ) as raised:
         _trainer(tmp_path, [monitor], max_epochs=1).fit(Breaks(), datamodule=_data())
-    assert monitor.history == []
-    with pytest.raises(RuntimeError, match="model broke"):
-        monitor = AttributionMonitor(["saliency"], gradcam=False, on_error="raise")
-        _trainer(tmp_path, [monitor], max_epochs=1).fit(Breaks(), datamodule=_data())
+    assert isinstance(raised.value.__cause__, RuntimeError)
 
 
 @pytest.mark.parametrize(
@@ -250,6 +254,17 @@ def test_errors_warn_by_default_and_raise_on_request(tmp_path):
         ({"metrics": ("infidelity", "fidelity")}, "metrics: unknown value 'fidelity'.*sensitivity"),
         ({"target": "predicted"}, "target: expected 'pred', 'label'"),
         ({"on_error": "ignore"}, "on_error: unknown value 'ignore'"),
+        ({"layer": ""}, "layer: expected a dotted module name"),
+        ({"gradcam": "yes"}, "gradcam: expected True or False, got 'yes'"),
+        ({"seed": 1.5}, "seed: expected an int, got 1.5"),
+        ({"artifact_dir": 3}, "artifact_dir: expected a path or None, got int"),
+        ({"token_names": "abc"}, "token_names: expected a list with the word of each token id"),
+        ({"display_mean": "0.5"}, "display_mean: expected one number per channel"),
+        ({"display_std": (0.5, 0.0, 0.5)}, "display_std: expected numbers > 0"),
+        ({"metrics": "fidelity"}, "metrics: unknown value 'fidelity'"),
+        ({"input_key": 3}, "input_key: expected the key of the input"),
+        ({"output_transform": "logits"}, "output_transform: expected a callable"),
+        ({"probe": (torch.zeros(4, 3, 8, 8), torch.tensor([0, 1]))}, "probe: expected labels as 4 integer class"),
     ],
 )
 def test_bad_arguments_fail_in_init(kwargs, match):

@@ -145,7 +145,8 @@ def test_ddp_stop_ends_training_on_both_ranks(tmp_path):
     [
         ({"metric": "integrated_gradients/accuracy", "threshold": 0.5}, "unknown metric.*mass_in_mask"),
         ({"metric": "mass_in_mask", "threshold": 0.5}, "unknown metric"),
-        ({"metric": METRIC, "threshold": "0.5"}, "threshold: expected a number, got str"),
+        ({"metric": METRIC, "threshold": "0.5"}, "threshold: expected a finite number, got .0.5."),
+        ({"metric": METRIC, "threshold": float("nan")}, "threshold: expected a finite number, got nan"),
         ({"metric": METRIC, "threshold": 0.5, "direction": "up"}, "direction: unknown value 'up'"),
         ({"metric": METRIC, "threshold": 0.5, "on_fail": "exit"}, "on_fail: unknown value 'exit'"),
         ({"metric": METRIC, "threshold": 0.5, "patience": -1}, "patience: expected an int >= 0"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,19 +22,25 @@ def layer_gradcam(
     attribute_to_layer_input: bool = False,
     relu_attributions: bool = False,
     attr_dim_summation: bool = True,
+    reshape_transform: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[tuple[Tensor, ...], bool]:
     """GradCAM: activations weighted by the spatial mean of their gradients.
 
     Each channel's weight is the mean of the target's gradient over the
     channel's spatial positions (dims 2 and up); layers without spatial dims
     use the gradient itself.  The weighted activations are summed over
-    channels unless ``attr_dim_summation`` is False.
+    channels unless ``attr_dim_summation`` is False.  ``reshape_transform``
+    turns activations and gradients alike into ``(N, C, *spatial)`` first
+    (e.g. :func:`token_grid_reshape` for ViT tokens).
 
     Returns:
         ``(attributions, layer_returned_tuple)``, one attribution per tensor
         the layer produced.
     """
     activations, grads, was_tuple = layer_gradients(objective, inputs, layer, attribute_to_layer_input)
+    if reshape_transform is not None:
+        activations = tuple(reshape_transform(a) for a in activations)
+        grads = tuple(reshape_transform(g) for g in grads)
     cams = []
     for a, g in zip(activations, grads):
         weights = g.mean(dim=tuple(range(2, g.dim())), keepdim=True) if g.dim() > 2 else g
@@ -43,6 +49,32 @@ def layer_gradcam(
             cam = cam.sum(dim=1, keepdim=True)
         cams.append(F.relu(cam) if relu_attributions else cam)
     return tuple(cams), was_tuple
+
+
+def token_grid_reshape(height: int, width: int, prefix_tokens: int = 1) -> Callable[[Tensor], Tensor]:
+    """A ``reshape_transform`` for vision-transformer tokens: ``(N, prefix + height * width, D)`` to
+    ``(N, D, height, width)``, dropping the ``prefix_tokens`` leading tokens (class, distillation, ...).
+
+    Raises (when applied):
+        ValueError: the layer's output is not ``(N, prefix_tokens + height * width, D)``.
+    """
+
+    def reshape(tokens: Tensor) -> Tensor:
+        if tokens.dim() != 3 or tokens.shape[1] != prefix_tokens + height * width:
+            raise ValueError(
+                f"reshape_transform: expected tokens (N, {prefix_tokens} + {height}*{width}, D), "
+                f"got {tuple(tokens.shape)}"
+            )
+        grid = tokens[:, prefix_tokens:].reshape(tokens.shape[0], height, width, tokens.shape[2])
+        return grid.permute(0, 3, 1, 2)
+
+    return reshape
+
+
+def channels_last_reshape(maps: Tensor) -> Tensor:
+    """A ``reshape_transform`` for channels-last layer outputs ``(N, *spatial, C)`` (Swin, ConvNeXt
+    blocks): channels moved to dim 1."""
+    return maps.movedim(-1, 1)
 
 
 def interpolate(

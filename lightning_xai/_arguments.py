@@ -1,0 +1,153 @@
+"""The monitor's constructor arguments, checked when it is built: a mistake fails at once, naming the
+argument, not at the first logged epoch (or at every one)."""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+from attribution import registry
+from attribution.metrics import SIMILARITY_MEASURES
+from attribution.utils import check_choice, check_int
+from lightning_xai import _tags
+
+
+def misconfigured(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run an argument check; report failures as Lightning's MisconfigurationException."""
+    try:
+        return check(*args, **kwargs)
+    except (ValueError, TypeError) as error:
+        raise MisconfigurationException(str(error)) from error
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_scalars(
+    *,
+    layer: Any,
+    gradcam: Any,
+    num_probe_samples: Any,
+    target: Any,
+    every_n_epochs: Any,
+    on_error: Any,
+    seed: Any,
+    similarity: Any,
+    artifact_dir: Any,
+    input_key: Any,
+    output_transform: Any,
+) -> None:
+    """Validate the monitor's single-valued arguments."""
+    misconfigured(check_int, every_n_epochs, "every_n_epochs")
+    misconfigured(check_int, num_probe_samples, "num_probe_samples")
+    misconfigured(check_choice, on_error, "on_error", ("warn", "raise"))
+    misconfigured(check_choice, similarity, "similarity", SIMILARITY_MEASURES)
+    if not (target in ("pred", "label") or (_is_int(target) and target >= 0)):
+        raise MisconfigurationException(f"target: expected 'pred', 'label' or a class index >= 0, got {target!r}")
+    if layer is not None and not (isinstance(layer, str) and layer):
+        raise MisconfigurationException(f"layer: expected a dotted module name such as 'layer4', got {layer!r}")
+    if not isinstance(gradcam, bool):
+        raise MisconfigurationException(f"gradcam: expected True or False, got {gradcam!r}")
+    if not _is_int(seed):
+        raise MisconfigurationException(f"seed: expected an int, got {seed!r}")
+    if artifact_dir is not None and not isinstance(artifact_dir, (str, os.PathLike)):
+        raise MisconfigurationException(f"artifact_dir: expected a path or None, got {type(artifact_dir).__name__}")
+    if input_key is not None and not (isinstance(input_key, str) and input_key):
+        raise MisconfigurationException(f"input_key: expected the key of the input in a dict batch, got {input_key!r}")
+    if output_transform is not None and not callable(output_transform):
+        raise MisconfigurationException(
+            f"output_transform: expected a callable from the model's output to (N, C) scores, "
+            f"got {type(output_transform).__name__}"
+        )
+
+
+def metric_names(metrics: Any) -> tuple[str, ...]:
+    """``metrics`` as a tuple of names; a single name may be given as a string."""
+    names = (metrics,) if isinstance(metrics, str) else metrics
+    if not isinstance(names, Sequence):
+        raise MisconfigurationException(f"metrics: expected a list of names, got {type(metrics).__name__}")
+    for name in names:
+        misconfigured(check_choice, name, "metrics", _tags.QUALITY_METRICS)
+    return tuple(names)
+
+
+def display_statistics(name: str, values: Any) -> tuple[float, ...] | None:
+    """``display_mean``/``display_std``: None, or one number per channel (or one for all)."""
+    if values is None:
+        return None
+    if isinstance(values, numbers.Real) and not isinstance(values, bool):
+        return (float(values),)
+    if (
+        isinstance(values, str)
+        or not isinstance(values, Sequence)
+        or not values
+        or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)
+    ):
+        raise MisconfigurationException(f"{name}: expected one number per channel (e.g. 3 for RGB), got {values!r}")
+    if name == "display_std" and any(v <= 0 for v in values):
+        raise MisconfigurationException(f"{name}: expected numbers > 0, got {values!r}")
+    return tuple(float(v) for v in values)
+
+
+def token_names(names: Any) -> list[str] | None:
+    if names is None:
+        return None
+    if isinstance(names, str) or not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names):
+        raise MisconfigurationException(
+            f"token_names: expected a list with the word of each token id, got {type(names).__name__}"
+        )
+    return list(names)
+
+
+def method_options(methods: Sequence[str] | Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Validate ``methods`` and give every method an options dict."""
+    if isinstance(methods, str):
+        methods = [methods]
+    if isinstance(methods, Mapping):
+        items = list(methods.items())
+    elif isinstance(methods, Sequence):
+        items = [(name, {}) for name in methods]
+    else:
+        raise MisconfigurationException(f"methods: expected a list of names or a mapping, got {type(methods).__name__}")
+    if not items:
+        raise MisconfigurationException(f"methods: give at least one of {registry.available()}")
+    options = {}
+    for name, opts in items:
+        method = misconfigured(registry.record, name)
+        if opts is None:
+            opts = {}
+        if not isinstance(opts, Mapping):
+            raise MisconfigurationException(f"methods[{name!r}]: expected a dict of options, got {type(opts).__name__}")
+        options[name] = _checked_options(method, dict(opts))
+    return options
+
+
+def _checked_options(method: registry.MethodRecord, options: dict[str, Any]) -> dict[str, Any]:
+    """Refuse, at construction, options that would make the method fail at every logged epoch."""
+    if "target" in options:
+        raise MisconfigurationException(
+            f"methods[{method.name!r}]: 'target' is chosen by the monitor's own target argument "
+            f"('pred', 'label' or a class index); remove it from the method's options"
+        )
+    accepted = [p for p in inspect.signature(method.cls.attribute).parameters if p not in ("self", "inputs", "target")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise MisconfigurationException(
+            f"methods[{method.name!r}]: unknown option(s) {unknown}; {method.cls.__name__}.attribute takes {accepted}"
+        )
+    if method.takes_neuron_selector:
+        if "neuron_selector" not in options:
+            raise MisconfigurationException(
+                f"methods[{method.name!r}]: a neuron method explains one unit of the layer, so it needs a "
+                f"'neuron_selector' option, e.g. {{{method.name!r}: {{'neuron_selector': (0, 2, 2)}}}} for "
+                f"channel 0 at row 2, column 2 of the layer's output (layer=<dotted name>)"
+            )
+        if isinstance(options["neuron_selector"], list):  # from a YAML config
+            options["neuron_selector"] = tuple(options["neuron_selector"])
+    return options
