@@ -2,8 +2,8 @@
 
 Nonlinearities are intercepted as torch functions wherever the model calls
 them (``nn.ReLU`` modules, also in-place or reused, and ``F.relu``,
-``torch.sigmoid``, softmax, max pooling ... inside ``forward``); see
-:mod:`attribution._rules`.
+``torch.sigmoid``, softmax, max pooling, norms, products and attention ...
+inside ``forward``); see :mod:`attribution._rules`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from attribution.registry import register
 
 class _ReferenceAttribution(Attribution):
     returns_delta = True
+    needs_float_inputs = True
 
     def __init__(self, model: Callable[..., Tensor], multiply_by_inputs: bool = True, eps: float = 1e-10) -> None:
         super().__init__(model)
@@ -40,8 +41,13 @@ class DeepLift(_ReferenceAttribution):
     """DeepLift with the Rescale rule (Shrikumar et al., 2017).
 
     Attributions sum to ``f(x) - f(baseline)`` exactly (up to float
-    rounding) through linear layers, activations, softmax and max pooling,
-    including activations applied functionally, reused or in place.
+    rounding) through linear layers, activations (also applied functionally,
+    reused or in place), softmax, max pooling, LayerNorm / GroupNorm /
+    RMSNorm, products of two activations (squeeze-and-excite gating,
+    attention) and ``F.scaled_dot_product_attention`` / ``nn.MultiheadAttention``;
+    see :mod:`attribution._rules` for each rule.  The model must keep the
+    batch on dim 0.  Where an op has no exact rule, a ``UserWarning`` says how
+    much of ``f(x) - f(baseline)`` is left unexplained, and by which ops.
 
     Args:
         model: the model (any callable; no module hooks are used).
@@ -131,6 +137,7 @@ class DeepLiftShap(_ReferenceAttribution):
 
 class _ReLURuleAttribution(Attribution):
     _rule: Callable
+    needs_float_inputs = True
 
     def attribute(
         self, inputs: TensorOrTuple, target: TargetType = None, additional_forward_args: Any = None
@@ -165,6 +172,7 @@ class GuidedGradCam(LayerAttribution):
     """
 
     attributes_to_layer = False
+    needs_float_inputs = True
 
     def attribute(
         self,

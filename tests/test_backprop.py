@@ -262,7 +262,8 @@ def test_parity_with_captum_where_captum_is_right(name):
         torch.testing.assert_close(ours, theirs.detach(), atol=1e-5, rtol=1e-4)
 
 
-def test_captum_max_pool_rule_breaks_completeness_ours_keeps_it():
+def test_captum_breaks_completeness_when_a_relu_feeds_the_max_pool_ours_keeps_it():
+    # Captum's module hooks then backpropagate the pool's plain gradient instead of its own rule
     captum = pytest.importorskip("captum.attr")
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 3))

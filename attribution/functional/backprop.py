@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -13,7 +15,8 @@ from torch import Tensor, nn
 from attribution._autograd import gradients
 from attribution._canonical import Objective
 from attribution._chunking import run_chunked
-from attribution._rules import DeepLiftRules, ReLURules, deconvolution_rule, guided_rule
+from attribution._rule_ops import deconvolution_rule, guided_rule
+from attribution._rules import DeepLiftRules, ReLURules
 from attribution.functional.layer import layer_gradcam
 from attribution.functional.path import convergence_delta
 
@@ -44,6 +47,67 @@ def _forward_under(objective: Objective, mode: Callable[[], torch.overrides.Torc
     return dataclasses.replace(objective, forward_func=forward)
 
 
+UNEXPLAINED_TOLERANCE = 1e-3
+"""Share of ``f(x) - f(baseline)`` that attributions may miss before DeepLift warns."""
+
+
+def _forward_with_rules(objective: Objective, rules: DeepLiftRules, n_inputs: int) -> Objective:
+    """The objective with DeepLift's rules active during the model's forward, tracking the stacked inputs."""
+    forward_func = objective.forward_func
+
+    def forward(*args):
+        with rules, _batch_norm_in_eval(forward_func):
+            rules.track(*args[:n_inputs])
+            return forward_func(*args)
+
+    return dataclasses.replace(objective, forward_func=forward)
+
+
+@dataclasses.dataclass
+class _DeepLiftPass:
+    """One forward and backward of ``[inputs; baselines]``."""
+
+    multipliers: tuple[Tensor, ...]
+    contributions: tuple[Tensor, ...]  # multipliers * (inputs - baselines)
+    start: Tensor  # f(baseline) per row
+    end: Tensor  # f(input) per row
+    unruled: set[str]
+
+
+def _deep_lift_pass(
+    objective: Objective, inputs: tuple[Tensor, ...], baselines: tuple[Tensor, ...], repeats: int, eps: float
+) -> _DeepLiftPass:
+    rows = inputs[0].shape[0]
+    stacked = tuple(torch.cat([x.detach(), b.expand_as(x).to(x)]) for x, b in zip(inputs, baselines))
+    seed = torch.cat([torch.ones(rows), torch.zeros(rows)]).to(inputs[0].device)
+    rules = DeepLiftRules(eps)
+    grads, outputs = gradients(_forward_with_rules(objective, rules, len(inputs)), stacked, 2 * repeats, seed)
+    multipliers = tuple(g[:rows] for g in grads)
+    contributions = tuple(m * (x.detach() - b) for m, x, b in zip(multipliers, inputs, baselines))
+    return _DeepLiftPass(multipliers, contributions, outputs[rows:], outputs[:rows], rules.unruled)
+
+
+def _warn_if_incomplete(delta: Tensor, start: Tensor, end: Tensor, unruled: set[str]) -> None:
+    """One warning when attributions leave more than a tolerance of ``f(x) - f(baseline)`` unexplained.
+
+    Float rounding is allowed for: a thousand ulps of the outputs.
+    """
+    rounding = 1e3 * torch.finfo(delta.dtype).eps * (start.abs() + end.abs())
+    difference = (end - start).to(delta)
+    unexplained = delta.abs() - rounding.to(delta)
+    share = (unexplained / difference.abs()).nan_to_num(0.0, posinf=math.inf).max()
+    if not share > UNEXPLAINED_TOLERANCE:  # one host sync per call, for the warning only
+        return
+    share = min(float(share), 1.0)
+    ops = ", ".join(sorted(unruled)) if unruled else "none seen; does every op keep the batch on dim 0?"
+    warnings.warn(
+        f"DeepLift: attributions explain {100 * (1 - share):.3g}% of f(x) - f(baseline); {100 * share:.3g}% is "
+        f"left unexplained (worst example) by ops without an exact rule ({ops})",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
 def deep_lift(
     objective: Objective,
     inputs: tuple[Tensor, ...],
@@ -54,7 +118,12 @@ def deep_lift(
     repeats: int = 1,
     eps: float = 1e-10,
 ) -> tuple[tuple[Tensor, ...], Tensor | None]:
-    """DeepLift with the Rescale rule, from one forward and one backward of ``[inputs; baselines]``.
+    """DeepLift (Rescale rule, and exact rules for products, norms, attention and pooling; see
+    :mod:`attribution._rules`), from one forward and one backward of ``[inputs; baselines]``.
+
+    Warns (a ``UserWarning``, once) when the attributions leave more than
+    :data:`UNEXPLAINED_TOLERANCE` of ``f(x) - f(baseline)`` unexplained, naming
+    the ops that had no rule.
 
     Args:
         inputs: ``repeats`` stacked copies of the batch (``n * repeats`` rows).
@@ -66,16 +135,13 @@ def deep_lift(
         ``(attributions, delta)``; the delta (per row) comes from the same
         forward, so it costs nothing extra.
     """
-    rows = inputs[0].shape[0]
-    stacked = tuple(torch.cat([x.detach(), b.expand_as(x).to(x)]) for x, b in zip(inputs, baselines))
-    seed = torch.cat([torch.ones(rows), torch.zeros(rows)]).to(inputs[0].device)
-    grads, outputs = gradients(_forward_under(objective, lambda: DeepLiftRules(eps)), stacked, 2 * repeats, seed)
-    multipliers = tuple(g[:rows] for g in grads)
-    diffs = tuple(x.detach() - b for x, b in zip(inputs, baselines))
-    attrs = tuple(m * d for m, d in zip(multipliers, diffs)) if multiply_by_inputs else multipliers
+    result = _deep_lift_pass(objective, inputs, baselines, repeats, eps)
+    complete = convergence_delta(result.contributions, result.start, result.end)
+    _warn_if_incomplete(complete, result.start, result.end, result.unruled)
+    attrs = result.contributions if multiply_by_inputs else result.multipliers
     if not return_convergence_delta:
         return attrs, None
-    return attrs, convergence_delta(attrs, outputs[rows:], outputs[:rows])
+    return attrs, (complete if multiply_by_inputs else convergence_delta(attrs, result.start, result.end))
 
 
 def deep_lift_shap(
@@ -90,7 +156,8 @@ def deep_lift_shap(
     """DeepLift of every input against every baseline, averaged over the baselines.
 
     Baselines are processed in chunks sized to the memory budget, so memory
-    stays bounded however many baselines there are.
+    stays bounded however many baselines there are.  Warns once, as
+    :func:`deep_lift` does, over all (example, baseline) pairs.
 
     Returns:
         ``(attributions, delta)``; the delta has one entry per (example,
@@ -99,27 +166,25 @@ def deep_lift_shap(
     n = inputs[0].shape[0]
     k = baseline_distribution[0].shape[0]
     totals = [torch.zeros_like(x) for x in inputs]
+    checks: list[tuple[Tensor, Tensor, Tensor]] = []
     deltas: list[Tensor] = []
+    unruled: set[str] = set()
 
     def attribute(lo: int, hi: int) -> None:
         copies = hi - lo
         repeated = tuple(x.detach().repeat(copies, *([1] * (x.dim() - 1))) for x in inputs)
         references = tuple(b[lo:hi].repeat_interleave(n, dim=0) for b in baseline_distribution)
-        attrs, delta = deep_lift(
-            objective,
-            repeated,
-            references,
-            multiply_by_inputs=multiply_by_inputs,
-            return_convergence_delta=return_convergence_delta,
-            repeats=copies,
-            eps=eps,
-        )
+        result = _deep_lift_pass(objective, repeated, references, copies, eps)
+        attrs = result.contributions if multiply_by_inputs else result.multipliers
         for total, a in zip(totals, attrs):
             total += a.view(copies, n, *a.shape[1:]).sum(0)
-        if delta is not None:
-            deltas.append(delta.view(copies, n))
+        checks.append((convergence_delta(result.contributions, result.start, result.end), result.start, result.end))
+        unruled.update(result.unruled)
+        if return_convergence_delta:
+            deltas.append(convergence_delta(attrs, result.start, result.end).view(copies, n))
 
     run_chunked(k, attribute, rows_per_item=2 * n, internal_batch_size=None, device=inputs[0].device)
+    _warn_if_incomplete(*(torch.cat(parts) for parts in zip(*checks)), unruled)
     attrs = tuple(t / k for t in totals)
     return attrs, (torch.cat(deltas).t().reshape(-1) if deltas else None)
 
