@@ -41,7 +41,8 @@ class Attribution:
     needs_float_inputs: ClassVar[bool] = False
     """Gradients are taken with respect to the inputs, so they must be floating point (not token ids)."""
     _multiply_by_inputs: bool = False
-    """Set per instance by the constructors that take ``multiply_by_inputs``."""
+    """Whether attributions are multiplied by ``inputs - baselines``: a class trait, set per instance by the
+    constructors that take ``multiply_by_inputs``."""
 
     def __init__(self, forward_func: Callable[..., Tensor]) -> None:
         if not callable(forward_func):

@@ -41,7 +41,12 @@ def describe(value: Any) -> str:
 
 
 def format_inputs(inputs: TensorOrTuple, *, require_float: bool = False) -> tuple[tuple[Tensor, ...], bool]:
-    """Validate ``inputs`` and return ``(tuple_of_tensors, given_as_tensor)``."""
+    """Validate ``inputs`` and return ``(tuple_of_tensors, given_as_tensor)``.
+
+    Raises:
+        TypeError: not a tensor or a non-empty tuple of tensors, or (with ``require_float``) not floating-point.
+        ValueError: no batch dimension, an empty batch, batch sizes that differ, or NaN / infinite values.
+    """
     given_as_tensor = isinstance(inputs, Tensor)
     values = (inputs,) if given_as_tensor else inputs
     if not isinstance(values, (tuple, list)) or len(values) == 0:
@@ -55,6 +60,7 @@ def format_inputs(inputs: TensorOrTuple, *, require_float: bool = False) -> tupl
             raise TypeError(
                 f"inputs[{i}]: gradient-based attribution needs a floating-point tensor, got dtype {x.dtype}"
             )
+        check_finite(x, "inputs" if given_as_tensor else f"inputs[{i}]")
     n = values[0].shape[0]
     if n == 0:
         raise ValueError("inputs: the batch is empty (first dimension is 0); pass at least one example")
@@ -65,6 +71,20 @@ def format_inputs(inputs: TensorOrTuple, *, require_float: bool = False) -> tupl
                 f"inputs[{i}] has {x.shape[0]}"
             )
     return tuple(values), given_as_tensor
+
+
+def check_finite(x: Tensor, name: str) -> None:
+    """Raise unless every value of a floating-point tensor is finite (integer and bool tensors always are).
+
+    NaN or infinity in an input or baseline turns every perturbed copy and path point that touches it
+    into NaN, so it is refused where the user can still tell which argument it came from.
+    """
+    if (x.is_floating_point() or x.is_complex()) and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(
+            f"{name}: expected finite values, got {bad} NaN or infinite value(s) in a {describe(x)}; "
+            f"replace them (e.g. torch.nan_to_num) before attributing"
+        )
 
 
 def restore_structure(values: Sequence[Tensor], given_as_tensor: bool) -> TensorOrTuple:
@@ -81,58 +101,85 @@ def _per_input(value: Any, n_inputs: int, name: str) -> tuple:
     return (value,) * n_inputs
 
 
-def _as_tensor_like(value: Any, x: Tensor, name: str) -> Tensor:
+def _baseline_tensor(value: Any, x: Tensor, name: str) -> Tensor:
+    """A number or tensor as a finite tensor on ``x``'s device, in the dtype perturbed copies of ``x`` take.
+
+    Floating inputs convert the baseline to their dtype.  Integer and bool inputs (token ids, masks) keep
+    their dtype where every baseline value is representable in it (a pad id, 0, True), so that embedding
+    lookups still get integers; otherwise (0.2 for an integer input) the dtypes are promoted as in
+    ``x * (1 - mask) + baseline * mask``, and the perturbed copies are floating-point.
+    """
     if isinstance(value, Tensor):
-        return value.to(device=x.device, dtype=x.dtype)
-    if isinstance(value, numbers.Number) and not isinstance(value, bool):
-        return torch.tensor(value, device=x.device, dtype=x.dtype)
-    raise TypeError(f"{name}: expected a number or a tensor, got {describe(value)}")
+        b = value.to(device=x.device)
+    elif isinstance(value, numbers.Real):
+        b = torch.tensor(value, device=x.device, dtype=x.dtype if x.is_floating_point() else None)
+    else:
+        raise TypeError(f"{name}: expected a number or a tensor, got {describe(value)}")
+    check_finite(b, name)
+    if x.is_floating_point() or x.is_complex() or b.dtype == x.dtype:
+        return b.to(x.dtype)
+    if bool((b.to(x.dtype).to(b.dtype) == b).all()):  # representable: the copies keep the input's dtype
+        return b.to(x.dtype)
+    return b.to(torch.promote_types(x.dtype, b.dtype))
+
+
+def _broadcasts_to(shape: Sequence[int], target: Sequence[int]) -> bool:
+    """``shape`` broadcasts to ``target`` without adding dimensions in front (numpy's rule, right-aligned)."""
+    return len(shape) <= len(target) and all(s in (1, t) for s, t in zip(reversed(shape), reversed(target)))
 
 
 def format_baselines(baselines: BaselineType, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     """Baselines as tensors that broadcast against each input.
 
-    Accepted per input: a number, a 0-dim tensor, a tensor of the input's
-    shape, or a tensor with a leading dimension of 1 (shared by the batch).
-    ``None`` means zeros.  Returned tensors have the input's number of
-    dimensions and a first dimension of 1 or ``n``.
+    Accepted per input: a number or any tensor that broadcasts to the input's
+    shape: the input's shape, a leading dimension of 1 (one baseline shared
+    by the batch), one example's shape without the batch dimension (``(3,)``
+    for a ``(n, 3)`` input), a scalar tensor.  ``None`` means zeros.  Returned
+    tensors have the input's number of dimensions, each dimension 1 or the
+    input's; their dtype is described in :func:`_baseline_tensor`.
+
+    Raises:
+        TypeError: a baseline that is neither a number nor a tensor.
+        ValueError: a shape that does not broadcast to the input, the wrong number of baselines for tuple
+            inputs, or NaN / infinite values.
     """
     if baselines is None:
         return tuple(torch.zeros((1,) * x.dim(), device=x.device, dtype=x.dtype) for x in inputs)
     formatted = []
     for i, (b, x) in enumerate(zip(_per_input(baselines, len(inputs), "baselines"), inputs)):
         name = "baselines" if len(inputs) == 1 else f"baselines[{i}]"
-        b = _as_tensor_like(b, x, name)
-        if b.dim() == 0:
-            b = b.reshape((1,) * x.dim())
-        elif b.shape[1:] != x.shape[1:] or b.shape[0] not in (1, x.shape[0]):
+        b = _baseline_tensor(b, x, name)
+        if not _broadcasts_to(b.shape, x.shape):
             raise ValueError(
-                f"{name}: expected a number or a tensor of shape {tuple(x.shape)} "
-                f"(or {(1, *x.shape[1:])} to share one baseline across the batch), got shape {tuple(b.shape)}"
+                f"{name}: expected a number or a tensor of shape {tuple(x.shape)} or one that broadcasts to it "
+                f"(e.g. {(1, *x.shape[1:])} to share one baseline across the batch), got shape {tuple(b.shape)}"
             )
-        formatted.append(b)
+        formatted.append(b.reshape((1,) * (x.dim() - b.dim()) + tuple(b.shape)))
     return tuple(formatted)
 
 
 def format_baseline_distribution(baselines: BaselineType, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     """Baselines to sample from: per input, ``k`` rows shaped like one example.
 
-    Rows are drawn jointly across inputs, so every input needs the same ``k``.
+    A tensor with the input's number of dimensions holds ``k`` rows whose shape broadcasts to one
+    example's; one with fewer dimensions (or a number) is a single row.  Rows are drawn jointly across
+    inputs, so every input needs the same ``k``.
     """
     if baselines is None:
         return tuple(torch.zeros((1, *x.shape[1:]), device=x.device, dtype=x.dtype) for x in inputs)
     formatted = []
     for i, (b, x) in enumerate(zip(_per_input(baselines, len(inputs), "baselines"), inputs)):
         name = "baselines" if len(inputs) == 1 else f"baselines[{i}]"
-        b = _as_tensor_like(b, x, name)
-        if b.dim() == 0:
-            b = b.expand(1, *x.shape[1:])
-        elif b.shape[1:] != x.shape[1:] or b.shape[0] == 0:
+        b = _baseline_tensor(b, x, name)
+        given = tuple(b.shape)
+        if b.dim() < x.dim():
+            b = b.unsqueeze(0)
+        if b.shape[0] == 0 or not _broadcasts_to(b.shape[1:], x.shape[1:]):
             raise ValueError(
                 f"{name}: expected a number or a tensor of shape (k, {', '.join(map(str, x.shape[1:]))}) "
-                f"holding k >= 1 baselines, got shape {tuple(b.shape)}"
+                f"holding k >= 1 baselines (or one of shape {tuple(x.shape[1:])}), got shape {given}"
             )
-        formatted.append(b)
+        formatted.append(b.expand(b.shape[0], *x.shape[1:]))
     counts = {b.shape[0] for b in formatted}
     if len(counts) > 1:
         raise ValueError(f"baselines: every input needs the same number of baseline rows, got {sorted(counts)}")
@@ -278,11 +325,24 @@ def _index_rows(entries: list, n: int, name: str = "target") -> Tensor:
 
 @dataclass(frozen=True, eq=False)
 class Objective:
-    """What an attribution explains: one scalar per row of a (repeated) batch."""
+    """What an attribution explains: one scalar per row of a (repeated) batch.
+
+    With ``aggregate`` the forward returns one value for the whole batch (a
+    loss, an accuracy; the reference's "aggregate output mode"): every copy
+    of the batch then yields one value, and its ``n`` examples are explained
+    together (attributions with a first dimension of 1).  Perturbation
+    methods find this out with :meth:`resolve`.
+    """
 
     forward_func: Callable[..., Tensor]
     target: Target
     additional_args: tuple = ()
+    aggregate: bool = False
+
+    @property
+    def rows(self) -> int:
+        """Values per copy of the batch: one per example, or 1 for an aggregate forward."""
+        return self.target.n
 
     def forward(self, inputs: tuple[Tensor, ...], repeats: int = 1) -> Tensor:
         """The model's raw output for a batch of ``repeats`` repeat-major copies."""
@@ -290,7 +350,69 @@ class Objective:
         return self.forward_func(*inputs, *extra)
 
     def __call__(self, inputs: tuple[Tensor, ...], repeats: int = 1) -> Tensor:
-        return self.target.select(self.forward(inputs, repeats), repeats)
+        if not self.aggregate:
+            return self.target.select(self.forward(inputs, repeats), repeats)
+        # The model pools over whatever batch it gets, so each copy needs a forward of its own.
+        size = inputs[0].shape[0] // repeats
+        copies = (tuple(x[r * size : (r + 1) * size] for x in inputs) for r in range(repeats))
+        return torch.cat([_batch_value(self.forward(copy), inputs[0].device) for copy in copies])
+
+    def resolve(self, inputs: tuple[Tensor, ...]) -> tuple[Objective, Tensor]:
+        """Evaluate an unperturbed batch once and settle how the forward's outputs are read.
+
+        A forward that returns a Python number, a 0-dim tensor, or a single
+        value for several examples is aggregate (for one example, when a
+        batch of two copies also gets a single value: one more forward).
+
+        Returns:
+            The objective for the rest of the call (``self``, or its aggregate
+            version) and this batch's values, ``(n,)`` or ``(1,)``.
+
+        Raises:
+            ValueError: an aggregate forward with a target other than None.
+        """
+        output = self.forward(inputs)
+        n = inputs[0].shape[0]
+        single = isinstance(output, numbers.Real) or (
+            isinstance(output, Tensor) and (output.dim() == 0 or output.numel() == 1)
+        )
+        if single and n == 1 and isinstance(output, Tensor) and output.dim() > 0:
+            # One value for one example, per example or for the batch?  A batch of two copies tells.
+            twice = self.forward(tuple(repeat_rows(x, 2) for x in inputs), repeats=2)
+            single = not (isinstance(twice, Tensor) and twice.numel() == 2)
+        if not single:
+            return self, self.target.select(output)
+        if self.target.index is not None or self.target.fn is not None:
+            raise ValueError(
+                f"{self.target.name}: forward_func returns one value for the whole batch of {n} "
+                f"({describe(output)}), so there is nothing to select; pass {self.target.name}=None"
+            )
+        aggregate = Objective(self.forward_func, Target(1, name=self.target.name), self.additional_args, True)
+        return aggregate, _batch_value(output, inputs[0].device)
+
+
+def _batch_value(output: Any, device: torch.device) -> Tensor:
+    """An aggregate forward's output as a ``(1,)`` tensor (Python floats are doubles)."""
+    if isinstance(output, Tensor) and output.numel() == 1:
+        return output.reshape(1)
+    if isinstance(output, numbers.Real) and not isinstance(output, Tensor):
+        dtype = torch.int64 if isinstance(output, numbers.Integral) else torch.float64
+        return torch.tensor([output], dtype=dtype, device=device)
+    raise ValueError(
+        f"forward_func: returned one value for the whole batch, then {describe(output)}; "
+        f"it must return one value for every batch (or one row per example)"
+    )
+
+
+def attribution_dtype(x: Tensor, values: Tensor) -> torch.dtype:
+    """The dtype of attributions to input ``x`` computed from target values of dtype ``values.dtype``.
+
+    A floating-point input's own dtype; integer and bool inputs (token ids, masks) get floating
+    attributions: the values' dtype when it is floating and at least float32, else float32.
+    """
+    if x.is_floating_point():
+        return x.dtype
+    return torch.promote_types(values.dtype, torch.float32) if values.is_floating_point() else torch.float32
 
 
 def make_objective(

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attribution._canonical import describe
+from attribution._canonical import attribution_dtype, describe
 
 
 @dataclass(frozen=True, eq=False)
@@ -25,6 +25,16 @@ class FeatureMasks:
 
     masks: tuple[Tensor, ...]
     count: int
+
+    def check_shared(self, aggregate: bool) -> None:
+        """Raise when a forward that returns one value for the whole batch (``aggregate``) meets masks
+        that differ between examples: a feature is then perturbed in every example at once."""
+        if aggregate and any(m.shape[0] != 1 for m in self.masks):
+            raise ValueError(
+                "feature_mask: forward_func returns one value for the whole batch, so each feature is perturbed "
+                "in every example at once and the mask must be shared by the batch (first dimension 1), got "
+                f"shapes {[tuple(m.shape) for m in self.masks]}"
+            )
 
     def present(self, coalitions: Tensor, i: int) -> Tensor:
         """Which elements of input ``i`` are kept, for coalitions ``(P, F)`` or per example ``(P, n, F)``.
@@ -48,22 +58,27 @@ class FeatureMasks:
         )
 
     def spread(self, values: Tensor, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        """Per-feature values ``(n, F)`` onto the elements of every input (each element gets its feature's)."""
-        n = values.shape[0]
+        """Per-feature values ``(rows, F)`` onto the elements of every input (each element gets its
+        feature's), as ``(rows, *input.shape[1:])``: ``rows`` is ``n``, or 1 for a batch explained as a
+        whole (shared masks).  Floating for integer and bool inputs (see :func:`attribution_dtype`)."""
+        rows = values.shape[0]
         result = []
         for mask, x in zip(self.masks, inputs):
-            index = mask.expand(n, *x.shape[1:]).reshape(n, -1)
-            result.append(values.gather(1, index).view(x.shape).to(x.dtype))
+            index = mask.expand(rows, *x.shape[1:]).reshape(rows, -1)
+            result.append(values.gather(1, index).view(rows, *x.shape[1:]).to(attribution_dtype(x, values)))
         return tuple(result)
 
 
 def format_feature_mask(feature_mask: Any, inputs: tuple[Tensor, ...]) -> FeatureMasks:
     """Validate ``feature_mask`` (None: every element its own feature) as :class:`FeatureMasks`.
 
+    Masks hold integer ids; floating masks are accepted when every id is a
+    whole number (as the reference does), and converted.
+
     Raises:
-        TypeError: not integer tensors.
-        ValueError: a mask that does not broadcast to its input, negative ids,
-            or ids with gaps (every id from 0 to the largest must be used).
+        TypeError: not a tensor of numbers (bool masks are ambiguous and refused too).
+        ValueError: fractional ids, a mask that does not broadcast to its input,
+            negative ids, or ids with gaps (every id from 0 to the largest must be used).
     """
     if feature_mask is None:
         masks, offset = [], 0
@@ -78,9 +93,7 @@ def format_feature_mask(feature_mask: Any, inputs: tuple[Tensor, ...]) -> Featur
     masks = []
     for i, (mask, x) in enumerate(zip(given, inputs)):
         name = "feature_mask" if len(inputs) == 1 else f"feature_mask[{i}]"
-        if not isinstance(mask, Tensor) or mask.is_floating_point() or mask.is_complex() or mask.dtype == torch.bool:
-            raise TypeError(f"{name}: expected an integer tensor of feature ids, got {describe(mask)}")
-        mask = mask.to(device=x.device, dtype=torch.long)
+        mask = _feature_ids(mask, name).to(x.device)
         if mask.dim() < x.dim():  # broadcast from the right: e.g. (H, W) or (C, H, W) shared by the batch
             mask = mask.reshape((1,) * (x.dim() - mask.dim()) + tuple(mask.shape))
         if mask.dim() != x.dim() or not _broadcasts(mask.shape, x.shape):
@@ -100,6 +113,20 @@ def format_feature_mask(feature_mask: Any, inputs: tuple[Tensor, ...]) -> Featur
             f"{len(ids)} distinct ids up to {count - 1}, missing e.g. {missing}"
         )
     return FeatureMasks(tuple(masks), count)
+
+
+def _feature_ids(mask: Any, name: str) -> Tensor:
+    """A mask of feature ids as a long tensor: integer tensors, or floating ones holding whole numbers."""
+    if not isinstance(mask, Tensor) or mask.is_complex() or mask.dtype == torch.bool:
+        raise TypeError(f"{name}: expected an integer tensor of feature ids, got {describe(mask)}")
+    if mask.is_floating_point():
+        whole = torch.isfinite(mask) & (mask == mask.round())
+        if not bool(whole.all()):
+            raise ValueError(
+                f"{name}: feature ids must be whole numbers, got {mask[~whole].flatten()[0].item()!r} "
+                f"in a {describe(mask)}"
+            )
+    return mask.long()
 
 
 def grid_feature_mask(inputs: Tensor, cells: int) -> Tensor:

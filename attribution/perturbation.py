@@ -16,29 +16,40 @@ from attribution._progress import progress_bar
 from attribution.registry import register
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _per_input_shapes(value: Any, inputs: tuple[Tensor, ...], name: str, default: int | None = None) -> tuple:
-    """One int tuple per input from an int, a tuple of ints (one input) or a tuple of those."""
+    """One int tuple per input (one int per dimension after the batch), as the reference reads them.
+
+    Accepted: an int (every dimension of every input); for a single input a
+    tuple of ints (its shape; a 1-tuple is an int); for several inputs one
+    entry per input, each an int or a tuple of ints.
+    """
     if value is None and default is not None:
         value = default
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+    if _is_int(value):
         return tuple((int(value),) * (x.dim() - 1) for x in inputs)
-    if isinstance(value, tuple) and value and all(isinstance(v, (tuple, numbers.Integral)) for v in value):
-        per_input = value if isinstance(value[0], tuple) else (value,)
-        if len(per_input) != len(inputs):
-            raise ValueError(f"{name}: expected one entry per input ({len(inputs)}), got {len(per_input)}")
-        shapes = []
-        for i, (entry, x) in enumerate(zip(per_input, inputs)):
-            entry = (entry,) * (x.dim() - 1) if isinstance(entry, numbers.Integral) else entry
-            if len(entry) != x.dim() - 1 or any(
-                isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in entry
-            ):
-                raise ValueError(
-                    f"{name}: expected {x.dim() - 1} ints for input {i} of shape {tuple(x.shape)} "
-                    f"(one per dimension after the batch), got {entry!r}"
-                )
-            shapes.append(tuple(int(v) for v in entry))
-        return tuple(shapes)
-    raise TypeError(f"{name}: expected an int or a tuple of ints (one tuple per input), got {value!r}")
+    if not isinstance(value, (tuple, list)):
+        raise TypeError(f"{name}: expected an int or a tuple of ints (one entry per input), got {value!r}")
+    if len(inputs) == 1 and all(_is_int(v) for v in value):
+        single = len(value) == 1 and inputs[0].dim() > 2  # (2,) for a (C, H, W) example: 2 in every dimension
+        per_input = (value[0],) if single else (tuple(value),)
+    else:
+        per_input = tuple(value)
+    if len(per_input) != len(inputs):
+        raise ValueError(f"{name}: expected one entry per input ({len(inputs)}), got {len(per_input)}: {value!r}")
+    shapes = []
+    for i, (entry, x) in enumerate(zip(per_input, inputs)):
+        entry = (entry,) * (x.dim() - 1) if _is_int(entry) else entry
+        if not isinstance(entry, (tuple, list)) or len(entry) != x.dim() - 1 or not all(map(_is_int, entry)):
+            raise ValueError(
+                f"{name}: expected {x.dim() - 1} ints for input {i} of shape {tuple(x.shape)} "
+                f"(one per dimension after the batch), got {entry!r}"
+            )
+        shapes.append(tuple(int(v) for v in entry))
+    return tuple(shapes)
 
 
 def _check_windows(windows: tuple, strides: tuple, inputs: tuple[Tensor, ...]) -> None:
@@ -69,11 +80,14 @@ class Occlusion(Attribution):
     """Occlusion (Zeiler & Fergus, 2014): slide a baseline patch over the input.
 
     Each feature gets the mean drop of the target over the windows covering it.
+    A ``(n,)`` input (one number per example) takes the window ``()``.
 
     Example:
         >>> occ = Occlusion(model)  # doctest: +SKIP
         >>> attr = occ.attribute(image, (3, 15, 15), strides=(3, 8, 8), target=3)  # doctest: +SKIP
     """
+
+    _multiply_by_inputs = True
 
     def attribute(
         self,
@@ -92,8 +106,9 @@ class Occlusion(Attribution):
             inputs: a tensor or tuple of tensors with the batch in dim 0.
             sliding_window_shapes: window shape per example (no batch dim), one
                 tuple per input for tuple inputs.
-            strides: step per dimension: an int, a tuple, or one per input;
-                default 1.  Must not exceed the window.
+            strides: step per dimension: an int, a tuple, or for tuple inputs
+                one int or tuple per input; default 1.  Must not exceed the
+                window.
             baselines: what occluded features are set to (default 0), as in
                 :meth:`IntegratedGradients.attribute`.
             target: which output to explain (see :meth:`Saliency.attribute`).
@@ -104,10 +119,12 @@ class Occlusion(Attribution):
             show_progress: show a progress bar over the windows.
 
         Returns:
-            Attributions shaped like ``inputs``.
+            Attributions shaped like ``inputs`` (floating-point for integer inputs), or with a first
+            dimension of 1 when ``forward_func`` returns one value for the whole batch.
         """
         check_int(perturbations_per_eval, "perturbations_per_eval", allow_none=True)
         call = canonical_call(self.forward_func, inputs, target, additional_forward_args)
+        baselines = format_baselines(baselines, call.inputs)
         windows = _per_input_shapes(sliding_window_shapes, call.inputs, "sliding_window_shapes")
         steps = _per_input_shapes(strides, call.inputs, "strides", default=1)
         _check_windows(windows, steps, call.inputs)
@@ -119,7 +136,7 @@ class Occlusion(Attribution):
             attrs = functional.occlusion(
                 call.objective,
                 call.inputs,
-                format_baselines(baselines, call.inputs),
+                baselines,
                 windows=windows,
                 strides=steps,
                 perturbations_per_eval=perturbations_per_eval,
@@ -140,6 +157,7 @@ class FeatureAblation(Attribution):
     """
 
     perturbs_feature_groups = True
+    _multiply_by_inputs = True
 
     def attribute(
         self,
@@ -161,22 +179,27 @@ class FeatureAblation(Attribution):
             additional_forward_args: extra arguments passed to the model.
             feature_mask: integer feature ids per input, broadcastable to it
                 (with or without the batch dimension); ids 0..F-1 without gaps,
-                shared across inputs.  Default: every element its own feature.
+                shared across inputs (floating masks of whole numbers are
+                converted).  Default: every element its own feature.
             perturbations_per_eval: ablated copies per forward, at most; by
                 default chosen from the input size.
             show_progress: show a progress bar.
 
         Returns:
-            Attributions shaped like ``inputs``: every element gets its feature's drop.
+            Attributions shaped like ``inputs``: every element gets its feature's drop (floating-point
+            for integer and bool inputs).  When ``forward_func`` returns one value for the whole batch
+            (a loss, say), each feature is ablated in every example at once and the attributions have a
+            first dimension of 1; the mask must then be shared by the batch.
         """
         check_int(perturbations_per_eval, "perturbations_per_eval", allow_none=True)
         call = canonical_call(self.forward_func, inputs, target, additional_forward_args)
+        baselines = format_baselines(baselines, call.inputs)
         features = format_feature_mask(feature_mask, call.inputs)
         with progress_bar(show_progress, features.count, "FeatureAblation") as progress:
             attrs = functional.feature_ablation(
                 call.objective,
                 call.inputs,
-                format_baselines(baselines, call.inputs),
+                baselines,
                 features,
                 perturbations_per_eval=perturbations_per_eval,
                 progress=progress,
@@ -190,6 +213,7 @@ class FeaturePermutation(Attribution):
     across the batch (which needs a batch of at least two examples)."""
 
     perturbs_feature_groups = True
+    _multiply_by_inputs = True
 
     def attribute(
         self,
@@ -201,17 +225,13 @@ class FeaturePermutation(Attribution):
         show_progress: bool = False,
     ) -> TensorOrTuple:
         """Shuffle each feature group across the batch in turn (torch's global generator draws
-        the permutations); arguments as in :meth:`FeatureAblation.attribute`.
+        the permutations); arguments and result as in :meth:`FeatureAblation.attribute`.
 
-        Raises:
-            ValueError: for a batch of one example, which cannot be permuted.
+        A batch of one example cannot be shuffled: every attribution is then 0, with a warning
+        (as in the reference).
         """
         check_int(perturbations_per_eval, "perturbations_per_eval", allow_none=True)
         call = canonical_call(self.forward_func, inputs, target, additional_forward_args)
-        if call.inputs[0].shape[0] < 2:
-            raise ValueError(
-                "inputs: FeaturePermutation shuffles features across the batch and needs at least 2 examples, got 1"
-            )
         features = format_feature_mask(feature_mask, call.inputs)
         with progress_bar(show_progress, features.count, "FeaturePermutation") as progress:
             attrs = functional.feature_permutation(

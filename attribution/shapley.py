@@ -23,6 +23,7 @@ class ShapleyValueSampling(Attribution):
     """
 
     perturbs_feature_groups = True
+    _multiply_by_inputs = True
 
     def attribute(
         self,
@@ -48,17 +49,20 @@ class ShapleyValueSampling(Attribution):
             show_progress: show a progress bar.
 
         Returns:
-            Attributions shaped like ``inputs``.
+            Attributions shaped like ``inputs`` (floating-point for integer and bool inputs), or with a
+            first dimension of 1 when ``forward_func`` returns one value for the whole batch (features
+            are then switched in every example at once).
         """
         check_int(n_samples, "n_samples")
         check_int(perturbations_per_eval, "perturbations_per_eval", allow_none=True)
         call = canonical_call(self.forward_func, inputs, target, additional_forward_args)
+        baselines = format_baselines(baselines, call.inputs)
         features = format_feature_mask(feature_mask, call.inputs)
         with progress_bar(show_progress, n_samples * features.count, "ShapleyValueSampling") as progress:
             attrs = functional.shapley_value_sampling(
                 call.objective,
                 call.inputs,
-                format_baselines(baselines, call.inputs),
+                baselines,
                 features,
                 n_samples=n_samples,
                 perturbations_per_eval=perturbations_per_eval,
@@ -75,6 +79,7 @@ class ShapleyValues(Attribution):
     """
 
     perturbs_feature_groups = True
+    _multiply_by_inputs = True
 
     def attribute(
         self,
@@ -94,6 +99,7 @@ class ShapleyValues(Attribution):
         """
         check_int(perturbations_per_eval, "perturbations_per_eval", allow_none=True)
         call = canonical_call(self.forward_func, inputs, target, additional_forward_args)
+        baselines = format_baselines(baselines, call.inputs)
         features = format_feature_mask(feature_mask, call.inputs)
         if features.count > functional.shapley.MAX_EXACT_FEATURES:
             raise ValueError(
@@ -104,7 +110,7 @@ class ShapleyValues(Attribution):
             attrs = functional.shapley_values(
                 call.objective,
                 call.inputs,
-                format_baselines(baselines, call.inputs),
+                baselines,
                 features,
                 perturbations_per_eval=perturbations_per_eval,
                 progress=progress,

@@ -105,11 +105,8 @@ def _check_fit(model: Any) -> None:
 
 
 def _output(call: CanonicalCall, features: FeatureMasks, coefs: Tensor, return_input_shape: bool) -> TensorOrTuple:
-    """Coefficients ``(n, F)``, or spread onto the inputs (float even for integer inputs)."""
-    if not return_input_shape:
-        return coefs
-    like = tuple(x if x.is_floating_point() else torch.empty_like(x, dtype=coefs.dtype) for x in call.inputs)
-    return call.restore(features.spread(coefs, like))
+    """Coefficients ``(rows, F)``, or spread onto the inputs (floating even for integer inputs)."""
+    return call.restore(features.spread(coefs, call.inputs)) if return_input_shape else coefs
 
 
 @register("lime", probe_options=superpixel_options(8))
@@ -125,11 +122,14 @@ class Lime(Attribution):
             ``similarity_func(inputs, perturbed, coalitions) -> (P, n)`` where ``inputs`` has the
             structure the inputs were passed in, ``perturbed`` the same structure with ``P`` copies
             stacked in front (``perturbed[p, i]`` is copy ``p`` of example ``i``), and ``coalitions`` is
-            bool ``(P, n, F)``; it is called once per forward batch.  Default: an exponential kernel of
-            the cosine distance, ``get_exp_kernel_similarity_function("cosine", kernel_width=1.0)``.
+            bool ``(P, n, F)``; it is called once per forward batch.  When ``forward_func`` returns one
+            value for the whole batch, the batch is one example: ``(1, n, ...)``, ``(P, 1, n, ...)``,
+            ``(P, 1, F)`` and weights ``(P, 1)``.  Default: an exponential kernel of the cosine distance,
+            ``get_exp_kernel_similarity_function("cosine", kernel_width=1.0)``.
         perturb_func: the coalitions, ``perturb_func(inputs, n_samples, n_features) -> (n_samples, n, F)``
-            of 0/1 or bool (True keeps a feature's input value).  Default: Bernoulli(1/2) per feature,
-            from torch's global generator.
+            of 0/1 or bool (True keeps a feature's input value); ``(n_samples, 1, F)`` when ``forward_func``
+            returns one value for the whole batch.  Default: Bernoulli(1/2) per feature, from torch's
+            global generator.
 
     Raises:
         TypeError: an ``interpretable_model`` without a batched ``fit``, or callables that are not callable.
@@ -184,7 +184,9 @@ class Lime(Attribution):
             show_progress: show a progress bar.
 
         Returns:
-            Attributions shaped like ``inputs`` (every element gets its feature's coefficient), or ``(n, F)``.
+            Attributions shaped like ``inputs`` (every element gets its feature's coefficient; floating for
+            integer inputs), or ``(n, F)``.  When ``forward_func`` returns one value for the whole batch, the
+            batch is explained as one example (shared masks; first dimension 1, or ``(1, F)``).
 
         Raises:
             ValueError: ``n_samples < 1``, a bad ``feature_mask``, or a custom callable's result of the wrong shape.
@@ -192,8 +194,8 @@ class Lime(Attribution):
         check_int(n_samples, "n_samples")
         check_int(perturbations_per_eval, "perturbations_per_eval", allow_none=True)
         call = canonical_call(self.forward_func, inputs, target, additional_forward_args)
+        baselines = format_baselines(baselines, call.inputs)
         features = format_feature_mask(feature_mask, call.inputs)
-        coalitions = self._coalitions(call, n_samples, features.count)
         user_similarity = self.similarity_func
 
         def similarity(xs: tuple[Tensor, ...], copies: tuple[Tensor, ...], present: Tensor) -> Tensor:
@@ -203,32 +205,34 @@ class Lime(Attribution):
             coefs = lime(
                 call.objective,
                 call.inputs,
-                format_baselines(baselines, call.inputs),
+                baselines,
                 features,
                 n_samples=n_samples,
                 fit=self.interpretable_model.fit,
                 similarity=similarity,
-                coalitions=coalitions,
+                coalitions=None if self.perturb_func is None else self._coalitions(call, n_samples, features.count),
                 perturbations_per_eval=perturbations_per_eval,
                 progress=progress,
             )
         return _output(call, features, coefs, return_input_shape)
 
-    def _coalitions(self, call: CanonicalCall, n_samples: int, count: int) -> Tensor | None:
-        if self.perturb_func is None:
-            return None
-        coalitions = self.perturb_func(call.restore(call.inputs), n_samples, count)
-        n = call.inputs[0].shape[0]
-        if not isinstance(coalitions, Tensor) or coalitions.shape != (n_samples, n, count):
-            raise ValueError(
-                f"perturb_func: expected a tensor of shape ({n_samples}, {n}, {count}) "
-                f"(n_samples, examples, features), got {describe(coalitions)}"
-            )
-        if coalitions.dtype != torch.bool:
-            if not bool(((coalitions == 0) | (coalitions == 1)).all()):
-                raise ValueError("perturb_func: expected coalitions of 0/1 or bool values")
-            coalitions = coalitions == 1
-        return coalitions.to(call.inputs[0].device)
+    def _coalitions(self, call: CanonicalCall, n_samples: int, count: int) -> Callable[[int], Tensor]:
+        """The user's ``perturb_func`` as the core's coalition draw: ``rows -> (n_samples, rows, count)`` bool."""
+
+        def draw(rows: int) -> Tensor:
+            coalitions = self.perturb_func(call.restore(call.inputs), n_samples, count)
+            if not isinstance(coalitions, Tensor) or coalitions.shape != (n_samples, rows, count):
+                raise ValueError(
+                    f"perturb_func: expected a tensor of shape ({n_samples}, {rows}, {count}) "
+                    f"(n_samples, examples, features), got {describe(coalitions)}"
+                )
+            if coalitions.dtype != torch.bool:
+                if not bool(((coalitions == 0) | (coalitions == 1)).all()):
+                    raise ValueError("perturb_func: expected coalitions of 0/1 or bool values")
+                coalitions = coalitions == 1
+            return coalitions.to(call.inputs[0].device)
+
+        return draw
 
 
 @register("kernel_shap", probe_options=superpixel_options(8))
@@ -264,12 +268,13 @@ class KernelShap(Attribution):
         check_int(n_samples, "n_samples")
         check_int(perturbations_per_eval, "perturbations_per_eval", allow_none=True)
         call = canonical_call(self.forward_func, inputs, target, additional_forward_args)
+        baselines = format_baselines(baselines, call.inputs)
         features = format_feature_mask(feature_mask, call.inputs)
         with progress_bar(show_progress, n_samples, "KernelShap") as progress:
             coefs = kernel_shap(
                 call.objective,
                 call.inputs,
-                format_baselines(baselines, call.inputs),
+                baselines,
                 features,
                 n_samples=n_samples,
                 perturbations_per_eval=perturbations_per_eval,

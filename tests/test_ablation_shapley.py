@@ -475,7 +475,8 @@ BAD_MASKS = {
     "too_many_dims": (torch.zeros(1, 1, 6, dtype=torch.long), ValueError),
     "gap": (torch.tensor([[0, 1, 3, 3, 1, 0]]), ValueError),
     "negative": (torch.tensor([[0, 1, -1, 2, 1, 0]]), ValueError),
-    "float": (torch.tensor([[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]]), TypeError),
+    "fractional": (torch.tensor([[0.0, 1.0, 2.5, 3.0, 4.0, 5.0]]), ValueError),  # whole-number floats are ids
+    "nan": (torch.tensor([[0.0, 1.0, float("nan"), 3.0, 4.0, 5.0]]), ValueError),
     "bool": (torch.tensor([[True, False, True, False, True, False]]), TypeError),
     "list_of_ints": ([0, 1, 2, 3, 4, 5], (TypeError, ValueError)),  # read as one mask per input
 }
@@ -510,9 +511,10 @@ def test_perturbations_per_eval_must_be_positive(method):
         _table_call(method, perturbations_per_eval=0)
 
 
-def test_permutation_needs_two_examples():
-    with pytest.raises(ValueError, match="inputs"):
-        FeaturePermutation(seeded(MLP)).attribute(torch.randn(1, 6), target=0)
+def test_permutation_of_one_example_is_zero_with_a_warning():
+    with pytest.warns(UserWarning, match="inputs: FeaturePermutation shuffles .* batch of one example"):
+        attr = FeaturePermutation(seeded(MLP)).attribute(torch.randn(1, 6), target=0)
+    assert torch.equal(attr, torch.zeros(1, 6))
 
 
 def test_exact_shapley_refuses_21_features_before_evaluating_anything():

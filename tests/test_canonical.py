@@ -12,7 +12,7 @@ from attribution import (
     Occlusion,
     Saliency,
 )
-from attribution._canonical import Target, format_baselines, format_inputs, format_target
+from attribution._canonical import Target, format_baseline_distribution, format_baselines, format_inputs, format_target
 
 
 def test_target_forms_pick_the_same_values():
@@ -61,9 +61,38 @@ def test_bad_targets_name_the_argument(mlp, target, error, match):
 
 def test_baseline_forms_broadcast():
     x = torch.randn(4, 3, 5)
-    for b in (0.5, torch.tensor(0.5), torch.full((1, 3, 5), 0.5), torch.full((4, 3, 5), 0.5)):
+    forms = (0.5, torch.tensor(0.5), torch.full((1, 3, 5), 0.5), torch.full((4, 3, 5), 0.5))
+    for b in (*forms, torch.full((3, 5), 0.5), torch.full((5,), 0.5), torch.full((4, 1, 1), 0.5)):
         (fb,) = format_baselines(b, (x,))
-        assert torch.equal(fb.expand_as(x), torch.full_like(x, 0.5))
+        assert fb.dim() == x.dim() and torch.equal(fb.expand_as(x), torch.full_like(x, 0.5))
+    for bad in (torch.zeros(2, 3, 5), torch.zeros(1, 1, 3, 5), torch.zeros(3)):
+        with pytest.raises(ValueError, match=r"baselines: expected .* broadcasts to it .*got shape"):
+            format_baselines(bad, (x,))
+
+
+def test_baseline_dtypes_keep_integer_inputs_integer_where_they_can():
+    ids, flags = torch.tensor([[1, 2, 3]]), torch.tensor([[True, False, True]])
+    dtype = lambda b, x: format_baselines(b, (x,))[0].dtype  # noqa: E731
+    assert dtype(0, ids) == dtype(0.0, ids) == dtype(torch.tensor([3.0, 0.0, 1.0]), ids) == torch.int64  # pad ids
+    assert dtype(0.2, ids) == torch.float32 and dtype(torch.tensor([0.5, 0.0, 1.0]).double(), ids) == torch.float64
+    assert dtype(True, flags) == dtype(0, flags) == torch.bool and dtype(0.5, flags) == torch.float32
+    assert dtype(2, flags) == torch.int64
+    x = torch.randn(2, 3, dtype=torch.float64)
+    assert format_baselines(0.1, (x,))[0].item() == 0.1  # made in the input's dtype: no float32 rounding
+    assert dtype(torch.tensor(1, dtype=torch.int32), x) == torch.float64
+
+
+def test_non_finite_inputs_and_baselines_name_the_argument():
+    x = torch.randn(2, 3)
+    with pytest.raises(ValueError, match=r"^inputs: expected finite values, got 2 NaN or infinite"):
+        format_inputs(torch.tensor([[0.0, float("nan")], [float("inf"), 1.0]]))
+    with pytest.raises(ValueError, match=r"^inputs\[1\]: expected finite values"):
+        format_inputs((x, torch.full((2, 2), float("-inf"))))
+    with pytest.raises(ValueError, match=r"^baselines\[0\]: expected finite values"):
+        format_baselines((float("nan"), 0.0), (x, x))
+    with pytest.raises(ValueError, match=r"^baselines: expected finite values"):
+        format_baseline_distribution(torch.full((3, 3), float("inf")), (x,))
+    format_inputs(torch.tensor([[1, 2]]))  # integer and bool tensors hold no NaN
 
 
 @pytest.mark.parametrize(

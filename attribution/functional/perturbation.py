@@ -9,6 +9,7 @@ per dimension.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -16,7 +17,7 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
-from attribution._canonical import Objective, repeat_rows
+from attribution._canonical import Objective, attribution_dtype, repeat_rows
 from attribution._features import FeatureMasks, feature_boxes
 from attribution._local_forward import LocalForward, gather_window
 
@@ -61,7 +62,8 @@ class SlidingWindows:
     """Hyper-rectangular windows sliding over the feature shape of one example.
 
     Along each dimension there are ``ceil((size - window) / stride) + 1``
-    window positions; the last one is clipped at the border.
+    window positions; the last one is clipped at the border.  An example of
+    shape ``()`` (a ``(n,)`` input) has one window, the whole example.
     """
 
     shape: tuple[int, ...]
@@ -89,10 +91,10 @@ class SlidingWindows:
         """Bool masks ``(hi - lo, *shape)`` of windows ``lo .. hi - 1`` (row-major order)."""
         positions = torch.unravel_index(torch.arange(lo, hi, device=device), self.counts)
         k = len(self.shape)
-        mask = None
+        mask = torch.ones(hi - lo, *([1] * k), dtype=torch.bool, device=device)
         for d, (dim_mask, pos) in enumerate(zip(self.dim_masks(device), positions)):
             part = dim_mask[pos].view(hi - lo, *([1] * d), self.shape[d], *([1] * (k - d - 1)))
-            mask = part if mask is None else mask & part
+            mask = mask & part
         return mask
 
     def spread(self, values: Tensor) -> Tensor:
@@ -146,7 +148,10 @@ class _CopyForward:
         # On a GPU the full convolutions are cheap and the local pass's gathers are not (ResNet-18 occlusion
         # on an H200: 0.034 s plain, 0.043 s local); on CPU the local pass is about 2x faster.
         image = len(inputs) == 1 and inputs[0].dim() == 4 and inputs[0].device.type == "cpu"
-        if boxes is not None and image and not objective.additional_args:
+        # Integer images may get floating copies (a fractional baseline) that the recorded base pass never saw;
+        # an aggregate forward pools over the batch, which the per-row local pass cannot.
+        local = image and inputs[0].is_floating_point() and not objective.aggregate and not objective.additional_args
+        if boxes is not None and local:
             self.local = LocalForward.build(objective.forward_func, inputs[0])
         self.boxes = boxes
 
@@ -173,6 +178,8 @@ def evaluate_copies(
 ) -> Tensor:
     """Target values ``(n, total)`` of ``total`` perturbed copies of the batch, many per forward.
 
+    With an aggregate objective the values are ``(1, total)``.
+
     Args:
         build: ``(lo, hi) -> inputs`` holding copies ``lo .. hi - 1`` stacked repeat-major.
         perturbations_per_eval: copies per forward at most; from the input size when None.
@@ -181,6 +188,8 @@ def evaluate_copies(
 
     Call under ``torch.inference_mode()``.
     """
+    if total == 0:
+        return torch.empty(objective.rows, 0, device=inputs[0].device)
     forward = _CopyForward(objective, inputs, boxes)
     scale = 1 if forward.local is None else LOCAL_BATCH_SCALE
     per_eval = min(perturbations_per_eval or auto_perturbations_per_eval(inputs, total, scale), total)
@@ -206,7 +215,10 @@ def occlusion(
     """Occlusion: the target's drop when each window is set to the baseline.
 
     Windows of one input are occluded while the other inputs stay intact.  A
-    feature covered by several windows gets the mean of their drops.
+    feature covered by several windows gets the mean of their drops.  For a
+    forward that returns one value for the whole batch, each window is
+    occluded in every example at once and the attributions have a first
+    dimension of 1.
 
     Args:
         perturbations_per_eval: occluded copies per forward (at most); chosen
@@ -216,7 +228,7 @@ def occlusion(
     inputs = tuple(x.detach() for x in inputs)
     drops_per_input = []
     with torch.inference_mode():
-        reference = objective(inputs)
+        objective, reference = objective.resolve(inputs)
         for i, (x, b, window, stride) in enumerate(zip(inputs, baselines, windows, strides)):
             grid = SlidingWindows(tuple(x.shape[1:]), window, stride)
 
@@ -238,7 +250,7 @@ def occlusion(
             drops_per_input.append((grid, reference[:, None] - values))
     # Outside inference mode, so that callers get ordinary tensors back.
     return tuple(
-        (grid.spread(drops.clone()) / grid.coverage(drops.device)).to(x.dtype)
+        (grid.spread(drops.clone()) / grid.coverage(drops.device)).to(attribution_dtype(x, drops))
         for (grid, drops), x in zip(drops_per_input, inputs)
     )
 
@@ -256,12 +268,15 @@ def feature_ablation(
 
     Every feature is one perturbed copy, in all inputs at once (ids are
     shared across inputs).  Image features go through local re-evaluation
-    around their bounding box when the model allows it.
+    around their bounding box when the model allows it.  A forward that
+    returns one value for the whole batch needs shared masks and gets
+    attributions with a first dimension of 1.
     """
     inputs = tuple(x.detach() for x in inputs)
     eye = torch.eye(features.count, dtype=torch.bool, device=inputs[0].device)
     with torch.inference_mode():
-        reference = objective(inputs)
+        objective, reference = objective.resolve(inputs)
+        features.check_shared(objective.aggregate)
         located = feature_boxes(features, inputs[0]) if len(inputs) == 1 else None
         boxes = None if located is None else (lambda lo, hi: located[0][lo:hi], located[1])
         values = evaluate_copies(
@@ -278,7 +293,7 @@ def feature_ablation(
 
 
 def _shuffles(count: int, n: int, device: torch.device) -> Tensor:
-    """``count`` uniformly random permutations of ``n`` examples, none the identity (which changes nothing)."""
+    """``count`` uniformly random permutations of ``n >= 2`` examples, none the identity (which changes nothing)."""
     orders = torch.rand(count, n, device=device).argsort(dim=1)
     identity = torch.arange(n, device=device)
     while (unchanged := (orders == identity).all(dim=1)).any():
@@ -298,11 +313,13 @@ def feature_permutation(
 
     Each feature gets its own random permutation of the examples, never the
     identity (from torch's global generator), applied to every element of
-    that feature.
+    that feature.  A batch of one cannot be shuffled: every attribution is
+    0, with a warning (as in the reference).  A forward that returns one
+    value for the whole batch (a loss, say) gets attributions with a first
+    dimension of 1: the batch's change in that value.
     """
     inputs = tuple(x.detach() for x in inputs)
     n = inputs[0].shape[0]
-    orders = _shuffles(features.count, n, inputs[0].device)
     eye = torch.eye(features.count, dtype=torch.bool, device=inputs[0].device)
 
     def permuted(lo: int, hi: int) -> tuple[Tensor, ...]:
@@ -313,14 +330,24 @@ def feature_permutation(
         )
 
     with torch.inference_mode():
-        reference = objective(inputs)
-        values = evaluate_copies(
-            objective,
-            inputs,
-            features.count,
-            permuted,
-            perturbations_per_eval=perturbations_per_eval,
-            progress=progress,
-        )
-        drops = reference[:, None] - values
+        objective, reference = objective.resolve(inputs)
+        features.check_shared(objective.aggregate)
+        if n < 2:
+            warnings.warn(
+                "inputs: FeaturePermutation shuffles each feature across the batch, and a batch of one example "
+                "cannot be shuffled, so every attribution is 0; pass at least 2 examples",
+                stacklevel=3,
+            )
+            drops = torch.zeros_like(reference)[:, None].expand(-1, features.count)
+        else:
+            orders = _shuffles(features.count, n, inputs[0].device)
+            values = evaluate_copies(
+                objective,
+                inputs,
+                features.count,
+                permuted,
+                perturbations_per_eval=perturbations_per_eval,
+                progress=progress,
+            )
+            drops = reference[:, None] - values
     return features.spread(drops.clone(), inputs)

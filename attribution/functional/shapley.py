@@ -32,7 +32,9 @@ def shapley_value_sampling(
     one at a time; each feature's estimate is the mean change of the target
     when it is added.  The orders are drawn up front from torch's global
     generator; the ``n_samples * F`` coalitions are built chunk by chunk and
-    evaluated many per forward.
+    evaluated many per forward.  A forward that returns one value for the
+    whole batch switches features in every example at once (shared masks)
+    and gets attributions with a first dimension of 1.
     """
     inputs = tuple(x.detach() for x in inputs)
     device, count = inputs[0].device, features.count
@@ -45,7 +47,8 @@ def shapley_value_sampling(
         return features.perturbed(present, inputs, baselines)
 
     with torch.inference_mode():
-        empty = objective(tuple(b.expand_as(x) for x, b in zip(inputs, baselines)))
+        objective, empty = objective.resolve(tuple(b.expand_as(x) for x, b in zip(inputs, baselines)))
+        features.check_shared(objective.aggregate)
         values = evaluate_copies(
             objective,
             inputs,
@@ -73,7 +76,8 @@ def shapley_values(
     """Exact Shapley values from all ``2^F`` coalitions of the ``F`` feature groups.
 
     ``phi_i = sum over S without i of |S|! (F - |S| - 1)! / F! * (f(S + i) - f(S))``;
-    they sum to ``f(inputs) - f(baselines)`` (efficiency).
+    they sum to ``f(inputs) - f(baselines)`` (efficiency).  A forward that
+    returns one value for the whole batch gets them for the batch as a whole.
 
     Raises:
         ValueError: more than :data:`MAX_EXACT_FEATURES` features.
@@ -93,16 +97,27 @@ def shapley_values(
         return features.perturbed(present, inputs, baselines)
 
     with torch.inference_mode():
+        objective, full = objective.resolve(inputs)  # the last coalition, all features present
+        features.check_shared(objective.aggregate)
+        if progress is not None:
+            progress(1)
         values = evaluate_copies(
-            objective, inputs, 2**count, coalitions, perturbations_per_eval=perturbations_per_eval, progress=progress
-        )  # (n, 2^F)
+            objective,
+            inputs,
+            2**count - 1,
+            coalitions,
+            perturbations_per_eval=perturbations_per_eval,
+            progress=progress,
+        )
+        values = torch.cat([values, full[:, None]], dim=1)  # (rows, 2^F)
         sizes = torch.tensor([bin(c).count("1") for c in range(2**count)], device=device)
+        dtype = torch.promote_types(values.dtype, torch.float32)  # an integer-valued forward gets fractions too
         weights = torch.tensor(
             [math.factorial(s) * math.factorial(count - s - 1) / math.factorial(count) for s in range(count)],
             device=device,
-            dtype=values.dtype,
+            dtype=dtype,
         )
-        phi = torch.zeros(values.shape[0], count, device=device, dtype=values.dtype)
+        phi = torch.zeros(values.shape[0], count, device=device, dtype=dtype)
         everything = torch.arange(2**count, device=device)
         for i in range(count):  # at most MAX_EXACT_FEATURES iterations
             without = everything[(everything & (1 << i)) == 0]

@@ -107,38 +107,55 @@ def surrogate(
     *,
     weights: Tensor | None = None,
     similarity: Similarity | None = None,
+    first: Tensor | None = None,
     perturbations_per_eval: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Tensor:
-    """Coefficients ``(n, F)`` of a linear model fitted to the target over the perturbed copies.
+    """Coefficients ``(rows, F)`` of a linear model fitted to the target over the perturbed copies.
+
+    ``rows`` is ``n``, or 1 when ``objective`` is aggregate (one value for the whole batch): the batch
+    is then one example to the similarity, ``inputs (1, n, ...)`` and ``perturbed (P, 1, n, ...)``.
 
     Args:
-        coalitions: bool ``(S, n, F)``, which features each copy keeps.
+        objective: resolved (see :meth:`Objective.resolve`).
+        coalitions: bool ``(S, rows, F)``, which features each copy keeps.
         fit: the weighted linear model, see :data:`Fit`.
-        weights: sample weights ``(S, n)``; or
+        weights: sample weights ``(S, rows)``; or
         similarity: computes them from each chunk of perturbed copies, see :data:`Similarity`.
+        first: the target values ``(rows,)`` of copy 0 when they are already known.
     """
     inputs = tuple(x.detach() for x in inputs)
-    total, n = coalitions.shape[:2]
+    total, rows = coalitions.shape[:2]
+    examples = tuple(x.unsqueeze(0) for x in inputs) if objective.aggregate else inputs
+    start = 0 if first is None else 1
     chunks = []
 
     def build(lo: int, hi: int) -> tuple[Tensor, ...]:
         batch = features.perturbed(coalitions[lo:hi], inputs, baselines)
         if similarity is not None:
-            copies = tuple(p.view(hi - lo, n, *p.shape[1:]) for p in batch)
-            chunk = similarity(inputs, copies, coalitions[lo:hi])
-            if not isinstance(chunk, Tensor) or chunk.shape != (hi - lo, n):
+            copies = tuple(p.view(hi - lo, *e.shape) for p, e in zip(batch, examples))
+            chunk = similarity(examples, copies, coalitions[lo:hi])
+            if not isinstance(chunk, Tensor) or chunk.shape != (hi - lo, rows):
                 raise ValueError(
-                    f"similarity_func: expected weights of shape ({hi - lo}, {n}) (copies, examples), "
+                    f"similarity_func: expected weights of shape ({hi - lo}, {rows}) (copies, examples), "
                     f"got {describe(chunk)}"
                 )
             chunks.append(chunk)
         return batch
 
     with torch.inference_mode():
+        if first is not None and similarity is not None:
+            build(0, 1)  # copy 0's weights; its value is known
         values = evaluate_copies(
-            objective, inputs, total, build, perturbations_per_eval=perturbations_per_eval, progress=progress
+            objective,
+            inputs,
+            total - start,
+            lambda lo, hi: build(lo + start, hi + start),
+            perturbations_per_eval=perturbations_per_eval,
+            progress=progress,
         )
+        if first is not None:
+            values = torch.cat([first[:, None], values], dim=1)
         if similarity is not None:
             weights = torch.cat(chunks)
     # Outside inference mode, so that a custom model may use autograd.
@@ -146,9 +163,10 @@ def surrogate(
     dtype = values.dtype if values.is_floating_point() else torch.float32
     design = coalitions.transpose(0, 1).to(dtype)
     coef, _ = fit(design, values.to(dtype), weights.clone().t().to(device=design.device, dtype=dtype))
-    if not isinstance(coef, Tensor) or coef.shape != (n, features.count):
+    if not isinstance(coef, Tensor) or coef.shape != (rows, features.count):
         raise ValueError(
-            f"interpretable_model: fit must return coefficients of shape ({n}, {features.count}), got {describe(coef)}"
+            f"interpretable_model: fit must return coefficients of shape ({rows}, {features.count}), "
+            f"got {describe(coef)}"
         )
     return coef
 
@@ -265,22 +283,33 @@ def lime(
     n_samples: int = 50,
     fit: Fit | None = None,
     similarity: Similarity | None = None,
-    coalitions: Tensor | None = None,
+    coalitions: Callable[[int], Tensor] | None = None,
     perturbations_per_eval: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Tensor:
-    """Lime's coefficients ``(n, F)``: a linear model (default: lasso, ``alpha=0.01``) fitted to the target
+    """Lime's coefficients ``(rows, F)``: a linear model (default: lasso, ``alpha=0.01``) fitted to the target
     over ``n_samples`` random coalitions (default: Bernoulli(1/2)), weighted by similarity to the input
     (default: exponential kernel of the cosine distance, width 1).
+
+    Args:
+        coalitions: draws the coalitions, bool ``(n_samples, rows, F)``, given ``rows``: ``n``, or 1 for a
+            forward that returns one value for the whole batch (explained as one example, as in the
+            reference).
     """
+    with torch.inference_mode():
+        # One forward of the unperturbed batch tells how many rows the coalitions need.
+        objective, _ = objective.resolve(tuple(x.detach() for x in inputs))
+    features.check_shared(objective.aggregate)
     if coalitions is None:
-        coalitions = lime_coalitions(n_samples, inputs[0].shape[0], features.count, inputs[0].device)
+        drawn = lime_coalitions(n_samples, objective.rows, features.count, inputs[0].device)
+    else:
+        drawn = coalitions(objective.rows)
     return surrogate(
         objective,
         inputs,
         baselines,
         features,
-        coalitions,
+        drawn,
         fit or (lambda X, y, w: lasso(X, y, w, 0.01)),
         similarity=similarity or get_exp_kernel_similarity_function(),
         perturbations_per_eval=perturbations_per_eval,
@@ -298,10 +327,17 @@ def kernel_shap(
     perturbations_per_eval: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Tensor:
-    """KernelShap's coefficients ``(n, F)``: weighted least squares over coalitions drawn from the Shapley
-    kernel (see :func:`kernel_shap_coalitions`); they estimate the features' Shapley values.
+    """KernelShap's coefficients ``(rows, F)``: weighted least squares over coalitions drawn from the Shapley
+    kernel (see :func:`kernel_shap_coalitions`); they estimate the features' Shapley values.  ``rows`` is 1
+    for a forward that returns one value for the whole batch (explained as one example).
     """
-    coalitions, weights = kernel_shap_coalitions(n_samples, inputs[0].shape[0], features.count, inputs[0].device)
+    with torch.inference_mode():
+        # The first coalition keeps every feature: the unperturbed batch, which also settles the output mode.
+        objective, full = objective.resolve(tuple(x.detach() for x in inputs))
+    features.check_shared(objective.aggregate)
+    if progress is not None:
+        progress(1)
+    coalitions, weights = kernel_shap_coalitions(n_samples, objective.rows, features.count, inputs[0].device)
     return surrogate(
         objective,
         inputs,
@@ -310,6 +346,7 @@ def kernel_shap(
         coalitions,
         least_squares,
         weights=weights,
+        first=full,
         perturbations_per_eval=perturbations_per_eval,
         progress=progress,
     )
