@@ -6,7 +6,9 @@
 * ``integrated_gradients``, ``occlusion``, ``feature_ablation``: ResNet-18 at 224x224 (the article's settings);
 * ``metrics``: infidelity and sensitivity_max (``benchmarks/metrics.py``);
 * ``surrogate``: Lime and KernelShap (``benchmarks/surrogate.py``);
-* ``monitor``: the AttributionMonitor's share of fit time (``benchmarks/monitor.py``).
+* ``monitor``: the AttributionMonitor's share of fit time (``benchmarks/monitor.py``);
+* ``contended``: IG and Occlusion alone and beside a competing busy process (``benchmarks/contended.py``,
+  ``python -m benchmarks.contended`` for its options).
 
 Each line prints our time and peak RSS growth, Captum's, and the ratios
 (> 1 means we are faster / smaller).  Results are also checked for agreement.
@@ -18,22 +20,13 @@ import argparse
 import functools
 
 import torch
-import torchvision
 
 from benchmarks._measure import max_rel_diff, measure, row
+from benchmarks._models import resnet
+from benchmarks.contended import bench_contended
 from benchmarks.metrics import bench_metrics
 from benchmarks.monitor import bench_monitor
 from benchmarks.surrogate import bench_surrogate
-
-
-@functools.cache
-def _resnet():
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18().eval()
-    x = torch.rand(1, 3, 224, 224)
-    with torch.no_grad():
-        target = int(model(x).argmax())
-    return model, x, target
 
 
 def bench_integrated_gradients() -> list[str]:
@@ -41,7 +34,7 @@ def bench_integrated_gradients() -> list[str]:
 
     from attribution import IntegratedGradients
 
-    model, x, target = _resnet()
+    model, x, target = resnet()
     lines = []
     for n_steps in (50, 200):
         theirs = measure(lambda: CaptumIG(model).attribute(x, target=target, n_steps=n_steps))
@@ -56,7 +49,7 @@ def bench_occlusion() -> list[str]:
 
     from attribution import Occlusion
 
-    model, x, target = _resnet()
+    model, x, target = resnet()
     kwargs = dict(target=target, strides=(3, 8, 8), sliding_window_shapes=(3, 15, 15), baselines=0)
     ours = measure(lambda: Occlusion(model).attribute(x, **kwargs))
     windows = 28 * 28
@@ -77,7 +70,7 @@ def bench_feature_ablation() -> list[str]:
 
     from attribution import FeatureAblation
 
-    model, x, target = _resnet()
+    model, x, target = resnet()
     cells = torch.arange(14 * 14).view(14, 14).repeat_interleave(16, 0).repeat_interleave(16, 1)
     mask = cells[None, None]  # one mask for the batch and the channels
     ours = measure(lambda: FeatureAblation(model).attribute(x, target=target, feature_mask=mask))
@@ -113,6 +106,7 @@ BENCHES = {
     "metrics": bench_metrics,
     "surrogate": bench_surrogate,
     "monitor": bench_monitor,
+    "contended": functools.partial(bench_contended, ["integrated_gradients_50", "occlusion"], rounds=1),
 }
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from attribution._canonical import Objective, attribution_dtype, repeat_rows
+from attribution._chunking import ThreadGovernor
 from attribution._features import FeatureMasks, feature_boxes
 from attribution._local_forward import LocalForward, gather_window
 
@@ -194,11 +195,13 @@ def evaluate_copies(
     scale = 1 if forward.local is None else LOCAL_BATCH_SCALE
     per_eval = min(perturbations_per_eval or auto_perturbations_per_eval(inputs, total, scale), total)
     values = []
-    for lo in range(0, total, per_eval):
-        hi = min(total, lo + per_eval)
-        values.append(forward(build(lo, hi), lo, hi).view(hi - lo, -1))
-        if progress is not None:
-            progress(hi - lo)
+    with ThreadGovernor(inputs[0].device) as governor:
+        for lo in range(0, total, per_eval):
+            hi = min(total, lo + per_eval)
+            with governor.chunk():
+                values.append(forward(build(lo, hi), lo, hi).view(hi - lo, -1))
+            if progress is not None:
+                progress(hi - lo)
     return torch.cat(values).t()
 
 
