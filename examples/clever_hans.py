@@ -64,21 +64,18 @@ def run(root: Path, spurious: bool, epochs: int = 4, quick: bool = False) -> dic
 
 
 def comparison_figure(runs: dict[str, dict], path: Path, shown: int = 4) -> Path:
-    """The probe with integrated-gradients overlays at each run's last logged epoch."""
+    """The probe with integrated-gradients overlays at each run's last logged point."""
     figure, axes = plt.subplots(len(runs), shown, figsize=(2.2 * shown, 2.4 * len(runs)), squeeze=False)
     for row, (name, result) in enumerate(runs.items()):
         artifacts = result["log_dir"] / "xai"
         manifest = json.loads((artifacts / "manifest.json").read_text())
-        last = max(r["epoch"] for r in manifest)
-        maps = torch.load(artifacts / f"maps_epoch_{last:03d}.pt", weights_only=True)["integrated_gradients"].float()
+        last = max(r["step"] for r in manifest)
+        (record,) = [r for r in manifest if r["step"] == last and r["method"] == "integrated_gradients"]
+        maps = torch.load(artifacts / record["maps"], weights_only=True)["integrated_gradients"].float()
         probe = torch.load(artifacts / "probe.pt", weights_only=True)
         images = denormalize_images(probe["inputs"]).clamp(0, 1).permute(0, 2, 3, 1)
         heat = maps.abs().sum(1)
-        mass = next(
-            r["metrics"]["mass_in_mask"]
-            for r in manifest
-            if r["epoch"] == last and r["method"] == "integrated_gradients"
-        )
+        mass = record["metrics"]["mass_in_mask"]
         for i in range(shown):
             ax = axes[row, i]
             ax.imshow(images[i])

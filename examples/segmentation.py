@@ -57,9 +57,7 @@ class ShapeSegmenter(L.LightningModule):
         super().__init__()
         import segmentation_models_pytorch as smp
 
-        self.net = smp.Unet(
-            "resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(32, 16, 8), classes=4
-        )
+        self.net = smp.Unet("resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(32, 16, 8), classes=4)
         self.lr = lr
 
     def forward(self, image: Tensor) -> Tensor:

@@ -15,6 +15,7 @@ from attribution import registry
 from attribution.metrics import SIMILARITY_MEASURES
 from attribution.utils import check_choice, check_int
 from lightning_xai import _tags
+from lightning_xai._schedule import Schedule
 
 
 def misconfigured(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -35,7 +36,6 @@ def check_scalars(
     gradcam: Any,
     num_probe_samples: Any,
     target: Any,
-    every_n_epochs: Any,
     on_error: Any,
     seed: Any,
     similarity: Any,
@@ -44,7 +44,6 @@ def check_scalars(
     output_transform: Any,
 ) -> None:
     """Validate the monitor's single-valued arguments."""
-    misconfigured(check_int, every_n_epochs, "every_n_epochs")
     misconfigured(check_int, num_probe_samples, "num_probe_samples")
     misconfigured(check_choice, on_error, "on_error", ("warn", "raise"))
     misconfigured(check_choice, similarity, "similarity", SIMILARITY_MEASURES)
@@ -95,14 +94,30 @@ def display_statistics(name: str, values: Any) -> tuple[float, ...] | None:
     return tuple(float(v) for v in values)
 
 
-def token_names(names: Any) -> list[str] | None:
-    if names is None:
+def names(argument: str, values: Any) -> list[str] | None:
+    """``token_names`` (the word of each token id) or ``class_names`` (the name of each class)."""
+    if values is None:
         return None
-    if isinstance(names, str) or not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names):
+    if isinstance(values, str) or not isinstance(values, Sequence) or not all(isinstance(v, str) for v in values):
+        what = "the word of each token id" if argument == "token_names" else "the name of each class"
+        raise MisconfigurationException(f"{argument}: expected a list with {what}, got {type(values).__name__}")
+    return list(values)
+
+
+def schedule(every_n_epochs: Any, every_n_steps: Any, log_spaced_steps: Any, log_at_start: Any) -> Schedule:
+    """The points of training to explain; at least one way to get there."""
+    misconfigured(check_int, every_n_epochs, "every_n_epochs", allow_none=True)
+    misconfigured(check_int, every_n_steps, "every_n_steps", allow_none=True)
+    for name, value in (("log_spaced_steps", log_spaced_steps), ("log_at_start", log_at_start)):
+        if not isinstance(value, bool):
+            raise MisconfigurationException(f"{name}: expected True or False, got {value!r}")
+    plan = Schedule(log_at_start, every_n_epochs, every_n_steps, log_spaced_steps)
+    if every_n_epochs is None and every_n_steps is None and not log_spaced_steps and not log_at_start:
         raise MisconfigurationException(
-            f"token_names: expected a list with the word of each token id, got {type(names).__name__}"
+            "every_n_epochs: with every_n_steps=None, log_spaced_steps=False and log_at_start=False the monitor "
+            "would never explain the probe; give at least one of them"
         )
-    return list(names)
+    return plan
 
 
 def method_options(methods: Sequence[str] | Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:

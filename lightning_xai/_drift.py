@@ -1,9 +1,9 @@
-"""How far explanations moved: against the previous logged epoch and a pinned reference.
+"""How far explanations moved: against the previous logged point and a pinned reference.
 
-The reference is an epoch of this run (the first logged one by default) or a
+The reference is a logged point of this run (the first one by default) or a
 *golden* file saved by an earlier run (``AttributionMonitor(save_reference=...)``),
 which fixes the probe too, so a later run (a model repository's CI, say)
-explains the very same inputs and compares epoch by epoch.
+explains the very same inputs and compares point by point (by global step).
 """
 
 from __future__ import annotations
@@ -20,20 +20,21 @@ from torch import Tensor
 from attribution.metrics import similarity
 from lightning_xai._writers import MAP_DTYPE
 
-GOLDEN_VERSION = 1
+GOLDEN_VERSION = 2  # 2: maps by global step (1: by epoch)
 
 
 @dataclass
 class Golden:
-    """A saved reference run: its probe and every logged epoch's maps per method."""
+    """A saved reference run: its probe and every logged point's maps per method, by global step."""
 
     probe: dict[str, Tensor | None]
     maps: dict[int, dict[str, Tensor]]
     target: Any = None
 
-    def maps_for(self, epoch: int) -> dict[str, Tensor]:
-        """The reference maps of ``epoch``, or of the reference's last epoch beyond its end."""
-        return self.maps.get(epoch, self.maps[max(self.maps)])
+    def maps_for(self, step: int) -> dict[str, Tensor]:
+        """The reference maps at ``step``, else at the reference's last step before it (its first, before that)."""
+        earlier = [s for s in self.maps if s <= step]
+        return self.maps[max(earlier) if earlier else min(self.maps)]
 
 
 def save_golden(path: str | Path, probe: dict[str, Tensor | None], maps: dict[int, dict[str, Tensor]], target: Any):
@@ -70,11 +71,11 @@ def load_golden(path: str | Path) -> Golden:
 
 @dataclass
 class DriftTracker:
-    """Similarity of each method's maps to the previous logged epoch and to the reference.
+    """Similarity of each method's maps to the previous logged point and to the reference.
 
     Args:
         measure: one of ``attribution.metrics.SIMILARITY_MEASURES``.
-        reference: an epoch of this run to pin (None: the first logged one),
+        reference: a global step of this run to pin (None: the first logged point),
             or a loaded :class:`Golden`.
     """
 
@@ -84,11 +85,11 @@ class DriftTracker:
     previous_predictions: Tensor | None = None
     pinned: dict[str, Tensor] = field(default_factory=dict)
 
-    def update(self, epoch: int, maps: dict[str, Tensor], predictions: Tensor) -> tuple[dict[str, dict], int | None]:
-        """Compare this epoch's maps; returns per-method similarities and the prediction flips."""
-        if (self.reference is None and not self.pinned) or self.reference == epoch:
+    def update(self, step: int, maps: dict[str, Tensor], predictions: Tensor) -> tuple[dict[str, dict], int | None]:
+        """Compare the maps of the point at ``step``; returns per-method similarities and the prediction flips."""
+        if (self.reference is None and not self.pinned) or self.reference == step:
             self.pinned = {m: t.detach().cpu() for m, t in maps.items()}
-        reference = self.reference.maps_for(epoch) if isinstance(self.reference, Golden) else self.pinned
+        reference = self.reference.maps_for(step) if isinstance(self.reference, Golden) else self.pinned
         values: dict[str, dict[str, float]] = {}
         for method, current in maps.items():
             values[method] = {}

@@ -80,7 +80,7 @@ class Explanation:
 
     method: str
     attributions: Tensor  # as the method returns them: input-shaped, or layer-shaped for layer methods
-    heat: Tensor | None  # (N, H, W) in [0, 1] at the input's resolution, for image inputs
+    heat: _render.Heat | None  # maps (N, H, W) at the input's resolution, scale and sign, for image inputs
     metrics: dict[str, float] = field(default_factory=dict)
     token_scores: Tensor | None = None  # (N, T) signed attribution per token, for token inputs
 

@@ -1,60 +1,134 @@
-"""Turning attribution maps into images: heat maps, overlays, grids and filmstrips.
+"""Turning attribution maps into images: heat maps, overlays, and labelled sheets of tiles with a colour scale.
 
-Everything stays in torch (CHW floats in [0, 1], what TensorBoard's
-``add_image`` takes); matplotlib only supplies the colour map's lookup table
-and renders figures (:func:`figure_to_tensor`).
+Maps and overlays are computed in torch at the inputs' own resolution; a sheet is then laid out as uint8
+pixels (small inputs enlarged by repeating pixels), its text pasted in from patches that PIL renders once
+per string with its small built-in font, and handed over as CHW floats in [0, 1] (what TensorBoard's
+``add_image`` takes). matplotlib only supplies the colour maps' lookup tables and renders figures
+(:func:`figure_to_tensor`).
+
+Sizes are chosen for TensorBoard's default image card (``CARD_WIDTH``): it stretches or shrinks every image
+to its width, so a sheet is at most that wide, two tiles a row, each at least ``TILE_SIDE`` pixels on its
+short side; the card then shows each tile at about 165 pixels and the text unshrunk.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
-from torchvision.utils import make_grid
 
-HEAT_CMAP = "inferno"
-OVERLAY_ALPHA = 0.6
+SIGNED_CMAP = "RdBu_r"
+"""Diverging colour map for maps with both signs: blue against the explained class, red for it."""
+UNSIGNED_CMAP = "inferno"
+"""Sequential colour map for maps that are never negative (GradCAM after its ReLU, saliency magnitude)."""
+OVERLAY_ALPHA = 0.7
+LUMA = torch.tensor([0.299, 0.587, 0.114])
+"""Weights of the grey the maps are drawn over (ITU-R BT.601 luma)."""
 OUTLIER_QUANTILE = 0.99
 THUMBNAIL = 64
-"""Side of the maps kept per epoch for filmstrips (history must stay small)."""
-DISPLAY_SIDE = 128
-"""Small images are enlarged to at least this side, so that TensorBoard shows them legibly."""
+"""Side of the maps kept per point for filmstrips and timelines (history must stay small)."""
+TILE_SIDE = 128
+"""Every tile is at least this many pixels on its short side (small inputs: nearest neighbour, integer factor)."""
+TILE_MAX_SIDE = 160
+"""Larger inputs are shrunk to this short side, so that two tiles fit the card (and PNGs stay quick)."""
+CARD_WIDTH = 350
+"""Width of TensorBoard's image card (IMAGES tab, default size), CSS pixels, measured in Chromium with
+``scripts/screenshots``: a wider image is shrunk to it, and its small text becomes hard to read."""
+PER_ROW = 2
+"""Tiles per row of a sheet (fewer when wider tiles would not fit ``CARD_WIDTH``)."""
+MAX_FRAMES = 7
+"""Logged points shown in a filmstrip at most (evenly spaced, always the first and the latest): with the
+input, four rows of two, and the PNG-encoding time of a filmstrip stays bounded however many points."""
+PAD = 4
+FONT_SIZE = 12
+LINE = 15
+"""Height of a line of text, pixels."""
+BAR_HEIGHT = 8
+INK = (25, 25, 25)
+MUTED = (95, 95, 95)
+RIGHT = (0, 115, 40)
+WRONG = (200, 20, 20)
+
+Caption = str | tuple[str, tuple[int, int, int]]
+"""A line of text under a tile or above a sheet: plain (dark ink), or with its own RGB colour."""
 
 
-def enlarge(images: Tensor, side: int = DISPLAY_SIDE) -> Tensor:
-    """``(N, C, H, W)`` (or ``(N, H, W)``) scaled up by an integer factor to at least ``side`` pixels."""
-    factor = -(-side // max(images.shape[-2:]))
-    if factor <= 1:
-        return images
-    flat = images if images.dim() == 4 else images[:, None]
-    big = F.interpolate(flat.float(), scale_factor=factor, mode="nearest")
-    return big if images.dim() == 4 else big[:, 0]
+@dataclass(frozen=True)
+class Heat:
+    """Attribution maps ready to colour.
+
+    Attributes:
+        maps: ``(N, H, W)``: in [-1, 1] when ``signed``, else in [0, 1]; 1 stands for ``scale``.
+        scale: the attribution value drawn at full colour: the batch's 99th percentile of ``|map|``.
+        signed: whether any value is negative (then shown with the diverging colour map).
+    """
+
+    maps: Tensor
+    scale: float
+    signed: bool
 
 
-def heat(attributions: Tensor, size: Sequence[int] | None = None) -> Tensor:
-    """Attribution magnitude per pixel, scaled per example into [0, 1].
+@dataclass(frozen=True)
+class Legend:
+    """The colour scale drawn above a sheet: the bar, the values at its ends, and what the colours mean."""
 
-    Channels are summed in absolute value; the scale is each map's 99th
-    percentile, so a few extreme pixels do not wash out the rest.
+    signed: bool
+    high: str
+    meaning: str
+
+    @property
+    def ends(self) -> tuple[str, str]:
+        return (f"-{self.high}", f"+{self.high}") if self.signed else ("0", self.high)
+
+
+def heat(attributions: Tensor, size: Sequence[int] | None = None) -> Heat:
+    """Attribution per pixel (channels summed, sign kept), on one scale for the whole batch.
+
+    The scale is the batch's 99th percentile of the magnitude, so a few extreme pixels do not wash out
+    the rest, and tiles of one image compare with each other.
 
     Args:
         attributions: ``(N, C, H, W)`` (input or layer maps) or ``(N, H, W)``.
         size: resize the maps to this ``(H, W)`` (bilinear), e.g. the input's.
 
     Returns:
-        ``(N, H, W)`` floats in [0, 1].
+        The maps in [-1, 1] (or [0, 1] when none is negative), with their scale and sign.
     """
     maps = attributions.detach().float()
-    maps = maps.abs().sum(1) if maps.dim() == 4 else maps.abs()
+    maps = maps.sum(1) if maps.dim() == 4 else maps
     if size is not None and tuple(maps.shape[-2:]) != tuple(size):
         maps = F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
-    scale = torch.quantile(maps.flatten(1), OUTLIER_QUANTILE, dim=1).clamp_min(1e-12)
-    return (maps / scale[:, None, None]).clamp(0, 1)
+    magnitude = maps.abs().flatten()
+    scale = float(magnitude.kthvalue(max(1, math.ceil(OUTLIER_QUANTILE * magnitude.numel()))).values)
+    if scale <= 0:  # sparse maps: fewer than 1% of the pixels are non-zero
+        scale = float(magnitude.max()) or 1.0
+    signed = is_signed(maps)
+    return Heat((maps / scale).clamp(-1 if signed else 0, 1), scale, signed)
+
+
+def is_signed(maps: Tensor) -> bool:
+    """Whether the maps hold negative evidence, so need the diverging colour map."""
+    return bool((maps < 0).any())
+
+
+def thumbnail(heat: Heat | Tensor) -> Tensor:
+    """Maps ``(N, H, W)`` shrunk to at most ``THUMBNAIL`` pixels a side, stored as float16."""
+    maps = heat.maps if isinstance(heat, Heat) else heat
+    height, width = maps.shape[-2:]
+    scale = min(1.0, THUMBNAIL / max(height, width))
+    if scale < 1:
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        maps = F.interpolate(maps[:, None].float(), size=size, mode="area")[:, 0]
+    return maps.to(torch.float16).cpu()
 
 
 def displayable(images: Tensor, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Tensor:
@@ -75,56 +149,205 @@ def displayable(images: Tensor, mean: Sequence[float] | None = None, std: Sequen
     return images.clamp(0, 1)
 
 
-def _colormap(name: str = HEAT_CMAP) -> Tensor:
+def tile_size(height: int, width: int) -> tuple[int, int]:
+    """The display size of a ``height`` x ``width`` input: short side in [``TILE_SIDE``, ``TILE_MAX_SIDE``],
+    by a whole-number factor where that lands in the range (then each pixel becomes a crisp block)."""
+    short = min(height, width)
+    if TILE_SIDE <= short <= TILE_MAX_SIDE:
+        return height, width
+    factor = -(-TILE_SIDE // short)
+    if short < TILE_SIDE and short * factor <= TILE_MAX_SIDE:
+        return height * factor, width * factor
+    side = TILE_SIDE if short < TILE_SIDE else TILE_MAX_SIDE
+    return max(1, round(height * side / short)), max(1, round(width * side / short))
+
+
+def resize(images: Tensor, size: Sequence[int]) -> Tensor:
+    """``(N, C, H, W)`` or ``(N, H, W)`` to ``size``: nearest neighbour for whole-number enlargements (crisp
+    pixels), bilinear otherwise (antialiased when shrinking)."""
+    (height, width), (new_height, new_width) = images.shape[-2:], tuple(size)
+    if (height, width) == (new_height, new_width):
+        return images.float()
+    flat = images.float() if images.dim() == 4 else images[:, None].float()
+    factor = new_height // height
+    if factor >= 1 and (new_height, new_width) == (factor * height, factor * width):
+        big = F.interpolate(flat, scale_factor=factor, mode="nearest")
+    else:
+        shrink = new_height < height
+        big = F.interpolate(flat, size=(new_height, new_width), mode="bilinear", align_corners=False, antialias=shrink)
+    return big if images.dim() == 4 else big[:, 0]
+
+
+def base(images: Tensor) -> Tensor:
+    """``(N, 3, H, W)`` images at the resolution overlays are computed at: their own, unless they are larger
+    than their display size (then shrunk to it); :func:`sheet` enlarges them as the last step."""
+    height, width = images.shape[-2:]
+    return images.float() if min(height, width) <= TILE_MAX_SIDE else resize(images, tile_size(height, width))
+
+
+def _pixels(images: Tensor, enlarge: bool) -> np.ndarray:
+    """``(N, 3, H, W)`` floats to ``(N, H', W', 3)`` uint8 at display size: whole-number enlargements are done
+    on the bytes, by repetition (crisp pixels, and a sixteenth of the arithmetic at 4x)."""
+    height, width = images.shape[-2:]
+    target = tile_size(height, width) if enlarge else (height, width)
+    factor = target[0] // height
+    if target != (factor * height, factor * width):
+        images, factor = resize(images, target), 1
+    pixels = (images.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return pixels.repeat(factor, axis=1).repeat(factor, axis=2) if factor > 1 else pixels
+
+
+@lru_cache(maxsize=4)
+def _colormap(name: str) -> Tensor:
     import matplotlib
 
-    return torch.tensor(matplotlib.colormaps[name](torch.linspace(0, 1, 256).numpy())[:, :3], dtype=torch.float32)
+    return torch.tensor(matplotlib.colormaps[name](np.linspace(0, 1, 256))[:, :3], dtype=torch.float32)
 
 
-def colorize(maps: Tensor, cmap: str = HEAT_CMAP) -> Tensor:
-    """``(N, H, W)`` values in [0, 1] to ``(N, 3, H, W)`` colours."""
-    index = (maps.cpu() * 255).round().long().clamp(0, 255)
-    return _colormap(cmap)[index].permute(0, 3, 1, 2)
+def colorize(maps: Tensor, signed: bool) -> Tensor:
+    """``(N, H, W)`` values (in [-1, 1] if ``signed``, else [0, 1]) to ``(N, 3, H, W)`` colours."""
+    position = (maps.cpu().float() + 1) / 2 if signed else maps.cpu().float()
+    index = (position * 255).round().long().clamp(0, 255)
+    return _colormap(SIGNED_CMAP if signed else UNSIGNED_CMAP)[index].permute(0, 3, 1, 2)
 
 
-def overlay(images: Tensor, maps: Tensor, alpha: float = OVERLAY_ALPHA) -> Tensor:
-    """Heat maps blended over images; stronger evidence is more opaque. ``(N, 3, H, W)``."""
-    weight = alpha * maps.cpu()[:, None]
-    return (1 - weight) * images + weight * colorize(maps)
+def overlay(images: Tensor, maps: Tensor, signed: bool, alpha: float = OVERLAY_ALPHA) -> Tensor:
+    """Heat maps blended over the images in grey (so that the colours read as the map's alone); stronger
+    evidence (either sign) is more opaque. ``(N, 3, H, W)``."""
+    maps = resize(maps.cpu(), images.shape[-2:])
+    grey = (images * LUMA.view(1, 3, 1, 1)).sum(1, keepdim=True)
+    weight = alpha * maps.abs()[:, None]
+    return (1 - weight) * grey + weight * colorize(maps, signed)
 
 
-def grid(images: Tensor, per_row: int = 8) -> Tensor:
-    """One ``(3, H, W)`` image tiling the batch."""
-    return make_grid(images, nrow=per_row, padding=2, pad_value=1.0)
+def pick(count: int, limit: int) -> list[int]:
+    """Indices of at most ``limit`` (>= 2) of ``count`` items, evenly spaced, the first and the last included."""
+    if count <= limit:
+        return list(range(count))
+    return torch.linspace(0, count - 1, limit).round().long().tolist()  # step > 1, so no duplicates
 
 
-def filmstrip(image: Tensor, thumbnails: Tensor, max_columns: int = 16) -> Tensor:
-    """One row: the input, then its overlay at each logged epoch (the most recent ``max_columns``).
+@lru_cache(maxsize=1)
+def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=FONT_SIZE)
+    except TypeError:  # Pillow < 10.1: the bitmap font, which has one size
+        return ImageFont.load_default()
+
+
+def _fitted(text: str, width: int) -> str:
+    """``text`` cut (ending in '..') to fit ``width`` pixels."""
+    font = _font()
+    if font.getlength(text) <= width:
+        return text
+    while text and font.getlength(text + "..") > width:
+        text = text[:-1]
+    return text + ".."
+
+
+@lru_cache(maxsize=4096)
+def _text_patch(text: str, colour: tuple[int, int, int], width: int) -> np.ndarray:
+    """``text`` (cut to ``width`` pixels) in ``colour`` on white, ``(LINE, w, 3)`` uint8: rendered once, pasted
+    wherever it recurs (a filmstrip redraws the labels of its earlier frames at every point)."""
+    text = _fitted(text, width)
+    mask = Image.new("L", (max(1, min(width, int(_font().getlength(text)) + 2)), LINE), 0)
+    ImageDraw.Draw(mask).text((0, 0), text, fill=255, font=_font())
+    ink = np.asarray(mask, dtype=np.float32)[..., None] / 255
+    return np.round(255 - ink * (255 - np.asarray(colour, dtype=np.float32))).astype(np.uint8)
+
+
+def _write(canvas: np.ndarray, at: tuple[float, float], line: Caption, width: int) -> None:
+    """Paste a line of text into ``canvas`` (white there) at ``at``, at most ``width`` pixels long."""
+    text, colour = (line, INK) if isinstance(line, str) else line
+    if not text:
+        return
+    patch = _text_patch(text, tuple(colour), int(width))
+    x, y = round(at[0]), round(at[1])
+    height, length = min(patch.shape[0], canvas.shape[0] - y), min(patch.shape[1], canvas.shape[1] - x)
+    if height > 0 and length > 0:
+        canvas[y : y + height, x : x + length] = patch[:height, :length]
+
+
+def sheet(
+    images: Tensor,
+    captions: Sequence[Sequence[Caption]] = (),
+    title: Sequence[Caption] = (),
+    legend: Legend | None = None,
+    per_row: int = PER_ROW,
+    column_heads: Sequence[Sequence[Caption]] = (),
+    row_heads: Sequence[Caption] = (),
+    enlarge: bool = True,
+) -> Tensor:
+    """Tiles in rows of ``per_row``, each with its lines of text below, under a title and a colour scale.
 
     Args:
-        image: ``(3, H, W)`` display image of one probe sample.
-        thumbnails: ``(E, h, w)`` heat maps of that sample, one per logged epoch.
+        images: ``(N, 3, H, W)`` tiles in [0, 1] (see :func:`base`).
+        captions: the lines of text under each tile (none: no text).
+        title: lines of text above the sheet.
+        legend: the colour scale drawn under the title.
+        per_row: tiles per row (fewer if the sheet would be wider than ``CARD_WIDTH``).
+        column_heads: lines of text over the columns, each line one text per column.
+        row_heads: a line of text over each row.
+        enlarge: bring the tiles to their display size (:func:`tile_size`); else draw them as they are.
+
+    Returns:
+        A ``(3, H', W')`` uint8 image (0-255): it goes to the PNG encoder as it is (converting a float image
+        back to bytes cost several times the encoding).
     """
-    thumbnails = enlarge(thumbnails[-max_columns:].float(), THUMBNAIL)
-    side = thumbnails.shape[-2:]
-    small = F.interpolate(image[None], size=side, mode="bilinear", align_corners=False)
-    frames = overlay(small.expand(len(thumbnails), -1, -1, -1), thumbnails)
-    return make_grid(torch.cat([small, frames]), nrow=len(thumbnails) + 1, padding=2, pad_value=1.0)
+    pixels = _pixels(images, enlarge)
+    count, height, width = pixels.shape[:3]
+    lines = max((len(c) for c in captions), default=0)
+    above = LINE if row_heads else 0
+    cell = above + height + lines * LINE + PAD
+    columns = max(1, min(per_row, count, (CARD_WIDTH - PAD) // (width + PAD)))
+    rows = -(-count // columns)
+    heads = PAD + len(title) * LINE + (BAR_HEIGHT + 2 * LINE + PAD if legend else 0)
+    top = heads + len(column_heads) * LINE
+    canvas = np.full((top + rows * cell, columns * width + (columns + 1) * PAD, 3), 255, dtype=np.uint8)
+    corners = []
+    for k in range(count):
+        row, column = divmod(k, columns)
+        x, y = PAD + column * (width + PAD), top + row * cell + above
+        canvas[y : y + height, x : x + width] = pixels[k]
+        corners.append((x, y + height))
+    room = canvas.shape[1] - 2 * PAD
+    for i, line in enumerate(title):
+        _write(canvas, (PAD, PAD + i * LINE), line, room)
+    if legend is not None:
+        _draw_legend(canvas, (PAD, PAD + len(title) * LINE), room, legend)
+    for i, texts in enumerate(column_heads):
+        for column, line in enumerate(texts[:columns]):
+            _write(canvas, (PAD + column * (width + PAD), heads + i * LINE), line, width)
+    for row, line in enumerate(row_heads[:rows]):
+        _write(canvas, (PAD, top + row * cell), line, room)
+    for (x, y), below in zip(corners, captions):
+        for i, line in enumerate(below):
+            _write(canvas, (x, y + i * LINE), line, width)
+    return torch.from_numpy(canvas).permute(2, 0, 1)
+
+
+def _draw_legend(canvas: np.ndarray, at: tuple[int, int], width: int, legend: Legend) -> None:
+    """The colour bar, its end values (and 0 in the middle of a diverging one), and what it means."""
+    x, y = at
+    bar = _colormap(SIGNED_CMAP if legend.signed else UNSIGNED_CMAP)[torch.linspace(0, 255, width).round().long()]
+    canvas[y : y + BAR_HEIGHT, x : x + width] = (bar * 255).round().to(torch.uint8).numpy()
+    low, high = legend.ends
+    below = y + BAR_HEIGHT + 1
+    _write(canvas, (x, below), (low, MUTED), width)
+    _write(canvas, (x + width - _font().getlength(high) - 2, below), (high, MUTED), width)
+    if legend.signed:
+        _write(canvas, (x + (width - _font().getlength("0")) / 2, below), ("0", MUTED), width)
+    _write(canvas, (x, below + LINE), legend.meaning, width)
+
+
+def value_text(value: float) -> str:
+    """A scale value in few characters: ``0.021``, ``3.1e-05``."""
+    return f"{value:.2g}"
 
 
 def figure_to_tensor(figure: Figure) -> Tensor:
-    """Render ``figure`` with Agg into a ``(3, H, W)`` float tensor in [0, 1], ready for TensorBoard's ``add_image``."""
+    """Render ``figure`` with Agg into a ``(3, H, W)`` uint8 image, ready for the PNG encoder."""
     canvas = FigureCanvasAgg(figure)
     canvas.draw()
     rgba = torch.from_numpy(np.asarray(canvas.buffer_rgba()).copy())
-    return rgba[..., :3].permute(2, 0, 1).float() / 255
-
-
-def thumbnail(maps: Tensor) -> Tensor:
-    """Maps ``(N, H, W)`` shrunk to at most ``THUMBNAIL`` pixels a side, stored as float16."""
-    height, width = maps.shape[-2:]
-    scale = min(1.0, THUMBNAIL / max(height, width))
-    if scale < 1:
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        maps = F.interpolate(maps[:, None].float(), size=size, mode="area")[:, 0]
-    return maps.to(torch.float16).cpu()
+    return rgba[..., :3].permute(2, 0, 1)

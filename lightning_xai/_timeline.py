@@ -1,152 +1,144 @@
-"""The end-of-fit timeline summary: each probe sample's heat map across the logged epochs, with metric curves.
+"""The end-of-fit timeline: each probe sample's heat map at a few logged points, above the metric curves.
 
-Overlays are computed in torch with :mod:`lightning_xai._render`; matplotlib only lays them out, through
-``matplotlib.figure.Figure`` directly so that pyplot's global figure registry is never touched.
+It is laid out for TensorBoard's default image card (``_render.CARD_WIDTH``, where it shows at about its
+own size): one row per sample (the input, then up to ``COLUMNS`` points, evenly spaced, the first and the
+latest included), then one small plot per metric against the global step.  The mosaic is drawn in torch
+with :mod:`lightning_xai._render`; matplotlib draws only the curves, through ``matplotlib.figure.Figure``
+directly so that pyplot's global figure registry is never touched.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import Tensor
-from torchvision.utils import make_grid
 
 from lightning_xai import _render
+from lightning_xai._history import Point
 
-CELL_INCHES = 1.2
-CURVE_INCHES = 2.0
+COLUMNS = 4
+"""Logged points shown per sample (the filmstrips show up to ``_render.MAX_FRAMES``)."""
+CELL = _render.THUMBNAIL
+"""Side of a cell, pixels: the thumbnails' own size."""
 DPI = 80
-"""Legible 8-point labels at a third fewer pixels than matplotlib's default (rendering and PNG time)."""
-PADDING = 2
-"""Pixels between the cells of the mosaic."""
-MAX_FIGSIZE = (20.0, 24.0)
-"""Width and height caps in inches: a 16-sample, 12-epoch grid with curves stays legible yet bounded."""
+CURVES_PER_ROW = 2
+CURVE_HEIGHT = 115
+"""Height of one row of curves, pixels."""
 
 
-def timeline_figure(
+def timeline_image(
     method: str,
     images: Tensor,
     thumbnails: Tensor,
-    epochs: Sequence[int],
+    points: Sequence[Point],
     curves: Mapping[str, Sequence[float | None]],
-    max_columns: int = 12,
-) -> Figure:
-    """A grid of overlays (rows: probe samples, columns: logged epochs) above one line plot per metric.
+    row_labels: Sequence[_render.Caption] | None = None,
+    max_columns: int = COLUMNS,
+) -> Tensor:
+    """The timeline of one method as a ``(3, H, W)`` image in [0, 1].
 
     Args:
-        method: attribution method name, used as the suptitle.
+        method: attribution method name, the title.
         images: ``(N, 3, H, W)`` display images in [0, 1] (what ``_render.displayable`` returns).
-        thumbnails: ``(E, N, h, w)`` heat maps in [0, 1], one slice per logged epoch.
-        epochs: the ``E`` logged epochs.
-        curves: metric name to one value per logged epoch (``None`` where missing); all-``None`` curves are skipped.
-        max_columns: at most this many epoch columns (at least 2); evenly spaced, always the first and last.
-
-    Returns:
-        The figure, not registered with pyplot.
+        thumbnails: ``(P, N, h, w)`` heat maps (in [-1, 1], or [0, 1] when unsigned), one slice per point.
+        points: the ``P`` logged points (global step and epoch).
+        curves: metric name to one value per point (``None`` where missing); all-``None`` curves are skipped.
+        row_labels: a line over each sample's row (default ``#i``), plain or with its colour.
+        max_columns: at most this many points (at least 2); evenly spaced, always the first and the latest.
 
     Raises:
-        ValueError: if the shapes, epochs and curves disagree, or ``max_columns`` < 2.
+        ValueError: if the shapes, points and curves disagree, or ``max_columns`` < 2.
 
     Example:
-        >>> save_timeline(timeline_figure("saliency", images, thumbs, [0, 1, 2], {"infidelity": [0.3, 0.2, None]}),
-        ...               "timeline.png")  # doctest: +SKIP
+        >>> curves = {"infidelity": [0.3, 0.2, None]}
+        >>> image = timeline_image("saliency", images, thumbs, points, curves)  # doctest: +SKIP
     """
-    _check(images, thumbnails, epochs, curves, max_columns)
-    columns = _pick_columns(len(epochs), max_columns)
-    samples = images.shape[0]
-    maps = _render.enlarge(thumbnails[columns].float().flatten(0, 1), _render.THUMBNAIL)  # (C*N, h', w')
-    small = F.interpolate(images.float().cpu(), size=maps.shape[-2:], mode="bilinear", align_corners=False)
-    cells = _render.overlay(small.repeat(len(columns), 1, 1, 1), maps).clamp(0, 1)
-    cells = cells.view(len(columns), samples, *cells.shape[1:])
-    shown = {name: values for name, values in curves.items() if any(v is not None for v in values)}
-
-    ncols, grid_h = len(columns) + 1, CELL_INCHES * samples
-    curve_h = CURVE_INCHES if shown else 0.0
-    width = min(MAX_FIGSIZE[0], max(6.0, CELL_INCHES * ncols + 0.6))
-    height = min(MAX_FIGSIZE[1], grid_h + curve_h + 0.9)
-    figure = Figure(figsize=(width, height), dpi=DPI)
-    outer = figure.add_gridspec(
-        2 if shown else 1,
-        1,
-        height_ratios=[grid_h, curve_h] if shown else None,
-        left=0.45 / width,
-        right=1 - 0.15 / width,
-        top=1 - 0.8 / height,  # room for the suptitle above the column titles
-        bottom=(0.45 if shown else 0.1) / height,
-        hspace=1.2 / (grid_h + curve_h),  # about 0.6 inch between the grid and the curves
+    _check(images, thumbnails, points, curves, max_columns, row_labels)
+    columns = _render.pick(len(points), max_columns)
+    count = images.shape[0]
+    maps = thumbnails[columns].float()  # (C, N, h, w)
+    signed = _render.is_signed(maps)
+    small = _render.resize(images.float().cpu(), _cell_size(images.shape[-2:]))
+    cells = _render.overlay(small.repeat(len(columns), 1, 1, 1), maps.flatten(0, 1), signed)
+    cells = cells.view(len(columns), count, *cells.shape[1:]).transpose(0, 1)  # (N, C, 3, h, w)
+    tiles = torch.cat([small[:, None], cells], dim=1).flatten(0, 1)
+    mosaic = _render.sheet(
+        tiles,
+        title=[method, ("each column (step) on its own scale", _render.MUTED)],
+        legend=_render.Legend(signed, "max", _meaning(signed)),
+        per_row=len(columns) + 1,
+        column_heads=column_heads([points[c] for c in columns]),
+        row_heads=list(row_labels) if row_labels is not None else [f"#{i}" for i in range(count)],
+        enlarge=False,
     )
-    _draw_mosaic(figure.add_subplot(outer[0]), small, cells, ["input"] + [f"epoch {epochs[i]}" for i in columns])
-    if shown:
-        curve_grid = outer[1].subgridspec(1, len(shown), wspace=0.35)
-        for slot, (name, values) in enumerate(shown.items()):
-            axes = figure.add_subplot(curve_grid[0, slot])
-            known = [(epoch, float(v)) for epoch, v in zip(epochs, values) if v is not None]  # bridge missing values
-            axes.plot(*zip(*known), marker="o", markersize=3)
-            axes.set_title(name, fontsize=9)
-            axes.set_xlabel("epoch", fontsize=8)
-            axes.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
-            axes.tick_params(labelsize=7)
-            axes.grid(alpha=0.3)
-            axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-    figure.suptitle(method, y=1 - 0.12 / height, va="top")
+    shown = {name: values for name, values in curves.items() if any(v is not None for v in values)}
+    if not shown:
+        return mosaic
+    plots = _render.figure_to_tensor(curves_figure([p.step for p in points], shown, mosaic.shape[-1]))
+    width = mosaic.shape[-1]
+    plots = torch.nn.functional.pad(plots[:, :, :width], (0, width - min(width, plots.shape[-1])), value=255)
+    return torch.cat([mosaic, plots], dim=1)
+
+
+def column_heads(shown: Sequence[Point]) -> tuple[list[_render.Caption], list[_render.Caption]]:
+    """The two lines over the columns: ``input``, then the global step of each point shown; then its epoch."""
+    steps = [("input", _render.MUTED)] + [f"step {point.step}" for point in shown]
+    return steps, [""] + [(f"epoch {point.epoch}", _render.MUTED) for point in shown]
+
+
+def curves_figure(steps: Sequence[int], curves: Mapping[str, Sequence[float | None]], width: int) -> Figure:
+    """One small line plot per metric against the global step, ``width`` pixels wide; missing values bridged."""
+    rows = -(-len(curves) // CURVES_PER_ROW)
+    figure = Figure(figsize=(width / DPI, rows * CURVE_HEIGHT / DPI), dpi=DPI)
+    figure.subplots_adjust(left=0.12, right=0.97, top=1 - 18 / (rows * CURVE_HEIGHT), bottom=22 / (rows * CURVE_HEIGHT))
+    figure.subplots_adjust(wspace=0.45, hspace=0.55)
+    for slot, (name, values) in enumerate(curves.items()):
+        axes = figure.add_subplot(rows, CURVES_PER_ROW, slot + 1)
+        known = [(step, float(v)) for step, v in zip(steps, values) if v is not None]
+        axes.plot(*zip(*known), marker="o", markersize=2.5, linewidth=1.2)
+        axes.set_title(name, fontsize=8, pad=3)
+        axes.set_xlabel("step", fontsize=7, labelpad=1)
+        axes.tick_params(labelsize=6, pad=1.5, length=2)
+        axes.grid(alpha=0.3)
+        axes.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True, min_n_ticks=1))
+        axes.yaxis.set_major_locator(MaxNLocator(nbins=4))
     return figure
 
 
-def save_timeline(figure: Figure, path: str | Path) -> Path:
-    """Write ``figure`` to ``path`` (format from its suffix), creating parent folders; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(figure).print_figure(path)
-    return path
+def _meaning(signed: bool) -> str:
+    return "red: for the explained class, blue: against" if signed else "bright: strong attribution"
 
 
-def _draw_mosaic(axes: Axes, inputs: Tensor, cells: Tensor, column_titles: list[str]) -> None:
-    """One image for the whole grid: a single axes draws in a fraction of the time of one axes per cell."""
-    samples, columns = inputs.shape[0], len(column_titles)
-    tiles = torch.cat([inputs[:, None], cells.transpose(0, 1)], dim=1).flatten(0, 1)  # row-major: sample, column
-    mosaic = make_grid(tiles, nrow=columns, padding=PADDING, pad_value=1.0)
-    height, width = tiles.shape[-2:]
-    axes.imshow(mosaic.permute(1, 2, 0).numpy(), interpolation="nearest")
-    axes.set_xticks([PADDING + c * (width + PADDING) + width / 2 for c in range(columns)], column_titles, fontsize=8)
-    axes.set_yticks(
-        [PADDING + r * (height + PADDING) + height / 2 for r in range(samples)],
-        [f"sample {r}" for r in range(samples)],
-        fontsize=8,
-    )
-    axes.xaxis.tick_top()
-    axes.tick_params(length=0)
-    for spine in axes.spines.values():
-        spine.set_visible(False)
-
-
-def _pick_columns(count: int, max_columns: int) -> list[int]:
-    """Indices of at most ``max_columns`` evenly spaced epochs, first and last included."""
-    if count <= max_columns:
-        return list(range(count))
-    return torch.linspace(0, count - 1, max_columns).round().long().tolist()  # step > 1, so no duplicates
+def _cell_size(size: Sequence[int]) -> tuple[int, int]:
+    height, width = size
+    scale = CELL / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def _check(
-    images: Tensor, thumbnails: Tensor, epochs: Sequence[int], curves: Mapping[str, Sequence], max_columns: int
+    images: Tensor,
+    thumbnails: Tensor,
+    points: Sequence[Point],
+    curves: Mapping[str, Sequence],
+    max_columns: int,
+    row_labels: Sequence[_render.Caption] | None,
 ) -> None:
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images: expected (N, 3, H, W) display images, got shape {tuple(images.shape)}")
     if thumbnails.dim() != 4 or thumbnails.shape[1] != images.shape[0] or thumbnails.shape[0] == 0:
         raise ValueError(
-            f"thumbnails: expected (E, N, h, w) with E >= 1 and N = {images.shape[0]} samples, "
+            f"thumbnails: expected (P, N, h, w) with P >= 1 and N = {images.shape[0]} samples, "
             f"got shape {tuple(thumbnails.shape)}"
         )
-    if len(epochs) != thumbnails.shape[0]:
-        raise ValueError(f"epochs: expected one per thumbnail slice ({thumbnails.shape[0]}), got {len(epochs)}")
+    if len(points) != thumbnails.shape[0]:
+        raise ValueError(f"points: expected one per thumbnail slice ({thumbnails.shape[0]}), got {len(points)}")
     for name, values in curves.items():
-        if len(values) != len(epochs):
-            raise ValueError(f"curves[{name!r}]: expected {len(epochs)} values (one per epoch), got {len(values)}")
+        if len(values) != len(points):
+            raise ValueError(f"curves[{name!r}]: expected {len(points)} values (one per point), got {len(values)}")
     if isinstance(max_columns, bool) or not isinstance(max_columns, int) or max_columns < 2:
-        raise ValueError(f"max_columns: expected an int >= 2 (first and last epochs are shown), got {max_columns!r}")
+        raise ValueError(f"max_columns: expected an int >= 2 (first and latest points are shown), got {max_columns!r}")
+    if row_labels is not None and len(row_labels) != images.shape[0]:
+        raise ValueError(f"row_labels: expected one per sample ({images.shape[0]}), got {len(row_labels)}")

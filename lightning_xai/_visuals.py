@@ -1,4 +1,7 @@
-"""The images the monitor logs: overlay grids, filmstrips, timelines and coloured token text."""
+"""The images the monitor logs: labelled overlay grids, filmstrips, timelines and coloured token text.
+
+Tag names come from :mod:`lightning_xai._tags`; drawing from :mod:`lightning_xai._render`.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +11,12 @@ import torch
 from torch import Tensor
 
 from attribution.text_visualization import token_figure
-from lightning_xai import _render
+from lightning_xai import _render, _tags
 from lightning_xai._explain import Explanation
+from lightning_xai._history import History, Point
 from lightning_xai._probe import Probe
-from lightning_xai._timeline import timeline_figure
+from lightning_xai._timeline import timeline_image
 from lightning_xai._writers import ExplanationWriter
-
-FILMSTRIP_EVERY = 5
-"""Filmstrips (which grow with every epoch) are written every this many logged epochs and at the end of fit."""
 
 
 class Visuals:
@@ -27,70 +28,161 @@ class Visuals:
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         token_names: Sequence[str] | None = None,
+        class_names: Sequence[str] | None = None,
     ) -> None:
-        self.probe, self.mean, self.std, self.token_names = probe, mean, std, token_names
+        self.probe, self.mean, self.std = probe, mean, std
+        self.token_names, self.class_names = token_names, class_names
         self._display: Tensor | None = None
-        self.filmstrips_at: int | None = None
+        self._labels = _class_labels(probe)
 
     @property
     def images(self) -> bool:
         return self.probe.inputs.dim() == 4
 
     def display(self) -> Tensor:
-        """The probe as RGB images in [0, 1], enlarged for legibility."""
+        """The probe as RGB images in [0, 1], at the resolution overlays are computed at (see :func:`_render.base`)."""
         if self._display is None:
-            self._display = _render.enlarge(_render.displayable(self.probe.inputs, self.mean, self.std))
+            self._display = _render.base(_render.displayable(self.probe.inputs, self.mean, self.std))
         return self._display
 
-    def epoch(
-        self,
-        writer: ExplanationWriter,
-        epoch: int,
-        results: list[Explanation],
-        targets: Tensor,
-        thumbnails: dict[str, list[Tensor]],
-        epochs: list[int],
-    ) -> None:
-        """Everything one logged epoch writes: text for token inputs, grids (and filmstrips) for images."""
+    def point(self, writer: ExplanationWriter, point: Point, results: list[Explanation], history: History) -> None:
+        """Everything one logged point writes: text for token inputs; grids and filmstrips for images."""
+        targets, predictions = history.targets[point.step], history.predictions.get(point.step)
         for result in results:
             if result.token_scores is not None:
-                writer.image(f"xai_text/{result.method}", self.tokens(result.token_scores, targets), epoch)
+                image = self.tokens(result.token_scores, targets, predictions)
+                writer.image(_tags.text_tag(result.method), image, point.step)
         if not self.images:
             return
-        if len(epochs) == 1:
-            writer.image("xai/probe", _render.grid(self.display()), epoch)
+        if len(history.points) == 1:
+            writer.image(_tags.PROBE_IMAGE, self.probe_sheet(), point.step)
         for result in results:
             if result.heat is not None:
-                overlays = _render.overlay(self.display(), _render.enlarge(result.heat))
-                writer.image(f"xai/{result.method}", _render.grid(overlays), epoch)
-        if len(epochs) % FILMSTRIP_EVERY == 0:
-            self.filmstrips(writer, thumbnails, epochs)
+                image = self.grid(result.method, result.heat, point, targets, predictions)
+                writer.image(_tags.grid_tag(result.method), image, point.step)
+        self.filmstrips(writer, history, point.step)
 
-    def filmstrips(self, writer: ExplanationWriter, thumbnails: dict[str, list[Tensor]], epochs: list[int]) -> None:
-        """One image per probe sample and method: its overlay at every logged epoch so far."""
+    # ------------------------------------------------------------------ one image each
+
+    def probe_sheet(self) -> Tensor:
+        """The probe's inputs, numbered, with their true classes."""
+        captions = [self.caption(i) for i in range(len(self.probe))]
+        return _render.sheet(self.display(), captions, [f"probe: {len(self.probe)} examples"])
+
+    def grid(
+        self, method: str, heat: _render.Heat, point: Point, targets: Tensor, predictions: Tensor | None
+    ) -> Tensor:
+        """Every probe sample with ``method``'s map overlaid at one point, labelled, under its colour scale."""
+        overlays = _render.overlay(self.display(), heat.maps, heat.signed)
+        targets = targets.tolist()
+        predicted = [None] * len(targets) if predictions is None else predictions.tolist()
+        captions = [self.caption(i, predicted[i], targets[i]) for i in range(len(self.probe))]
+        what = self._explained([targets], [predicted])
+        legend = _render.Legend(heat.signed, _render.value_text(heat.scale), _meaning(heat.signed, what))
+        return _render.sheet(overlays, captions, [f"{method}: {point.label}"], legend)
+
+    def filmstrips(self, writer: ExplanationWriter, history: History, step: int) -> None:
+        """Per probe sample and method: its overlay at up to ``MAX_FRAMES`` logged points (evenly spaced,
+        always the first and the latest), each labelled with its step, epoch and the prediction."""
         images = self.display()
-        for method, maps in thumbnails.items():
-            history = torch.stack(maps)  # (epochs, N, h, w)
-            for i in range(len(images)):
-                writer.image(
-                    f"xai_filmstrip/{method}/sample_{i}", _render.filmstrip(images[i], history[:, i]), epochs[-1]
-                )
-        self.filmstrips_at = epochs[-1]
+        epochs = {p.step: p.epoch for p in history.points}
+        for method, by_step in history.thumbnails.items():
+            steps = sorted(by_step)
+            shown = [steps[i] for i in _render.pick(len(steps), _render.MAX_FRAMES)]
+            maps = torch.stack([by_step[s] for s in shown]).float()  # (frames, N, h, w)
+            signed = _render.is_signed(maps)
+            count = len(images)
+            overlays = _render.overlay(images.repeat(len(shown), 1, 1, 1), maps.flatten(0, 1), signed)
+            frames = torch.cat([images, overlays]).view(1 + len(shown), count, *overlays.shape[1:])
+            targets = [history.targets[s].tolist() for s in shown]
+            predicted = [_listed(history.predictions.get(s), count) for s in shown]
+            legend = _render.Legend(signed, "max", _meaning(signed, self._explained(targets, predicted)))
+            for i in range(count):
+                captions = [self.caption(i, prefix="input")] + [
+                    [f"step {s} (epoch {epochs.get(s, '?')})", *self.caption(i, p[i], t[i])[1:]]
+                    for s, p, t in zip(shown, predicted, targets)
+                ]
+                title = [f"{method}: sample #{i}", ("each step on its own scale", _render.MUTED)]
+                image = _render.sheet(frames[:, i], captions, title, legend)
+                writer.image(_tags.filmstrip_tag(method, i), image, step)
 
-    def timelines(
-        self, writer: ExplanationWriter, thumbnails: dict[str, list[Tensor]], manifest: list[dict], epochs: list[int]
-    ) -> None:
-        """Per method: samples x logged epochs, with the metric curves; to TensorBoard and as PNG."""
-        for method, maps in thumbnails.items():
-            records = [r for r in manifest if r["method"] == method]
-            names = dict.fromkeys(name for r in records for name in r["metrics"])
-            curves = {name: [r["metrics"].get(name) for r in records] for name in names}
-            image = _render.figure_to_tensor(timeline_figure(method, self.display(), torch.stack(maps), epochs, curves))
-            writer.image(f"xai_timeline/{method}", image, epochs[-1], file_name=f"timeline_{method}.png")
+    def timelines(self, writer: ExplanationWriter, history: History) -> None:
+        """Per method: every probe sample at a few logged points, with the metric curves; to TensorBoard and as
+        ``timeline_<method>.png`` beside the maps."""
+        last = history.points[-1]
+        epochs = {p.step: p.epoch for p in history.points}
+        predicted = _listed(history.predictions.get(last.step), len(self.probe))
+        rows = [self._row_label(i, predicted[i]) for i in range(len(self.probe))]
+        for method, by_step in history.thumbnails.items():
+            steps = sorted(by_step)
+            logged, curves = history.curves(method)
+            curves = {name: [dict(zip(logged, values)).get(s) for s in steps] for name, values in curves.items()}
+            frames = torch.stack([by_step[s] for s in steps])
+            points = [Point(s, epochs.get(s, -1)) for s in steps]
+            image = timeline_image(method, self.display(), frames, points, curves, rows)
+            writer.image(_tags.timeline_tag(method), image, last.step, file_name=f"timeline_{method}.png")
 
-    def tokens(self, scores: Tensor, targets: Tensor) -> Tensor:
+    def tokens(self, scores: Tensor, targets: Tensor, predictions: Tensor | None = None) -> Tensor:
         """The probe sentences with each token shaded by its attribution, as an image."""
         names = self.token_names
         words = [[names[t] if names and t < len(names) else str(t) for t in row] for row in self.probe.inputs.tolist()]
-        titles = [f"target {t}" for t in targets.tolist()]
+        predicted = _listed(predictions, len(words))
+        titles = [_joined(self.caption(i, p, t)) for i, (p, t) in enumerate(zip(predicted, targets.tolist()))]
         return _render.figure_to_tensor(token_figure(words, scores.cpu(), titles))
+
+    # ------------------------------------------------------------------ labels
+
+    def class_name(self, index: int) -> str:
+        names = self.class_names
+        return names[index] if names is not None and 0 <= index < len(names) else f"class {index}"
+
+    def caption(
+        self, sample: int, predicted: int | None = None, target: int | None = None, prefix: str = ""
+    ) -> list[_render.Caption]:
+        """The lines under a probe sample's tile: its number and true class (when the probe has labels); the
+        prediction, green when right and red when wrong; the explained class when it is neither."""
+        truth = None if self._labels is None else self._labels[sample]
+        head = f"{prefix} #{sample}" if prefix else f"#{sample}"
+        lines: list[_render.Caption] = [head if truth is None else f"{head}  true: {self.class_name(truth)}"]
+        if predicted is not None:
+            colour = _render.INK if truth is None else _render.RIGHT if predicted == truth else _render.WRONG
+            lines.append((f"pred: {self.class_name(predicted)}", colour))
+        if target is not None and target != predicted and target != truth:
+            lines.append((f"explains: {self.class_name(target)}", _render.MUTED))
+        return lines
+
+    def _row_label(self, sample: int, predicted: int | None) -> _render.Caption:
+        """One line for a sample's row of the timeline: red when the latest prediction is wrong."""
+        lines = self.caption(sample, predicted)
+        wrong = any(not isinstance(line, str) and line[1] == _render.WRONG for line in lines)
+        return (_joined(lines), _render.WRONG) if wrong else _joined(lines)
+
+    def _explained(self, targets: list[list[int]], predicted: list[list[int | None]]) -> str:
+        """What the maps explain, in words, for the legend."""
+        if targets == predicted:
+            return "the prediction"
+        if self._labels is not None and all(t == self._labels[: len(t)] for t in targets):
+            return "the true class"
+        classes = {c for t in targets for c in t}
+        return self.class_name(classes.pop()) if len(classes) == 1 else "the explained class"
+
+
+def _class_labels(probe: Probe) -> list[int] | None:
+    """One class index per probe example, if its labels are that (not, e.g., segmentation masks)."""
+    labels = probe.labels
+    if labels is None or labels.numel() != len(probe) or labels.dim() > 2:
+        return None
+    values = labels.flatten().tolist()
+    return [int(v) for v in values] if all(float(v).is_integer() for v in values) else None
+
+
+def _meaning(signed: bool, what: str) -> str:
+    return f"red: for {what}, blue: against" if signed else f"bright: strong attribution to {what}"
+
+
+def _joined(lines: list[_render.Caption]) -> str:
+    return ", ".join(line if isinstance(line, str) else line[0] for line in lines)
+
+
+def _listed(values: Tensor | None, count: int) -> list[int | None]:
+    return [None] * count if values is None else values.tolist()

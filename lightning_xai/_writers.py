@@ -6,16 +6,17 @@ Only the global-zero process writes; the others compute the same results
 
 from __future__ import annotations
 
-import io
 import json
 import re
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
-from PIL import Image
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor
 
@@ -33,11 +34,46 @@ def _tensorboard(trainer: Trainer) -> Any:
 
 
 def _encode_png(image: Tensor) -> bytes:
-    """PNG bytes of a ``(3, H, W)`` image in [0, 1]; light compression: encoding is most of the logging time."""
-    pixels = (image.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
+    """PNG bytes of a ``(3, H, W)`` image, uint8 (as the renderer makes them) or floats in [0, 1].
+
+    Written directly, because encoding is most of the monitor's logging time.  The images are mostly
+    flat colour and pixel blocks repeated by nearest-neighbour enlargement, so each row is filtered so
+    that repeats become zeros: a row equal to the one above with PNG's "up" filter (all zeros), any other
+    with "sub" (each pixel minus its left neighbour); deflate then runs in its run-length mode.  A third
+    of the time of unfiltered rows at level 1, and two fifths fewer bytes.
+    """
+    if image.dtype != torch.uint8:
+        image = (image.detach().clamp(0, 1) * 255).round().to(torch.uint8)
+    pixels = image.cpu().permute(1, 2, 0).numpy()
+    height, width, _ = pixels.shape
+    flat = pixels.reshape(height, -1)
+    repeated = np.zeros(height, dtype=bool)
+    repeated[1:] = (flat[1:] == flat[:-1]).all(axis=1)
+    rows = np.empty((height, 1 + 3 * width), dtype=np.uint8)  # each row: its filter type, then RGB
+    rows[:, 0] = np.where(repeated, PNG_UP, PNG_SUB)
+    rows[:, 1:4] = flat[:, :3]
+    np.subtract(flat[:, 3:], flat[:, :-3], out=rows[:, 4:])  # modulo 256, as PNG defines it
+    rows[repeated, 1:] = 0
+    deflate = zlib.compressobj(1, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
+    data = deflate.compress(rows.tobytes()) + deflate.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    return b"".join(
+        (
+            PNG_SIGNATURE,
+            _chunk(b"IHDR", header),
+            _chunk(b"IDAT", data),
+            _chunk(b"IEND", b""),
+        )
+    )
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_SUB, PNG_UP = 1, 2
+"""PNG row filters: difference from the pixel to the left, from the pixel above."""
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def _file_name(tag: str) -> str:
@@ -45,16 +81,19 @@ def _file_name(tag: str) -> str:
 
 
 class ExplanationWriter:
-    """Images to TensorBoard (or PNG files), maps and a manifest to ``directory``."""
+    """Images to TensorBoard (or PNG files), scalars to every logger, maps and a manifest to ``directory``.
+
+    Everything is written at a global step.
+    """
 
     def __init__(self, trainer: Trainer, directory: Path) -> None:
         self.enabled = trainer.is_global_zero
+        self.trainer = trainer
         self.tensorboard = _tensorboard(trainer) if self.enabled else None
         self.directory = directory
-        self._layout_written = False
 
-    def image(self, tag: str, image: Tensor, epoch: int, file_name: str | None = None) -> None:
-        """A ``(3, H, W)`` image in [0, 1] for ``epoch``, encoded once; also written to ``file_name`` if given."""
+    def image(self, tag: str, image: Tensor, step: int, file_name: str | None = None) -> None:
+        """A ``(3, H, W)`` image in [0, 1] at ``step``, encoded once; also written to ``file_name`` if given."""
         if not self.enabled:
             return
         png = _encode_png(image)
@@ -65,11 +104,20 @@ class ExplanationWriter:
                     height=image.shape[1], width=image.shape[2], colorspace=3, encoded_image_string=png
                 ),
             )
-            self.tensorboard._get_file_writer().add_summary(Summary(value=[value]), global_step=epoch)
+            self.tensorboard._get_file_writer().add_summary(Summary(value=[value]), global_step=step)
         else:
-            self._write(Path("images") / _file_name(tag) / f"epoch_{epoch:03d}.png", png)
+            self._write(Path("images") / _file_name(tag) / f"step_{step:07d}.png", png)
         if file_name is not None:
             self._write(Path(file_name), png)
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        """To every logger of the trainer at ``step``, and into ``trainer.callback_metrics`` on every rank (so
+        ``ModelCheckpoint`` and ``EarlyStopping`` can watch them)."""
+        if not values:
+            return
+        for logger in self.trainer.loggers:
+            logger.log_metrics(values, step=step)  # loggers write on global rank zero only
+        self.trainer.callback_metrics.update({tag: torch.tensor(value) for tag, value in values.items()})
 
     def _write(self, relative: Path, data: bytes) -> None:
         path = self.directory / relative
@@ -77,17 +125,16 @@ class ExplanationWriter:
         path.write_bytes(data)
 
     def layout(self, layout: dict[str, dict[str, list]]) -> None:
-        """Group the monitor's curves in TensorBoard's custom-scalars tab (once per run)."""
-        if self.enabled and self.tensorboard is not None and not self._layout_written:
+        """Group the curves in TensorBoard's custom-scalars tab (TensorBoard reads one layout per run)."""
+        if self.enabled and self.tensorboard is not None:
             self.tensorboard.add_custom_scalars(layout)
-            self._layout_written = True
 
-    def artifacts(self, epoch: int, maps: dict[str, Tensor], probe: dict[str, Any], manifest: list[dict]) -> None:
-        """The epoch's maps (as ``MAP_DTYPE``), the probe (once) and the whole manifest so far."""
+    def artifacts(self, step: int, maps: dict[str, Tensor], probe: dict[str, Any], manifest: list[dict]) -> None:
+        """The point's maps (as ``MAP_DTYPE``), the probe (once) and the whole manifest so far."""
         if not self.enabled:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
-        torch.save({name: m.detach().to(MAP_DTYPE).cpu() for name, m in maps.items()}, self._maps_path(epoch))
+        torch.save({name: m.detach().to(MAP_DTYPE).cpu() for name, m in maps.items()}, self._maps_path(step))
         probe_path = self.directory / "probe.pt"
         if not probe_path.exists():
             torch.save(probe, probe_path)
@@ -95,8 +142,13 @@ class ExplanationWriter:
         if self.tensorboard is not None:
             self.tensorboard.flush()
 
-    def _maps_path(self, epoch: int) -> Path:
-        return self.directory / f"maps_epoch_{epoch:03d}.pt"
+    def _maps_path(self, step: int) -> Path:
+        return self.directory / maps_file(step)
 
-    def maps_file(self, epoch: int) -> str:
-        return self._maps_path(epoch).name
+    def maps_file(self, step: int) -> str:
+        return maps_file(step)
+
+
+def maps_file(step: int) -> str:
+    """The name of the maps file of the point at global ``step``."""
+    return f"maps_step_{step:07d}.pt"

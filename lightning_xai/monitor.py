@@ -1,4 +1,4 @@
-"""AttributionMonitor: explanations of a fixed probe batch, logged at epoch ends."""
+"""AttributionMonitor: explanations of a fixed probe batch, logged as training goes."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from attribution import registry
 from attribution.utils import resolve_layer
 from lightning_xai import _arguments, _render, _tags
 from lightning_xai._drift import DriftTracker, Golden, load_golden, save_golden
+from lightning_xai._expected import MetricPlan
 from lightning_xai._explain import Explanation, Subject, explain, resolve_targets, untouched_training_state
+from lightning_xai._history import History, Point
 from lightning_xai._model import LayerChoice, choose_layer, inspect_model
 from lightning_xai._probe import Probe, probe_from_value, select_probe, validation_dataloader
 from lightning_xai._visuals import Visuals
@@ -29,21 +31,26 @@ GRADCAM_METHODS = ("layer_gradcam", "guided_gradcam")
 
 
 class AttributionMonitorError(RuntimeError):
-    """A failure of the monitor with ``on_error="raise"``: says what failed, at which epoch, on which probe."""
+    """A failure of the monitor with ``on_error="raise"``: says what failed, where in training, on which probe."""
 
 
 class AttributionMonitor(Callback):
-    """Explain a fixed probe batch at epoch ends and log the maps, overlays and metrics.
+    """Explain a fixed probe batch as the model trains and log the maps, overlays and metrics.
 
-    Each logged epoch writes, per method, a grid of the probe images with the
-    attribution heat map overlaid (``xai/<method>``), a filmstrip per probe
-    sample with one column per logged epoch (``xai_filmstrip/<method>/<i>``,
-    written every five logged epochs and at the end of fit),
-    scalars ``xai/<method>/<metric>`` (infidelity, sensitivity, IG convergence
-    delta, attribution mass inside ground-truth masks when the data has them)
-    and, beside the logs, the maps as float16 ``.pt`` files with a
-    ``manifest.json``.  Training is not affected: modes, gradients, hooks and
-    the global RNG are left as they were.
+    The probe is explained before the first optimizer step (the untrained
+    model), at epoch ends and, if asked, every n steps or at log-spaced steps.
+    Every entry is written at the trainer's ``global_step``, so TensorBoard
+    lines images up with the loss curves; the epoch is recorded beside it.
+    Each point writes, per method, a grid of the probe images with the
+    attribution overlaid and labelled (``xai_per_step/<method>``), a filmstrip
+    per probe sample over the logged points (``xai_per_sample/<method>/<i>``),
+    scalars ``xai/<method>/<metric>`` (infidelity, sensitivity, convergence
+    delta, drift, attribution mass inside ground-truth masks when the data
+    has them) and, beside the logs, the maps as ``.pt`` files with a
+    ``manifest.json``; at the end of fit an overview per method (samples x
+    points, with the metric curves: ``xai_overview/<method>``).  Training is
+    not affected: modes, gradients, hooks and the global RNG are left as they
+    were.
 
     Args:
         methods: registry names (``attribution.registry.available()``), or a
@@ -60,23 +67,31 @@ class AttributionMonitor(Callback):
         num_probe_samples: size of the default probe.
         target: ``"pred"`` (the model's current prediction), ``"label"`` or
             a class index.
-        every_n_epochs: log every n-th epoch (epochs ``n - 1``, ``2n - 1``, ...).
+        every_n_epochs: explain at the end of every n-th epoch (epochs ``n - 1``,
+            ``2n - 1``, ...); None: not at epoch ends.
+        every_n_steps: explain after every n-th optimizer step; None: never.
+        log_spaced_steps: explain after optimizer steps 1, 2, 4, 8, ... (each
+            doubling): densely early in training, when explanations move most.
+        log_at_start: explain once before the first optimizer step (the
+            untrained model), so every curve starts from chance.
         metrics: any of ``"infidelity"`` and ``"sensitivity"`` (each costs a
             few extra passes of the method).
         display_mean: per-channel mean to undo for the overlays.
         display_std: per-channel std to undo for the overlays.
         artifact_dir: where maps and manifest go; default ``<log_dir>/xai``.
-        on_error: ``"warn"`` (default: training never dies because of the
-            monitor) or ``"raise"``.
+        on_error: ``"warn"`` (default: a failing method is skipped with one
+            warning; training never dies because of the monitor) or ``"raise"``
+            (:class:`AttributionMonitorError`).
         seed: seed of the monitor's private RNG stream (noisy methods, metrics).
-        similarity: how drift is measured between two epochs' maps, one of
+        class_names: a name per class, for the labels on the images.
+        similarity: how drift is measured between two points' maps, one of
             ``attribution.metrics.SIMILARITY_MEASURES`` (default Spearman rank
             correlation of the magnitudes); logged as
             ``xai/<method>/similarity_previous`` and ``similarity_reference``.
         reference: what ``similarity_reference`` compares with: None (the
-            first logged epoch), an epoch of this run, or the path of a golden
-            reference saved by an earlier run with ``save_reference`` (its
-            probe is then used, and epochs are compared one to one).
+            first logged point), a logged global step of this run, or the path
+            of a golden reference saved by an earlier run with ``save_reference``
+            (its probe is then used, and points are compared step by step).
         save_reference: write a golden reference file here at the end of fit.
         token_names: for token inputs (integer ``(N, T)``), the word of each
             token id; token attributions (e.g. ``layer_integrated_gradients`` on
@@ -108,7 +123,7 @@ class AttributionMonitor(Callback):
         probe: Any = None,
         num_probe_samples: int = 8,
         target: str | int = "pred",
-        every_n_epochs: int = 1,
+        every_n_epochs: int | None = 1,
         metrics: Sequence[str] = ("infidelity",),
         display_mean: Sequence[float] | None = None,
         display_std: Sequence[float] | None = None,
@@ -121,6 +136,10 @@ class AttributionMonitor(Callback):
         token_names: Sequence[str] | None = None,
         input_key: str | None = None,
         output_transform: Callable[[Any], Tensor] | None = None,
+        every_n_steps: int | None = None,
+        log_spaced_steps: bool = False,
+        log_at_start: bool = True,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         self.methods = _arguments.method_options(methods)
@@ -129,7 +148,6 @@ class AttributionMonitor(Callback):
             gradcam=gradcam,
             num_probe_samples=num_probe_samples,
             target=target,
-            every_n_epochs=every_n_epochs,
             on_error=on_error,
             seed=seed,
             similarity=similarity,
@@ -137,11 +155,11 @@ class AttributionMonitor(Callback):
             input_key=input_key,
             output_transform=output_transform,
         )
+        self.schedule = _arguments.schedule(every_n_epochs, every_n_steps, log_spaced_steps, log_at_start)
         self.layer = layer
         self.gradcam = gradcam
         self.num_probe_samples = num_probe_samples
         self.target = target
-        self.every_n_epochs = every_n_epochs
         self.metrics = _arguments.metric_names(metrics)
         self.display_mean = _arguments.display_statistics("display_mean", display_mean)
         self.display_std = _arguments.display_statistics("display_std", display_std)
@@ -150,7 +168,8 @@ class AttributionMonitor(Callback):
         self.seed = seed
         self.similarity = similarity
         self.save_reference = save_reference
-        self.token_names = _arguments.token_names(token_names)
+        self.token_names = _arguments.names("token_names", token_names)
+        self.class_names = _arguments.names("class_names", class_names)
         self.input_key = input_key
         self.output_transform = output_transform
         self._given_probe: Probe | None = None if probe is None else probe_from_value(probe, input_key)
@@ -161,18 +180,14 @@ class AttributionMonitor(Callback):
         """Forget what earlier fits logged (a resumed fit loads its history from the checkpoint after this)."""
         self._probe = self._given_probe
         self._drift = DriftTracker(self.similarity, self._pinned_reference)
+        self._history = History()
         self._subject: Subject | None = None
         self._layer_choice = LayerChoice()
+        self._plan = MetricPlan()
         self._writer: ExplanationWriter | None = None
-        self._epochs: list[int] = []
-        self._targets: list[Tensor] = []
-        self._thumbnails: dict[str, list[Tensor]] = {}
-        self._manifest: list[dict[str, Any]] = []
         self._visuals_cache: Visuals | None = None
-        self._epoch_metrics: dict[int, dict[str, float]] = {}
-        self._maps_by_epoch: dict[int, dict[str, Tensor]] = {}  # kept only to save a golden reference
-        self._explained_at: tuple[int, int, int] | None = None  # (trainer, epoch, step) of the last attempt
-        self._failures: dict[int, set[str]] = {}  # methods that failed, by epoch
+        self._attempted: set[int] = set()  # steps explained (or tried) in this fit
+        self._layout_written = False
         self._warned: set[str] = set()
 
     def _reference(self, reference: int | str | None) -> int | Golden | None:
@@ -181,7 +196,7 @@ class AttributionMonitor(Callback):
             return reference
         if not isinstance(reference, (str, Path)):
             raise MisconfigurationException(
-                f"reference: expected None, an epoch >= 0 or the path of a golden reference, got {reference!r}"
+                f"reference: expected None, a global step >= 0 or the path of a golden reference, got {reference!r}"
             )
         golden = load_golden(reference)
         saved = Probe.from_state_dict(golden.probe)
@@ -199,9 +214,28 @@ class AttributionMonitor(Callback):
         """The methods this monitor runs (GradCAM included when enabled)."""
         return list(self.methods) + (["layer_gradcam"] if self.gradcam and "layer_gradcam" not in self.methods else [])
 
-    def epoch_metrics(self, epoch: int) -> dict[str, float]:
-        """Values logged once per epoch (``xai/prediction_flips``) for a logged ``epoch``."""
-        return dict(self._epoch_metrics.get(epoch, {}))
+    @property
+    def probe(self) -> Probe | None:
+        """The probe batch being explained (chosen at the start of fit unless given)."""
+        return self._probe
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """One record per logged point and method: step, epoch, method, targets, metric values, maps file."""
+        return list(self._history.manifest)
+
+    @property
+    def points(self) -> list[Point]:
+        """The logged points of this fit: global step and epoch."""
+        return list(self._history.points)
+
+    def value(self, method: str | None, metric: str, step: int) -> float | None:
+        """The value of ``xai/<method>/<metric>`` (``xai/<metric>`` for None) logged at global ``step``."""
+        return self._history.value(method, metric, step)
+
+    def value_expected(self, step: int) -> bool:
+        """Whether the probe was explained at ``step`` (its values may still be missing, see :meth:`missing_reason`)."""
+        return self._history.logged(step)
 
     @property
     @override
@@ -231,35 +265,61 @@ class AttributionMonitor(Callback):
         self._prepare(pl_module)
 
     @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.schedule.at_start and trainer.global_step == 0:
+            self._explain_point(trainer, pl_module)
+
+    @override
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.schedule.after_step(trainer.global_step):
+            self._explain_point(trainer, pl_module)
+
+    @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.explain_if_due(trainer, pl_module)
-
-    def explain_if_due(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Explain and log the probe now if the schedule asks for it, at most once per point of training.
-
-        The monitor's own hook calls this; so does an :class:`AttributionRegressionCheck` listed before
-        the monitor, so that it reads this epoch's values whatever the order of the callbacks.
-        """
-        point = (id(trainer), trainer.current_epoch, trainer.global_step)
-        if self._explained_at == point or self._should_skip(trainer):
-            return
-        self._explained_at = point
-        self._guarded(f"epoch {trainer.current_epoch}", self._monitor_epoch, trainer, pl_module)
+        if self.schedule.at_epoch_end(trainer.current_epoch):
+            self._explain_point(trainer, pl_module)
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._writer is None or not self._epochs:
+        if self._writer is None or not self._history.points:
             return
-        # Filmstrips are written every few logged epochs; make sure the last one is complete.
+        self._write_layout(trainer, final=True)
         visuals = self._visuals
-        if visuals.images and visuals.filmstrips_at != self._epochs[-1]:
-            self._guarded("the final filmstrips", visuals.filmstrips, self._writer, self._thumbnails, self._epochs)
         if visuals.images and self._writer.enabled:
-            self._guarded(
-                "the timelines", visuals.timelines, self._writer, self._thumbnails, self._manifest, self._epochs
-            )
+            self._guarded("the timelines", visuals.timelines, self._writer, self._history)
         if self.save_reference is not None and trainer.is_global_zero:
-            save_golden(self.save_reference, self._probe.state_dict(), self._maps_by_epoch, self.target)
+            save_golden(self.save_reference, self._probe.state_dict(), self._history.golden_maps, self.target)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "probe": None if self._probe is None else self._probe.state_dict(),
+            "history": self._history.state_dict(),
+            "drift": self._drift.state_dict(),
+        }
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("probe") is not None:
+            self._probe = Probe.from_state_dict(state_dict["probe"])
+        self._history = History.from_state_dict(state_dict.get("history", {}))
+        self._drift.load_state_dict(state_dict.get("drift", {}))
+
+    # ------------------------------------------------------------------ helpers: compute, record, log
+
+    def _explain_point(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Explain the probe at this step (once), then let the regression checks reading this monitor act."""
+        step = trainer.global_step
+        if trainer.sanity_checking or trainer.fast_dev_run or step in self._attempted or self._history.logged(step):
+            return
+        self._attempted.add(step)
+        point = Point(step, trainer.current_epoch)
+        self._guarded(point.label, self._monitor_point, trainer, pl_module, point)
+        for callback in trainer.callbacks:  # every rank, whatever happened above: their votes must match
+            if getattr(callback, "monitor_read", None) is self:
+                callback.on_monitor_point(trainer, point)
 
     def _guarded(self, what: str, action, *args) -> None:
         """Run ``action``; by default a failure only warns, so training never dies because of the monitor."""
@@ -277,55 +337,6 @@ class AttributionMonitor(Callback):
                 f"AttributionMonitor skipped {what}: {type(error).__name__}: {error} "
                 f"(pass on_error='raise' to stop training instead)"
             )
-
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "probe": None if self._probe is None else self._probe.state_dict(),
-            "epochs": list(self._epochs),
-            "targets": list(self._targets),
-            "thumbnails": {name: list(maps) for name, maps in self._thumbnails.items()},
-            "manifest": list(self._manifest),
-            "epoch_metrics": dict(self._epoch_metrics),
-            "drift": self._drift.state_dict(),
-            "maps_by_epoch": dict(self._maps_by_epoch),
-        }
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if state_dict.get("probe") is not None:
-            self._probe = Probe.from_state_dict(state_dict["probe"])
-        self._epochs = list(state_dict.get("epochs", []))
-        self._targets = list(state_dict.get("targets", []))
-        self._thumbnails = {name: list(maps) for name, maps in state_dict.get("thumbnails", {}).items()}
-        self._manifest = list(state_dict.get("manifest", []))
-        self._epoch_metrics = dict(state_dict.get("epoch_metrics", {}))
-        self._drift.load_state_dict(state_dict.get("drift", {}))
-        self._maps_by_epoch = dict(state_dict.get("maps_by_epoch", {}))
-
-    @property
-    def probe(self) -> Probe | None:
-        """The probe batch being explained (chosen at the start of fit unless given)."""
-        return self._probe
-
-    def logged(self, epoch: int) -> bool:
-        """Whether the probe was explained at ``epoch``."""
-        return epoch in self._epochs
-
-    @property
-    def history(self) -> list[dict[str, Any]]:
-        """One record per logged epoch and method: epoch, method, targets, metric values, maps file."""
-        return list(self._manifest)
-
-    # ------------------------------------------------------------------ helpers: compute, record, log
-
-    def _should_skip(self, trainer: pl.Trainer) -> bool:
-        return (
-            trainer.sanity_checking
-            or bool(trainer.fast_dev_run)
-            or (trainer.current_epoch + 1) % self.every_n_epochs != 0
-            or trainer.current_epoch in self._epochs
-        )
 
     def _prepare(self, pl_module: pl.LightningModule) -> None:
         """Run the probe through the model once and decide how to feed, read and explain it."""
@@ -346,6 +357,14 @@ class AttributionMonitor(Callback):
             rank_zero_warn(f"AttributionMonitor: GradCAM is left out: {choice.note}; pass gradcam=False to silence")
         layer = None if choice.name is None else resolve_layer(pl_module, choice.name)
         self._layer_choice = choice
+        images_or_tokens = probe.inputs.dim() == 4 or not probe.inputs.is_floating_point()
+        self._plan = MetricPlan(
+            tuple(self._active_methods()),
+            self.metrics,
+            floating=probe.inputs.is_floating_point(),
+            localised=probe.masks is not None and images_or_tokens,
+            left_out=(("layer_gradcam", choice.note),) if choice.note else (),
+        )
         self._subject = Subject(view.forward, view.forward_args, layer, choice.reshape_transform)
         if not torch.isfinite(view.scores).all():
             self._warn_once("nonfinite", "at the start of fit the model's outputs on the probe are not finite")
@@ -379,18 +398,17 @@ class AttributionMonitor(Callback):
             methods.setdefault("layer_gradcam", {})
         return methods
 
-    def _monitor_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        epoch = trainer.current_epoch
+    def _monitor_point(self, trainer: pl.Trainer, pl_module: pl.LightningModule, point: Point) -> None:
         probe = self._probe
         device = pl_module.device
         inputs = _model_inputs(pl_module, probe.inputs)
         subject = self._subject_on(device)
-        with untouched_training_state(pl_module, self.seed + epoch):
+        with untouched_training_state(pl_module, self.seed + point.step):
             scores = subject.scores(inputs)
             if not torch.isfinite(scores).all():
                 self._warn_once(
                     "nonfinite",
-                    f"at epoch {epoch} the model's outputs on the probe are not finite (NaN or inf); no maps are "
+                    f"at {point.label} the model's outputs on the probe are not finite (NaN or inf); no maps are "
                     f"logged while they are not",
                 )
                 return
@@ -405,24 +423,24 @@ class AttributionMonitor(Callback):
                 self.metrics,
             )
         for name, error in failures.items():
-            self._method_failed(name, error, epoch)
-        drift, flips = self._drift.update(epoch, {r.method: r.attributions for r in results}, predictions)
+            self._method_failed(name, error, point)
+        drift, flips = self._drift.update(point.step, {r.method: r.attributions for r in results}, predictions)
         for result in results:
             result.metrics.update(drift[result.method])
         if flips is not None:
-            self._epoch_metrics[epoch] = {"prediction_flips": float(flips)}
+            self._history.point_metrics[point.step] = {"prediction_flips": float(flips)}
         writer = self._writer_for(trainer)
-        self._record(epoch, targets, results, writer)
-        self._log(pl_module, writer, epoch, results)
+        self._record(point, targets, predictions, results, writer)
+        self._log(trainer, writer, point, results)
 
     def _subject_on(self, device: torch.device) -> Subject:
         subject = self._subject
         args = tuple(t.to(device) for t in subject.forward_args)
         return Subject(subject.forward, args, subject.layer, subject.reshape_transform)
 
-    def _method_failed(self, name: str, error: Exception, epoch: int) -> None:
-        self._failures.setdefault(epoch, set()).add(name)
-        where = f"{name} failed at epoch {epoch} on a probe of shape {tuple(self._probe.inputs.shape)}"
+    def _method_failed(self, name: str, error: Exception, point: Point) -> None:
+        self._history.failures.setdefault(point.step, []).append(name)
+        where = f"{name} failed at {point.label} on a probe of shape {tuple(self._probe.inputs.shape)}"
         if self.on_error == "raise":
             raise AttributionMonitorError(f"AttributionMonitor: {where}: {type(error).__name__}: {error}") from error
         self._warn_once(
@@ -434,7 +452,9 @@ class AttributionMonitor(Callback):
     @property
     def _visuals(self) -> Visuals:
         if self._visuals_cache is None or self._visuals_cache.probe is not self._probe:
-            self._visuals_cache = Visuals(self._probe, self.display_mean, self.display_std, self.token_names)
+            self._visuals_cache = Visuals(
+                self._probe, self.display_mean, self.display_std, self.token_names, self.class_names
+            )
         return self._visuals_cache
 
     def _writer_for(self, trainer: pl.Trainer) -> ExplanationWriter:
@@ -443,81 +463,53 @@ class AttributionMonitor(Callback):
             self._writer = ExplanationWriter(trainer, Path(root))
         return self._writer
 
-    def _record(self, epoch: int, targets: Tensor, results: list[Explanation], writer: ExplanationWriter) -> None:
-        self._epochs.append(epoch)
-        self._targets.append(targets.cpu())
+    def _record(
+        self, point: Point, targets: Tensor, predictions: Tensor, results: list[Explanation], writer: ExplanationWriter
+    ) -> None:
+        history = self._history
+        history.points.append(point)
+        history.targets[point.step] = targets.cpu()
+        history.predictions[point.step] = predictions.cpu()
         for result in results:
             if result.heat is not None:
-                self._thumbnails.setdefault(result.method, []).append(_render.thumbnail(result.heat))
-            self._manifest.append(
+                history.thumbnails.setdefault(result.method, {})[point.step] = _render.thumbnail(result.heat)
+            history.manifest.append(
                 {
-                    "epoch": epoch,
+                    "step": point.step,
+                    "epoch": point.epoch,
                     "method": result.method,
                     "target": targets.tolist(),
+                    "prediction": predictions.tolist(),
                     "metrics": result.metrics,
-                    "maps": writer.maps_file(epoch),
+                    "maps": writer.maps_file(point.step),
                 }
             )
         maps = {r.method: r.attributions for r in results}
         if self.save_reference is not None:
-            self._maps_by_epoch[epoch] = {m: t.detach().to(MAP_DTYPE).cpu() for m, t in maps.items()}
-        writer.artifacts(epoch, maps, self._probe.state_dict(), self._manifest)
+            history.golden_maps[point.step] = {m: t.detach().to(MAP_DTYPE).cpu() for m, t in maps.items()}
+        writer.artifacts(point.step, maps, self._probe.state_dict(), history.manifest)
 
-    def _log(
-        self, pl_module: pl.LightningModule, writer: ExplanationWriter, epoch: int, results: list[Explanation]
-    ) -> None:
-        for result in results:
-            for metric, value in result.metrics.items():
-                pl_module.log(_tags.metric_tag(metric, result.method), value, on_step=False, on_epoch=True)
-        for metric, value in self.epoch_metrics(epoch).items():
-            pl_module.log(_tags.metric_tag(metric), value, on_step=False, on_epoch=True)
-        writer.layout(_tags.custom_scalars_layout(self._logged_metrics()))
-        self._visuals.epoch(writer, epoch, results, self._targets[-1], self._thumbnails, self._epochs)
+    def _log(self, trainer: pl.Trainer, writer: ExplanationWriter, point: Point, results: list[Explanation]) -> None:
+        scalars = {_tags.metric_tag(m, r.method): v for r in results for m, v in r.metrics.items()}
+        scalars |= {_tags.metric_tag(m): v for m, v in self._history.point_metrics.get(point.step, {}).items()}
+        writer.scalars(scalars, point.step)
+        self._write_layout(trainer)
+        self._visuals.point(writer, point, results, self._history)
 
-    def _logged_metrics(self) -> set[str]:
-        """The metrics this run logs (from the second logged epoch on, for the drift measures)."""
-        metrics = set(_tags.EPOCH_METRICS)
-        for name in self._active_methods():
-            metrics |= self._method_metrics(name)
-        return metrics
+    def _write_layout(self, trainer: pl.Trainer, final: bool = False) -> None:
+        """The custom-scalars layout, once: with the trainer's validation metrics next to the monitor's, so it
+        waits for the first validation (or the end of fit)."""
+        validation = sorted(k for k in trainer.callback_metrics if k.startswith("val") and "/" not in k)
+        no_validation = trainer.num_val_batches == [] or trainer.limit_val_batches == 0
+        if self._layout_written or not (validation or no_validation or final):
+            return
+        self._writer.layout(_tags.custom_scalars_layout(self._plan.logged(), validation))
+        self._layout_written = True
 
-    def _method_metrics(self, name: str) -> set[str]:
-        method, probe = registry.record(name), self._probe
-        metrics = {"similarity_previous", "similarity_reference"}
-        if method.explains_output_at_inputs and probe.inputs.is_floating_point():
-            metrics.update(self.metrics)
-        if method.returns_delta:
-            metrics.add("convergence_delta")
-        if probe.masks is not None and (probe.inputs.dim() == 4 or not probe.inputs.is_floating_point()):
-            metrics.update(("mass_in_mask", "pointing_game"))
-        return metrics
-
-    def missing_reason(self, method: str | None, metric: str, epoch: int) -> str | None:
-        """Why ``xai/<method>/<metric>`` (``xai/<metric>`` for None) has no value at a logged ``epoch``;
-        None when its absence is expected there (drift measures at the first logged epoch)."""
-        first = bool(self._epochs) and epoch == self._epochs[0]
-        if metric in ("similarity_previous", "prediction_flips") and first:
-            return None
-        if method is None:
-            return "the monitor logged no such value"
-        if method not in self._active_methods():
-            return f"the monitor does not run {method!r}" + (
-                f" ({self._layer_choice.note})" if method == "layer_gradcam" and self._layer_choice.note else ""
-            )
-        if method in self._failures.get(epoch, ()):
-            return f"{method} failed at epoch {epoch}"
-        if metric in self._method_metrics(method):
-            return "it was not computed"
-        record = registry.record(method)
-        if metric in ("mass_in_mask", "pointing_game"):
-            return "the probe has no ground-truth masks"
-        if metric == "convergence_delta":
-            return f"{method} has no convergence delta"
-        if metric not in self.metrics:
-            return f"it was not requested (metrics={list(self.metrics)})"
-        if not record.explains_output_at_inputs:
-            return f"{metric} measures attributions of a class score to the inputs, which {method} does not give"
-        return f"{metric} needs floating-point inputs, and the probe holds {self._probe.inputs.dtype}"
+    def missing_reason(self, method: str | None, metric: str, step: int) -> str | None:
+        """Why ``xai/<method>/<metric>`` (``xai/<metric>`` for None) has no value at a logged ``step``;
+        None when its absence is expected there (drift measures at the first logged point)."""
+        return self._plan.missing_reason(method, metric, step, self._history)
 
 
 def _model_inputs(pl_module: pl.LightningModule, inputs: Tensor) -> Tensor:

@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
+from lightning_xai._history import Point
 from lightning_xai._tags import EPOCH_METRICS, METHOD_METRICS
 from lightning_xai.monitor import AttributionMonitor
 
@@ -27,10 +28,11 @@ class AttributionRegressionCheck(Callback):
     """Warn, stop or fail training when an explanation metric of the monitor crosses a threshold.
 
     Reads the values the :class:`AttributionMonitor` of the same trainer
-    computes at each logged epoch, whatever the order of the callbacks list
-    (listed before the monitor, the check has the monitor explain the epoch
-    first; the monitor does so once).  The trainer's list of callbacks is
-    never changed, and any number of checks may read one monitor.  Under DDP every rank sees the same
+    computes at each logged point (the monitor hands each point to the checks
+    that read it, right after logging it, so the order of the callbacks list
+    does not matter; the list is never changed, and any number of checks may
+    read one monitor).  The point before the first optimizer step (the
+    untrained model) is not checked.  Under DDP every rank sees the same
     values and the decision is agreed across ranks, so ``"stop"`` ends training
     everywhere and ``"raise"`` fails every rank instead of hanging the others.
 
@@ -42,8 +44,8 @@ class AttributionRegressionCheck(Callback):
         direction: ``"above"``: the metric must stay at or above the threshold
             (similarities, localisation); ``"below"``: at or below (infidelity,
             sensitivity, flips).
-        patience: violations in a row that are tolerated before acting.
-        start_epoch: first epoch that is checked.
+        patience: violations in a row (at logged points) that are tolerated before acting.
+        start_epoch: first epoch whose points are checked.
         on_fail: ``"warn"``, ``"stop"`` (ends training gracefully) or
             ``"raise"`` (:class:`AttributionRegressionError`).
 
@@ -96,6 +98,11 @@ class AttributionRegressionCheck(Callback):
             on_fail=self.on_fail,
         )
 
+    @property
+    def monitor_read(self) -> AttributionMonitor | None:
+        """The monitor this check reads; it calls :meth:`on_monitor_point` after each logged point."""
+        return self._monitor
+
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
@@ -118,45 +125,36 @@ class AttributionRegressionCheck(Callback):
             )
         return running[0]
 
-    @override
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._monitor.explain_if_due(trainer, pl_module)  # a no-op when the monitor has already run
-        epoch = trainer.current_epoch
-        value = None if trainer.sanity_checking or epoch < self.start_epoch else self._value(epoch)
-        if value is None and epoch >= self.start_epoch and self._monitor.logged(epoch):
-            self._warn_missing(epoch)
+    def on_monitor_point(self, trainer: pl.Trainer, point: Point) -> None:
+        """Check the value the monitor logged at ``point`` (called on every rank at every point)."""
+        checked = point.step > 0 and point.epoch >= self.start_epoch
+        value = self._monitor.value(self.method, self.metric, point.step) if checked else None
+        if checked and value is None and self._monitor.value_expected(point.step):
+            self._warn_missing(point)
         if value is not None:
             violated = value < self.threshold if self.direction == "above" else value > self.threshold
             self.violations = self.violations + 1 if violated else 0
-            self.history.append({"epoch": epoch, "value": value, "violated": violated})
+            self.history.append({"step": point.step, "epoch": point.epoch, "value": value, "violated": violated})
         fired = value is not None and self.violations > self.patience
-        # Every rank takes part in the vote every epoch, so the collective calls always match.
+        # Every rank takes part in the vote at every point, so the collective calls always match.
         if trainer.strategy.reduce_boolean_decision(fired, all=False):
-            self._act(trainer, epoch, value)
+            self._act(trainer, point, value)
 
-    def _warn_missing(self, epoch: int) -> None:
-        reason = self._monitor.missing_reason(self.method, self.metric, epoch)
+    def _warn_missing(self, point: Point) -> None:
+        reason = self._monitor.missing_reason(self.method, self.metric, point.step)
         if reason is not None and not self._warned_missing:
             self._warned_missing = True
             rank_zero_warn(
-                f"AttributionRegressionCheck: xai/{self.name} has no value at epoch {epoch}: {reason}; "
+                f"AttributionRegressionCheck: xai/{self.name} has no value at {point.label}: {reason}; "
                 f"the check cannot act on it (this warning is given once)"
             )
 
-    def _value(self, epoch: int) -> float | None:
-        if self.method is None:
-            return self._monitor.epoch_metrics(epoch).get(self.metric)
-        for record in self._monitor.history:
-            if record["epoch"] == epoch and record["method"] == self.method:
-                return record["metrics"].get(self.metric)
-        return None
-
-    def _act(self, trainer: pl.Trainer, epoch: int, value: float | None) -> None:
+    def _act(self, trainer: pl.Trainer, point: Point, value: float | None) -> None:
         shown = "another process's value" if value is None else f"{value:.4g}"
         message = (
-            f"AttributionRegressionCheck: xai/{self.name} = {shown} at epoch {epoch} is "
+            f"AttributionRegressionCheck: xai/{self.name} = {shown} at {point.label} is "
             f"{'below' if self.direction == 'above' else 'above'} the threshold {self.threshold:g}"
-            + (f" for {self.violations} logged epochs in a row" if self.violations > 1 else "")
+            + (f" for {self.violations} logged points in a row" if self.violations > 1 else "")
         )
         if self.on_fail == "raise":
             raise AttributionRegressionError(message)

@@ -65,9 +65,10 @@ def test_hugging_face_example_explains_tokens_through_the_attention_mask(tmp_pat
     pytest.importorskip("transformers")
     result = _load("hf_text_classifier").main(tmp_path, epochs=1, quick=True)
     monitor = result["monitor"]
-    assert [r["method"] for r in monitor.history] == ["layer_integrated_gradients"]  # no GradCAM on tokens
+    assert {r["method"] for r in monitor.history} == {"layer_integrated_gradients"}  # no GradCAM on tokens
     assert monitor.probe.input_key == "input_ids" and set(monitor.probe.forward_tensors) == {"attention_mask"}
-    maps = torch.load(result["log_dir"] / "xai" / "maps_epoch_000.pt", weights_only=True)
+    last = monitor.points[-1].step
+    maps = torch.load(result["log_dir"] / "xai" / f"maps_step_{last:07d}.pt", weights_only=True)
     scores = maps["layer_integrated_gradients"].float().sum(-1)  # one score per token
     padding = monitor.probe.forward_tensors["attention_mask"] == 0
     assert padding.any() and scores[padding].abs().max() < 1e-6 < scores[~padding].abs().max()
@@ -81,4 +82,4 @@ def test_segmentation_example_explains_the_object_class(tmp_path):
     assert {r["method"] for r in monitor.history} == {"integrated_gradients", "layer_gradcam"}
     assert monitor.history[0]["target"] == monitor.probe.labels.tolist()  # the shapes' classes, 1..3
     assert monitor._subject.forward.with_region  # class scores summed over the probe's object masks
-    assert result["shares"]["integrated_gradients"][0] > 0.5
+    assert result["shares"]["integrated_gradients"][-1] > 0.5

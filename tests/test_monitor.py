@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from attribution import Saliency
 from lightning_xai import AttributionMonitor, AttributionMonitorError
 from lightning_xai.demos.shapes import SHAPES_MEAN, SHAPES_STD, ShapesDataModule, ShapesNet
 
@@ -68,7 +69,8 @@ def test_training_is_identical_with_and_without_the_monitor(tmp_path):
         assert torch.equal(a, b), name
     for key in ("val_loss", "val_acc"):
         assert torch.equal(plain_trainer.callback_metrics[key], watched_trainer.callback_metrics[key])
-    assert [r["epoch"] for r in monitor.history] == [0] * 3 + [1] * 3  # 2 methods + GradCAM per epoch
+    # Before the first step, then at both epoch ends (3 steps each): 2 methods + GradCAM per point.
+    assert [(r["step"], r["epoch"]) for r in monitor.history] == [(0, 0)] * 3 + [(3, 0)] * 3 + [(6, 1)] * 3
 
 
 class _Spy(Callback):
@@ -99,7 +101,7 @@ def test_the_monitor_leaves_modes_grads_hooks_and_rng_alone(tmp_path):
     monitor = AttributionMonitor(METHODS, metrics=("infidelity",), on_error="raise")
     L.seed_everything(0, verbose=False)
     _trainer(tmp_path, [before, monitor, after]).fit(PartlyFrozen(), datamodule=_data())
-    assert len(monitor.history) == 8
+    assert len(monitor.history) == 4 * 3  # 3 methods + GradCAM at 3 points: before training, 2 epoch ends
     for b, a in zip(before.seen, after.seen):
         assert b["training"] == a["training"] and b["requires_grad"] == a["requires_grad"]
         assert b["hooks"] == a["hooks"] and torch.equal(b["rng"], a["rng"])
@@ -108,18 +110,21 @@ def test_the_monitor_leaves_modes_grads_hooks_and_rng_alone(tmp_path):
     assert before.seen[0]["training"]["features.3"] is True
 
 
-def test_tensorboard_gets_images_and_scalars_on_logged_epochs_only(tmp_path):
+def test_tensorboard_gets_every_entry_at_the_global_step_of_its_point(tmp_path):
     monitor = AttributionMonitor(["integrated_gradients", "occlusion"], every_n_epochs=2, num_probe_samples=3)
     _fit(tmp_path, [monitor], max_epochs=4, num_sanity_val_steps=2)
     events = _events(tmp_path)
     images, scalars = set(events.Tags()["images"]), set(events.Tags()["scalars"])
+    points = [0, 6, 12]  # before training, then the ends of epochs 1 and 3 (3 steps an epoch)
+    assert [(p.step, p.epoch) for p in monitor.points] == [(0, 0), (6, 1), (12, 3)]
     for method in ("integrated_gradients", "occlusion", "layer_gradcam"):
-        assert [e.step for e in events.Images(f"xai/{method}")] == [1, 3]
+        assert [e.step for e in events.Images(f"xai_per_step/{method}")] == points
         for i in range(3):
-            (strip,) = events.Images(f"xai_filmstrip/{method}/sample_{i}")  # written at the end of fit
-            assert strip.step == 3
-            assert strip.width > 2.5 * strip.height  # the input and one column per logged epoch
-    assert [e.step for e in events.Images("xai/probe")] == [1]
+            strips = events.Images(f"xai_per_sample/{method}/sample_{i}")  # updated at every point
+            assert [e.step for e in strips] == points
+            assert strips[-1].height > strips[0].height  # more frames (two a row)
+    assert [e.step for e in events.Images("xai_per_step/probe")] == [0]
+    assert [e.step for e in events.Scalars("val_acc")] == [2, 5, 8, 11]  # the trainer's own curves, same axis
     for name in (
         "integrated_gradients/infidelity",
         "integrated_gradients/convergence_delta",
@@ -128,16 +133,17 @@ def test_tensorboard_gets_images_and_scalars_on_logged_epochs_only(tmp_path):
         "layer_gradcam/mass_in_mask",
     ):
         assert f"xai/{name}" in scalars
-        assert len(events.Scalars(f"xai/{name}")) == 2
-    assert all(tag.startswith(("xai/", "xai_filmstrip/", "xai_timeline/")) for tag in images)
-    assert [e.step for e in events.Images("xai_timeline/occlusion")] == [3]  # the end-of-fit summary
+        assert [e.step for e in events.Scalars(f"xai/{name}")] == points
+    assert [e.step for e in events.Scalars("xai/prediction_flips")] == points[1:]
+    assert all(tag.startswith(("xai_overview/", "xai_per_sample/", "xai_per_step/")) for tag in images)
+    assert [e.step for e in events.Images("xai_overview/occlusion")] == [12]  # the end-of-fit summary
     assert (tmp_path / "logs" / "version_0" / "xai" / "timeline_occlusion.png").exists()
     _assert_every_scalar_has_a_chart_and_no_chart_is_empty(tmp_path, scalars)
 
 
 def _assert_every_scalar_has_a_chart_and_no_chart_is_empty(tmp_path, scalars):
     charts = _custom_scalar_charts(tmp_path)
-    logged = {tag for tag in scalars if tag.startswith("xai/")}
+    logged = {tag for tag in scalars if tag.startswith(("xai/", "val"))}  # the monitor's and the validation curves
     assert logged and charts
     for tag in logged:
         assert any(re.match(pattern, tag) for pattern in charts.values()), f"no chart shows {tag}"
@@ -170,11 +176,16 @@ def test_artifacts_hold_maps_and_a_manifest(tmp_path):
     _fit(tmp_path, [monitor])
     root = tmp_path / "logs" / "version_0" / "xai"
     manifest = json.loads((root / "manifest.json").read_text())
-    assert [(r["epoch"], r["method"]) for r in manifest] == [(0, "integrated_gradients"), (1, "integrated_gradients")]
-    first, second = (set(r["metrics"]) for r in manifest)
+    assert [(r["step"], r["epoch"], r["method"]) for r in manifest] == [
+        (0, 0, "integrated_gradients"),
+        (3, 0, "integrated_gradients"),
+        (6, 1, "integrated_gradients"),
+    ]
+    first, second, _ = (set(r["metrics"]) for r in manifest)
     assert first == {"convergence_delta", "infidelity", "mass_in_mask", "pointing_game", "similarity_reference"}
     assert second == first | {"similarity_previous"}
-    assert manifest[0]["metrics"]["similarity_reference"] == pytest.approx(1.0)  # the first epoch is the reference
+    assert manifest[0]["metrics"]["similarity_reference"] == pytest.approx(1.0)  # the first point is the reference
+    assert manifest[1]["maps"] == "maps_step_0000003.pt"
     maps = torch.load(root / manifest[1]["maps"], weights_only=True)
     assert maps["integrated_gradients"].dtype == torch.bfloat16  # float32's range: tiny attributions survive
     assert maps["integrated_gradients"].shape == (4, 3, 16, 16)
@@ -190,8 +201,8 @@ def test_without_tensorboard_scalars_go_to_the_logger_and_images_to_png(tmp_path
     _fit(tmp_path, [monitor], logger=chosen)
     root = Path(tmp_path / "csv" / "version_0" if logger == "csv" else tmp_path) / "xai"
     pngs = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
-    assert "images/xai_integrated_gradients/epoch_001.png" in pngs
-    assert "images/xai_filmstrip_integrated_gradients_sample_1/epoch_001.png" in pngs
+    assert "images/xai_per_step_integrated_gradients/step_0000006.png" in pngs
+    assert "images/xai_per_sample_integrated_gradients_sample_1/step_0000006.png" in pngs
     if logger == "csv":
         header = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0]
         assert "xai/integrated_gradients/infidelity" in header
@@ -209,7 +220,7 @@ def test_resume_continues_with_the_same_probe_and_history(tmp_path):
     trainer.fit(ShapesNet(), datamodule=_data(seed=123), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
     assert torch.equal(resumed.probe.inputs, first.probe.inputs)  # not re-picked from the other data
     assert resumed.history[: len(first.history)] == first.history
-    assert sorted({r["epoch"] for r in resumed.history}) == [0, 1, 2, 3]
+    assert [(p.step, p.epoch) for p in resumed.points] == [(0, 0), (3, 0), (6, 1), (9, 2), (12, 3)]  # no second start
 
 
 def test_explicit_probe_and_label_targets(tmp_path):
@@ -221,7 +232,7 @@ def test_explicit_probe_and_label_targets(tmp_path):
         ["saliency"], probe=probe, target="label", display_mean=SHAPES_MEAN, display_std=SHAPES_STD, gradcam=False
     )
     _fit(tmp_path, [monitor], limit_val_batches=0)
-    assert [r["target"] for r in monitor.history] == [batch["label"][:2].tolist()] * 2
+    assert [r["target"] for r in monitor.history] == [batch["label"][:2].tolist()] * 3
 
 
 def test_a_failing_method_is_skipped_alone_and_raise_names_method_epoch_and_probe(tmp_path):
@@ -231,15 +242,15 @@ def test_a_failing_method_is_skipped_alone_and_raise_names_method_epoch_and_prob
                 raise RuntimeError("model broke")
             return super().forward(x)
 
-    with pytest.warns(UserWarning, match="saliency failed at epoch 0 .* is skipped .*RuntimeError: model broke"):
+    with pytest.warns(UserWarning, match="saliency failed at step 0 .* is skipped .*RuntimeError: model broke"):
         L.seed_everything(0, verbose=False)
         monitor = AttributionMonitor(["saliency", "occlusion"], gradcam=False)
         _trainer(tmp_path, [monitor], max_epochs=2).fit(Breaks(), datamodule=_data())
-    assert [(r["epoch"], r["method"]) for r in monitor.history] == [(0, "occlusion"), (1, "occlusion")]
+    assert [(r["step"], r["method"]) for r in monitor.history] == [(0, "occlusion"), (3, "occlusion"), (6, "occlusion")]
     monitor = AttributionMonitor(["saliency"], gradcam=False, on_error="raise")
     with pytest.raises(
         AttributionMonitorError,
-        match=r"saliency failed at epoch 0 on a probe of shape \(8, 3, 16, 16\): RuntimeError: model broke",
+        match=r"saliency failed at step 0 \(epoch 0\) on a probe of shape \(8, 3, 16, 16\): RuntimeError: model",
     ) as raised:
         _trainer(tmp_path, [monitor], max_epochs=1).fit(Breaks(), datamodule=_data())
     assert isinstance(raised.value.__cause__, RuntimeError)
@@ -250,7 +261,14 @@ def test_a_failing_method_is_skipped_alone_and_raise_names_method_epoch_and_prob
     [
         ({"methods": ["integrated_gradient"]}, "did you mean 'integrated_gradients'.*choose one of"),
         ({"methods": {"occlusion": 3}}, "methods\\['occlusion'\\]: expected a dict"),
-        ({"every_n_epochs": 0}, "every_n_epochs: expected an int >= 1"),
+        ({"every_n_epochs": 0}, "every_n_epochs: expected an int >= 1 or None"),
+        ({"every_n_steps": 0}, "every_n_steps: expected an int >= 1 or None"),
+        ({"log_spaced_steps": 1}, "log_spaced_steps: expected True or False"),
+        (
+            {"every_n_epochs": None, "log_at_start": False},
+            "every_n_epochs: with every_n_steps=None, .* would never explain the probe",
+        ),
+        ({"class_names": "cat"}, "class_names: expected a list with the name of each class"),
         ({"metrics": ("infidelity", "fidelity")}, "metrics: unknown value 'fidelity'.*sensitivity"),
         ({"target": "predicted"}, "target: expected 'pred', 'label'"),
         ({"on_error": "ignore"}, "on_error: unknown value 'ignore'"),
@@ -337,7 +355,7 @@ data:
         cli = LightningCLI(args=["fit", "--config", str(config)], save_config_kwargs={"overwrite": True})
     (monitor,) = [c for c in cli.trainer.callbacks if isinstance(c, AttributionMonitor)]
     assert {r["method"] for r in monitor.history} == {"integrated_gradients", "occlusion", "layer_gradcam"}
-    assert "xai/occlusion" in _events(tmp_path).Tags()["images"]
+    assert "xai_per_step/occlusion" in _events(tmp_path).Tags()["images"]
 
 
 @pytest.mark.skipif(os.environ.get("LIGHTNING_XAI_SKIP_DDP") == "1", reason="DDP test disabled")
@@ -352,17 +370,23 @@ def test_ddp_two_processes_log_once(tmp_path):
     (events_file,) = glob.glob(str(tmp_path / "logs" / "version_0" / "events.out.tfevents.*"))
     events = EventAccumulator(events_file, size_guidance={"images": 0})
     events.Reload()
-    assert [e.step for e in events.Images("xai/integrated_gradients")] == [0, 1]
+    assert [e.step for e in events.Images("xai_per_step/integrated_gradients")] == [0, 1, 2]  # a step an epoch, rank
     manifest = json.loads((tmp_path / "logs" / "version_0" / "xai" / "manifest.json").read_text())
-    assert [r["epoch"] for r in manifest if r["method"] == "integrated_gradients"] == [0, 1]
+    records = [r for r in manifest if r["method"] == "integrated_gradients"]
+    assert [(r["step"], r["epoch"]) for r in records] == [(0, 0), (1, 0), (2, 1)]
 
 
-def test_filmstrips_are_written_every_five_logged_epochs_and_at_the_end(tmp_path):
-    monitor = AttributionMonitor(["saliency"], gradcam=False, num_probe_samples=1)
-    _fit(tmp_path, [monitor], max_epochs=7, limit_val_batches=1)
-    (strips,) = [_events(tmp_path).Images("xai_filmstrip/saliency/sample_0")]
-    assert [e.step for e in strips] == [4, 6]
-    assert strips[1].width > strips[0].width
+def test_step_schedules_and_filmstrips_at_every_point(tmp_path):
+    monitor = AttributionMonitor(
+        ["saliency"], gradcam=False, num_probe_samples=1, every_n_epochs=None, every_n_steps=5, log_spaced_steps=True
+    )
+    _fit(tmp_path, [monitor], max_epochs=4, limit_val_batches=1)  # 12 steps
+    assert [p.step for p in monitor.points] == [0, 1, 2, 4, 5, 8, 10]  # start, doublings, every 5 (12 is not)
+    assert [p.epoch for p in monitor.points] == [0, 0, 0, 1, 1, 2, 3]
+    strips = _events(tmp_path).Images("xai_per_sample/saliency/sample_0")
+    assert [e.step for e in strips] == [0, 1, 2, 4, 5, 8, 10]
+    assert all(b.height >= a.height for a, b in zip(strips, strips[1:]))  # a frame more at every point, two a row
+    assert strips[-1].height > strips[0].height
 
 
 def test_probe_selection_leaves_every_rng_alone_even_with_random_transforms():
@@ -425,5 +449,16 @@ def test_perturbation_and_surrogate_methods_by_name(tmp_path):
     _fit(tmp_path, [monitor], max_epochs=1)
     records = {r["method"]: r for r in monitor.history}
     assert set(records) == set(names)
-    maps = torch.load(tmp_path / "logs" / "version_0" / "xai" / "maps_epoch_000.pt", weights_only=True)
+    maps = torch.load(tmp_path / "logs" / "version_0" / "xai" / "maps_step_0000003.pt", weights_only=True)
     assert all(maps[name].shape == (3, 3, 16, 16) for name in names)  # superpixel maps, input-shaped
+
+
+def test_the_first_point_explains_the_untrained_model_before_any_step(tmp_path):
+    monitor = AttributionMonitor(["saliency"], gradcam=False, num_probe_samples=4, metrics=())
+    _fit(tmp_path, [monitor], max_epochs=1)
+    assert [(p.step, p.epoch) for p in monitor.points] == [(0, 0), (3, 0)]
+    L.seed_everything(0, verbose=False)
+    untrained = ShapesNet().eval()  # the weights _fit starts from
+    expected = Saliency(untrained).attribute(monitor.probe.inputs, target=monitor.history[0]["target"])
+    logged = torch.load(tmp_path / "logs" / "version_0" / "xai" / "maps_step_0000000.pt", weights_only=True)
+    torch.testing.assert_close(logged["saliency"].float(), expected, rtol=1e-2, atol=1e-6)

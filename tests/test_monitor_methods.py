@@ -36,7 +36,7 @@ def _fit(tmp_path, monitor, model=None):
 
 
 def _assert_logged_maps(artifacts, name, probe_size=4, nonzero=True):
-    maps = torch.load(artifacts / "maps_epoch_000.pt", weights_only=True)
+    maps = torch.load(artifacts / "maps_step_0000002.pt", weights_only=True)  # after the epoch's 2 steps
     assert set(maps) == {name}
     assert maps[name].shape[0] == probe_size and torch.isfinite(maps[name].float()).all()
     if nonzero:
@@ -58,7 +58,7 @@ def test_every_registered_method_logs_maps_or_is_refused_at_construction(tmp_pat
     # Lime's default Lasso(alpha=0.01) sets every coefficient to zero while the barely trained model's
     # outputs hardly change (Captum's default too), so only its maps may be all zero.
     _assert_logged_maps(_fit(tmp_path, monitor), name, nonzero=name != "lime")
-    (record,) = monitor.history
+    record = monitor.history[-1]
     if method.explains_output_at_inputs:
         assert "infidelity" in record["metrics"]
     assert ("convergence_delta" in record["metrics"]) == method.returns_delta
@@ -72,7 +72,7 @@ def test_a_neuron_method_explains_the_selected_unit(tmp_path):
     L.seed_everything(0, verbose=False)
     model = ShapesNet()
     artifacts = _fit(tmp_path, monitor, model)
-    logged = torch.load(artifacts / "maps_epoch_000.pt", weights_only=True)["neuron_gradient"].float()
+    logged = torch.load(artifacts / "maps_step_0000002.pt", weights_only=True)["neuron_gradient"].float()
     # One epoch: the weights after fit are those the monitor explained at the end of the epoch.
     expected = NeuronGradient(model.eval(), NEURON_LAYER).attribute(monitor.probe.inputs, neuron_selector=NEURON)
     assert expected.abs().sum() > 0

@@ -74,8 +74,9 @@ def _shapes(n=8, seed=0):
     return data.val_dataloader()
 
 
-def _maps(tmp_path, epoch=0):
-    return torch.load(tmp_path / "xai" / f"maps_epoch_{epoch:03d}.pt", weights_only=True)
+def _maps(tmp_path, step=1):
+    """The maps of the point at ``step`` (default: after the one training step of these fits)."""
+    return torch.load(tmp_path / "xai" / f"maps_step_{step:07d}.pt", weights_only=True)
 
 
 # --------------------------------------------------------------------------- outputs
@@ -232,7 +233,7 @@ def test_vision_transformers_get_gradcam_on_the_last_block_laid_out_on_the_patch
     assert monitor._layer_choice.name == "net.encoder.layers.encoder_layer_1"  # not the final LayerNorm
     cam = _maps(tmp_path)["layer_gradcam"]
     assert cam.shape == (4, 1, 4, 4)  # 1 class token + 4 x 4 patches
-    assert set(monitor._thumbnails) == {"integrated_gradients", "layer_gradcam"}
+    assert set(monitor._history.thumbnails) == {"integrated_gradients", "layer_gradcam"}
 
 
 def test_a_layer_without_a_spatial_map_is_refused_for_gradcam_and_never_drawn(tmp_path):
@@ -242,7 +243,7 @@ def test_a_layer_without_a_spatial_map_is_refused_for_gradcam_and_never_drawn(tm
     with pytest.warns(UserWarning, match="GradCAM is left out: the output of 'net.heads.head' has shape"):
         _fit(Classifier(_vit()), monitor, _images(), tmp_path)
     assert _maps(tmp_path)["layer_activation"].shape == (4, 3)  # saved, but no heat map of it
-    assert "layer_activation" not in monitor._thumbnails
+    assert "layer_activation" not in monitor._history.thumbnails
 
 
 # --------------------------------------------------------------------------- mistakes found early
@@ -267,8 +268,8 @@ def test_a_check_on_a_metric_that_is_never_logged_warns_once(tmp_path):
         _fit(ShapesNet(), monitor, _shapes(), tmp_path, callbacks=checks, max_epochs=2)
     messages = [str(w.message) for w in caught if "AttributionRegressionCheck" in str(w.message)]
     assert len(messages) == 2  # once per check, not once per epoch
-    assert "mass_in_mask has no value at epoch 0: the probe has no ground-truth masks" in messages[0]
-    assert "sensitivity has no value at epoch 0: it was not requested (metrics=[])" in messages[1]
+    assert "mass_in_mask has no value at step 1 (epoch 0): the probe has no ground-truth masks" in messages[0]
+    assert "sensitivity has no value at step 1 (epoch 0): it was not requested (metrics=[])" in messages[1]
 
 
 def test_a_reused_monitor_starts_a_fresh_history_and_a_small_dataset_warns(tmp_path):
@@ -278,9 +279,9 @@ def test_a_reused_monitor_starts_a_fresh_history_and_a_small_dataset_warns(tmp_p
     small = _shapes(n=3, seed=1)
     with pytest.warns(UserWarning, match="num_probe_samples=4, but the validation data holds only 3 examples"):
         _fit(ShapesNet(), monitor, small, tmp_path / "b", max_epochs=2)
-    assert [r["epoch"] for r in monitor.history] == [0, 1]
+    assert [(r["step"], r["epoch"]) for r in monitor.history] == [(0, 0), (1, 0), (2, 1)]
     assert len(monitor.probe) == 3 and not torch.equal(monitor.probe.inputs[:3], first_probe[:3])
-    assert (tmp_path / "b" / "xai" / "maps_epoch_001.pt").exists()
+    assert (tmp_path / "b" / "xai" / "maps_step_0000002.pt").exists()
 
 
 class _Diverges(ShapesNet):

@@ -105,6 +105,7 @@ def test_keyword_tensors_travel_with_the_batch():
     scores = ModelScores(model, input_key="input_ids", forward_keys=("attention_mask",))
     torch.testing.assert_close(scores(ids, mask), model(input_ids=ids, attention_mask=mask).logits)
     attr = Occlusion(scores).attribute(ids, (1,), target=1, additional_forward_args=(mask,))
+    assert attr.is_floating_point()  # token ids in, float attributions out (pad id 0 is the baseline)
     assert (attr[mask == 0] == 0).all()  # masked tokens cannot change the output
     with pytest.raises(ValueError, match="additional_forward_args: expected the tensors \\['attention_mask'\\]"):
         scores(ids)

@@ -48,12 +48,12 @@ def test_the_check_is_quiet_on_clean_data_and_fires_on_the_shortcut(tmp_path, on
     hans = AttributionRegressionCheck(METRIC, 0.3, on_fail=on_fail)
     if on_fail == "raise":
         with pytest.raises(
-            AttributionRegressionError, match=r"xai/integrated_gradients/mass_in_mask = 0\.\d+ at epoch 0"
+            AttributionRegressionError, match=r"xai/integrated_gradients/mass_in_mask = 0\.\d+ at step 4 \(epoch 0\)"
         ):
             _fit(tmp_path / "hans", [_monitor(), hans], spurious=True)
         return
     if on_fail == "warn":
-        with pytest.warns(UserWarning, match=r"at epoch 0 is below the threshold 0\.3$"):
+        with pytest.warns(UserWarning, match=r"at step 4 \(epoch 0\) is below the threshold 0\.3$"):
             trainer = _fit(tmp_path / "hans", [_monitor(), hans], spurious=True)
         assert trainer.current_epoch == 3  # warned every epoch, kept training
     else:
@@ -69,7 +69,7 @@ def test_patience_start_epoch_and_callback_order(tmp_path):
     with pytest.warns(UserWarning):
         trainer = _fit(tmp_path, [patient, late, _monitor()], spurious=True, max_epochs=4)  # checks listed first
     assert trainer.current_epoch == 2  # the second violation in a row stopped training
-    assert [r["epoch"] for r in patient.history] == [0, 1]
+    assert [(r["step"], r["epoch"]) for r in patient.history] == [(4, 0), (8, 1)]  # step 0 is never checked
     assert late.history == []  # stopped before its first epoch
 
 
@@ -108,7 +108,7 @@ def test_the_check_state_survives_a_resume(tmp_path):
     )
     assert first.violations == 2
     resumed = AttributionRegressionCheck(METRIC, 0.3, patience=2, on_fail="stop")
-    with pytest.warns(UserWarning, match="for 3 logged epochs in a row; stopping"):
+    with pytest.warns(UserWarning, match="for 3 logged points in a row; stopping"):
         trainer = _fit(
             tmp_path / "b",
             [_monitor(), resumed],
@@ -179,10 +179,10 @@ def test_bad_references(tmp_path):
         _monitor(reference=str(tmp_path / "pickled.pt"))  # loaded with weights_only=True: no code runs
     golden = tmp_path / "golden.pt"
     _fit(tmp_path / "a", [_monitor(save_reference=str(golden))], max_epochs=1)
-    assert torch.load(golden, weights_only=True)["version"] == 1  # plain tensors and containers
+    assert torch.load(golden, weights_only=True)["version"] == 2  # plain tensors and containers
     with pytest.raises(
         MisconfigurationException, match="explains a probe of shape \\(8, 3, 16, 16\\).*\\(2, 3, 8, 8\\)"
     ):
         _monitor(reference=str(golden), probe=torch.zeros(2, 3, 8, 8))
-    with pytest.raises(MisconfigurationException, match="reference: expected None, an epoch"):
+    with pytest.raises(MisconfigurationException, match="reference: expected None, a global step"):
         _monitor(reference=-1)

@@ -1,4 +1,5 @@
-"""Tests for lightning_xai._timeline: layout, epoch subsampling, missing metric values, pyplot untouched."""
+"""Tests for lightning_xai._timeline: size for TensorBoard's card, steps and epochs over the columns, point
+subsampling, missing metric values, pyplot untouched, argument checks."""
 
 import matplotlib
 
@@ -8,94 +9,73 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from lightning_xai._render import figure_to_tensor  # noqa: E402
-from lightning_xai._timeline import save_timeline, timeline_figure  # noqa: E402
+from lightning_xai import _render  # noqa: E402
+from lightning_xai._history import Point  # noqa: E402
+from lightning_xai._timeline import COLUMNS, column_heads, curves_figure, timeline_image  # noqa: E402
+
+CARD_WIDTH = 350
+"""TensorBoard's default image card, CSS pixels (measured in Chromium with scripts/screenshots)."""
 
 
-def _inputs(samples: int, epochs: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _inputs(samples: int, points: int, signed: bool = True) -> tuple[torch.Tensor, torch.Tensor, list[Point]]:
     images = torch.rand(samples, 3, 32, 32)
-    thumbnails = torch.rand(epochs, samples, 16, 16).half()
-    return images, thumbnails
+    thumbnails = (torch.rand(points, samples, 32, 32) * (2 if signed else 1) - (1 if signed else 0)).half()
+    return images, thumbnails, [Point(step=5 * i, epoch=i // 2) for i in range(points)]
 
 
-def _image_axes(figure):
-    return [axes for axes in figure.axes if axes.images]
+def _texts(lines) -> list[str]:
+    return [line if isinstance(line, str) else line[0] for line in lines]
 
 
-def _curve_axes(figure):
-    return [axes for axes in figure.axes if axes.lines]
-
-
-def _epoch_titles(figure) -> list[str]:
-    """Column labels of the mosaic (one image axes for the whole grid)."""
-    (mosaic,) = _image_axes(figure)
-    return [label.get_text() for label in mosaic.get_xticklabels() if label.get_text().startswith("epoch")]
-
-
-def _rows(figure) -> int:
-    (mosaic,) = _image_axes(figure)
-    return len(mosaic.get_yticks())
-
-
-def test_layout_titles_tensor_and_png(tmp_path):
-    images, thumbnails = _inputs(3, 4)
+def test_image_fits_the_card_and_grows_with_samples_and_curves():
+    images, thumbnails, points = _inputs(3, 4)
     curves = {"infidelity": [0.4, 0.3, 0.2, 0.1], "sensitivity": [0.1, 0.2, 0.2, 0.3]}
-    figure = timeline_figure("saliency", images, thumbnails, [0, 2, 4, 6], curves)
-    assert _rows(figure) == 3
-    assert sorted(axes.get_title() for axes in _curve_axes(figure)) == ["infidelity", "sensitivity"]
-    assert len(figure.axes) == 1 + 2
-    assert _epoch_titles(figure) == ["epoch 0", "epoch 2", "epoch 4", "epoch 6"]
-    assert figure.get_suptitle() == "saliency"
-
-    rendered = figure_to_tensor(figure)
-    assert rendered.dim() == 3 and rendered.shape[0] == 3 and min(rendered.shape[1:]) > 100
-    assert rendered.dtype == torch.float32 and 0 <= rendered.min() and rendered.max() <= 1
-
-    path = save_timeline(figure, tmp_path / "nested" / "timeline.png")
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1024
+    image = timeline_image("saliency", images, thumbnails, points, curves)
+    assert image.dim() == 3 and image.shape[0] == 3 and image.dtype == torch.uint8
+    assert image.min() < 64 and image.max() == 255  # bytes: dark ink on white
+    assert 4 * _render.THUMBNAIL < image.shape[2] <= CARD_WIDTH  # input + 4 points of 64 pixels, shown unshrunk
+    bare = timeline_image("saliency", images, thumbnails, points, {})
+    more = timeline_image("saliency", torch.rand(5, 3, 32, 32), torch.rand(4, 5, 16, 16).half(), points, {})
+    assert bare.shape[2] == image.shape[2] and bare.shape[1] < image.shape[1] < 10 * image.shape[2]
+    assert more.shape[1] - bare.shape[1] == 2 * (_render.THUMBNAIL + _render.LINE + _render.PAD)  # a row a sample
 
 
-def test_many_epochs_are_subsampled_keeping_first_and_last():
-    images, thumbnails = _inputs(2, 30)
-    epochs = list(range(1, 60, 2))
-    figure = timeline_figure("occlusion", images, thumbnails, epochs, {}, max_columns=12)
-    titles = _epoch_titles(figure)
-    shown = [int(title.split()[1]) for title in titles]
-    assert len(shown) == 12 and len(set(shown)) == 12
-    assert shown[0] == epochs[0] and shown[-1] == epochs[-1] and shown == sorted(shown)
-    assert _rows(figure) == 2 and len(_epoch_titles(figure)) == 12 and not _curve_axes(figure)
-    width, height = figure.get_size_inches()
-    assert width <= 20 and height <= 24
+def test_columns_show_steps_and_epochs_and_many_points_are_subsampled_keeping_first_and_last():
+    images, thumbnails, points = _inputs(2, 30)
+    steps, epochs = column_heads(points[:3])
+    assert _texts(steps) == ["input", "step 0", "step 5", "step 10"]
+    assert _texts(epochs) == ["", "epoch 0", "epoch 0", "epoch 1"]
+    picked = _render.pick(len(points), COLUMNS)
+    assert len(picked) == COLUMNS and picked[0] == 0 and picked[-1] == 29 and picked == sorted(set(picked))
+    wide = timeline_image("occlusion", images, thumbnails, points, {})
+    few = timeline_image("occlusion", images, thumbnails[:4], points[:4], {})
+    assert wide.shape == few.shape  # at most COLUMNS points, however many were logged
 
 
-def test_large_grid_stays_within_size_cap():
-    images, thumbnails = _inputs(16, 2)
-    figure = timeline_figure("ig", images, thumbnails, [0, 1], {"infidelity": [0.2, 0.1]})
-    width, height = figure.get_size_inches()
-    assert width <= 20 and height <= 24
-
-
-def test_missing_values_and_all_none_curves():
-    images, thumbnails = _inputs(2, 3)
+def test_missing_values_are_bridged_and_all_none_curves_skipped():
+    images, thumbnails, points = _inputs(2, 3)
     curves = {"infidelity": [None, 0.2, None], "mass": [None, None, None], "delta": [0.1, None, 0.3]}
-    figure = timeline_figure("ig", images, thumbnails, [0, 1, 2], curves)
-    assert sorted(axes.get_title() for axes in _curve_axes(figure)) == ["delta", "infidelity"]
-    assert figure_to_tensor(figure).shape[0] == 3
+    image = timeline_image("ig", images, thumbnails, points, curves)
+    two = timeline_image("ig", images, thumbnails, points, {"infidelity": curves["infidelity"], "delta": [0, 1, 2]})
+    assert image.shape == two.shape  # the all-None curve took no room
+    figure = curves_figure(
+        [p.step for p in points], {"infidelity": curves["infidelity"], "delta": curves["delta"]}, 344
+    )
+    assert sorted(axes.get_title() for axes in figure.axes) == ["delta", "infidelity"]
+    assert [len(axes.lines[0].get_xdata()) for axes in figure.axes] == [1, 2]
+    assert all(axes.get_xlabel() == "step" for axes in figure.axes)
 
 
-def test_single_epoch_renders():
-    images, thumbnails = _inputs(1, 1)
-    figure = timeline_figure("ig", images, thumbnails, [5], {"infidelity": [0.2]})
-    assert _epoch_titles(figure) == ["epoch 5"]
-    assert figure_to_tensor(figure).shape[0] == 3
+def test_single_point_and_unsigned_maps_render():
+    images, thumbnails, points = _inputs(1, 1, signed=False)
+    image = timeline_image("layer_gradcam", images, thumbnails, points, {"infidelity": [0.2]})
+    assert image.shape[0] == 3 and image.shape[2] <= CARD_WIDTH
 
 
-def test_pyplot_registry_untouched(tmp_path):
+def test_pyplot_registry_untouched():
     before = plt.get_fignums()
-    images, thumbnails = _inputs(2, 3)
-    figure = timeline_figure("ig", images, thumbnails, [0, 1, 2], {"infidelity": [0.3, 0.2, 0.1]})
-    figure_to_tensor(figure)
-    save_timeline(figure, tmp_path / "t.png")
+    images, thumbnails, points = _inputs(2, 3)
+    timeline_image("ig", images, thumbnails, points, {"infidelity": [0.3, 0.2, 0.1]})
     assert plt.get_fignums() == before
 
 
@@ -104,13 +84,14 @@ def test_pyplot_registry_untouched(tmp_path):
     [
         ({"images": torch.rand(2, 1, 32, 32)}, "images"),
         ({"thumbnails": torch.rand(3, 5, 16, 16)}, "thumbnails"),
-        ({"epochs": [0, 1]}, "epochs"),
+        ({"points": [Point(0, 0), Point(1, 0)]}, "points"),
         ({"curves": {"infidelity": [0.1]}}, "infidelity"),
         ({"max_columns": 1}, "max_columns"),
+        ({"row_labels": ["only one"]}, "row_labels"),
     ],
 )
 def test_inconsistent_arguments_raise(change, message):
-    images, thumbnails = _inputs(2, 3)
-    arguments = {"images": images, "thumbnails": thumbnails, "epochs": [0, 1, 2], "curves": {}} | change
+    images, thumbnails, points = _inputs(2, 3)
+    arguments = {"images": images, "thumbnails": thumbnails, "points": points, "curves": {}} | change
     with pytest.raises(ValueError, match=message):
-        timeline_figure("ig", **arguments)
+        timeline_image("ig", **arguments)

@@ -132,12 +132,12 @@ def test_the_monitor_logs_ig_occlusion_and_spatial_gradcam(tmp_path, name, build
         num_sanity_val_steps=0,
     )
     trainer.fit(_Wrapped(net), data, data)
-    maps = torch.load(tmp_path / "xai" / "maps_epoch_000.pt", weights_only=True)
+    maps = torch.load(tmp_path / "xai" / "maps_step_0000001.pt", weights_only=True)  # after the training step
     assert set(maps) == {"integrated_gradients", "occlusion", "layer_gradcam"}
     assert maps["integrated_gradients"].shape == maps["occlusion"].shape == (2, 3, 64, 64)
     cam = maps["layer_gradcam"]
     assert cam.dim() == 4 and cam.shape[:2] == (2, 1) and cam.shape[2] * cam.shape[3] > 1  # a grid over the image
     assert cam.shape[2] == cam.shape[3]  # square inputs give square grids: no channel axis read as space
-    assert set(monitor._thumbnails) == set(maps)  # all three drawn as heat maps
+    assert set(monitor._history.thumbnails) == set(maps)  # all three drawn as heat maps
     if name in EXPECTED_LAYER:
         assert monitor._layer_choice.name == EXPECTED_LAYER[name]

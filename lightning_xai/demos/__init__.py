@@ -9,6 +9,7 @@ Nothing is downloaded and the global RNG is left alone.  The callbacks never imp
 """
 
 from lightning_xai.demos.shapes import (
+    CLASSES,
     SHAPES_MEAN,
     SHAPES_STD,
     ShapesDataModule,
@@ -21,6 +22,7 @@ from lightning_xai.demos.shapes import (
 from lightning_xai.demos.text import SentenceDataModule, SentenceDataset, TextClassifier, make_sentences
 
 __all__ = [
+    "CLASSES",
     "SHAPES_MEAN",
     "SHAPES_STD",
     "SentenceDataModule",

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+CLASSES = ("square", "circle", "triangle")
+"""The default classes, in label order."""
 SHAPES_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
 SHAPES_STD: tuple[float, float, float] = (0.25, 0.25, 0.25)
 
@@ -63,7 +65,7 @@ def make_shapes(
     size: int = 32,
     seed: int = 0,
     spurious_mark: bool = False,
-    classes: Sequence[str] = ("square", "circle", "triangle"),
+    classes: Sequence[str] = CLASSES,
     noise: float = 0.05,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Draw ``n`` images, each one filled shape on a textured, noisy background.
@@ -192,6 +194,7 @@ class ShapesDataModule(L.LightningDataModule):
         seed: data seed; train and val use different derived seeds, distinct across seeds.
         spurious_mark: draw the label-dependent corner mark (see :func:`make_shapes`).
         num_workers: loader worker processes.
+        noise: std of the pixel noise (see :func:`make_shapes`); more noise, slower learning.
     """
 
     def __init__(
@@ -203,6 +206,7 @@ class ShapesDataModule(L.LightningDataModule):
         seed: int = 0,
         spurious_mark: bool = False,
         num_workers: int = 0,
+        noise: float = 0.05,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -212,7 +216,9 @@ class ShapesDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:  # generated once, whatever the stage
             hp = self.hparams
-            make = lambda n, seed: ShapesDataset(*make_shapes(n, hp.size, seed, hp.spurious_mark), normalize=True)
+            make = lambda n, seed: ShapesDataset(
+                *make_shapes(n, hp.size, seed, hp.spurious_mark, noise=hp.noise), normalize=True
+            )
             self.train_set, self.val_set = make(hp.n_train, 2 * hp.seed), make(hp.n_val, 2 * hp.seed + 1)
 
     def _loader(self, ds: ShapesDataset | None, shuffle: bool) -> DataLoader:

@@ -1,0 +1,89 @@
+"""What the monitor has logged in a fit, by point of training; saved in checkpoints so a resumed run
+continues it.
+
+A *point* is a moment the probe was explained: a global step (TensorBoard's x axis for every entry the
+monitor writes) and the epoch it fell in.  Step 0 is the untrained model, before the first optimizer
+step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Point:
+    """A logged moment of training: the global step (optimizer steps taken) and the epoch."""
+
+    step: int
+    epoch: int
+
+    @property
+    def label(self) -> str:
+        return f"step {self.step} (epoch {self.epoch})"
+
+
+@dataclass
+class History:
+    """Everything logged so far: points, targets and predictions, thumbnails per method and point, the
+    manifest of metric values, per-point values (``prediction_flips``), maps kept for a golden
+    reference, and which methods failed where."""
+
+    points: list[Point] = field(default_factory=list)
+    targets: dict[int, Tensor] = field(default_factory=dict)
+    predictions: dict[int, Tensor] = field(default_factory=dict)
+    thumbnails: dict[str, dict[int, Tensor]] = field(default_factory=dict)
+    manifest: list[dict[str, Any]] = field(default_factory=list)
+    point_metrics: dict[int, dict[str, float]] = field(default_factory=dict)
+    golden_maps: dict[int, dict[str, Tensor]] = field(default_factory=dict)
+    failures: dict[int, list[str]] = field(default_factory=dict)
+
+    @property
+    def steps(self) -> list[int]:
+        return [p.step for p in self.points]
+
+    def logged(self, step: int) -> bool:
+        return any(p.step == step for p in self.points)
+
+    def value(self, method: str | None, metric: str, step: int) -> float | None:
+        """The value of ``xai/<method>/<metric>`` (``xai/<metric>`` for None) logged at ``step``."""
+        if method is None:
+            return self.point_metrics.get(step, {}).get(metric)
+        for record in self.manifest:
+            if record["step"] == step and record["method"] == method:
+                return record["metrics"].get(metric)
+        return None
+
+    def curves(self, method: str) -> tuple[list[int], dict[str, list[float | None]]]:
+        """The steps at which ``method`` was logged and its metric values there, by metric."""
+        records = [r for r in self.manifest if r["method"] == method]
+        names = dict.fromkeys(name for r in records for name in r["metrics"])
+        return [r["step"] for r in records], {name: [r["metrics"].get(name) for r in records] for name in names}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "points": [(p.step, p.epoch) for p in self.points],
+            "targets": dict(self.targets),
+            "predictions": dict(self.predictions),
+            "thumbnails": {m: dict(by_step) for m, by_step in self.thumbnails.items()},
+            "manifest": list(self.manifest),
+            "point_metrics": dict(self.point_metrics),
+            "golden_maps": dict(self.golden_maps),
+            "failures": {step: list(names) for step, names in self.failures.items()},
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> History:
+        return cls(
+            [Point(step, epoch) for step, epoch in state.get("points", [])],
+            dict(state.get("targets", {})),
+            dict(state.get("predictions", {})),
+            {m: dict(by_step) for m, by_step in state.get("thumbnails", {}).items()},
+            list(state.get("manifest", [])),
+            dict(state.get("point_metrics", {})),
+            dict(state.get("golden_maps", {})),
+            {step: list(names) for step, names in state.get("failures", {}).items()},
+        )

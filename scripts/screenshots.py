@@ -1,0 +1,161 @@
+"""Screenshots of a run's TensorBoard views, taken in headless Debian Chromium (started by scripts/screenshots).
+
+    python scripts/screenshots.py LOGDIR OUTDIR
+
+Starts TensorBoard on a free port, waits until it has read the run, opens each view at a common desktop
+size, saves ``OUTDIR/tensorboard_<view>.png`` and prints, for the images, how large TensorBoard shows each
+one (its width in the page against its width in pixels), then stops TensorBoard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from lightning_xai import _tags
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+VIEWS = {
+    "images": ("#images", ()),
+    "time_series": (
+        "?smoothing=0#timeseries",
+        (
+            'button[data-value="image"]',
+            f"text={_tags.OVERVIEW} >> visible=true",
+            "text=Show actual image size >> visible=true",
+        ),
+    ),
+    "scalars": ("#scalars&_smoothingWeight=0", (f'text="{_tags.PREFIX}" >> visible=true',)),
+    "custom_scalars": ("#custom_scalars&_smoothingWeight=0", ()),
+}
+"""Output name -> TensorBoard route, and what to click there (groups it shows collapsed): in the Time Series
+view, its filter to images, the overview group and actual image size; in the scalars, the monitor's group.
+Smoothing is off: a few logged points are distorted by TensorBoard's default of 0.6."""
+START_TIMEOUT_S = 120
+PAGE_TIMEOUT_MS = 60_000
+CLICK_TIMEOUT_MS = 20_000
+SETTLE_S = 3.0
+"""After the network is quiet: time for TensorBoard's charts and images to draw."""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _get_json(url: str):
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+@contextmanager
+def _tensorboard(logdir: Path) -> Iterator[str]:
+    """A TensorBoard on ``logdir`` that has read its images and scalars; stopped on exit."""
+    port = _free_port()
+    command = [str(Path(sys.executable).with_name("tensorboard")), "--logdir", str(logdir), "--port", str(port)]
+    command += ["--host", "127.0.0.1", "--samples_per_plugin", "images=100"]
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"TensorBoard exited with {process.returncode}:\n{log.read().decode()[-2000:]}")
+            try:
+                images, scalars = (_get_json(f"{url}/data/plugin/{p}/tags") for p in ("images", "scalars"))
+                if any(images.values()) and any(scalars.values()):
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"TensorBoard found no images and scalars in {logdir} within {START_TIMEOUT_S} s")
+            time.sleep(1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def _image_sizes(page) -> list[str]:
+    """Each loaded image's width in pixels and as shown (playwright's locators see into shadow roots)."""
+    sizes = page.locator("img").evaluate_all(
+        "els => els.filter(e => e.naturalWidth > 0 && e.getBoundingClientRect().width > 0).map(e => "
+        "[e.naturalWidth, e.naturalHeight, Math.round(e.getBoundingClientRect().width)])"
+    )
+    return [f"{w}x{h} px shown {shown} px wide" for w, h, shown in sizes]
+
+
+def screenshots(logdir: Path, out: Path, width: int, height: int) -> list[Path]:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+
+    out.mkdir(parents=True, exist_ok=True)
+    saved = []
+    with _tensorboard(logdir) as url, tempfile.TemporaryDirectory() as profile, sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            profile,
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": width, "height": height},
+        )
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(PAGE_TIMEOUT_MS)
+            for name, (route, click) in VIEWS.items():
+                page.goto(f"{url}/{route}")
+                page.wait_for_load_state("networkidle")
+                for target in click:
+                    try:
+                        page.locator(target).first.click(timeout=CLICK_TIMEOUT_MS)
+                    except PlaywrightTimeout:
+                        print(f"{name}: nothing to click for {target} (not logged yet?)")
+                    page.wait_for_load_state("networkidle")
+                time.sleep(SETTLE_S)
+                page.wait_for_load_state("networkidle")
+                path = out / f"tensorboard_{name}.png"
+                page.screenshot(path=path)
+                saved.append(path)
+                if name in ("images", "time_series"):
+                    print(f"{name}: " + "; ".join(_image_sizes(page)[:12]))
+        finally:
+            browser.close()
+    return saved
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("logdir", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--width", type=int, default=1600, help="browser window, CSS pixels")
+    parser.add_argument("--height", type=int, default=1400)
+    args = parser.parse_args()
+    for path in screenshots(args.logdir, args.out, args.width, args.height):
+        print(f"saved {path}")
