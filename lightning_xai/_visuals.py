@@ -94,6 +94,7 @@ class Visuals:
             count = len(images)
             overlays = _render.overlay(images.repeat(len(shown), 1, 1, 1), maps.flatten(0, 1), signed)
             frames = torch.cat([images, overlays]).view(1 + len(shown), count, *overlays.shape[1:])
+            frames = frames.transpose(0, 1).contiguous()  # per sample: its input, then its frames
             targets = [history.targets[s].tolist() for s in shown]
             predicted = [_listed(history.predictions.get(s), count) for s in shown]
             legend = _render.Legend(signed, "max", _meaning(signed, self._explained(targets, predicted)))
@@ -103,7 +104,7 @@ class Visuals:
                     for s, p, t in zip(shown, predicted, targets)
                 ]
                 title = [f"{method}: sample #{i}", ("each step on its own scale", _render.MUTED)]
-                image = _render.sheet(frames[:, i], captions, title, legend)
+                image = _render.sheet(frames[i], captions, title, legend)
                 writer.image(_tags.filmstrip_tag(method, i), image, step)
 
     def timelines(self, writer: ExplanationWriter, history: History) -> None:
