@@ -10,6 +10,7 @@ Methods are also available by name (``attribution.registry``).
 from attribution import metrics, registry
 from attribution._base import Attribution, LayerAttribution
 from attribution._canonical import Target
+from attribution._checks import ArgumentError, ArgumentTypeError
 from attribution.backprop import Deconvolution, DeepLift, DeepLiftShap, GuidedBackprop, GuidedGradCam
 from attribution.gradient import InputXGradient, Saliency
 from attribution.layer import (
@@ -35,6 +36,8 @@ from attribution.shapley import ShapleyValues, ShapleyValueSampling
 from attribution.surrogate import KernelShap, Lime
 
 __all__ = [
+    "ArgumentError",
+    "ArgumentTypeError",
     "Attribution",
     "Deconvolution",
     "DeepLift",

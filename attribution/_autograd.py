@@ -8,7 +8,7 @@ tensors never change.  Hooks live inside context managers and are removed in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from attribution._canonical import Objective
+from attribution._checks import ArgumentError, ArgumentTypeError
 
 
 @contextmanager
@@ -40,6 +41,7 @@ def gradients(
     inputs: tuple[Tensor, ...],
     repeats: int = 1,
     row_weights: Tensor | None = None,
+    grad_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[tuple[Tensor, ...], Tensor]:
     """Gradient of each row's target with respect to that row of the inputs.
 
@@ -54,9 +56,17 @@ def gradients(
         leaves = tuple(fresh_leaf(x) for x in inputs)
         outputs = objective(leaves, repeats)
         seed = torch.ones_like(outputs) if row_weights is None else row_weights.to(outputs)
-        grads = torch.autograd.grad(outputs, leaves, grad_outputs=seed, allow_unused=True)
-    grads = tuple(torch.zeros_like(x) if g is None else g for g, x in zip(grads, leaves))
+        grads = grad(outputs, leaves, seed, grad_kwargs)
     return grads, outputs.detach()
+
+
+def grad(
+    outputs: Tensor, wrt: tuple[Tensor, ...], seed: Tensor, grad_kwargs: Mapping[str, Any] | None = None
+) -> tuple[Tensor, ...]:
+    """``torch.autograd.grad`` with the caller's ``grad_kwargs`` (Captum's argument, e.g.
+    ``{"materialize_grads": True}``); a tensor the outputs do not depend on gets zeros."""
+    grads = torch.autograd.grad(outputs, wrt, grad_outputs=seed, **{"allow_unused": True, **(grad_kwargs or {})})
+    return tuple(torch.zeros_like(x) if g is None else g for g, x in zip(grads, wrt))
 
 
 def resolve_layer(model: nn.Module | object, layer: nn.Module | str) -> nn.Module:
@@ -68,16 +78,16 @@ def resolve_layer(model: nn.Module | object, layer: nn.Module | str) -> nn.Modul
         if not isinstance(model, nn.Module) and isinstance(getattr(model, "model", None), nn.Module):
             model = model.model
         if not isinstance(model, nn.Module):
-            raise TypeError(f"layer: a layer name needs an nn.Module forward_func, got {type(model).__name__}")
+            raise ArgumentTypeError(f"layer: a layer name needs an nn.Module forward_func, got {type(model).__name__}")
         names = dict(model.named_modules())
         if layer not in names:
             import difflib
 
             close = difflib.get_close_matches(layer, names, n=5)
             hint = f"; close matches: {close}" if close else ""
-            raise ValueError(f"layer: no submodule named {layer!r} in the model{hint}")
+            raise ArgumentError(f"layer: no submodule named {layer!r} in the model{hint}")
         return names[layer]
-    raise TypeError(f"layer: expected an nn.Module or a dotted module name, got {type(layer).__name__}")
+    raise ArgumentTypeError(f"layer: expected an nn.Module or a dotted module name, got {type(layer).__name__}")
 
 
 @dataclass
@@ -135,12 +145,12 @@ def capture_layer(layer: nn.Module, use_input: bool = False) -> Iterator[_Captur
 
 def _check_single_run(layer: nn.Module, calls: int) -> None:
     if calls == 0:
-        raise ValueError(
+        raise ArgumentError(
             f"layer: {type(layer).__name__} ran 0 times in one forward; is it part of the model "
             f"(and used by this input)?"
         )
     if calls != 1:
-        raise ValueError(
+        raise ArgumentError(
             f"layer: {type(layer).__name__} ran {calls} times in one forward; layer attribution "
             f"needs a module that runs exactly once (use a separate module instance per use)"
         )
@@ -153,6 +163,7 @@ def layer_gradients(
     use_input: bool = False,
     repeats: int = 1,
     row_weights: Tensor | None = None,
+    grad_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...], bool]:
     """Activations of ``layer`` and the gradient of the target with respect to them.
 
@@ -170,11 +181,10 @@ def layer_gradients(
         outputs = objective(inputs, repeats)
         _check_single_run(layer, captured.calls)
         if not captured.activations:
-            raise ValueError(f"layer: {type(layer).__name__} produced no floating-point tensor to attribute to")
+            raise ArgumentError(f"layer: {type(layer).__name__} produced no floating-point tensor to attribute to")
         seed = torch.ones_like(outputs) if row_weights is None else row_weights.to(outputs)
-        grads = torch.autograd.grad(outputs, captured.activations, grad_outputs=seed, allow_unused=True)
+        grads = grad(outputs, captured.activations, seed, grad_kwargs)
     activations = tuple(a.detach() for a in captured.activations)
-    grads = tuple(torch.zeros_like(a) if g is None else g for g, a in zip(grads, activations))
     return activations, grads, captured.was_tuple
 
 
@@ -211,10 +221,10 @@ def layer_output_forward(
         finally:
             handle.remove()
         if not captured:
-            raise ValueError(f"layer: {type(layer).__name__} did not run in the model's forward")
+            raise ArgumentError(f"layer: {type(layer).__name__} did not run in the model's forward")
         (value,) = captured
         if not isinstance(value, Tensor):
-            raise ValueError(
+            raise ArgumentError(
                 f"layer: neuron methods need a layer with one tensor {'input' if use_input else 'output'}, "
                 f"{type(layer).__name__} has {type(value).__name__}"
             )

@@ -12,14 +12,17 @@ modules share live here too, so no family module imports another.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from attribution import functional
 from attribution._autograd import resolve_layer
-from attribution._checks import check_choice, check_int
+from attribution._canonical import BaselineType, TargetType, TensorOrTuple, canonical_call, describe, format_baselines
+from attribution._checks import ArgumentError, ArgumentTypeError, check_choice, check_int
 from attribution.functional.layer import interpolate
+from attribution.functional.path import convergence_delta, endpoint_outputs
 
 
 class Attribution:
@@ -46,7 +49,9 @@ class Attribution:
 
     def __init__(self, forward_func: Callable[..., Tensor]) -> None:
         if not callable(forward_func):
-            raise TypeError(f"forward_func: expected a callable (e.g. an nn.Module), got {type(forward_func).__name__}")
+            raise ArgumentTypeError(
+                f"forward_func: expected a callable (e.g. an nn.Module), got {type(forward_func).__name__}"
+            )
         self.forward_func = forward_func
 
     def has_convergence_delta(self) -> bool:
@@ -57,6 +62,37 @@ class Attribution:
     def multiplies_by_inputs(self) -> bool:
         """Whether attributions are multiplied by ``inputs - baselines`` (global attribution)."""
         return self._multiply_by_inputs
+
+    def compute_convergence_delta(
+        self,
+        attributions: TensorOrTuple,
+        start_point: BaselineType,
+        end_point: TensorOrTuple,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+    ) -> Tensor:
+        """Per example: the attributions' total minus ``f(end_point) - f(start_point)`` for ``target``.
+
+        Zero for a complete method; Captum's public method, for any attributions (of inputs or of a
+        layer: only their per-example totals count).  ``start_point`` is given like ``baselines``.
+
+        Raises:
+            ArgumentError: attributions whose batch size is not the end point's, or bad points or target.
+        """
+        call = canonical_call(self.forward_func, end_point, target, additional_forward_args)
+        starts = format_baselines(start_point, call.inputs)
+        attrs = (attributions,) if isinstance(attributions, Tensor) else attributions
+        n = call.inputs[0].shape[0]
+        if not isinstance(attrs, (tuple, list)) or not all(isinstance(a, Tensor) for a in attrs):
+            raise ArgumentTypeError(
+                f"attributions: expected a tensor or a tuple of tensors, got {describe(attributions)}"
+            )
+        if any(a.dim() == 0 or a.shape[0] != n for a in attrs):
+            shapes = [tuple(a.shape) for a in attrs]
+            raise ArgumentError(f"attributions: expected a batch of {n} (the end point's) first, got shapes {shapes}")
+        start_out, end_out = endpoint_outputs(call.objective, starts, call.inputs)
+        with torch.no_grad():
+            return convergence_delta(tuple(attrs), start_out, end_out)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({getattr(type(self.forward_func), '__name__', 'forward_func')})"
@@ -94,7 +130,7 @@ def check_path_arguments(n_steps: int, method: str, internal_batch_size: int | N
     check_int(n_steps, "n_steps")
     check_choice(method, "method", functional.INTEGRATION_METHODS)
     if method == "riemann_trapezoid" and (n_steps if nodes is None else nodes) < 2:
-        raise ValueError(f"n_steps: the trapezoid rule needs at least 2 steps, got {n_steps}")
+        raise ArgumentError(f"n_steps: the trapezoid rule needs at least 2 steps, got {n_steps}")
     check_int(internal_batch_size, "internal_batch_size", allow_none=True)
 
 

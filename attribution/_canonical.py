@@ -24,6 +24,8 @@ from typing import Any, Union
 import torch
 from torch import Tensor
 
+from attribution._checks import ArgumentError, ArgumentTypeError
+
 TensorOrTuple = Union[Tensor, tuple[Tensor, ...]]
 ScalarOrTensor = Union[int, float, Tensor]
 BaselineType = Union[None, ScalarOrTensor, tuple[ScalarOrTensor, ...]]
@@ -50,23 +52,23 @@ def format_inputs(inputs: TensorOrTuple, *, require_float: bool = False) -> tupl
     given_as_tensor = isinstance(inputs, Tensor)
     values = (inputs,) if given_as_tensor else inputs
     if not isinstance(values, (tuple, list)) or len(values) == 0:
-        raise TypeError(f"inputs: expected a tensor or a non-empty tuple of tensors, got {describe(inputs)}")
+        raise ArgumentTypeError(f"inputs: expected a tensor or a non-empty tuple of tensors, got {describe(inputs)}")
     for i, x in enumerate(values):
         if not isinstance(x, Tensor):
-            raise TypeError(f"inputs[{i}]: expected a tensor, got {describe(x)}")
+            raise ArgumentTypeError(f"inputs[{i}]: expected a tensor, got {describe(x)}")
         if x.dim() == 0:
-            raise ValueError(f"inputs[{i}]: expected a batch dimension first, got a 0-dim tensor")
+            raise ArgumentError(f"inputs[{i}]: expected a batch dimension first, got a 0-dim tensor")
         if require_float and not x.is_floating_point():
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"inputs[{i}]: gradient-based attribution needs a floating-point tensor, got dtype {x.dtype}"
             )
         check_finite(x, "inputs" if given_as_tensor else f"inputs[{i}]")
     n = values[0].shape[0]
     if n == 0:
-        raise ValueError("inputs: the batch is empty (first dimension is 0); pass at least one example")
+        raise ArgumentError("inputs: the batch is empty (first dimension is 0); pass at least one example")
     for i, x in enumerate(values[1:], start=1):
         if x.shape[0] != n:
-            raise ValueError(
+            raise ArgumentError(
                 f"inputs[{i}]: every input needs the same batch size; inputs[0] has {n} examples, "
                 f"inputs[{i}] has {x.shape[0]}"
             )
@@ -81,7 +83,7 @@ def check_finite(x: Tensor, name: str) -> None:
     """
     if (x.is_floating_point() or x.is_complex()) and not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(
+        raise ArgumentError(
             f"{name}: expected finite values, got {bad} NaN or infinite value(s) in a {describe(x)}; "
             f"replace them (e.g. torch.nan_to_num) before attributing"
         )
@@ -96,7 +98,7 @@ def _per_input(value: Any, n_inputs: int, name: str) -> tuple:
     """Spread a single value over all inputs, or check a per-input tuple's length."""
     if isinstance(value, (tuple, list)):
         if len(value) != n_inputs:
-            raise ValueError(f"{name}: expected one entry per input ({n_inputs}), got {len(value)}")
+            raise ArgumentError(f"{name}: expected one entry per input ({n_inputs}), got {len(value)}")
         return tuple(value)
     return (value,) * n_inputs
 
@@ -114,7 +116,7 @@ def _baseline_tensor(value: Any, x: Tensor, name: str) -> Tensor:
     elif isinstance(value, numbers.Real):
         b = torch.tensor(value, device=x.device, dtype=x.dtype if x.is_floating_point() else None)
     else:
-        raise TypeError(f"{name}: expected a number or a tensor, got {describe(value)}")
+        raise ArgumentTypeError(f"{name}: expected a number or a tensor, got {describe(value)}")
     check_finite(b, name)
     if x.is_floating_point() or x.is_complex() or b.dtype == x.dtype:
         return b.to(x.dtype)
@@ -150,7 +152,7 @@ def format_baselines(baselines: BaselineType, inputs: tuple[Tensor, ...]) -> tup
         name = "baselines" if len(inputs) == 1 else f"baselines[{i}]"
         b = _baseline_tensor(b, x, name)
         if not _broadcasts_to(b.shape, x.shape):
-            raise ValueError(
+            raise ArgumentError(
                 f"{name}: expected a number or a tensor of shape {tuple(x.shape)} or one that broadcasts to it "
                 f"(e.g. {(1, *x.shape[1:])} to share one baseline across the batch), got shape {tuple(b.shape)}"
             )
@@ -175,14 +177,14 @@ def format_baseline_distribution(baselines: BaselineType, inputs: tuple[Tensor, 
         if b.dim() < x.dim():
             b = b.unsqueeze(0)
         if b.shape[0] == 0 or not _broadcasts_to(b.shape[1:], x.shape[1:]):
-            raise ValueError(
+            raise ArgumentError(
                 f"{name}: expected a number or a tensor of shape (k, {', '.join(map(str, x.shape[1:]))}) "
                 f"holding k >= 1 baselines (or one of shape {tuple(x.shape[1:])}), got shape {given}"
             )
         formatted.append(b.expand(b.shape[0], *x.shape[1:]))
     counts = {b.shape[0] for b in formatted}
     if len(counts) > 1:
-        raise ValueError(f"baselines: every input needs the same number of baseline rows, got {sorted(counts)}")
+        raise ArgumentError(f"baselines: every input needs the same number of baseline rows, got {sorted(counts)}")
     return tuple(formatted)
 
 
@@ -226,22 +228,22 @@ class Target:
         """The target scalar of every row of ``output`` (``n * repeats`` rows)."""
         rows = self.n * repeats
         if not isinstance(output, Tensor):
-            raise TypeError(f"forward_func: expected it to return a tensor, got {describe(output)}")
+            raise ArgumentTypeError(f"forward_func: expected it to return a tensor, got {describe(output)}")
         if output.dim() == 0 or output.shape[0] != rows:
-            raise ValueError(
+            raise ArgumentError(
                 f"forward_func: expected an output with one row per example ({rows} rows), "
                 f"got shape {tuple(output.shape)}"
             )
         if self.fn is not None:
             picked = self.fn(output)
             if not isinstance(picked, Tensor) or picked.shape != (rows,):
-                raise ValueError(
+                raise ArgumentError(
                     f"{self.name}: the callable must return a tensor of shape ({rows},), got {describe(picked)}"
                 )
             return picked
         if self.index is None:
             if output[0].numel() != 1:
-                raise ValueError(
+                raise ArgumentError(
                     f"{self.name}: None needs one output value per example, but the output has shape "
                     f"{tuple(output.shape)}; pass target=<class index> or a callable"
                 )
@@ -252,14 +254,14 @@ class Target:
         k = self.index.shape[1]
         dims = output.shape[1:]
         if len(dims) != k:
-            raise ValueError(
+            raise ArgumentError(
                 f"{self.name}: selects {k} output dimension(s) but the output has shape {tuple(output.shape)}; "
                 f"a target must pick exactly one value per example (use a tuple index or a callable)"
             )
         upper = self.index.max(dim=0).values.tolist()
         for d, (largest, size) in enumerate(zip(upper, dims)):
             if largest >= size:
-                raise ValueError(
+                raise ArgumentError(
                     f"{self.name}: index {largest} is out of range for output dimension {d + 1} of size {size} "
                     f"(output shape {tuple(output.shape)})"
                 )
@@ -276,7 +278,7 @@ def format_target(target: TargetType, n: int, name: str = "target") -> Target:
     """
     if isinstance(target, Target):
         if target.n != n:
-            raise ValueError(f"{name}: built for {target.n} examples, the batch has {n}")
+            raise ArgumentError(f"{name}: built for {target.n} examples, the batch has {n}")
         return target
     if target is None:
         return Target(n, name=name)
@@ -288,35 +290,35 @@ def format_target(target: TargetType, n: int, name: str = "target") -> Target:
         elif target.dim() == 1:
             return Target(n, index=_index_rows(target.tolist(), n, name), name=name)
         else:
-            raise ValueError(
+            raise ArgumentError(
                 f"{name}: a tensor must be a scalar or have one entry per example, got shape {tuple(target.shape)}"
             )
     if isinstance(target, bool):
-        raise TypeError(f"{name}: expected an int, tuple, list, tensor or callable, got {describe(target)}")
+        raise ArgumentTypeError(f"{name}: expected an int, tuple, list, tensor or callable, got {describe(target)}")
     if isinstance(target, numbers.Integral):
         return Target(n, index=_index_rows([int(target)], n, name).expand(n, 1), name=name)
     if isinstance(target, tuple):
         return Target(n, index=_index_rows([target], n, name).expand(n, len(target)), name=name)
     if isinstance(target, list):
         if len(target) != n:
-            raise ValueError(f"{name}: a list needs one entry per example ({n}), got {len(target)} entries")
+            raise ArgumentError(f"{name}: a list needs one entry per example ({n}), got {len(target)} entries")
         return Target(n, index=_index_rows(target, n, name), name=name)
-    raise TypeError(f"{name}: expected an int, tuple, list, tensor or callable, got {describe(target)}")
+    raise ArgumentTypeError(f"{name}: expected an int, tuple, list, tensor or callable, got {describe(target)}")
 
 
 def _index_rows(entries: list, n: int, name: str = "target") -> Tensor:
     """Per-example index rows from ints or tuples of ints, validated."""
     if len(entries) not in (1, n):
-        raise ValueError(f"{name}: expected one entry per example ({n}), got {len(entries)}")
+        raise ArgumentError(f"{name}: expected one entry per example ({n}), got {len(entries)}")
     rows = [tuple(e) if isinstance(e, (tuple, list)) else (e,) for e in entries]
     if len({len(r) for r in rows}) != 1:
-        raise ValueError(f"{name}: every per-example entry must index the same number of output dimensions")
+        raise ArgumentError(f"{name}: every per-example entry must index the same number of output dimensions")
     for r in rows:
         for v in r:
             if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-                raise TypeError(f"{name}: indices must be ints, got {describe(v)}")
+                raise ArgumentTypeError(f"{name}: indices must be ints, got {describe(v)}")
             if v < 0:
-                raise ValueError(f"{name}: indices must be non-negative, got {v}")
+                raise ArgumentError(f"{name}: indices must be non-negative, got {v}")
     return torch.tensor(rows, dtype=torch.long)
 
 
@@ -383,7 +385,7 @@ class Objective:
         if not single:
             return self, self.target.select(output)
         if self.target.index is not None or self.target.fn is not None:
-            raise ValueError(
+            raise ArgumentError(
                 f"{self.target.name}: forward_func returns one value for the whole batch of {n} "
                 f"({describe(output)}), so there is nothing to select; pass {self.target.name}=None"
             )
@@ -398,7 +400,7 @@ def _batch_value(output: Any, device: torch.device) -> Tensor:
     if isinstance(output, numbers.Real) and not isinstance(output, Tensor):
         dtype = torch.int64 if isinstance(output, numbers.Integral) else torch.float64
         return torch.tensor([output], dtype=dtype, device=device)
-    raise ValueError(
+    raise ArgumentError(
         f"forward_func: returned one value for the whole batch, then {describe(output)}; "
         f"it must return one value for every batch (or one row per example)"
     )
@@ -420,7 +422,7 @@ def make_objective(
 ) -> Objective:
     """The canonical objective of one ``attribute`` call on a batch of ``n``."""
     if not callable(forward_func):
-        raise TypeError(f"forward_func: expected a callable (e.g. an nn.Module), got {describe(forward_func)}")
+        raise ArgumentTypeError(f"forward_func: expected a callable (e.g. an nn.Module), got {describe(forward_func)}")
     return Objective(forward_func, format_target(target, n), format_additional_args(additional_forward_args))
 
 
@@ -456,5 +458,5 @@ def format_stdevs(stdevs: float | Sequence[float], n_inputs: int) -> tuple[float
     values = _per_input(stdevs, n_inputs, "stdevs")
     for v in values:
         if isinstance(v, bool) or not isinstance(v, numbers.Real) or v < 0:
-            raise ValueError(f"stdevs: expected a number >= 0 (or one per input), got {stdevs!r}")
+            raise ArgumentError(f"stdevs: expected a number >= 0 (or one per input), got {stdevs!r}")
     return tuple(float(v) for v in values)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from attribution._canonical import attribution_dtype, describe
+from attribution._checks import ArgumentError, ArgumentTypeError
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,7 +31,7 @@ class FeatureMasks:
         """Raise when a forward that returns one value for the whole batch (``aggregate``) meets masks
         that differ between examples: a feature is then perturbed in every example at once."""
         if aggregate and any(m.shape[0] != 1 for m in self.masks):
-            raise ValueError(
+            raise ArgumentError(
                 "feature_mask: forward_func returns one value for the whole batch, so each feature is perturbed "
                 "in every example at once and the mask must be shared by the batch (first dimension 1), got "
                 f"shapes {[tuple(m.shape) for m in self.masks]}"
@@ -89,7 +90,7 @@ def format_feature_mask(feature_mask: Any, inputs: tuple[Tensor, ...]) -> Featur
         return FeatureMasks(tuple(masks), offset)
     given = feature_mask if isinstance(feature_mask, (tuple, list)) else (feature_mask,)
     if len(given) != len(inputs):
-        raise ValueError(f"feature_mask: expected one mask per input ({len(inputs)}), got {len(given)}")
+        raise ArgumentError(f"feature_mask: expected one mask per input ({len(inputs)}), got {len(given)}")
     masks = []
     for i, (mask, x) in enumerate(zip(given, inputs)):
         name = "feature_mask" if len(inputs) == 1 else f"feature_mask[{i}]"
@@ -97,18 +98,18 @@ def format_feature_mask(feature_mask: Any, inputs: tuple[Tensor, ...]) -> Featur
         if mask.dim() < x.dim():  # broadcast from the right: e.g. (H, W) or (C, H, W) shared by the batch
             mask = mask.reshape((1,) * (x.dim() - mask.dim()) + tuple(mask.shape))
         if mask.dim() != x.dim() or not _broadcasts(mask.shape, x.shape):
-            raise ValueError(
+            raise ArgumentError(
                 f"{name}: expected a shape that broadcasts to the input's {tuple(x.shape)} "
                 f"(first dimension 1 or {x.shape[0]}), got {tuple(mask.shape)}"
             )
         masks.append(mask)
     ids = torch.unique(torch.cat([m.flatten() for m in masks]))
     if int(ids[0]) < 0:
-        raise ValueError(f"feature_mask: ids must be >= 0, got {int(ids[0])}")
+        raise ArgumentError(f"feature_mask: ids must be >= 0, got {int(ids[0])}")
     count = int(ids[-1]) + 1
     if len(ids) != count:
         missing = sorted(set(range(count)) - set(ids.tolist()))[:5]
-        raise ValueError(
+        raise ArgumentError(
             f"feature_mask: ids must run from 0 to the number of features - 1 without gaps; "
             f"{len(ids)} distinct ids up to {count - 1}, missing e.g. {missing}"
         )
@@ -118,11 +119,11 @@ def format_feature_mask(feature_mask: Any, inputs: tuple[Tensor, ...]) -> Featur
 def _feature_ids(mask: Any, name: str) -> Tensor:
     """A mask of feature ids as a long tensor: integer tensors, or floating ones holding whole numbers."""
     if not isinstance(mask, Tensor) or mask.is_complex() or mask.dtype == torch.bool:
-        raise TypeError(f"{name}: expected an integer tensor of feature ids, got {describe(mask)}")
+        raise ArgumentTypeError(f"{name}: expected an integer tensor of feature ids, got {describe(mask)}")
     if mask.is_floating_point():
         whole = torch.isfinite(mask) & (mask == mask.round())
         if not bool(whole.all()):
-            raise ValueError(
+            raise ArgumentError(
                 f"{name}: feature ids must be whole numbers, got {mask[~whole].flatten()[0].item()!r} "
                 f"in a {describe(mask)}"
             )

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from attribution import functional
 from attribution._base import LayerAttribution, check_path_arguments, with_delta
 from attribution._canonical import BaselineType, TargetType, TensorOrTuple, canonical_call, format_baselines
+from attribution._checks import ArgumentTypeError, check_grad_kwargs
 from attribution.functional.layer import (
     internal_influence,
     layer_activation,
@@ -51,7 +52,7 @@ class LayerGradCam(LayerAttribution):
     ) -> None:
         super().__init__(forward_func, layer)
         if reshape_transform is not None and not callable(reshape_transform):
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"reshape_transform: expected a callable from the layer's output to (N, C, *spatial), "
                 f"got {type(reshape_transform).__name__}"
             )
@@ -65,6 +66,7 @@ class LayerGradCam(LayerAttribution):
         attribute_to_layer_input: bool = False,
         relu_attributions: bool = False,
         attr_dim_summation: bool = True,
+        grad_kwargs: dict[str, Any] | None = None,
     ) -> TensorOrTuple:
         """GradCAM map of the layer's output (or input).
 
@@ -75,6 +77,7 @@ class LayerGradCam(LayerAttribution):
             attribute_to_layer_input: attribute to the layer's input instead.
             relu_attributions: keep only positive evidence (the paper's ReLU).
             attr_dim_summation: sum over channels (default) to one map.
+            grad_kwargs: further options of ``torch.autograd.grad`` (e.g. ``{"materialize_grads": True}``).
 
         Returns:
             ``(N, 1, *spatial)`` maps (``(N, C, *spatial)`` without summation);
@@ -83,6 +86,7 @@ class LayerGradCam(LayerAttribution):
         Raises:
             ValueError: if the layer does not run exactly once per forward.
         """
+        check_grad_kwargs(grad_kwargs)
         call = canonical_call(self.forward_func, inputs, target, additional_forward_args)
         cams, was_tuple = functional.layer_gradcam(
             call.objective,
@@ -92,6 +96,7 @@ class LayerGradCam(LayerAttribution):
             relu_attributions=relu_attributions,
             attr_dim_summation=attr_dim_summation,
             reshape_transform=self.reshape_transform,
+            grad_kwargs=grad_kwargs,
         )
         return cams if was_tuple else cams[0]
 
@@ -163,6 +168,7 @@ class LayerGradientXActivation(_MultipliedLayerAttribution):
         target: TargetType = None,
         additional_forward_args: Any = None,
         attribute_to_layer_input: bool = False,
+        grad_kwargs: dict[str, Any] | None = None,
     ) -> TensorOrTuple:
         """Gradient times activation of the layer's output (or input).
 
@@ -172,6 +178,7 @@ class LayerGradientXActivation(_MultipliedLayerAttribution):
             target: which output to explain (see :meth:`Saliency.attribute`).
             additional_forward_args: extra arguments passed to the model.
             attribute_to_layer_input: attribute to the layer's input instead.
+            grad_kwargs: further options of ``torch.autograd.grad`` (e.g. ``{"materialize_grads": True}``).
 
         Returns:
             Attributions shaped like the activations; a tuple if the layer's output is one.
@@ -179,6 +186,7 @@ class LayerGradientXActivation(_MultipliedLayerAttribution):
         Raises:
             ValueError: if the layer does not run exactly once per forward.
         """
+        check_grad_kwargs(grad_kwargs)
         call = canonical_call(self.forward_func, inputs, target, additional_forward_args)
         attrs, was_tuple = layer_gradient_x_activation(
             call.objective,
@@ -186,6 +194,7 @@ class LayerGradientXActivation(_MultipliedLayerAttribution):
             self.layer,
             multiply_by_inputs=self.multiplies_by_inputs,
             attribute_to_layer_input=attribute_to_layer_input,
+            grad_kwargs=grad_kwargs,
         )
         return _layer_output(attrs, was_tuple)
 
@@ -213,6 +222,7 @@ class InternalInfluence(LayerAttribution):
         method: str = "gausslegendre",
         internal_batch_size: int | None = None,
         attribute_to_layer_input: bool = False,
+        grad_kwargs: dict[str, Any] | None = None,
     ) -> TensorOrTuple:
         """Integrate the layer gradient from ``baselines`` to ``inputs``.
 
@@ -220,6 +230,7 @@ class InternalInfluence(LayerAttribution):
             inputs, baselines, target, additional_forward_args, n_steps, method,
                 internal_batch_size: as in :meth:`IntegratedGradients.attribute`.
             attribute_to_layer_input: attribute to the layer's input instead.
+            grad_kwargs: further options of ``torch.autograd.grad`` (e.g. ``{"materialize_grads": True}``).
 
         Returns:
             Attributions shaped like the activations; a tuple if the layer's output is one.
@@ -229,6 +240,7 @@ class InternalInfluence(LayerAttribution):
                 layer that does not run exactly once per forward.
         """
         check_path_arguments(n_steps, method, internal_batch_size)
+        check_grad_kwargs(grad_kwargs)
         call = canonical_call(self.forward_func, inputs, target, additional_forward_args, require_float=True)
         attrs, was_tuple = internal_influence(
             call.objective,
@@ -239,6 +251,7 @@ class InternalInfluence(LayerAttribution):
             method=method,
             internal_batch_size=internal_batch_size,
             attribute_to_layer_input=attribute_to_layer_input,
+            grad_kwargs=grad_kwargs,
         )
         return _layer_output(attrs, was_tuple)
 
@@ -271,6 +284,7 @@ class LayerConductance(LayerAttribution):
         internal_batch_size: int | None = None,
         return_convergence_delta: bool = False,
         attribute_to_layer_input: bool = False,
+        grad_kwargs: dict[str, Any] | None = None,
     ):
         """Conductance of every unit of the layer's output (or input).
 
@@ -280,6 +294,7 @@ class LayerConductance(LayerAttribution):
                 :meth:`IntegratedGradients.attribute`.
             n_steps: number of steps; the rule places ``n_steps + 1`` points.
             attribute_to_layer_input: attribute to the layer's input instead.
+            grad_kwargs: further options of ``torch.autograd.grad`` (e.g. ``{"materialize_grads": True}``).
 
         Returns:
             Attributions shaped like the activations (a tuple if the layer's
@@ -290,6 +305,7 @@ class LayerConductance(LayerAttribution):
                 layer that does not run exactly once per forward.
         """
         check_path_arguments(n_steps, method, internal_batch_size, nodes=n_steps + 1)
+        check_grad_kwargs(grad_kwargs)
         call = canonical_call(self.forward_func, inputs, target, additional_forward_args, require_float=True)
         attrs, delta, was_tuple = layer_conductance(
             call.objective,
@@ -301,6 +317,7 @@ class LayerConductance(LayerAttribution):
             internal_batch_size=internal_batch_size,
             return_convergence_delta=return_convergence_delta,
             attribute_to_layer_input=attribute_to_layer_input,
+            grad_kwargs=grad_kwargs,
         )
         return with_delta(_layer_output(attrs, was_tuple), delta, return_convergence_delta)
 
@@ -338,6 +355,7 @@ class LayerIntegratedGradients(_MultipliedLayerAttribution):
         internal_batch_size: int | None = None,
         return_convergence_delta: bool = False,
         attribute_to_layer_input: bool = False,
+        grad_kwargs: dict[str, Any] | None = None,
     ):
         """Integrate the layer gradient from ``a(baselines)`` to ``a(inputs)``.
 
@@ -348,6 +366,7 @@ class LayerIntegratedGradients(_MultipliedLayerAttribution):
             target, additional_forward_args, n_steps, method, internal_batch_size,
                 return_convergence_delta: as in :meth:`IntegratedGradients.attribute`.
             attribute_to_layer_input: integrate over the layer's input instead.
+            grad_kwargs: further options of ``torch.autograd.grad`` (e.g. ``{"materialize_grads": True}``).
 
         Returns:
             Attributions shaped like the activations (a tuple if the layer's
@@ -358,6 +377,7 @@ class LayerIntegratedGradients(_MultipliedLayerAttribution):
                 layer that does not run exactly once per forward.
         """
         check_path_arguments(n_steps, method, internal_batch_size)
+        check_grad_kwargs(grad_kwargs)
         call = canonical_call(self.forward_func, inputs, target, additional_forward_args)
         attrs, delta, was_tuple = layer_integrated_gradients(
             call.objective,
@@ -370,5 +390,6 @@ class LayerIntegratedGradients(_MultipliedLayerAttribution):
             multiply_by_inputs=self.multiplies_by_inputs,
             return_convergence_delta=return_convergence_delta,
             attribute_to_layer_input=attribute_to_layer_input,
+            grad_kwargs=grad_kwargs,
         )
         return with_delta(_layer_output(attrs, was_tuple), delta, return_convergence_delta)

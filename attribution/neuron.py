@@ -35,7 +35,7 @@ from attribution._canonical import (
     format_stdevs,
     make_objective,
 )
-from attribution._checks import check_int
+from attribution._checks import check_grad_kwargs, check_int
 from attribution.functional.backprop import deep_lift, deep_lift_shap
 from attribution.functional.gradient import saliency
 from attribution.functional.neuron import NeuronSelector, neuron_conductance, neuron_objective
@@ -185,6 +185,7 @@ class NeuronConductance(_GlobalNeuronAttribution):
         method: str = "riemann_trapezoid",
         internal_batch_size: int | None = None,
         attribute_to_neuron_input: bool = False,
+        grad_kwargs: dict[str, Any] | None = None,
     ) -> TensorOrTuple:
         """Conductance of every input feature through the selected unit.
 
@@ -198,6 +199,7 @@ class NeuronConductance(_GlobalNeuronAttribution):
             n_steps, method, internal_batch_size: the quadrature and chunking,
                 as in :meth:`IntegratedGradients.attribute`.
             attribute_to_neuron_input: select the unit from the layer's input.
+            grad_kwargs: further options of ``torch.autograd.grad`` (e.g. ``{"materialize_grads": True}``).
 
         Returns:
             Attributions shaped like ``inputs``.
@@ -206,6 +208,7 @@ class NeuronConductance(_GlobalNeuronAttribution):
             ValueError: bad selector, target, quadrature arguments or layer.
         """
         check_path_arguments(n_steps, method, internal_batch_size)
+        check_grad_kwargs(grad_kwargs)
         call = self._neuron_call(inputs, neuron_selector, additional_forward_args, attribute_to_neuron_input)
         objective = make_objective(self.forward_func, target, additional_forward_args, call.inputs[0].shape[0])
         attrs = neuron_conductance(
@@ -219,6 +222,7 @@ class NeuronConductance(_GlobalNeuronAttribution):
             internal_batch_size=internal_batch_size,
             multiply_by_inputs=self.multiplies_by_inputs,
             attribute_to_neuron_input=attribute_to_neuron_input,
+            grad_kwargs=grad_kwargs,
         )
         return call.restore(attrs)
 

@@ -19,7 +19,7 @@ from attribution._canonical import (
     repeat_rows,
     restore_structure,
 )
-from attribution._checks import check_choice, check_int
+from attribution._checks import ArgumentError, ArgumentTypeError, check_choice, check_int
 
 
 class NoiseTunnel(Attribution):
@@ -36,7 +36,7 @@ class NoiseTunnel(Attribution):
 
     def __init__(self, attribution_method: Attribution) -> None:
         if not isinstance(attribution_method, Attribution):
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"attribution_method: expected an attribution object such as Saliency(model), "
                 f"got {type(attribution_method).__name__}"
             )
@@ -91,13 +91,13 @@ class NoiseTunnel(Attribution):
         baselines = kwargs.pop("baselines", None)
         if draw_baseline_from_distrib:
             if baselines is None:
-                raise ValueError("baselines: draw_baseline_from_distrib=True needs a baseline distribution")
+                raise ArgumentError("baselines: draw_baseline_from_distrib=True needs a baseline distribution")
             baselines = format_baseline_distribution(baselines, values)
         elif baselines is not None:
             baselines = format_baselines(baselines, values)
         want_delta = bool(kwargs.get("return_convergence_delta", False))
         if want_delta and not self.has_convergence_delta():
-            raise ValueError(
+            raise ArgumentError(
                 f"return_convergence_delta: {type(self.attribution_method).__name__} has no convergence delta"
             )
 

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from attribution._checks import ArgumentError, ArgumentTypeError
+
 OUTPUT_KEYS = ("logits", "out")
 """Keys of a mapping output, in order of preference."""
 
@@ -49,7 +51,7 @@ def default_output_transform(output: Any) -> Tensor:
     elif not isinstance(found, Tensor) and isinstance(getattr(found, "logits", None), Tensor):
         found = found.logits
     if not isinstance(found, Tensor):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"output_transform: cannot find the scores in a model output of type {type(output).__name__}; "
             f"expected a tensor, a tuple/list (scores first), a mapping with one of the keys {list(OUTPUT_KEYS)} "
             f"or an object with .logits; pass output_transform=<callable from the output to (N, C) scores>"
@@ -70,13 +72,13 @@ def class_scores(scores: Tensor, region: Tensor | None = None) -> Tensor:
         ValueError: a scalar output, or a region for scores without spatial dims.
     """
     if scores.dim() == 0:
-        raise ValueError("output_transform: the model returned a scalar; expected scores with the batch in dim 0")
+        raise ArgumentError("output_transform: the model returned a scalar; expected scores with the batch in dim 0")
     if scores.dim() == 1 or (scores.dim() == 2 and scores.shape[1] == 1):
         logit = scores.reshape(-1, 1)
         return torch.cat((-logit, logit), dim=1)
     if scores.dim() == 2:
         if region is not None:
-            raise ValueError("region: a region mask needs spatial scores (N, C, H, W), got (N, C)")
+            raise ArgumentError("region: a region mask needs spatial scores (N, C, H, W), got (N, C)")
         return scores
     if region is None:
         return scores.flatten(2).sum(2)
@@ -122,7 +124,7 @@ class ModelScores:
         region = args[-1] if self.with_region else None
         tensors = args[:-1] if self.with_region else args
         if len(tensors) < len(self.forward_keys):
-            raise ValueError(
+            raise ArgumentError(
                 f"additional_forward_args: expected the tensors {list(self.forward_keys)}"
                 + (" and a region mask" if self.with_region else "")
                 + f", got {len(args)} arguments"

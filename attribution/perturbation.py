@@ -10,7 +10,7 @@ from torch import Tensor
 from attribution import functional
 from attribution._base import Attribution
 from attribution._canonical import BaselineType, TargetType, TensorOrTuple, canonical_call, format_baselines
-from attribution._checks import check_int
+from attribution._checks import ArgumentError, ArgumentTypeError, check_int
 from attribution._features import format_feature_mask, superpixel_options
 from attribution._progress import progress_bar
 from attribution.registry import register
@@ -32,19 +32,19 @@ def _per_input_shapes(value: Any, inputs: tuple[Tensor, ...], name: str, default
     if _is_int(value):
         return tuple((int(value),) * (x.dim() - 1) for x in inputs)
     if not isinstance(value, (tuple, list)):
-        raise TypeError(f"{name}: expected an int or a tuple of ints (one entry per input), got {value!r}")
+        raise ArgumentTypeError(f"{name}: expected an int or a tuple of ints (one entry per input), got {value!r}")
     if len(inputs) == 1 and all(_is_int(v) for v in value):
         single = len(value) == 1 and inputs[0].dim() > 2  # (2,) for a (C, H, W) example: 2 in every dimension
         per_input = (value[0],) if single else (tuple(value),)
     else:
         per_input = tuple(value)
     if len(per_input) != len(inputs):
-        raise ValueError(f"{name}: expected one entry per input ({len(inputs)}), got {len(per_input)}: {value!r}")
+        raise ArgumentError(f"{name}: expected one entry per input ({len(inputs)}), got {len(per_input)}: {value!r}")
     shapes = []
     for i, (entry, x) in enumerate(zip(per_input, inputs)):
         entry = (entry,) * (x.dim() - 1) if _is_int(entry) else entry
         if not isinstance(entry, (tuple, list)) or len(entry) != x.dim() - 1 or not all(map(_is_int, entry)):
-            raise ValueError(
+            raise ArgumentError(
                 f"{name}: expected {x.dim() - 1} ints for input {i} of shape {tuple(x.shape)} "
                 f"(one per dimension after the batch), got {entry!r}"
             )
@@ -56,12 +56,12 @@ def _check_windows(windows: tuple, strides: tuple, inputs: tuple[Tensor, ...]) -
     for i, (window, stride, x) in enumerate(zip(windows, strides, inputs)):
         for d, (w, s, size) in enumerate(zip(window, stride, x.shape[1:])):
             if w < 1 or w > size:
-                raise ValueError(
+                raise ArgumentError(
                     f"sliding_window_shapes: window {window} does not fit input {i} of shape {tuple(x.shape)}: "
                     f"dimension {d + 1} has size {size}, the window needs 1..{size}"
                 )
             if s < 1 or (s > w and size > w):
-                raise ValueError(
+                raise ArgumentError(
                     f"strides: stride {stride} for input {i} must be between 1 and the window {window} in every "
                     f"dimension the window slides along (a larger stride leaves features no window covers)"
                 )

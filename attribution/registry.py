@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from torch import Tensor, nn
 
 from attribution._base import Attribution, LayerAttribution
-from attribution._checks import check_choice
+from attribution._checks import ArgumentError, check_choice
 
 ProbeOptions = Mapping[str, Any] | Callable[[Tensor], Mapping[str, Any]]
 A = TypeVar("A", bound=type[Attribution])
@@ -89,7 +89,7 @@ def register(name: str, probe_options: ProbeOptions | None = None) -> Callable[[
 
     def add(cls: A) -> A:
         if name in _RECORDS and _RECORDS[name].cls is not cls:
-            raise ValueError(f"name: {name!r} is already registered for {_RECORDS[name].cls.__name__}")
+            raise ArgumentError(f"name: {name!r} is already registered for {_RECORDS[name].cls.__name__}")
         needs_layer = issubclass(cls, LayerAttribution)
         _RECORDS[name] = MethodRecord(
             name=name,
@@ -147,6 +147,6 @@ def build(
     method = record(name)
     if method.needs_layer:
         if layer is None:
-            raise ValueError(f"layer: method {name!r} attributes to a layer; pass layer=<module or dotted name>")
+            raise ArgumentError(f"layer: method {name!r} attributes to a layer; pass layer=<module or dotted name>")
         return method.cls(forward_func, layer, **kwargs)
     return method.cls(forward_func, **kwargs)

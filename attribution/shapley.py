@@ -7,7 +7,7 @@ from typing import Any
 from attribution import functional
 from attribution._base import Attribution
 from attribution._canonical import BaselineType, TargetType, TensorOrTuple, canonical_call, format_baselines
-from attribution._checks import check_int
+from attribution._checks import ArgumentError, check_int
 from attribution._features import format_feature_mask, superpixel_options
 from attribution._progress import progress_bar
 from attribution.registry import register
@@ -102,7 +102,7 @@ class ShapleyValues(Attribution):
         baselines = format_baselines(baselines, call.inputs)
         features = format_feature_mask(feature_mask, call.inputs)
         if features.count > functional.shapley.MAX_EXACT_FEATURES:
-            raise ValueError(
+            raise ArgumentError(
                 f"feature_mask: exact Shapley values need 2^F evaluations and F = {features.count} is too many "
                 f"(at most {functional.shapley.MAX_EXACT_FEATURES}); group features or use ShapleyValueSampling"
             )

@@ -21,7 +21,7 @@ from attribution._canonical import (
     describe,
     format_baselines,
 )
-from attribution._checks import check_int
+from attribution._checks import ArgumentError, ArgumentTypeError, check_int
 from attribution._features import FeatureMasks, format_feature_mask, superpixel_options
 from attribution._progress import progress_bar
 from attribution.functional.surrogate import (
@@ -37,7 +37,9 @@ from attribution.registry import register
 
 def _check_alpha(alpha: Any, model: str) -> None:
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha > 0:
-        raise ValueError(f"alpha: expected a number > 0, got {alpha!r} (for alpha=0 use LinearRegression, not {model})")
+        raise ArgumentError(
+            f"alpha: expected a number > 0, got {alpha!r} (for alpha=0 use LinearRegression, not {model})"
+        )
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ class Lasso:
     def __post_init__(self) -> None:
         _check_alpha(self.alpha, "Lasso")
         if isinstance(self.tol, bool) or not isinstance(self.tol, numbers.Real) or not self.tol > 0:
-            raise ValueError(f"tol: expected a number > 0, got {self.tol!r}")
+            raise ArgumentError(f"tol: expected a number > 0, got {self.tol!r}")
         check_int(self.max_iter, "max_iter")
 
     def fit(self, X: Tensor, y: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
@@ -97,7 +99,7 @@ def _check_fit(model: Any) -> None:
     try:
         inspect.signature(fit).bind(None, None, None)
     except (TypeError, ValueError):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"interpretable_model: expected an object with fit(X (n, S, F), y (n, S), weights (n, S)) -> "
             f"(coef (n, F), intercept (n,)), such as Lasso(), Ridge() or LinearRegression() from "
             f"attribution.surrogate, got {describe(model)} (models that fit from a DataLoader are not supported)"
@@ -153,7 +155,7 @@ class Lime(Attribution):
         _check_fit(self.interpretable_model)
         for name, value in (("similarity_func", similarity_func), ("perturb_func", perturb_func)):
             if value is not None and not callable(value):
-                raise TypeError(f"{name}: expected a callable or None, got {describe(value)}")
+                raise ArgumentTypeError(f"{name}: expected a callable or None, got {describe(value)}")
         self.similarity_func = similarity_func or get_exp_kernel_similarity_function()
         self.perturb_func = perturb_func
 
@@ -222,13 +224,13 @@ class Lime(Attribution):
         def draw(rows: int) -> Tensor:
             coalitions = self.perturb_func(call.restore(call.inputs), n_samples, count)
             if not isinstance(coalitions, Tensor) or coalitions.shape != (n_samples, rows, count):
-                raise ValueError(
+                raise ArgumentError(
                     f"perturb_func: expected a tensor of shape ({n_samples}, {rows}, {count}) "
                     f"(n_samples, examples, features), got {describe(coalitions)}"
                 )
             if coalitions.dtype != torch.bool:
                 if not bool(((coalitions == 0) | (coalitions == 1)).all()):
-                    raise ValueError("perturb_func: expected coalitions of 0/1 or bool values")
+                    raise ArgumentError("perturb_func: expected coalitions of 0/1 or bool values")
                 coalitions = coalitions == 1
             return coalitions.to(call.inputs[0].device)
 

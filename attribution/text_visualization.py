@@ -15,6 +15,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from attribution._checks import ArgumentError
+
 POSITIVE_RGB = (0.0, 0.6, 0.2)
 NEGATIVE_RGB = (0.8, 0.1, 0.1)
 
@@ -23,7 +25,7 @@ def _normalised(scores: Tensor | np.ndarray, tokens: Sequence[Sequence[str]]) ->
     """Scores in [-1, 1], each row divided by its largest magnitude; checks the shapes match."""
     values = scores.detach().float().cpu().numpy() if isinstance(scores, Tensor) else np.asarray(scores, dtype=float)
     if values.ndim != 2 or values.shape[0] != len(tokens) or any(len(t) > values.shape[1] for t in tokens):
-        raise ValueError(
+        raise ArgumentError(
             f"scores: expected one row per sentence and one score per token, got shape {values.shape} "
             f"for {len(tokens)} sentences of up to {max((len(t) for t in tokens), default=0)} tokens"
         )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from attribution._checks import check_choice
+from attribution._checks import ArgumentError, ArgumentTypeError, check_choice
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -69,14 +69,14 @@ def _parse_choice(value: Any, choices: type[_E], name: str) -> _E:
 def _as_numpy(array: Any, name: str) -> np.ndarray:
     # Checked by module name so that this file never has to import torch.
     if type(array).__module__.split(".")[0] == "torch":
-        raise TypeError(
+        raise ArgumentTypeError(
             f"{name}: expected a numpy array in HWC layout, got a torch.Tensor; convert it with "
             f"`{name}.detach().cpu().numpy()` and move channels last (`.transpose(1, 2, 0)` for CHW)"
         )
     if not isinstance(array, np.ndarray):
-        raise TypeError(f"{name}: expected a numpy.ndarray, got {type(array).__name__}")
+        raise ArgumentTypeError(f"{name}: expected a numpy.ndarray, got {type(array).__name__}")
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-        raise TypeError(f"{name}: expected integer or float values, got dtype {array.dtype}")
+        raise ArgumentTypeError(f"{name}: expected integer or float values, got dtype {array.dtype}")
     return array
 
 
@@ -85,7 +85,7 @@ def _check_range(value: Any, name: str, high: float, high_inclusive: bool) -> No
     real = isinstance(value, numbers.Real) and not isinstance(value, bool)
     if not real or not (0 <= value and (value <= high if high_inclusive else value < high)):
         bracket = "]" if high_inclusive else ")"
-        raise ValueError(f"{name}: expected a number in [0, {high:g}{bracket}, got {value!r}")
+        raise ArgumentError(f"{name}: expected a number in [0, {high:g}{bracket}, got {value!r}")
 
 
 def _cumulative_mass_threshold(magnitudes: np.ndarray, outlier_perc: float) -> float:
@@ -130,11 +130,11 @@ def normalize_attr(
     sign = _parse_choice(sign, VisualizeSign, "sign")
     _check_range(outlier_perc, "outlier_perc", 100, high_inclusive=False)
     if attr.size == 0 or not np.all(np.isfinite(attr)):
-        raise ValueError(f"attr: expected a non-empty array of finite values, got shape {attr.shape}")
+        raise ArgumentError(f"attr: expected a non-empty array of finite values, got shape {attr.shape}")
     if attr.ndim == 3 and reduction_axis is not None:
         attr = attr.sum(axis=reduction_axis)
     if attr.ndim != 2:
-        raise ValueError(f"attr: expected an HxW or HxWxC array, got shape {attr.shape}")
+        raise ArgumentError(f"attr: expected an HxW or HxWxC array, got shape {attr.shape}")
     if sign is VisualizeSign.all:
         kept = attr
     elif sign is VisualizeSign.positive:
@@ -154,14 +154,14 @@ def _prepare_inputs(attr: Any, original_image: Any) -> tuple[np.ndarray, np.ndar
     """Validate both arrays; return attr and the image as float HxW or HxWx3 in [0, 1]."""
     attr = _as_numpy(attr, "attr")
     if attr.ndim == 3 and attr.shape[0] in (1, 3) and attr.shape[2] not in (1, 3):
-        raise ValueError(f"attr: expected HxWxC, got channels-first shape {attr.shape}; use attr.transpose(1, 2, 0)")
+        raise ArgumentError(f"attr: expected HxWxC, got channels-first shape {attr.shape}; use attr.transpose(1, 2, 0)")
     if original_image is None:
         return attr, None
     image = _as_numpy(original_image, "original_image")
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3))):
-        raise ValueError(f"original_image: expected shape HxW, HxWx1 or HxWx3, got {image.shape}")
+        raise ArgumentError(f"original_image: expected shape HxW, HxWx1 or HxWx3, got {image.shape}")
     if image.shape[:2] != attr.shape[:2]:
-        raise ValueError(
+        raise ArgumentError(
             f"attr and original_image: expected the same height and width, "
             f"got attr {attr.shape} and original_image {image.shape}"
         )
@@ -170,7 +170,7 @@ def _prepare_inputs(attr: Any, original_image: Any) -> tuple[np.ndarray, np.ndar
     else:  # a small slack absorbs rounding from upstream transforms
         scale, slack, expected = 1.0, 1e-6, "floats in [0, 1] (uint8 for 0-255 data; undo mean/std first)"
     if not np.all((image >= -slack) & (image <= scale + slack)):
-        raise ValueError(f"original_image: expected {expected}, got range [{image.min()}, {image.max()}]")
+        raise ArgumentError(f"original_image: expected {expected}, got range [{image.min()}, {image.max()}]")
     image = np.clip(image.astype(np.float64) / scale, 0.0, 1.0)
     return attr, image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image
 
@@ -202,17 +202,17 @@ def _prepare_panel(
     _check_range(outlier_perc, "outlier_perc", 100, high_inclusive=False)
     _check_range(alpha_overlay, "alpha_overlay", 1, high_inclusive=True)
     if image is None and method is not ImageVisualizationMethod.heat_map:
-        raise ValueError(f"original_image: required by method {method.name!r}, got None")
+        raise ArgumentError(f"original_image: required by method {method.name!r}, got None")
     if cmap is None and sign is VisualizeSign.all:
         cmap = LinearSegmentedColormap.from_list("red_white_green", ["red", "white", "green"])
     elif cmap is None:
         cmap = matplotlib.colormaps[_UNSIGNED_CMAPS[sign.name]]
     elif isinstance(cmap, str):
         if cmap not in matplotlib.colormaps:
-            raise ValueError(f"cmap: expected a name in matplotlib.colormaps, got {cmap!r}")
+            raise ArgumentError(f"cmap: expected a name in matplotlib.colormaps, got {cmap!r}")
         cmap = matplotlib.colormaps[cmap]
     elif not isinstance(cmap, Colormap):
-        raise TypeError(f"cmap: expected a colormap name or a Colormap, got {type(cmap).__name__}")
+        raise ArgumentTypeError(f"cmap: expected a colormap name or a Colormap, got {type(cmap).__name__}")
     if method is ImageVisualizationMethod.original_image:
         norm = np.zeros(attr.shape[:2])  # attr is not drawn, so do not warn about its sign
     else:
@@ -352,7 +352,7 @@ def visualize_image_attr(
 def _check_list(value: Any, name: str) -> None:
     # A bare string is a Sequence too, and would become one panel per character.
     if isinstance(value, str) or not isinstance(value, Sequence):
-        raise TypeError(f"{name}: expected a list, got {value!r}")
+        raise ArgumentTypeError(f"{name}: expected a list, got {value!r}")
 
 
 def visualize_image_attr_multiple(
@@ -389,18 +389,18 @@ def visualize_image_attr_multiple(
     """
     unknown = sorted(set(kwargs) - set(_PANEL_OPTIONS))
     if unknown:
-        raise TypeError(f"kwargs: expected only {list(_PANEL_OPTIONS)}, got {unknown}")
+        raise ArgumentTypeError(f"kwargs: expected only {list(_PANEL_OPTIONS)}, got {unknown}")
     _check_list(methods, "methods")
     _check_list(signs, "signs")
     if not methods or len(methods) != len(signs):
-        raise ValueError(
+        raise ArgumentError(
             f"methods and signs: expected non-empty lists of equal length, "
             f"got {len(methods)} methods and {len(signs)} signs"
         )
     if titles is not None:
         _check_list(titles, "titles")
         if len(titles) != len(methods):
-            raise ValueError(f"titles: expected one per method ({len(methods)}), got {len(titles)}")
+            raise ArgumentError(f"titles: expected one per method ({len(methods)}), got {len(titles)}")
     show_colorbar = bool(kwargs.pop("show_colorbar", False))
     attr, image = _prepare_inputs(attr, original_image)
     # Every panel is validated before the figure exists, so a bad one leaks no figure.

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attribution._autograd import _check_single_run, capture_layer, grad_enabled, layer_gradients, substitute_layer
+from attribution._autograd import (
+    _check_single_run,
+    capture_layer,
+    grad,
+    grad_enabled,
+    layer_gradients,
+    substitute_layer,
+)
 from attribution._canonical import Objective, repeat_rows
+from attribution._checks import ArgumentError
 from attribution._chunking import run_chunked
 from attribution.functional.path import convergence_delta, endpoint_outputs, integration_nodes
 
@@ -23,6 +32,7 @@ def layer_gradcam(
     relu_attributions: bool = False,
     attr_dim_summation: bool = True,
     reshape_transform: Callable[[Tensor], Tensor] | None = None,
+    grad_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[tuple[Tensor, ...], bool]:
     """GradCAM: activations weighted by the spatial mean of their gradients.
 
@@ -37,7 +47,9 @@ def layer_gradcam(
         ``(attributions, layer_returned_tuple)``, one attribution per tensor
         the layer produced.
     """
-    activations, grads, was_tuple = layer_gradients(objective, inputs, layer, attribute_to_layer_input)
+    activations, grads, was_tuple = layer_gradients(
+        objective, inputs, layer, attribute_to_layer_input, grad_kwargs=grad_kwargs
+    )
     if reshape_transform is not None:
         activations = tuple(reshape_transform(a) for a in activations)
         grads = tuple(reshape_transform(g) for g in grads)
@@ -61,7 +73,7 @@ def token_grid_reshape(height: int, width: int, prefix_tokens: int = 1) -> Calla
 
     def reshape(tokens: Tensor) -> Tensor:
         if tokens.dim() != 3 or tokens.shape[1] != prefix_tokens + height * width:
-            raise ValueError(
+            raise ArgumentError(
                 f"reshape_transform: expected tokens (N, {prefix_tokens} + {height}*{width}, D), "
                 f"got {tuple(tokens.shape)}"
             )
@@ -115,7 +127,7 @@ def _layer_values(
         outputs = objective(inputs, repeats) if with_target else objective.forward(inputs, repeats)
         _check_single_run(layer, captured.calls)
     if not captured.activations:
-        raise ValueError(f"layer: {type(layer).__name__} produced no floating-point tensor to attribute to")
+        raise ArgumentError(f"layer: {type(layer).__name__} produced no floating-point tensor to attribute to")
     return tuple(a.detach() for a in captured.activations), captured.was_tuple, outputs if with_target else None
 
 
@@ -138,6 +150,7 @@ def layer_gradient_x_activation(
     *,
     multiply_by_inputs: bool = True,
     attribute_to_layer_input: bool = False,
+    grad_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[tuple[Tensor, ...], bool]:
     """The target's gradient with respect to the layer's activations, times the activations.
 
@@ -147,7 +160,9 @@ def layer_gradient_x_activation(
     """
     with grad_enabled():
         inputs = _plain(inputs)
-    activations, grads, was_tuple = layer_gradients(objective, inputs, layer, attribute_to_layer_input)
+    activations, grads, was_tuple = layer_gradients(
+        objective, inputs, layer, attribute_to_layer_input, grad_kwargs=grad_kwargs
+    )
     attrs = tuple(g * a for g, a in zip(grads, activations)) if multiply_by_inputs else grads
     return attrs, was_tuple
 
@@ -183,6 +198,7 @@ def internal_influence(
     method: str = "gausslegendre",
     internal_batch_size: int | None = None,
     attribute_to_layer_input: bool = False,
+    grad_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[tuple[Tensor, ...], bool]:
     """The layer gradient integrated along the straight input path from ``baselines`` to ``inputs``.
 
@@ -204,7 +220,13 @@ def internal_influence(
         points = _path_points(baselines, diffs, alphas[lo:hi], n)
         row_weights = weights[lo:hi].to(inputs[0].device).repeat_interleave(n)
         _, grads, was_tuple = layer_gradients(
-            objective, points, layer, attribute_to_layer_input, repeats=hi - lo, row_weights=row_weights
+            objective,
+            points,
+            layer,
+            attribute_to_layer_input,
+            repeats=hi - lo,
+            row_weights=row_weights,
+            grad_kwargs=grad_kwargs,
         )
         _accumulate(totals, tuple(g.sum(0) for g in _by_step(grads, hi - lo)))
 
@@ -232,6 +254,7 @@ def layer_conductance(
     internal_batch_size: int | None = None,
     return_convergence_delta: bool = False,
     attribute_to_layer_input: bool = False,
+    grad_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[tuple[Tensor, ...], Tensor | None, bool]:
     """Conductance (Dhamdhere et al., 2018): the flow of the path integral through each layer unit.
 
@@ -254,7 +277,9 @@ def layer_conductance(
     def conduct(lo: int, hi: int) -> None:
         nonlocal was_tuple
         points = _path_points(baselines, diffs, alphas[lo:hi], n)
-        acts, grads, was_tuple = layer_gradients(objective, points, layer, attribute_to_layer_input, repeats=hi - lo)
+        acts, grads, was_tuple = layer_gradients(
+            objective, points, layer, attribute_to_layer_input, repeats=hi - lo, grad_kwargs=grad_kwargs
+        )
         acts, grads = _by_step(acts, hi - lo), _by_step(grads, hi - lo)
         if carried:
             last_acts, last_grads = carried.pop()
@@ -282,6 +307,7 @@ def layer_integrated_gradients(
     multiply_by_inputs: bool = True,
     return_convergence_delta: bool = False,
     attribute_to_layer_input: bool = False,
+    grad_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[tuple[Tensor, ...], Tensor | None, bool]:
     """Integrated gradients in the layer's activation space.
 
@@ -313,8 +339,7 @@ def layer_integrated_gradients(
             # Clones go downstream, so in-place ops there leave the leaves alone.
             with substitute_layer(layer, tuple(leaf.clone() for leaf in leaves), attribute_to_layer_input):
                 out = objective(repeated, steps)
-            grads = torch.autograd.grad(out, leaves, grad_outputs=row_weights.to(out), allow_unused=True)
-        grads = tuple(torch.zeros_like(leaf) if g is None else g for g, leaf in zip(grads, leaves))
+            grads = grad(out, leaves, row_weights.to(out), grad_kwargs)
         _accumulate(totals, tuple(g.sum(0) for g in _by_step(grads, steps)))
 
     run_chunked(n_steps, integrate, rows_per_item=n, internal_batch_size=internal_batch_size, device=inputs[0].device)

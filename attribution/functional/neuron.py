@@ -13,7 +13,7 @@ output with respect to the neuron, has a core here.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Union
 
 import torch
@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from attribution._autograd import gradients, layer_gradients, layer_output_forward
 from attribution._canonical import Objective, Target, describe, format_target
+from attribution._checks import ArgumentError, ArgumentTypeError
 from attribution._chunking import run_chunked
 from attribution.functional.path import integration_nodes
 
@@ -42,7 +43,7 @@ def neuron_target(neuron_selector: NeuronSelector, n: int) -> Target:
         return Target(n, fn=_SliceSum(neuron_selector), name="neuron_selector")
     is_int = isinstance(neuron_selector, numbers.Integral) and not isinstance(neuron_selector, bool)
     if not (is_int or isinstance(neuron_selector, tuple) or callable(neuron_selector)):
-        raise TypeError(
+        raise ArgumentTypeError(
             "neuron_selector: expected an int, a tuple of ints (one per layer dimension after the batch) "
             f"or a callable from the layer output to one value per row, got {describe(neuron_selector)}"
         )
@@ -55,18 +56,18 @@ class _SliceSum:
     def __init__(self, selector: tuple) -> None:
         for s in selector:
             if not isinstance(s, slice) and (isinstance(s, bool) or not isinstance(s, numbers.Integral)):
-                raise TypeError(f"neuron_selector: entries must be ints or slices, got {describe(s)}")
+                raise ArgumentTypeError(f"neuron_selector: entries must be ints or slices, got {describe(s)}")
         self.selector = selector
 
     def __call__(self, output: Tensor) -> Tensor:
         if len(self.selector) > output.dim() - 1:
-            raise ValueError(
+            raise ArgumentError(
                 f"neuron_selector: {len(self.selector)} indices for a layer output of shape {tuple(output.shape)}"
             )
         try:
             picked = output[(slice(None), *self.selector)]
         except IndexError as error:
-            raise ValueError(
+            raise ArgumentError(
                 f"neuron_selector: {self.selector} does not fit the layer output of shape {tuple(output.shape)} "
                 f"({error})"
             ) from None
@@ -131,6 +132,7 @@ def neuron_conductance(
     internal_batch_size: int | None = None,
     multiply_by_inputs: bool = True,
     attribute_to_neuron_input: bool = False,
+    grad_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[Tensor, ...]:
     """Conductance of every input feature through one unit (Dhamdhere et al., 2018).
 
@@ -159,7 +161,7 @@ def neuron_conductance(
             gradient of its own), or a layer with several tensors.
     """
     if isinstance(neuron.target.fn, _SliceSum):
-        raise ValueError(
+        raise ArgumentError(
             "neuron_selector: conductance needs one unit; a selector with slices sums several units "
             "(pass an index of ints, or a callable that picks one unit)"
         )
@@ -177,12 +179,14 @@ def neuron_conductance(
             )
             for x, b, d in zip(inputs, baselines, diffs)
         )
-        _, layer_grads, _ = layer_gradients(objective, points, layer, attribute_to_neuron_input, repeats=steps)
+        _, layer_grads, _ = layer_gradients(
+            objective, points, layer, attribute_to_neuron_input, repeats=steps, grad_kwargs=grad_kwargs
+        )
         if len(layer_grads) != 1:
-            raise ValueError(f"layer: neuron conductance needs a layer with one tensor, got {len(layer_grads)}")
+            raise ArgumentError(f"layer: neuron conductance needs a layer with one tensor, got {len(layer_grads)}")
         unit_grads = neuron.target.select(layer_grads[0], steps)  # d target / d unit, per row
         row_weights = weights[lo:hi].to(unit_grads).repeat_interleave(n) * unit_grads
-        grads, _ = gradients(neuron, points, repeats=steps, row_weights=row_weights)
+        grads, _ = gradients(neuron, points, repeats=steps, row_weights=row_weights, grad_kwargs=grad_kwargs)
         for total, g in zip(totals, grads):
             total += g.view(steps, n, *g.shape[1:]).sum(0)
 

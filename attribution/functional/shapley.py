@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from attribution._canonical import Objective
+from attribution._checks import ArgumentError
 from attribution._features import FeatureMasks
 from attribution.functional.perturbation import evaluate_copies
 
@@ -84,7 +85,7 @@ def shapley_values(
     """
     count = features.count
     if count > MAX_EXACT_FEATURES:
-        raise ValueError(
+        raise ArgumentError(
             f"feature_mask: exact Shapley values evaluate 2^F coalitions and F = {count} is too many "
             f"(at most {MAX_EXACT_FEATURES}); group the features or use ShapleyValueSampling"
         )

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from attribution._canonical import Objective, TensorOrTuple, describe
-from attribution._checks import check_choice
+from attribution._checks import ArgumentError, check_choice
 from attribution._features import FeatureMasks
 from attribution.functional.perturbation import evaluate_copies
 
@@ -73,7 +73,7 @@ def get_exp_kernel_similarity_function(distance_mode: str = "cosine", kernel_wid
     """
     check_choice(distance_mode, "distance_mode", ["cosine", "euclidean"])
     if isinstance(kernel_width, bool) or not isinstance(kernel_width, (int, float)) or not kernel_width > 0:
-        raise ValueError(f"kernel_width: expected a number > 0, got {kernel_width!r}")
+        raise ArgumentError(f"kernel_width: expected a number > 0, got {kernel_width!r}")
 
     def similarity(inputs: TensorOrTuple, perturbed: TensorOrTuple, coalitions: Tensor) -> Tensor:
         pairs = [(x.flatten(1), p.flatten(2)) for x, p in zip(_as_tuple(inputs), _as_tuple(perturbed))]
@@ -136,7 +136,7 @@ def surrogate(
             copies = tuple(p.view(hi - lo, *e.shape) for p, e in zip(batch, examples))
             chunk = similarity(examples, copies, coalitions[lo:hi])
             if not isinstance(chunk, Tensor) or chunk.shape != (hi - lo, rows):
-                raise ValueError(
+                raise ArgumentError(
                     f"similarity_func: expected weights of shape ({hi - lo}, {rows}) (copies, examples), "
                     f"got {describe(chunk)}"
                 )
@@ -164,7 +164,7 @@ def surrogate(
     design = coalitions.transpose(0, 1).to(dtype)
     coef, _ = fit(design, values.to(dtype), weights.clone().t().to(device=design.device, dtype=dtype))
     if not isinstance(coef, Tensor) or coef.shape != (rows, features.count):
-        raise ValueError(
+        raise ArgumentError(
             f"interpretable_model: fit must return coefficients of shape ({rows}, {features.count}), "
             f"got {describe(coef)}"
         )

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attribution._canonical import describe
+from attribution._checks import ArgumentError, ArgumentTypeError
 
 
 def mass_in_mask(attributions: Tensor, masks: Tensor) -> Tensor:
@@ -70,31 +71,31 @@ def _maps_and_masks(attributions: Tensor, masks: Tensor) -> tuple[Tensor, Tensor
     """Signed float maps ``(N, H, W)`` at the masks' resolution and bool masks ``(N, H, W)``."""
     for name, value in (("attributions", attributions), ("masks", masks)):
         if not isinstance(value, Tensor) or value.is_complex():
-            raise TypeError(f"{name}: expected a real-valued tensor, got {describe(value)}")
+            raise ArgumentTypeError(f"{name}: expected a real-valued tensor, got {describe(value)}")
     if masks.dim() == 4 and masks.shape[1] == 1:
         masks = masks[:, 0]
     if masks.dim() != 3:
-        raise ValueError(f"masks: expected shape (N, H, W) or (N, 1, H, W), got {tuple(masks.shape)}")
+        raise ArgumentError(f"masks: expected shape (N, H, W) or (N, 1, H, W), got {tuple(masks.shape)}")
     if attributions.dim() not in (3, 4):
-        raise ValueError(
+        raise ArgumentError(
             f"attributions: expected maps of shape (N, C, H, W) or (N, H, W), got {tuple(attributions.shape)}"
         )
     if attributions.numel() == 0 or masks.numel() == 0:
-        raise ValueError(
+        raise ArgumentError(
             f"attributions, masks: expected non-empty maps, got shapes {tuple(attributions.shape)} "
             f"and {tuple(masks.shape)}"
         )
     if attributions.shape[0] != masks.shape[0]:
-        raise ValueError(f"masks: expected one mask per map ({attributions.shape[0]}), got {masks.shape[0]} masks")
+        raise ArgumentError(f"masks: expected one mask per map ({attributions.shape[0]}), got {masks.shape[0]} masks")
     if attributions.device != masks.device:
-        raise ValueError(f"masks: expected masks on the maps' device ({attributions.device}), got {masks.device}")
+        raise ArgumentError(f"masks: expected masks on the maps' device ({attributions.device}), got {masks.device}")
     dtype = torch.float64 if attributions.dtype == torch.float64 else torch.float32
     maps = attributions.to(dtype)
     maps = maps.sum(1) if maps.dim() == 4 else maps
     size = tuple(masks.shape[-2:])
     if tuple(maps.shape[-2:]) != size:
         if maps.shape[-2] > size[0] or maps.shape[-1] > size[1]:
-            raise ValueError(
+            raise ArgumentError(
                 f"masks: expected masks at the maps' resolution or finer, got masks of size {size[0]}x{size[1]} "
                 f"for maps of size {maps.shape[-2]}x{maps.shape[-1]}"
             )

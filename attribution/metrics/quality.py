@@ -23,7 +23,7 @@ from torch import Tensor
 
 from attribution import _canonical as canon
 from attribution._canonical import BaselineType, TargetType, TensorOrTuple
-from attribution._checks import check_int
+from attribution._checks import ArgumentError, ArgumentTypeError, check_int
 from attribution.functional import metrics as core
 from attribution.functional.perturbation import auto_perturbations_per_eval
 
@@ -210,7 +210,7 @@ def sensitivity_max(
     check_int(n_perturb_samples, "n_perturb_samples")
     check_int(max_examples_per_batch, "max_examples_per_batch", allow_none=True)
     if isinstance(norm_ord, bool) or not (norm_ord == "fro" or isinstance(norm_ord, numbers.Real)):
-        raise ValueError(
+        raise ArgumentError(
             f"norm_ord: expected 'fro' or a number (vector norm order such as 1, 2 or float('inf')), "
             f"got {norm_ord!r}; explanations are flattened per example, so matrix norms like 'nuc' do not apply"
         )
@@ -249,11 +249,13 @@ class _Explainer:
             out = self.explanation_func(canon.restore_structure(rows, self.given_as_tensor), **self.expanded[repeats])
         out = (out,) if isinstance(out, Tensor) else out
         if not isinstance(out, (tuple, list)) or not all(isinstance(e, Tensor) for e in out):
-            raise TypeError(f"explanation_func: expected a tensor or a tuple of tensors, got {canon.describe(out)}")
+            raise ArgumentTypeError(
+                f"explanation_func: expected a tensor or a tuple of tensors, got {canon.describe(out)}"
+            )
         shapes = [e.shape[1:] for e in out]
         if any(e.dim() == 0 or e.shape[0] != repeats * self.n for e in out) or self.row_shapes not in (None, shapes):
             got = [tuple(e.shape) for e in out]
-            raise ValueError(
+            raise ArgumentError(
                 f"explanation_func: expected explanations with {repeats * self.n} rows each, shaped alike "
                 f"for the inputs and their perturbed copies; got shapes {got}"
             )
@@ -291,7 +293,7 @@ def _perturbations(result: Any, stacked: tuple[Tensor, ...]) -> tuple[tuple[Tens
     """An infidelity ``perturb_func``'s ``(perturbations, perturbed_inputs)``, checked against the copies."""
     pair = isinstance(result, (tuple, list)) and len(result) == 2
     if not pair or (len(stacked) > 1 and all(isinstance(r, Tensor) for r in result)):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"perturb_func: expected it to return (perturbations, perturbed_inputs), got {canon.describe(result)}; "
             "decorate a function that returns only perturbed inputs with infidelity_perturb_func_decorator"
         )
@@ -302,18 +304,18 @@ def _like(value: Any, reference: tuple[Tensor, ...], name: str) -> tuple[Tensor,
     """``value`` as a tuple of tensors shaped like ``reference``, or an error naming ``name``."""
     values = (value,) if isinstance(value, Tensor) else value
     if not isinstance(values, (tuple, list)) or not all(isinstance(v, Tensor) for v in values):
-        raise TypeError(f"{name}: expected a tensor or a tuple of tensors, got {canon.describe(value)}")
+        raise ArgumentTypeError(f"{name}: expected a tensor or a tuple of tensors, got {canon.describe(value)}")
     if len(values) != len(reference):
-        raise ValueError(f"{name}: expected {len(reference)} tensor(s), one per input, got {len(values)}")
+        raise ArgumentError(f"{name}: expected {len(reference)} tensor(s), one per input, got {len(values)}")
     for i, (v, r) in enumerate(zip(values, reference)):
         if v.shape != r.shape:
-            raise ValueError(f"{name}: expected [{i}] of shape {tuple(r.shape)}, got {tuple(v.shape)}")
+            raise ArgumentError(f"{name}: expected [{i}] of shape {tuple(r.shape)}, got {tuple(v.shape)}")
     return tuple(values)
 
 
 def _check_callable(func: Any, name: str) -> None:
     if not callable(func):  # fail before any work, naming the argument
-        raise TypeError(f"{name}: expected a callable, got {canon.describe(func)}")
+        raise ArgumentTypeError(f"{name}: expected a callable, got {canon.describe(func)}")
 
 
 def _takes_two(func: Callable) -> bool:

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from attribution._canonical import describe
-from attribution._checks import check_choice
+from attribution._checks import ArgumentError, ArgumentTypeError, check_choice
 from attribution.metrics.similarity import SIMILARITY_MEASURES, similarity
 
 Explain = Callable[[nn.Module, Any], Tensor]
@@ -81,12 +81,14 @@ def model_randomization_check(
         >>> [(name, float(s.mean())) for name, s in steps]  # doctest: +SKIP
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected a torch.nn.Module, got {describe(model)}")
+        raise ArgumentTypeError(f"model: expected a torch.nn.Module, got {describe(model)}")
     if not callable(explain):
-        raise TypeError(f"explain: expected a callable explain(model, inputs) -> attributions, got {describe(explain)}")
+        raise ArgumentTypeError(
+            f"explain: expected a callable explain(model, inputs) -> attributions, got {describe(explain)}"
+        )
     check_choice(measure, "measure", SIMILARITY_MEASURES)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed: expected an int >= 0, got {seed!r}")
+        raise ArgumentError(f"seed: expected an int >= 0, got {seed!r}")
     names = _layer_names(model, layers)
     recurse = layers is not None  # a named block is randomized whole, a default layer holds its own parameters
     twin = copy.deepcopy(model)
@@ -109,12 +111,12 @@ def _layer_names(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
     if layers is None:
         names = [name for name, m in named.items() if any(True for _ in m.parameters(recurse=False))][::-1]
         if not names:
-            raise ValueError("model: it has no parameters, so there is nothing to randomize")
+            raise ArgumentError("model: it has no parameters, so there is nothing to randomize")
         return names
     if isinstance(layers, str) or not isinstance(layers, Sequence) or not all(isinstance(n, str) for n in layers):
-        raise TypeError(f"layers: expected a sequence of module names (or None), got {describe(layers)}")
+        raise ArgumentTypeError(f"layers: expected a sequence of module names (or None), got {describe(layers)}")
     if not layers:
-        raise ValueError("layers: expected at least one module name, got an empty sequence")
+        raise ArgumentError("layers: expected at least one module name, got an empty sequence")
     for name in layers:
         check_choice(name, "layers", [n for n, m in named.items() if any(True for _ in m.parameters())])
     return list(layers)
@@ -145,7 +147,7 @@ def _explain(explain: Explain, model: nn.Module, inputs: Any, seed: int, devices
     with _seeded(seed, devices):
         out = explain(model, inputs)
     if not isinstance(out, Tensor):
-        raise TypeError(f"explain: expected it to return a tensor of attributions, got {describe(out)}")
+        raise ArgumentTypeError(f"explain: expected it to return a tensor of attributions, got {describe(out)}")
     return out.detach().clone()
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attribution._canonical import describe
-from attribution._checks import check_choice
+from attribution._checks import ArgumentError, ArgumentTypeError, check_choice
 
 SIMILARITY_MEASURES = ("spearman", "top_k", "cosine", "ssim")
 SSIM_C1 = 0.01**2
@@ -82,7 +82,7 @@ def top_k_intersection(a: Tensor, b: Tensor, k: float = 0.1, absolute: bool = Tr
         >>> top_k_intersection(attr_before, attr_after, k=0.05)  # doctest: +SKIP
     """
     if isinstance(k, bool) or not isinstance(k, numbers.Real) or not 0 < k <= 1:
-        raise ValueError(f"k: expected a fraction of the features in (0, 1], got {k!r}")
+        raise ArgumentError(f"k: expected a fraction of the features in (0, 1], got {k!r}")
     x, y = _flat_pair(a, b)
     if absolute:
         x, y = x.abs(), y.abs()
@@ -147,7 +147,7 @@ def ssim(a: Tensor, b: Tensor, window_size: int = 7, sigma: float | None = None)
     """
     x, y = _flat_pair(a, b)  # checks only; the images are taken from the originals
     if a.dim() not in (3, 4):
-        raise ValueError(f"a: expected image maps of shape (N, C, H, W) or (N, H, W), got shape {tuple(a.shape)}")
+        raise ArgumentError(f"a: expected image maps of shape (N, C, H, W) or (N, H, W), got shape {tuple(a.shape)}")
     height, width = a.shape[-2:]
     if (
         isinstance(window_size, bool)
@@ -155,11 +155,11 @@ def ssim(a: Tensor, b: Tensor, window_size: int = 7, sigma: float | None = None)
         or window_size < 3
         or window_size % 2 == 0
     ):
-        raise ValueError(f"window_size: expected an odd int >= 3, got {window_size!r}")
+        raise ArgumentError(f"window_size: expected an odd int >= 3, got {window_size!r}")
     if window_size > min(height, width):
-        raise ValueError(f"window_size: {window_size} does not fit in maps of size {height}x{width}")
+        raise ArgumentError(f"window_size: {window_size} does not fit in maps of size {height}x{width}")
     if sigma is not None and (isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not sigma > 0):
-        raise ValueError(f"sigma: expected a positive number (Gaussian window) or None (uniform), got {sigma!r}")
+        raise ArgumentError(f"sigma: expected a positive number (Gaussian window) or None (uniform), got {sigma!r}")
     images = [_normalised_image(m.to(x.dtype)) for m in (a, b)]
     offsets = torch.arange(window_size, dtype=x.dtype, device=x.device) - (window_size - 1) / 2
     weights = torch.ones_like(offsets) if sigma is None else torch.exp(-0.5 * (offsets / sigma) ** 2)
@@ -208,16 +208,16 @@ def _flat_pair(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     """``a`` and ``b`` checked and flattened to ``(N, features)`` in the working float dtype."""
     for name, maps in (("a", a), ("b", b)):
         if not isinstance(maps, Tensor) or maps.is_complex():
-            raise TypeError(f"{name}: expected a real-valued tensor of maps (N, ...), got {describe(maps)}")
+            raise ArgumentTypeError(f"{name}: expected a real-valued tensor of maps (N, ...), got {describe(maps)}")
         if maps.dim() < 2 or maps.numel() == 0:
-            raise ValueError(
+            raise ArgumentError(
                 f"{name}: expected maps of shape (N, ...) with at least one example and one feature, "
                 f"got shape {tuple(maps.shape)}"
             )
     if a.shape != b.shape:
-        raise ValueError(f"b: expected maps of the shape of a, {tuple(a.shape)}, got {tuple(b.shape)}")
+        raise ArgumentError(f"b: expected maps of the shape of a, {tuple(a.shape)}, got {tuple(b.shape)}")
     if a.device != b.device:
-        raise ValueError(f"b: expected maps on the device of a ({a.device}), got {b.device}")
+        raise ArgumentError(f"b: expected maps on the device of a ({a.device}), got {b.device}")
     dtype = torch.float64 if torch.float64 in (a.dtype, b.dtype) else torch.float32
     return a.flatten(1).to(dtype), b.flatten(1).to(dtype)
 
