@@ -67,6 +67,7 @@ class DeepLift(_ReferenceAttribution):
         target: TargetType = None,
         additional_forward_args: Any = None,
         return_convergence_delta: bool = False,
+        custom_attribution_func: Callable[..., Any] | None = None,
     ):
         """Attribute ``f(inputs) - f(baselines)`` to the input features.
 
@@ -76,6 +77,9 @@ class DeepLift(_ReferenceAttribution):
             target: which output to explain (see :meth:`Saliency.attribute`).
             additional_forward_args: extra arguments passed to the model.
             return_convergence_delta: also return ``sum(attr) - (f(x) - f(b))`` per example.
+            custom_attribution_func: attributions from the multipliers, as in Captum:
+                ``f(multipliers)``, ``f(multipliers, inputs)`` or ``f(multipliers, inputs, baselines)``
+                (tuples in, a tuple shaped like the inputs out) instead of ``multipliers * (inputs - baselines)``.
 
         Returns:
             Attributions shaped like ``inputs``, and the delta if requested.
@@ -88,6 +92,7 @@ class DeepLift(_ReferenceAttribution):
             multiply_by_inputs=self.multiplies_by_inputs,
             return_convergence_delta=return_convergence_delta,
             eps=self.eps,
+            custom_attribution_func=custom_attribution_func,
         )
         return with_delta(call.restore(attrs), delta, return_convergence_delta)
 
@@ -108,6 +113,7 @@ class DeepLiftShap(_ReferenceAttribution):
         target: TargetType = None,
         additional_forward_args: Any = None,
         return_convergence_delta: bool = False,
+        custom_attribution_func: Callable[..., Any] | None = None,
     ):
         """Average DeepLift attributions over the baseline distribution.
 
@@ -119,6 +125,9 @@ class DeepLiftShap(_ReferenceAttribution):
             additional_forward_args: extra arguments passed to the model.
             return_convergence_delta: also return the delta per (example,
                 baseline), example-major (``delta.view(N, k)``).
+            custom_attribution_func: attributions from the multipliers, as in Captum:
+                ``f(multipliers)``, ``f(multipliers, inputs)`` or ``f(multipliers, inputs, baselines)``
+                (tuples in, a tuple shaped like the inputs out) instead of ``multipliers * (inputs - baselines)``.
 
         Returns:
             Attributions shaped like ``inputs``, and the delta if requested.
@@ -131,6 +140,7 @@ class DeepLiftShap(_ReferenceAttribution):
             multiply_by_inputs=self.multiplies_by_inputs,
             return_convergence_delta=return_convergence_delta,
             eps=self.eps,
+            custom_attribution_func=custom_attribution_func,
         )
         return with_delta(call.restore(attrs), delta, return_convergence_delta)
 

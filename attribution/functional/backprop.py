@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import warnings
 from collections.abc import Callable, Iterator
@@ -13,7 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attribution._autograd import gradients
-from attribution._canonical import Objective
+from attribution._canonical import Objective, describe
+from attribution._checks import ArgumentError
 from attribution._chunking import run_chunked
 from attribution._rule_ops import deconvolution_rule, guided_rule
 from attribution._rules import DeepLiftRules, ReLURules
@@ -108,6 +110,39 @@ def _warn_if_incomplete(delta: Tensor, start: Tensor, end: Tensor, unruled: set[
     )
 
 
+CustomAttribution = Callable[..., Tensor | tuple[Tensor, ...]]
+"""Captum's ``custom_attribution_func``: ``f(multipliers[, inputs[, baselines]])`` -> attributions (tuples)."""
+
+
+def _custom_attributions(
+    func: CustomAttribution, multipliers: tuple[Tensor, ...], inputs: tuple[Tensor, ...], baselines: tuple[Tensor, ...]
+) -> tuple[Tensor, ...]:
+    """``func`` applied as Captum applies it: to as many of (multipliers, inputs, baselines) as it takes."""
+    parameters = inspect.signature(func).parameters.values()
+    variadic = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters)
+    count = 3 if variadic else len(parameters)
+    if not 1 <= count <= 3:
+        raise ArgumentError(f"custom_attribution_func: expected 1 to 3 parameters, got {count}")
+    arguments = (
+        multipliers,
+        tuple(x.detach() for x in inputs),
+        tuple(b.expand_as(x) for b, x in zip(baselines, inputs)),
+    )
+    result = func(*arguments[:count])
+    attrs = (result,) if isinstance(result, Tensor) else tuple(result) if isinstance(result, (tuple, list)) else None
+    if (
+        attrs is None
+        or len(attrs) != len(inputs)
+        or any(not isinstance(a, Tensor) or a.shape != x.shape for a, x in zip(attrs, inputs))
+    ):
+        shapes = [tuple(x.shape) for x in inputs]
+        raise ArgumentError(
+            f"custom_attribution_func: expected a tuple of tensors shaped like the inputs {shapes}, "
+            f"got {describe(result)}"
+        )
+    return attrs
+
+
 def deep_lift(
     objective: Objective,
     inputs: tuple[Tensor, ...],
@@ -117,6 +152,7 @@ def deep_lift(
     return_convergence_delta: bool = False,
     repeats: int = 1,
     eps: float = 1e-10,
+    custom_attribution_func: CustomAttribution | None = None,
 ) -> tuple[tuple[Tensor, ...], Tensor | None]:
     """DeepLift (Rescale rule, and exact rules for products, norms, attention and pooling; see
     :mod:`attribution._rules`), from one forward and one backward of ``[inputs; baselines]``.
@@ -130,6 +166,8 @@ def deep_lift(
         baselines: references broadcastable to ``inputs``.
         repeats: how many copies of the objective's batch ``inputs`` holds.
         eps: differences below this use the gradient instead of the secant.
+        custom_attribution_func: attributions from the multipliers (and the inputs and baselines)
+            instead of ``multipliers * (inputs - baselines)``, as in Captum.
 
     Returns:
         ``(attributions, delta)``; the delta (per row) comes from the same
@@ -138,10 +176,22 @@ def deep_lift(
     result = _deep_lift_pass(objective, inputs, baselines, repeats, eps)
     complete = convergence_delta(result.contributions, result.start, result.end)
     _warn_if_incomplete(complete, result.start, result.end, result.unruled)
-    attrs = result.contributions if multiply_by_inputs else result.multipliers
+    attrs = _attributions(result, inputs, baselines, multiply_by_inputs, custom_attribution_func)
     if not return_convergence_delta:
         return attrs, None
-    return attrs, (complete if multiply_by_inputs else convergence_delta(attrs, result.start, result.end))
+    return attrs, (complete if attrs is result.contributions else convergence_delta(attrs, result.start, result.end))
+
+
+def _attributions(
+    result: _DeepLiftPass,
+    inputs: tuple[Tensor, ...],
+    baselines: tuple[Tensor, ...],
+    multiply_by_inputs: bool,
+    custom: CustomAttribution | None,
+) -> tuple[Tensor, ...]:
+    if custom is not None:
+        return _custom_attributions(custom, result.multipliers, inputs, baselines)
+    return result.contributions if multiply_by_inputs else result.multipliers
 
 
 def deep_lift_shap(
@@ -152,6 +202,7 @@ def deep_lift_shap(
     multiply_by_inputs: bool = True,
     return_convergence_delta: bool = False,
     eps: float = 1e-10,
+    custom_attribution_func: CustomAttribution | None = None,
 ) -> tuple[tuple[Tensor, ...], Tensor | None]:
     """DeepLift of every input against every baseline, averaged over the baselines.
 
@@ -175,7 +226,7 @@ def deep_lift_shap(
         repeated = tuple(x.detach().repeat(copies, *([1] * (x.dim() - 1))) for x in inputs)
         references = tuple(b[lo:hi].repeat_interleave(n, dim=0) for b in baseline_distribution)
         result = _deep_lift_pass(objective, repeated, references, copies, eps)
-        attrs = result.contributions if multiply_by_inputs else result.multipliers
+        attrs = _attributions(result, repeated, references, multiply_by_inputs, custom_attribution_func)
         for total, a in zip(totals, attrs):
             total += a.view(copies, n, *a.shape[1:]).sum(0)
         checks.append((convergence_delta(result.contributions, result.start, result.end), result.start, result.end))
