@@ -11,6 +11,7 @@ modules share live here too, so no family module imports another.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -53,6 +54,15 @@ class Attribution:
                 f"forward_func: expected a callable (e.g. an nn.Module), got {type(forward_func).__name__}"
             )
         self.forward_func = forward_func
+
+    def attribute_future(self, *args: Any, **kwargs: Any) -> torch.futures.Future:
+        """Captum's ``attribute`` for forwards that return a ``torch.futures.Future``: only
+        :class:`FeatureAblation`, :class:`FeaturePermutation` and :class:`ShapleyValueSampling` have it,
+        as in Captum."""
+        raise NotImplementedError(
+            f"attribute_future is not implemented for {type(self).__name__} (FeatureAblation, "
+            f"FeaturePermutation and ShapleyValueSampling take a forward that returns a torch.futures.Future)"
+        )
 
     def has_convergence_delta(self) -> bool:
         """Whether ``attribute`` can return a convergence delta."""
@@ -119,6 +129,30 @@ class LayerAttribution(Attribution):
     ) -> Tensor:
         """Upsample a layer attribution to ``interpolate_dims`` (e.g. ``input.shape[2:]``)."""
         return interpolate(layer_attribution, interpolate_dims, interpolate_mode)
+
+
+def attribute_with_future_forward(method: Attribution, *args: Any, **kwargs: Any) -> torch.futures.Future:
+    """``method.attribute(*args, **kwargs)`` for a forward that returns futures: each is waited for as the
+    evaluator needs its values, and the attributions come back as a completed future."""
+    forward = method.forward_func
+
+    def waited(*inputs: Any) -> Any:
+        # The forward may compute in another thread, outside our inference mode: hand it normal tensors.
+        with torch.inference_mode(False):
+            inputs = tuple(x.clone() if isinstance(x, Tensor) and x.is_inference() else x for x in inputs)
+        output = forward(*inputs)
+        if not isinstance(output, torch.futures.Future):
+            raise ArgumentError(
+                f"forward_func: attribute_future needs a forward that returns a torch.futures.Future, "
+                f"got {describe(output)}; call attribute instead"
+            )
+        return output.wait()
+
+    twin = copy.copy(method)  # the caller's object keeps its forward
+    twin.forward_func = waited
+    result: torch.futures.Future = torch.futures.Future()
+    result.set_result(twin.attribute(*args, **kwargs))
+    return result
 
 
 def check_path_arguments(n_steps: int, method: str, internal_batch_size: int | None, nodes: int | None = None) -> None:

@@ -349,7 +349,13 @@ class Objective:
     def forward(self, inputs: tuple[Tensor, ...], repeats: int = 1) -> Tensor:
         """The model's raw output for a batch of ``repeats`` repeat-major copies."""
         extra = tuple(repeat_rows(a, repeats) for a in self.additional_args)
-        return self.forward_func(*inputs, *extra)
+        output = self.forward_func(*inputs, *extra)
+        if isinstance(output, torch.futures.Future):
+            raise ArgumentError(
+                "forward_func: returned a torch.futures.Future; FeatureAblation, FeaturePermutation and "
+                "ShapleyValueSampling take such a forward in attribute_future"
+            )
+        return output
 
     def __call__(self, inputs: tuple[Tensor, ...], repeats: int = 1) -> Tensor:
         if not self.aggregate:

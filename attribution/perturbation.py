@@ -5,10 +5,11 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from attribution import functional
-from attribution._base import Attribution
+from attribution._base import Attribution, attribute_with_future_forward
 from attribution._canonical import BaselineType, TargetType, TensorOrTuple, canonical_call, format_baselines
 from attribution._checks import ArgumentError, ArgumentTypeError, check_int
 from attribution._features import format_feature_mask, superpixel_options
@@ -206,6 +207,11 @@ class FeatureAblation(Attribution):
             )
         return call.restore(attrs)
 
+    def attribute_future(self, *args: Any, **kwargs: Any) -> torch.futures.Future:
+        """:meth:`attribute` (same arguments) for a forward that returns ``torch.futures.Future`` values;
+        returns the attributions as a completed future (Captum's method)."""
+        return attribute_with_future_forward(self, *args, **kwargs)
+
 
 @register("feature_permutation", probe_options=superpixel_options(8))
 class FeaturePermutation(Attribution):
@@ -238,3 +244,8 @@ class FeaturePermutation(Attribution):
                 call.objective, call.inputs, features, perturbations_per_eval=perturbations_per_eval, progress=progress
             )
         return call.restore(attrs)
+
+    def attribute_future(self, *args: Any, **kwargs: Any) -> torch.futures.Future:
+        """:meth:`attribute` (same arguments) for a forward that returns ``torch.futures.Future`` values;
+        returns the attributions as a completed future (Captum's method)."""
+        return attribute_with_future_forward(self, *args, **kwargs)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from attribution import functional
-from attribution._base import Attribution
+from attribution._base import Attribution, attribute_with_future_forward
 from attribution._canonical import BaselineType, TargetType, TensorOrTuple, canonical_call, format_baselines
 from attribution._checks import ArgumentError, check_int
 from attribution._features import format_feature_mask, superpixel_options
@@ -69,6 +71,11 @@ class ShapleyValueSampling(Attribution):
                 progress=progress,
             )
         return call.restore(attrs)
+
+    def attribute_future(self, *args: Any, **kwargs: Any) -> torch.futures.Future:
+        """:meth:`attribute` (same arguments) for a forward that returns ``torch.futures.Future`` values;
+        returns the attributions as a completed future (Captum's method)."""
+        return attribute_with_future_forward(self, *args, **kwargs)
 
 
 @register("shapley_values", probe_options=superpixel_options(3))
