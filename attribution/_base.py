@@ -118,10 +118,21 @@ class LayerAttribution(Attribution):
 
     attributes_to_layer: ClassVar[bool] = True
     """Attributions are shaped like the layer's activations (False: like the inputs)."""
+    accepts_layer_lists: ClassVar[bool] = False
+    """``layer`` may be a list of layers, as in Captum; ``attribute`` then returns a list, one entry per layer."""
 
-    def __init__(self, forward_func: Callable[..., Tensor], layer: nn.Module | str) -> None:
+    def __init__(self, forward_func: Callable[..., Tensor], layer: nn.Module | str | list[nn.Module | str]) -> None:
         super().__init__(forward_func)
-        self.layer = resolve_layer(forward_func, layer)
+        if isinstance(layer, list) and self.accepts_layer_lists:
+            if not layer:
+                raise ArgumentError("layer: expected a layer or a non-empty list of layers, got []")
+            self.layer = [resolve_layer(forward_func, one) for one in layer]
+        else:
+            self.layer = resolve_layer(forward_func, layer)
+
+    def layers(self) -> list[nn.Module]:
+        """The layers to attribute to: ``[self.layer]``, or the list it was given."""
+        return self.layer if isinstance(self.layer, list) else [self.layer]
 
     @staticmethod
     def interpolate(

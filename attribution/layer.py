@@ -120,7 +120,8 @@ class LayerActivation(LayerAttribution):
 
     Args:
         forward_func: the model.
-        layer: the module, or its dotted name. It must run exactly once per forward.
+        layer: the module, or its dotted name, or a list of them (``attribute`` then returns a list, one
+            entry per layer). It must run exactly once per forward.
 
     Example:
         >>> features = LayerActivation(model, "layer3").attribute(images)  # doctest: +SKIP
@@ -128,6 +129,7 @@ class LayerActivation(LayerAttribution):
 
     takes_target = False
     _multiply_by_inputs = True
+    accepts_layer_lists = True
 
     def attribute(
         self, inputs: TensorOrTuple, additional_forward_args: Any = None, attribute_to_layer_input: bool = False
@@ -146,10 +148,13 @@ class LayerActivation(LayerAttribution):
             ValueError: if the layer does not run exactly once per forward.
         """
         call = canonical_call(self.forward_func, inputs, None, additional_forward_args)
-        acts, was_tuple = layer_activation(
-            call.objective, call.inputs, self.layer, attribute_to_layer_input=attribute_to_layer_input
-        )
-        return _layer_output(acts, was_tuple)
+        results = [
+            _layer_output(
+                *layer_activation(call.objective, call.inputs, layer, attribute_to_layer_input=attribute_to_layer_input)
+            )
+            for layer in self.layers()
+        ]
+        return results if isinstance(self.layer, list) else results[0]
 
 
 @register("layer_gradient_x_activation")
@@ -158,9 +163,12 @@ class LayerGradientXActivation(_MultipliedLayerAttribution):
 
     Args:
         forward_func: the model.
-        layer: the module, or its dotted name. It must run exactly once per forward.
+        layer: the module, or its dotted name, or a list of them (``attribute`` then returns a list, one
+            entry per layer). It must run exactly once per forward.
         multiply_by_inputs: multiply by the activations (default); False gives the layer gradient.
     """
+
+    accepts_layer_lists = True
 
     def attribute(
         self,
@@ -188,15 +196,18 @@ class LayerGradientXActivation(_MultipliedLayerAttribution):
         """
         check_grad_kwargs(grad_kwargs)
         call = canonical_call(self.forward_func, inputs, target, additional_forward_args)
-        attrs, was_tuple = layer_gradient_x_activation(
-            call.objective,
-            call.inputs,
-            self.layer,
-            multiply_by_inputs=self.multiplies_by_inputs,
-            attribute_to_layer_input=attribute_to_layer_input,
-            grad_kwargs=grad_kwargs,
-        )
-        return _layer_output(attrs, was_tuple)
+        results = []
+        for layer in self.layers():
+            attrs, was_tuple = layer_gradient_x_activation(
+                call.objective,
+                call.inputs,
+                layer,
+                multiply_by_inputs=self.multiplies_by_inputs,
+                attribute_to_layer_input=attribute_to_layer_input,
+                grad_kwargs=grad_kwargs,
+            )
+            results.append(_layer_output(attrs, was_tuple))
+        return results if isinstance(self.layer, list) else results[0]
 
 
 @register("internal_influence", probe_options={"n_steps": 16})
