@@ -236,6 +236,10 @@ class Target:
             )
         if self.fn is not None:
             picked = self.fn(output)
+            if isinstance(picked, Tensor) and picked.numel() == 1 and picked.shape != (rows,):
+                # One value for the whole batch (Captum allows it, e.g. ``lambda x: x.sum()``): the callable
+                # is applied to every row alone, so each example gets its own value and gradient.
+                picked = torch.stack([self.fn(output[r : r + 1]).reshape(()) for r in range(rows)])
             if not isinstance(picked, Tensor) or picked.shape != (rows,):
                 raise ArgumentError(
                     f"{self.name}: the callable must return a tensor of shape ({rows},), got {describe(picked)}"

@@ -470,3 +470,26 @@ def test_no_hooks_left_and_state_unchanged_also_when_the_model_raises(name, rais
     assert (_hooks(model), [m.training for m in model.modules()], [p.grad for p in model.parameters()]) == before
     assert len(torch.overrides._get_current_function_mode_stack()) == modes
     assert not x.requires_grad
+
+
+def test_a_selector_that_returns_one_value_for_the_batch_is_applied_to_each_example():
+    """Captum documents ``neuron_selector`` callables that return one value (``lambda x: x.sum()``)."""
+    from attribution import NeuronGradient, NeuronIntegratedGradients
+
+    model = seeded(SmallCNN)
+    x = torch.rand(3, 3, 8, 8)
+
+    def per_row(out):
+        return out.flatten(1).sum(1)
+
+    def whole(out):
+        return out.sum()
+
+    for cls, kwargs in ((NeuronGradient, {}), (NeuronIntegratedGradients, {"n_steps": 8})):
+        expected = cls(model, model.conv2).attribute(x, neuron_selector=per_row, **kwargs)
+        torch.testing.assert_close(cls(model, model.conv2).attribute(x, neuron_selector=whole, **kwargs), expected)
+    one = x[:1]
+    torch.testing.assert_close(
+        NeuronGradient(model, model.conv2).attribute(one, neuron_selector=whole),
+        NeuronGradient(model, model.conv2).attribute(one, neuron_selector=per_row),
+    )
