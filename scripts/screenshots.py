@@ -34,6 +34,11 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+_ALL_POINTS = "&_smoothingWeight=0"
+"""Scalar views without TensorBoard's smoothing (0.6 distorts a dozen points)."""
+LOCAL_SETTINGS = "window.localStorage.setItem('_ignoreYOutliers', 'false');"
+"""Without TensorBoard's outlier clipping of the y-axis (it leaves out the untrained model's first point);
+the dashboards keep this setting in the browser's local storage."""
 VIEWS = {
     "images": ("#images", ()),
     "time_series": (
@@ -44,12 +49,14 @@ VIEWS = {
             "text=Show actual image size >> visible=true",
         ),
     ),
-    "scalars": ("#scalars&_smoothingWeight=0", (f'text="{_tags.PREFIX}" >> visible=true',)),
-    "custom_scalars": ("#custom_scalars&_smoothingWeight=0", ()),
+    "scalars": (f"#scalars{_ALL_POINTS}", (f'text="{_tags.PREFIX}" >> visible=true',)),
+    "custom_scalars": (f"#custom_scalars{_ALL_POINTS}", ()),
 }
 """Output name -> TensorBoard route, and what to click there (groups it shows collapsed): in the Time Series
 view, its filter to images, the overview group and actual image size; in the scalars, the monitor's group.
 Smoothing is off: a few logged points are distorted by TensorBoard's default of 0.6."""
+SCROLL_TO = {"scalars": f'text="{_tags.PREFIX}" >> visible=true'}
+"""Views whose screenshot starts at a group further down: the scalars at the monitor's group."""
 START_TIMEOUT_S = 120
 PAGE_TIMEOUT_MS = 60_000
 CLICK_TIMEOUT_MS = 20_000
@@ -128,6 +135,7 @@ def screenshots(logdir: Path, out: Path, width: int, height: int) -> list[Path]:
         )
         try:
             page = browser.new_page()
+            page.add_init_script(LOCAL_SETTINGS)
             page.set_default_timeout(PAGE_TIMEOUT_MS)
             for name, (route, click) in VIEWS.items():
                 page.goto(f"{url}/{route}")
@@ -138,6 +146,8 @@ def screenshots(logdir: Path, out: Path, width: int, height: int) -> list[Path]:
                     except PlaywrightTimeout:
                         print(f"{name}: nothing to click for {target} (not logged yet?)")
                     page.wait_for_load_state("networkidle")
+                if name in SCROLL_TO:
+                    page.locator(SCROLL_TO[name]).first.evaluate("e => e.scrollIntoView()")
                 time.sleep(SETTLE_S)
                 page.wait_for_load_state("networkidle")
                 path = out / f"tensorboard_{name}.png"
