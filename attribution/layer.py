@@ -343,7 +343,9 @@ class LayerIntegratedGradients(_MultipliedLayerAttribution):
 
     Args:
         forward_func: the model.
-        layer: the module, or its dotted name. It must run exactly once per forward.
+        layer: the module, or its dotted name, or a list of layers that do not feed one another: they move
+            along their paths together, as in Captum, and ``attribute`` returns a list, one entry per layer.
+            Each must run exactly once per forward.
         multiply_by_inputs: multiply by ``a(x) - a(baseline)`` (default).
 
     Example:
@@ -354,6 +356,7 @@ class LayerIntegratedGradients(_MultipliedLayerAttribution):
     """
 
     returns_delta = True
+    accepts_layer_lists = True
 
     def attribute(
         self,
@@ -403,4 +406,6 @@ class LayerIntegratedGradients(_MultipliedLayerAttribution):
             attribute_to_layer_input=attribute_to_layer_input,
             grad_kwargs=grad_kwargs,
         )
+        if isinstance(self.layer, list):
+            return with_delta([_layer_output(*one) for one in zip(attrs, was_tuple)], delta, return_convergence_delta)
         return with_delta(_layer_output(attrs, was_tuple), delta, return_convergence_delta)

@@ -47,3 +47,32 @@ def test_matches_captum():
     theirs = captum.LayerGradientXActivation(model, [model.conv1, model.fc]).attribute(X, target=0)
     for o, t in zip(ours, theirs):
         torch.testing.assert_close(o, t)
+
+
+def test_layer_integrated_gradients_moves_the_listed_layers_together_and_is_complete():
+    from attribution import LayerIntegratedGradients
+
+    model = seeded(TwoInput)
+    inputs = (torch.rand(2, 1, 6, 6), torch.rand(2, 5))
+    lig = LayerIntegratedGradients(model, [model.fc_img, model.fc_tab])
+    attrs, delta = lig.attribute(inputs, target=1, n_steps=64, return_convergence_delta=True)
+    assert isinstance(attrs, list) and [a.shape for a in attrs] == [(2, 3), (2, 3)]
+    assert delta.abs().max() < 1e-4  # together they explain f(x) - f(0)
+    (alone,) = LayerIntegratedGradients(model, [model.fc_img]).attribute(inputs, target=1, n_steps=64)
+    torch.testing.assert_close(
+        alone, LayerIntegratedGradients(model, model.fc_img).attribute(inputs, target=1, n_steps=64)
+    )
+
+
+def test_layer_integrated_gradients_with_a_list_matches_captum():
+    captum = pytest.importorskip("captum.attr")
+    from attribution import LayerIntegratedGradients
+
+    model = seeded(TwoInput)
+    inputs = (torch.rand(2, 1, 6, 6), torch.rand(2, 5))
+    ours = LayerIntegratedGradients(model, [model.fc_img, model.fc_tab]).attribute(inputs, target=0, n_steps=20)
+    theirs = captum.LayerIntegratedGradients(model, [model.fc_img, model.fc_tab]).attribute(
+        inputs, target=0, n_steps=20
+    )
+    for o, t in zip(ours, theirs):
+        torch.testing.assert_close(o, t)

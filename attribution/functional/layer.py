@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from typing import Any
 
 import torch
@@ -299,7 +300,7 @@ def layer_integrated_gradients(
     objective: Objective,
     inputs: tuple[Tensor, ...],
     baselines: tuple[Tensor, ...],
-    layer: nn.Module,
+    layer: nn.Module | Sequence[nn.Module],
     *,
     n_steps: int = 50,
     method: str = "gausslegendre",
@@ -308,43 +309,64 @@ def layer_integrated_gradients(
     return_convergence_delta: bool = False,
     attribute_to_layer_input: bool = False,
     grad_kwargs: Mapping[str, Any] | None = None,
-) -> tuple[tuple[Tensor, ...], Tensor | None, bool]:
+) -> tuple[Any, Tensor | None, Any]:
     """Integrated gradients in the layer's activation space.
 
     The activations ``a(x)`` and ``a(b)`` of the inputs and the baselines come
     from one forward; then, at each quadrature node, the model runs on the
     original inputs with the layer's output replaced by
     ``a(b) + alpha (a(x) - a(b))``.  Inputs need not be floats (token ids
-    into an embedding layer, say).
+    into an embedding layer, say).  ``layer`` may be a list of layers that do
+    not feed one another: they move along their paths together, as in the
+    reference, and the delta covers all of them.
 
     Returns:
-        ``(attributions, delta, layer_returned_tuple)``; ``delta`` is None unless requested.
+        ``(attributions, delta, layer_returned_tuple)``, the first and last a list per layer when ``layer``
+        is a list; ``delta`` is None unless requested.
     """
+    several = isinstance(layer, (list, tuple))
+    layers = tuple(layer) if several else (layer,)
     n = inputs[0].shape[0]
     alphas, weights = integration_nodes(n_steps, method)
     ends = tuple(torch.cat([b.expand_as(x), x]) for b, x in zip(baselines, inputs))
-    activations, was_tuple, outputs = _layer_values(
-        objective, ends, layer, attribute_to_layer_input, repeats=2, with_target=True
-    )
-    starts = tuple(a[:n] for a in activations)
-    diffs = tuple(a[n:] - a[:n] for a in activations)
-    totals: list[Tensor] = []
+    values = [
+        _layer_values(objective, ends, one, attribute_to_layer_input, repeats=2, with_target=i == 0)
+        for i, one in enumerate(layers)
+    ]
+    outputs = values[0][2]
+    starts = [tuple(a[:n] for a in activations) for activations, _, _ in values]
+    diffs = [tuple(a[n:] - a[:n] for a in activations) for activations, _, _ in values]
+    totals: list[list[Tensor]] = [[] for _ in layers]
 
     def integrate(lo: int, hi: int) -> None:
         steps = hi - lo
         row_weights = weights[lo:hi].to(inputs[0].device).repeat_interleave(n)
-        with grad_enabled():
+        with grad_enabled(), ExitStack() as substituted:
             repeated = tuple(repeat_rows(x, steps) for x in _plain(inputs))
-            leaves = tuple(p.requires_grad_() for p in _path_points(starts, diffs, alphas[lo:hi], n))
-            # Clones go downstream, so in-place ops there leave the leaves alone.
-            with substitute_layer(layer, tuple(leaf.clone() for leaf in leaves), attribute_to_layer_input):
-                out = objective(repeated, steps)
-            grads = grad(out, leaves, row_weights.to(out), grad_kwargs)
-        _accumulate(totals, tuple(g.sum(0) for g in _by_step(grads, steps)))
+            leaves = [
+                tuple(p.requires_grad_() for p in _path_points(start, diff, alphas[lo:hi], n))
+                for start, diff in zip(starts, diffs)
+            ]
+            for one, layer_leaves in zip(layers, leaves):
+                # Clones go downstream, so in-place ops there leave the leaves alone.
+                clones = tuple(leaf.clone() for leaf in layer_leaves)
+                substituted.enter_context(substitute_layer(one, clones, attribute_to_layer_input))
+            out = objective(repeated, steps)
+            substituted.close()
+            grads = grad(out, tuple(leaf for group in leaves for leaf in group), row_weights.to(out), grad_kwargs)
+        first = 0
+        for total, group in zip(totals, leaves):
+            mine, first = grads[first : first + len(group)], first + len(group)
+            _accumulate(total, tuple(g.sum(0) for g in _by_step(mine, steps)))
 
     run_chunked(n_steps, integrate, rows_per_item=n, internal_batch_size=internal_batch_size, device=inputs[0].device)
-    attrs = tuple(t * d for t, d in zip(totals, diffs)) if multiply_by_inputs else tuple(totals)
-    if not return_convergence_delta:
-        return attrs, None, was_tuple
-    start_out, end_out = outputs.chunk(2)
-    return attrs, convergence_delta(attrs, start_out, end_out), was_tuple
+    attrs = [
+        tuple(t * d for t, d in zip(total, diff)) if multiply_by_inputs else tuple(total)
+        for total, diff in zip(totals, diffs)
+    ]
+    was_tuple = [tupled for _, tupled, _ in values]
+    delta = None
+    if return_convergence_delta:
+        start_out, end_out = outputs.chunk(2)
+        delta = convergence_delta(tuple(a for layer_attrs in attrs for a in layer_attrs), start_out, end_out)
+    return (attrs, delta, was_tuple) if several else (attrs[0], delta, was_tuple[0])
