@@ -169,6 +169,7 @@ class FeatureAblation(Attribution):
         feature_mask: TensorOrTuple | None = None,
         perturbations_per_eval: int | None = None,
         show_progress: bool = False,
+        enable_cross_tensor_attribution: bool = True,
     ) -> TensorOrTuple:
         """Ablate each feature group in turn.
 
@@ -185,6 +186,9 @@ class FeatureAblation(Attribution):
             perturbations_per_eval: ablated copies per forward, at most; by
                 default chosen from the input size.
             show_progress: show a progress bar.
+            enable_cross_tensor_attribution: accepted for code written against Captum; an id used in several
+                inputs' masks is always one feature, ablated in all of them at once, as in Captum's current
+                versions (False, Captum's removed per-input mode, is an error).
 
         Returns:
             Attributions shaped like ``inputs``: every element gets its feature's drop (floating-point
@@ -195,6 +199,12 @@ class FeatureAblation(Attribution):
         check_int(perturbations_per_eval, "perturbations_per_eval", allow_none=True)
         call = canonical_call(self.forward_func, inputs, target, additional_forward_args)
         baselines = format_baselines(baselines, call.inputs)
+        if enable_cross_tensor_attribution is not True:
+            raise ArgumentError(
+                "enable_cross_tensor_attribution: only True is supported (an id used in several inputs' masks is "
+                f"one feature, as in Captum's current versions, which no longer have the other mode), got "
+                f"{enable_cross_tensor_attribution!r}"
+            )
         features = format_feature_mask(feature_mask, call.inputs)
         with progress_bar(show_progress, features.count, "FeatureAblation") as progress:
             attrs = functional.feature_ablation(

@@ -552,3 +552,27 @@ def test_integer_inputs_skip_the_check_and_finite_floats_pass():
     ids = torch.tensor([[1, 4, 7, 2]])
     FeatureAblation(Recorder()).attribute(ids, baselines=0)
     IntegratedGradients(weighted_sum).attribute(torch.randn(2, 3), baselines=torch.finfo(torch.float32).max / 4)
+
+
+def test_cross_tensor_feature_ids_are_one_feature_as_in_captum():
+    """Captum's ``enable_cross_tensor_attribution=True`` is accepted and is what we always do: an id in
+    several inputs' masks is ablated in all of them at once; False (Captum's removed mode) is refused."""
+    from attribution import ArgumentError, FeatureAblation
+    from tests.models import TwoInput, seeded
+
+    model = seeded(TwoInput)
+    inputs = (torch.rand(2, 1, 6, 6), torch.rand(2, 5))
+    masks = ((torch.arange(36) % 2).view(1, 1, 6, 6), torch.tensor([[0, 0, 1, 1, 1]]))
+    ablation = FeatureAblation(model)
+    shared = ablation.attribute(inputs, target=0, feature_mask=masks)
+    flagged = ablation.attribute(inputs, target=0, feature_mask=masks, enable_cross_tensor_attribution=True)
+    apart = ablation.attribute(inputs, target=0, feature_mask=(masks[0], masks[1] + 2))
+    for s, f, a in zip(shared, flagged, apart):
+        torch.testing.assert_close(s, f)
+        assert not torch.allclose(s, a)  # the shared ids really are ablated together
+    with pytest.raises(ArgumentError, match="enable_cross_tensor_attribution"):
+        ablation.attribute(inputs, target=0, feature_mask=masks, enable_cross_tensor_attribution=False)
+    captum = pytest.importorskip("captum.attr")
+    theirs = captum.FeatureAblation(model).attribute(inputs, target=0, feature_mask=masks)
+    for s, t in zip(shared, theirs):
+        torch.testing.assert_close(s, t)
