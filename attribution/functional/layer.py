@@ -341,18 +341,18 @@ def layer_integrated_gradients(
     def integrate(lo: int, hi: int) -> None:
         steps = hi - lo
         row_weights = weights[lo:hi].to(inputs[0].device).repeat_interleave(n)
-        with grad_enabled(), ExitStack() as substituted:
+        with grad_enabled():
             repeated = tuple(repeat_rows(x, steps) for x in _plain(inputs))
             leaves = [
                 tuple(p.requires_grad_() for p in _path_points(start, diff, alphas[lo:hi], n))
                 for start, diff in zip(starts, diffs)
             ]
-            for one, layer_leaves in zip(layers, leaves):
-                # Clones go downstream, so in-place ops there leave the leaves alone.
-                clones = tuple(leaf.clone() for leaf in layer_leaves)
-                substituted.enter_context(substitute_layer(one, clones, attribute_to_layer_input))
-            out = objective(repeated, steps)
-            substituted.close()
+            with ExitStack() as substituted:  # every listed layer takes its path point in the same forward
+                for one, layer_leaves in zip(layers, leaves):
+                    # Clones go downstream, so in-place ops there leave the leaves alone.
+                    clones = tuple(leaf.clone() for leaf in layer_leaves)
+                    substituted.enter_context(substitute_layer(one, clones, attribute_to_layer_input))
+                out = objective(repeated, steps)
             grads = grad(out, tuple(leaf for group in leaves for leaf in group), row_weights.to(out), grad_kwargs)
         first = 0
         for total, group in zip(totals, leaves):
