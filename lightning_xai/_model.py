@@ -41,7 +41,7 @@ class LayerOutput:
 class ModelView:
     """The probe's forward function and arguments, and what one forward showed."""
 
-    forward: ModelScores
+    forward: Callable[..., Tensor]  # the model itself when it returns class scores, else ModelScores
     forward_args: tuple[Tensor, ...]
     scores: Tensor  # (N, C) on the probe
     layers: tuple[LayerOutput, ...]  # every module that returned a tensor, in the order they finished
@@ -92,11 +92,14 @@ def inspect_model(
 
         return hook
 
+    outputs: list[Any] = []
+
     def run(rows: slice, hooked: bool = False) -> Any:
         handles = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if n and hooked]
         try:
             with torch.no_grad():
-                return transform(_call(model, inputs[rows], input_key, keys, tuple(t[rows] for t in tensors)))
+                outputs.append(_call(model, inputs[rows], input_key, keys, tuple(t[rows] for t in tensors)))
+                return transform(outputs[-1])
         except Exception as error:
             raise MisconfigurationException(
                 f"probe: the model fails on the probe (inputs of shape {tuple(probe.inputs.shape)}"
@@ -118,10 +121,17 @@ def inspect_model(
         )
     region = probe.masks is not None and raw.dim() > 2  # segmentation: explain class scores inside the mask
     forward = ModelScores(model, transform, input_key, keys, with_region=region)
+    if transform is default_output_transform and not (input_key or keys or region) and _class_scores(outputs[-1]):
+        forward = model  # the model itself: the engine's fast paths (occlusion's local re-evaluation) see it
     args = tuple(probe.forward_tensors[k] for k in keys) + ((probe.masks,) if region else ())
     with torch.no_grad():
         scores = forward(inputs, *(t.to(device) for t in args))
     return ModelView(forward, args, scores, layers)
+
+
+def _class_scores(output: Any) -> bool:
+    """Whether a model output is already what the monitor explains: ``(N, C)`` scores of two or more classes."""
+    return isinstance(output, Tensor) and output.dim() == 2 and output.shape[1] > 1
 
 
 def _call(model: nn.Module, inputs: Tensor, input_key: str | None, keys: tuple[str, ...], tensors: tuple) -> Any:

@@ -185,7 +185,7 @@ def base(images: Tensor) -> Tensor:
     return images.float() if min(height, width) <= TILE_MAX_SIDE else resize(images, tile_size(height, width))
 
 
-def _pixels(images: Tensor, enlarge: bool) -> np.ndarray:
+def display_pixels(images: Tensor, enlarge: bool = True) -> np.ndarray:
     """``(N, 3, H, W)`` floats to ``(N, H', W', 3)`` uint8 at display size: whole-number enlargements are done
     on the bytes, by repetition (crisp pixels, and a sixteenth of the arithmetic at 4x)."""
     height, width = images.shape[-2:]
@@ -245,6 +245,11 @@ def _fitted(text: str, width: int) -> str:
     return text + ".."
 
 
+def text_width(text: str) -> float:
+    """Pixels ``text`` takes in the sheets' font."""
+    return _font().getlength(text)
+
+
 @lru_cache(maxsize=4096)
 def _text_patch(text: str, colour: tuple[int, int, int], width: int) -> np.ndarray:
     """``text`` (cut to ``width`` pixels) in ``colour`` on white, ``(LINE, w, 3)`` uint8: rendered once, pasted
@@ -256,20 +261,20 @@ def _text_patch(text: str, colour: tuple[int, int, int], width: int) -> np.ndarr
     return np.round(255 - ink * (255 - np.asarray(colour, dtype=np.float32))).astype(np.uint8)
 
 
-def _write(canvas: np.ndarray, at: tuple[float, float], line: Caption, width: int) -> None:
+def write_text(canvas: np.ndarray, at: tuple[float, float], line: Caption, width: int) -> None:
     """Paste a line of text into ``canvas`` (white there) at ``at``, at most ``width`` pixels long."""
     text, colour = (line, INK) if isinstance(line, str) else line
     if not text:
         return
     patch = _text_patch(text, tuple(colour), int(width))
-    x, y = round(at[0]), round(at[1])
+    x, y = max(0, round(at[0])), max(0, round(at[1]))
     height, length = min(patch.shape[0], canvas.shape[0] - y), min(patch.shape[1], canvas.shape[1] - x)
     if height > 0 and length > 0:
         canvas[y : y + height, x : x + length] = patch[:height, :length]
 
 
 def sheet(
-    images: Tensor,
+    images: Tensor | np.ndarray,
     captions: Sequence[Sequence[Caption]] = (),
     title: Sequence[Caption] = (),
     legend: Legend | None = None,
@@ -281,7 +286,8 @@ def sheet(
     """Tiles in rows of ``per_row``, each with its lines of text below, under a title and a colour scale.
 
     Args:
-        images: ``(N, 3, H, W)`` tiles in [0, 1] (see :func:`base`).
+        images: ``(N, 3, H, W)`` tiles in [0, 1] (see :func:`base`), or ``(N, H', W', 3)`` uint8 tiles
+            already at display size (:func:`display_pixels`, for tiles drawn once and shown many times).
         captions: the lines of text under each tile (none: no text).
         title: lines of text above the sheet.
         legend: the colour scale drawn under the title.
@@ -294,7 +300,7 @@ def sheet(
         A ``(3, H', W')`` uint8 image (0-255): it goes to the PNG encoder as it is (converting a float image
         back to bytes cost several times the encoding).
     """
-    pixels = _pixels(images, enlarge)
+    pixels = images if isinstance(images, np.ndarray) else display_pixels(images, enlarge)
     count, height, width = pixels.shape[:3]
     lines = max((len(c) for c in captions), default=0)
     above = LINE if row_heads else 0
@@ -312,17 +318,17 @@ def sheet(
         corners.append((x, y + height))
     room = canvas.shape[1] - 2 * PAD
     for i, line in enumerate(title):
-        _write(canvas, (PAD, PAD + i * LINE), line, room)
+        write_text(canvas, (PAD, PAD + i * LINE), line, room)
     if legend is not None:
         _draw_legend(canvas, (PAD, PAD + len(title) * LINE), room, legend)
     for i, texts in enumerate(column_heads):
         for column, line in enumerate(texts[:columns]):
-            _write(canvas, (PAD + column * (width + PAD), heads + i * LINE), line, width)
+            write_text(canvas, (PAD + column * (width + PAD), heads + i * LINE), line, width)
     for row, line in enumerate(row_heads[:rows]):
-        _write(canvas, (PAD, top + row * cell), line, room)
+        write_text(canvas, (PAD, top + row * cell), line, room)
     for (x, y), below in zip(corners, captions):
         for i, line in enumerate(below):
-            _write(canvas, (x, y + i * LINE), line, width)
+            write_text(canvas, (x, y + i * LINE), line, width)
     return torch.from_numpy(canvas).permute(2, 0, 1)
 
 
@@ -333,11 +339,11 @@ def _draw_legend(canvas: np.ndarray, at: tuple[int, int], width: int, legend: Le
     canvas[y : y + BAR_HEIGHT, x : x + width] = (bar * 255).round().to(torch.uint8).numpy()
     low, high = legend.ends
     below = y + BAR_HEIGHT + 1
-    _write(canvas, (x, below), (low, MUTED), width)
-    _write(canvas, (x + width - _font().getlength(high) - 2, below), (high, MUTED), width)
+    write_text(canvas, (x, below), (low, MUTED), width)
+    write_text(canvas, (x + width - text_width(high) - 2, below), (high, MUTED), width)
     if legend.signed:
-        _write(canvas, (x + (width - _font().getlength("0")) / 2, below), ("0", MUTED), width)
-    _write(canvas, (x, below + LINE), legend.meaning, width)
+        write_text(canvas, (x + (width - text_width("0")) / 2, below), ("0", MUTED), width)
+    write_text(canvas, (x, below + LINE), legend.meaning, width)
 
 
 def value_text(value: float) -> str:

@@ -2,9 +2,8 @@
 
 It is laid out for TensorBoard's default image card (``_render.CARD_WIDTH``, where it shows at about its
 own size): one row per sample (the input, then up to ``COLUMNS`` points, evenly spaced, the first and the
-latest included), then one small plot per metric against the global step.  The mosaic is drawn in torch
-with :mod:`lightning_xai._render`; matplotlib draws only the curves, through ``matplotlib.figure.Figure``
-directly so that pyplot's global figure registry is never touched.
+latest included), then one small plot per metric against the global step.  The mosaic is drawn with
+:mod:`lightning_xai._render`, the curves with :mod:`lightning_xai._curves`.
 """
 
 from __future__ import annotations
@@ -12,21 +11,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
-from lightning_xai import _render
+from lightning_xai import _curves, _render
 from lightning_xai._history import Point
 
 COLUMNS = 4
 """Logged points shown per sample (the filmstrips show up to ``_render.MAX_FRAMES``)."""
 CELL = _render.THUMBNAIL
 """Side of a cell, pixels: the thumbnails' own size."""
-DPI = 80
-CURVES_PER_ROW = 2
-CURVE_HEIGHT = 115
-"""Height of one row of curves, pixels."""
 
 
 def timeline_image(
@@ -77,9 +70,7 @@ def timeline_image(
     shown = {name: values for name, values in curves.items() if any(v is not None for v in values)}
     if not shown:
         return mosaic
-    plots = _render.figure_to_tensor(curves_figure([p.step for p in points], shown, mosaic.shape[-1]))
-    width = mosaic.shape[-1]
-    plots = torch.nn.functional.pad(plots[:, :, :width], (0, width - min(width, plots.shape[-1])), value=255)
+    plots = _curves.curves_image([p.step for p in points], shown, mosaic.shape[-1])
     return torch.cat([mosaic, plots], dim=1)
 
 
@@ -87,25 +78,6 @@ def column_heads(shown: Sequence[Point]) -> tuple[list[_render.Caption], list[_r
     """The two lines over the columns: ``input``, then the global step of each point shown; then its epoch."""
     steps = [("input", _render.MUTED)] + [f"step {point.step}" for point in shown]
     return steps, [""] + [(f"epoch {point.epoch}", _render.MUTED) for point in shown]
-
-
-def curves_figure(steps: Sequence[int], curves: Mapping[str, Sequence[float | None]], width: int) -> Figure:
-    """One small line plot per metric against the global step, ``width`` pixels wide; missing values bridged."""
-    rows = -(-len(curves) // CURVES_PER_ROW)
-    figure = Figure(figsize=(width / DPI, rows * CURVE_HEIGHT / DPI), dpi=DPI)
-    figure.subplots_adjust(left=0.12, right=0.97, top=1 - 18 / (rows * CURVE_HEIGHT), bottom=22 / (rows * CURVE_HEIGHT))
-    figure.subplots_adjust(wspace=0.45, hspace=0.55)
-    for slot, (name, values) in enumerate(curves.items()):
-        axes = figure.add_subplot(rows, CURVES_PER_ROW, slot + 1)
-        known = [(step, float(v)) for step, v in zip(steps, values) if v is not None]
-        axes.plot(*zip(*known), marker="o", markersize=2.5, linewidth=1.2)
-        axes.set_title(name, fontsize=8, pad=3)
-        axes.set_xlabel("step", fontsize=7, labelpad=1)
-        axes.tick_params(labelsize=6, pad=1.5, length=2)
-        axes.grid(alpha=0.3)
-        axes.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True, min_n_ticks=1))
-        axes.yaxis.set_major_locator(MaxNLocator(nbins=4))
-    return figure
 
 
 def _meaning(signed: bool) -> str:

@@ -5,8 +5,9 @@ Tag names come from :mod:`lightning_xai._tags`; drawing from :mod:`lightning_xai
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -33,11 +34,19 @@ class Visuals:
         self.probe, self.mean, self.std = probe, mean, std
         self.token_names, self.class_names = token_names, class_names
         self._display: Tensor | None = None
+        self._display_pixels: np.ndarray | None = None
+        self._frames = _FrameTiles(self.display)
         self._labels = _class_labels(probe)
 
     @property
     def images(self) -> bool:
         return self.probe.inputs.dim() == 4
+
+    def display_pixels(self) -> np.ndarray:
+        """The probe at display size as ``(N, H, W, 3)`` uint8 tiles (see :func:`_render.display_pixels`)."""
+        if self._display_pixels is None:
+            self._display_pixels = _render.display_pixels(self.display())
+        return self._display_pixels
 
     def display(self) -> Tensor:
         """The probe as RGB images in [0, 1], at the resolution overlays are computed at (see :func:`_render.base`)."""
@@ -84,27 +93,24 @@ class Visuals:
     def filmstrips(self, writer: ExplanationWriter, history: History, step: int) -> None:
         """Per probe sample and method: its overlay at up to ``MAX_FRAMES`` logged points (evenly spaced,
         always the first and the latest), each labelled with its step, epoch and the prediction."""
-        images = self.display()
+        inputs = self.display_pixels()
         epochs = {p.step: p.epoch for p in history.points}
         for method, by_step in history.thumbnails.items():
             steps = sorted(by_step)
             shown = [steps[i] for i in _render.pick(len(steps), _render.MAX_FRAMES)]
-            maps = torch.stack([by_step[s] for s in shown]).float()  # (frames, N, h, w)
-            signed = _render.is_signed(maps)
-            count = len(images)
-            overlays = _render.overlay(images.repeat(len(shown), 1, 1, 1), maps.flatten(0, 1), signed)
-            frames = torch.cat([images, overlays]).view(1 + len(shown), count, *overlays.shape[1:])
-            frames = frames.transpose(0, 1).contiguous()  # per sample: its input, then its frames
+            signed = _render.is_signed(torch.stack([by_step[s] for s in shown]))
+            frames = self._frames.pixels(method, {s: by_step[s] for s in shown}, signed)
             targets = [history.targets[s].tolist() for s in shown]
-            predicted = [_listed(history.predictions.get(s), count) for s in shown]
+            predicted = [_listed(history.predictions.get(s), len(inputs)) for s in shown]
             legend = _render.Legend(signed, "max", _meaning(signed, self._explained(targets, predicted)))
-            for i in range(count):
+            for i in range(len(inputs)):
                 captions = [self.caption(i, prefix="input")] + [
                     [f"step {s} (epoch {epochs.get(s, '?')})", *self.caption(i, p[i], t[i])[1:]]
                     for s, p, t in zip(shown, predicted, targets)
                 ]
                 title = [f"{method}: sample #{i}", ("each step on its own scale", _render.MUTED)]
-                image = _render.sheet(frames[i], captions, title, legend)
+                tiles = np.stack([inputs[i], *(frame[i] for frame in frames)])
+                image = _render.sheet(tiles, captions, title, legend)
                 writer.image(_tags.filmstrip_tag(method, i), image, step)
 
     def timelines(self, writer: ExplanationWriter, history: History) -> None:
@@ -166,6 +172,30 @@ class Visuals:
             return "the true class"
         classes = {c for t in targets for c in t}
         return self.class_name(classes.pop()) if len(classes) == 1 else "the explained class"
+
+
+class _FrameTiles:
+    """Filmstrip frames as display pixels, drawn once per method and point: a filmstrip shows the same
+    frames at point after point, and drawing them was most of its cost."""
+
+    def __init__(self, display: Callable[[], Tensor]) -> None:
+        self.display = display
+        self._drawn: dict[tuple[str, int], tuple[Tensor, bool, np.ndarray]] = {}
+
+    def pixels(self, method: str, maps: dict[int, Tensor], signed: bool) -> list[np.ndarray]:
+        """``(N, H, W, 3)`` uint8 overlays of ``method``'s maps (``(N, h, w)`` per step), in step order; only
+        these steps stay kept for ``method``."""
+        tiles = []
+        for step, heat in sorted(maps.items()):
+            kept = self._drawn.get((method, step))
+            if kept is None or kept[0] is not heat or kept[1] != signed:
+                overlay = _render.overlay(self.display(), heat.float(), signed)
+                kept = (heat, signed, _render.display_pixels(overlay))
+            tiles.append(kept[2])
+        for key in [key for key in self._drawn if key[0] == method]:
+            del self._drawn[key]
+        self._drawn.update({(method, step): (maps[step], signed, tile) for step, tile in zip(sorted(maps), tiles)})
+        return tiles
 
 
 def _class_labels(probe: Probe) -> list[int] | None:

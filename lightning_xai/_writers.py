@@ -25,7 +25,7 @@ MAP_DTYPE = torch.bfloat16
 untrained or deep models) into zeros; bfloat16 keeps three significant digits of any magnitude."""
 
 
-def _tensorboard(trainer: Trainer) -> Any:
+def tensorboard_writer(trainer: Trainer) -> Any:
     """The SummaryWriter of the trainer's first TensorBoard logger, if any."""
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
@@ -80,7 +80,7 @@ class ExplanationWriter:
     def __init__(self, trainer: Trainer, directory: Path) -> None:
         self.enabled = trainer.is_global_zero
         self.trainer = trainer
-        self.tensorboard = _tensorboard(trainer) if self.enabled else None
+        self.tensorboard = tensorboard_writer(trainer) if self.enabled else None
         self.directory = directory
 
     def image(self, tag: str, image: Tensor, step: int, file_name: str | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,9 @@ from lightning_xai._explain import Explanation, Subject, explain, resolve_target
 from lightning_xai._history import History, Point
 from lightning_xai._model import LayerChoice, choose_layer, inspect_model
 from lightning_xai._probe import Probe, probe_from_value, select_probe, validation_dataloader
+from lightning_xai._records import fast_checksums
 from lightning_xai._visuals import Visuals
-from lightning_xai._writers import MAP_DTYPE, ExplanationWriter
+from lightning_xai._writers import MAP_DTYPE, ExplanationWriter, tensorboard_writer
 
 SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy", "XLAFSDPStrategy")
 GRADCAM_METHODS = ("layer_gradcam", "guided_gradcam")
@@ -174,6 +176,7 @@ class AttributionMonitor(Callback):
         self.output_transform = output_transform
         self._given_probe: Probe | None = None if probe is None else probe_from_value(probe, input_key)
         self._pinned_reference = self._reference(reference)
+        self._fit_scope = ExitStack()  # what the monitor holds while a fit runs
         self._start_history()
 
     def _start_history(self) -> None:
@@ -257,6 +260,12 @@ class AttributionMonitor(Callback):
         if self.layer is not None:
             _arguments.misconfigured(resolve_layer, pl_module, self.layer)
         self._start_history()
+        if trainer.is_global_zero:
+            self._fit_scope.enter_context(fast_checksums(tensorboard_writer(trainer)))
+
+    @override
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._fit_scope.close()
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -112,7 +112,9 @@ def test_the_monitor_leaves_modes_grads_hooks_and_rng_alone(tmp_path):
 
 def test_tensorboard_gets_every_entry_at_the_global_step_of_its_point(tmp_path):
     monitor = AttributionMonitor(["integrated_gradients", "occlusion"], every_n_epochs=2, num_probe_samples=3)
-    _fit(tmp_path, [monitor], max_epochs=4, num_sanity_val_steps=2)
+    spy = _RecordWriterSpy()
+    _fit(tmp_path, [monitor, spy], max_epochs=4, num_sanity_val_steps=2)
+    assert spy.fast_during_fit and "write" not in vars(spy.record_writer)  # lightning_xai._records: the fit only
     events = _events(tmp_path)
     images, scalars = set(events.Tags()["images"]), set(events.Tags()["scalars"])
     points = [0, 6, 12]  # before training, then the ends of epochs 1 and 3 (3 steps an epoch)
@@ -139,6 +141,14 @@ def test_tensorboard_gets_every_entry_at_the_global_step_of_its_point(tmp_path):
     assert [e.step for e in events.Images("xai_overview/occlusion")] == [12]  # the end-of-fit summary
     assert (tmp_path / "logs" / "version_0" / "xai" / "timeline_occlusion.png").exists()
     _assert_every_scalar_has_a_chart_and_no_chart_is_empty(tmp_path, scalars)
+
+
+class _RecordWriterSpy(Callback):
+    """Sees whether the logger's TensorBoard record writer checksums with lightning_xai._records."""
+
+    def on_train_end(self, trainer, pl_module):
+        self.record_writer = trainer.logger.experiment._get_file_writer().event_writer._async_writer._writer
+        self.fast_during_fit = "write" in vars(self.record_writer)
 
 
 def _assert_every_scalar_has_a_chart_and_no_chart_is_empty(tmp_path, scalars):

@@ -107,6 +107,21 @@ def test_a_binary_head_predicts_logit_above_zero_and_explains_it(tmp_path, flat)
     torch.testing.assert_close(_maps(tmp_path)["integrated_gradients"].float(), expected, rtol=2e-2, atol=1e-4)
 
 
+def test_a_model_that_returns_class_scores_is_explained_as_it_is(tmp_path):
+    """Class scores (N, C) as the output: the engine gets the module itself (so occlusion's local
+    re-evaluation can trace it, as for a Captum user); any other output goes through ModelScores."""
+    scores = Classifier(
+        nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    )
+    monitor = AttributionMonitor(["occlusion"], num_probe_samples=4, on_error="raise")
+    _fit(scores, monitor, _images(), tmp_path)
+    assert monitor._subject.forward is scores
+    binary = Classifier(_OneLogit(flat=False))
+    monitor = AttributionMonitor(["occlusion"], num_probe_samples=4, on_error="raise")
+    _fit(binary, monitor, _images(classes=2), tmp_path / "binary")
+    assert isinstance(monitor._subject.forward, ModelScores) and monitor._subject.forward.model is binary
+
+
 class _Segmenter(nn.Module):
     """A small fully convolutional net returning torchvision's ``{"out": (N, C, H, W)}``."""
 

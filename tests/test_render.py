@@ -63,7 +63,7 @@ def test_tiles_are_at_least_128_pixels_on_their_short_side(shape):
 
 def test_small_inputs_are_enlarged_by_nearest_neighbour():
     images = torch.rand(2, 3, 16, 16)
-    tiles = _render._pixels(images, enlarge=True)  # (N, H, W, 3) uint8
+    tiles = _render.display_pixels(images)  # (N, H, W, 3) uint8
     assert tiles.shape == (2, 128, 128, 3)
     blocks = torch.from_numpy(tiles).view(2, 16, 8, 16, 8, 3)
     assert (blocks == blocks[:, :, :1, :, :1]).all()  # each input pixel is an 8x8 block
@@ -164,6 +164,24 @@ def test_filmstrips_show_at_most_max_frames_evenly_spaced_with_the_first_and_the
     cell = _tile(32) + 2 * _render.LINE + _render.PAD  # a frame says its step and epoch, then the prediction
     assert heights[40] == heights[_render.MAX_FRAMES]  # capped
     assert heights[40] - heights[3] == (rows(_render.MAX_FRAMES) - rows(3)) * cell
+
+
+def test_filmstrip_frames_drawn_once_equal_frames_drawn_afresh_and_only_shown_frames_are_kept():
+    visuals = _visuals(size=32, samples=2)
+    full = _history(visuals, list(range(0, 7 * 12, 7)))
+    for count in range(1, 13):
+        history = History()
+        history.points = full.points[:count]
+        steps = [p.step for p in history.points]
+        history.targets = {s: full.targets[s] for s in steps}
+        history.predictions = {s: full.predictions[s] for s in steps}
+        history.thumbnails = {"saliency": {s: full.thumbnails["saliency"][s] for s in steps}}
+        kept, fresh = _Recorder(), _Recorder()
+        visuals.filmstrips(kept, history, steps[-1])
+        Visuals(visuals.probe, class_names=("cat", "dog", "owl")).filmstrips(fresh, history, steps[-1])
+        assert kept.images.keys() == fresh.images.keys()
+        assert all(torch.equal(kept.images[tag], fresh.images[tag]) for tag in kept.images)
+        assert len(visuals._frames._drawn) == min(count, _render.MAX_FRAMES)
 
 
 def test_image_groups_sort_overview_first_and_apart_from_the_scalars():

@@ -9,9 +9,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from lightning_xai import _render  # noqa: E402
+from lightning_xai import _curves, _render  # noqa: E402
 from lightning_xai._history import Point  # noqa: E402
-from lightning_xai._timeline import COLUMNS, column_heads, curves_figure, timeline_image  # noqa: E402
+from lightning_xai._timeline import COLUMNS, column_heads, timeline_image  # noqa: E402
 
 CARD_WIDTH = 350
 """TensorBoard's default image card, CSS pixels (measured in Chromium with scripts/screenshots)."""
@@ -58,12 +58,32 @@ def test_missing_values_are_bridged_and_all_none_curves_skipped():
     image = timeline_image("ig", images, thumbnails, points, curves)
     two = timeline_image("ig", images, thumbnails, points, {"infidelity": curves["infidelity"], "delta": [0, 1, 2]})
     assert image.shape == two.shape  # the all-None curve took no room
-    figure = curves_figure(
-        [p.step for p in points], {"infidelity": curves["infidelity"], "delta": curves["delta"]}, 344
+
+
+def _line_columns(panel) -> set[int]:
+    """The columns of a curve panel where the line's colour is."""
+    return set(
+        torch.from_numpy(panel).eq(torch.tensor(_curves.LINE_COLOUR)).all(-1).any(0).nonzero().flatten().tolist()
     )
-    assert sorted(axes.get_title() for axes in figure.axes) == ["delta", "infidelity"]
-    assert [len(axes.lines[0].get_xdata()) for axes in figure.axes] == [1, 2]
-    assert all(axes.get_xlabel() == "step" for axes in figure.axes)
+
+
+def test_curves_bridge_missing_values_and_span_every_logged_step():
+    steps = [0, 100, 200]
+    lone = _line_columns(_curves.curve_plot("infidelity", steps, [None, 0.2, None], 172))
+    bridged = _line_columns(_curves.curve_plot("delta", steps, [0.1, None, 0.3], 172))
+    empty = _line_columns(_curves.curve_plot("mass", steps, [None, None, None], 172))
+    assert empty == set() and 1 <= len(lone) <= 4  # one dot
+    middle = (_curves.LEFT + 172 - 16) // 2  # the x of step 100: the axis spans all logged steps
+    assert min(lone) <= middle <= max(lone)
+    assert set(range(min(bridged) + 2, max(bridged) - 2)) <= bridged  # a line through the missing middle
+    image = _curves.curves_image(steps, {"a": [0.1, 0.2, 0.3], "b": [1, 2, 3], "c": [3, 2, 1]}, 344)
+    assert image.shape == (3, 2 * _curves.HEIGHT, 344) and image.dtype == torch.uint8  # two plots a row
+
+
+def test_round_axis_values():
+    assert _curves._round_values(0.35, 0.58) == pytest.approx([0.4, 0.5])
+    assert _curves._round_values(-0.5, 1880.5) == pytest.approx([0, 1000])
+    assert _curves._round_values(0.0, 0.02) == pytest.approx([0, 0.01, 0.02])
 
 
 def test_single_point_and_unsigned_maps_render():
