@@ -118,7 +118,31 @@ def explain(
             results.append(_explain_one(subject, registry.record(name), options, inputs, targets, masks, metrics))
         except Exception as error:  # one failing method must not cost the others their epoch
             failures[name] = error
+    if "infidelity" in metrics and inputs.is_floating_point():
+        scored = [result for result in results if registry.record(result.method).explains_output_at_inputs]
+        try:
+            _add_infidelity(subject, scored, inputs, targets)
+        except Exception as error:  # the maps stand without it
+            failures["infidelity"] = error
     return results, failures
+
+
+def _add_infidelity(subject: Subject, results: list[Explanation], inputs: Tensor, targets: Tensor) -> None:
+    """Every method's infidelity on the same perturbations, whose forwards are done once for all."""
+    if not results:
+        return
+    scores = infidelity(
+        subject.forward,
+        _noise_perturbation,
+        inputs,
+        {result.method: result.attributions for result in results},
+        additional_forward_args=subject.forward_args or None,
+        target=targets,
+        n_perturb_samples=PERTURBATION_SAMPLES,
+        normalize=True,
+    )
+    for result in results:
+        result.metrics["infidelity"] = float(scores[result.method].mean())
 
 
 def _explain_one(
@@ -142,8 +166,8 @@ def _explain_one(
         values["convergence_delta"] = float(delta.abs().mean())
     else:
         attributions = explainer.attribute(inputs, **selection, **options)
-    if method.explains_output_at_inputs and inputs.is_floating_point():
-        values.update(_quality_metrics(explainer, subject, inputs, targets, attributions, options, metrics))
+    if method.explains_output_at_inputs and inputs.is_floating_point() and "sensitivity" in metrics:
+        values["sensitivity"] = _sensitivity(explainer, inputs, targets, options)
     scores = token_scores(attributions, inputs)
     maps = spatial_maps(attributions, inputs, None if reshape or not method.attributes_to_layer else subject)
     if masks is not None and (maps is not None or scores is not None):
@@ -170,23 +194,7 @@ def spatial_maps(attributions: Tensor, inputs: Tensor, layer_subject: Subject | 
     return maps if spatial else None
 
 
-def _quality_metrics(explainer, subject, inputs, targets, attributions, options, metrics) -> dict[str, float]:
-    values = {}
-    if "infidelity" in metrics:
-        scores = infidelity(
-            subject.forward,
-            _noise_perturbation,
-            inputs,
-            attributions,
-            additional_forward_args=subject.forward_args or None,
-            target=targets,
-            n_perturb_samples=PERTURBATION_SAMPLES,
-            normalize=True,
-        )
-        values["infidelity"] = float(scores.mean())
-    if "sensitivity" in metrics:
-        scores = sensitivity_max(
-            explainer.attribute, inputs, n_perturb_samples=PERTURBATION_SAMPLES, target=targets, **options
-        )
-        values["sensitivity"] = float(scores.mean())
-    return values
+def _sensitivity(explainer: Any, inputs: Tensor, targets: Tensor, options: dict[str, Any]) -> float:
+    samples = PERTURBATION_SAMPLES
+    scores = sensitivity_max(explainer.attribute, inputs, n_perturb_samples=samples, target=targets, **options)
+    return float(scores.mean())

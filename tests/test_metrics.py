@@ -166,6 +166,26 @@ def test_infidelity_does_not_depend_on_chunking(cnn):
         torch.testing.assert_close(run, runs[0], rtol=1e-4, atol=1e-9)
 
 
+def test_several_explanations_are_scored_on_the_same_perturbations_with_one_set_of_forwards(cnn):
+    x, target = torch.randn(3, 3, 8, 8), [0, 2, 3]
+    named = {
+        "saliency": Saliency(cnn).attribute(x, target=target, abs=False),
+        "ig": IntegratedGradients(cnn).attribute(x, target=target, n_steps=8),
+    }
+    calls = []
+    counted = lambda inputs: calls.append(inputs.shape[0]) or cnn(inputs)  # noqa: E731
+    torch.manual_seed(0)
+    together = infidelity(counted, default_infidelity_perturb_func, x, named, target=target, n_perturb_samples=4)
+    assert calls == [3 * 5]  # the batch and its 4 perturbed copies, once for both explanations
+    assert set(together) == {"saliency", "ig"}
+    for name, attributions in named.items():
+        torch.manual_seed(0)  # the same perturbations, scored one explanation at a time
+        alone = infidelity(cnn, default_infidelity_perturb_func, x, attributions, target=target, n_perturb_samples=4)
+        torch.testing.assert_close(together[name], alone)
+    with pytest.raises(ValueError, match=r"attributions\['ig'\]"):
+        infidelity(cnn, default_infidelity_perturb_func, x, {"ig": named["ig"][:2]}, target=target)
+
+
 def test_sensitivity_does_not_depend_on_chunking(two_input):
     image, table = torch.randn(3, 1, 6, 6), torch.randn(3, 5)
     kwargs = dict(

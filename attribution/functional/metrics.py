@@ -30,39 +30,16 @@ def _copies(rows: tuple[Tensor, ...], n: int, lo: int, hi: int) -> tuple[Tensor,
     return tuple(r[lo * n : hi * n] for r in rows)
 
 
-def infidelity(
+def output_changes(
     objective: Objective,
     inputs: tuple[Tensor, ...],
-    attributions: tuple[Tensor, ...],
-    perturbations: tuple[Tensor, ...],
     perturbed_inputs: tuple[Tensor, ...],
-    *,
     n_samples: int,
-    normalize: bool = False,
     samples_per_forward: int | None = None,
 ) -> Tensor:
-    """Mean squared error between ``I . attr`` and ``f(x) - f(x - I)`` per example.
-
-    The unperturbed batch is evaluated as one more copy in front of the
-    perturbed ones, so ``f(x)`` costs no forward of its own.  With
-    ``normalize`` the attributions are first scaled by the least-squares
-    ``beta = E[ab] / E[a^2]`` per example; the error is then computed directly
-    as ``E[(beta a - b)^2]``, which (unlike the expanded polynomial) can never
-    come out negative.
-
-    Args:
-        objective: the model and target.
-        inputs: the unperturbed batch (``n`` rows per input).
-        attributions: shaped like ``inputs``.
-        perturbations: ``I``, ``n_samples * n`` rows per input, repeat-major.
-        perturbed_inputs: ``x - I`` (or any perturbed input), shaped like ``perturbations``.
-        n_samples: ``S``, the number of perturbed copies.
-        normalize: scale the attributions by the optimal ``beta`` first.
-        samples_per_forward: copies per forward (None: all in one forward).
-
-    Returns:
-        One infidelity value per example, shape ``(n,)``.
-    """
+    """``f(x) - f(x - I)`` for every perturbed copy, ``(S, n)``: what infidelity compares the attributions
+    with, the same for every explanation of one batch and target.  The unperturbed batch is evaluated as one
+    more copy in front of the perturbed ones, so ``f(x)`` costs no forward of its own."""
     n = inputs[0].shape[0]
     outputs = []
     with torch.inference_mode():
@@ -71,14 +48,26 @@ def infidelity(
             rows = tuple(torch.cat([x, p]) for x, p in zip(inputs, perturbed)) if lo == 0 else perturbed
             outputs.append(objective(rows, hi - lo))
     values = torch.cat(outputs).view(n_samples + 1, n)
-    diffs = values[0] - values[1:]
+    return values[0] - values[1:]
+
+
+def infidelity_of(
+    attributions: tuple[Tensor, ...], perturbations: tuple[Tensor, ...], changes: Tensor, normalize: bool = False
+) -> Tensor:
+    """Infidelity per example from the output ``changes`` (:func:`output_changes`) under ``perturbations``.
+
+    With ``normalize`` the attributions are first scaled by the least-squares ``beta = E[ab] / E[a^2]`` per
+    example; the error is then computed directly as ``E[(beta a - b)^2]``, which (unlike the expanded
+    polynomial) can never come out negative.
+    """
+    n_samples, n = changes.shape
     dots = sum((p.reshape(n_samples, n, -1) * a.reshape(1, n, -1)).sum(-1) for p, a in zip(perturbations, attributions))
-    dots = dots.to(diffs)
+    dots = dots.to(changes)
     if normalize:
         squares = (dots * dots).sum(0)
-        beta = (dots * diffs).sum(0) / torch.where(squares == 0, torch.ones_like(squares), squares)
+        beta = (dots * changes).sum(0) / torch.where(squares == 0, torch.ones_like(squares), squares)
         dots = beta * dots
-    return (dots - diffs).pow(2).mean(0)
+    return (dots - changes).pow(2).mean(0)
 
 
 def vector_norm(rows: Tensor, norm_ord: str | float) -> Tensor:

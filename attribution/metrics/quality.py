@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import inspect
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,14 +94,14 @@ def infidelity(
     forward_func: Callable[..., Tensor],
     perturb_func: PerturbFunc,
     inputs: TensorOrTuple,
-    attributions: TensorOrTuple,
+    attributions: TensorOrTuple | Mapping[str, TensorOrTuple],
     baselines: BaselineType = None,
     additional_forward_args: Any = None,
     target: TargetType = None,
     n_perturb_samples: int = 10,
     max_examples_per_batch: int | None = None,
     normalize: bool = False,
-) -> Tensor:
+) -> Tensor | dict[str, Tensor]:
     """Explanation infidelity: ``E_I[(I . attr - (f(x) - f(x - I)))^2]`` per example.
 
     Args:
@@ -114,7 +114,9 @@ def infidelity(
             tensors that broadcast).  Decorate a function that returns only
             perturbed inputs with :func:`infidelity_perturb_func_decorator`.
         inputs: a tensor or tuple of tensors with the batch in dim 0.
-        attributions: shaped like ``inputs``.
+        attributions: shaped like ``inputs``; or several explanations of the same inputs and target by
+            name (``{"saliency": a, "occlusion": b}``), scored on the same perturbations with the forwards
+            done once (a paired comparison, at the cost of one).
         baselines: passed on to ``perturb_func`` (see :class:`IntegratedGradients`).
         additional_forward_args: extra arguments passed to the model.
         target: which output to explain (see :meth:`Saliency.attribute`).
@@ -125,7 +127,7 @@ def infidelity(
             making the score invariant to scaling the attributions.
 
     Returns:
-        A tensor of shape ``(N,)``.
+        A tensor of shape ``(N,)``; for a mapping of attributions, a dict of them by the same names.
 
     Raises:
         TypeError: a non-callable ``forward_func``/``perturb_func`` or a
@@ -141,7 +143,11 @@ def infidelity(
     check_int(max_examples_per_batch, "max_examples_per_batch", allow_none=True)
     _check_callable(perturb_func, "perturb_func")
     call = canon.canonical_call(forward_func, inputs, target, additional_forward_args)
-    attrs = _like(attributions, call.inputs, "attributions")
+    named = isinstance(attributions, Mapping)
+    explanations = {
+        name: _like(value, call.inputs, f"attributions[{name!r}]" if named else "attributions")
+        for name, value in (attributions.items() if named else [("", attributions)])
+    }
     with torch.no_grad():
         stacked = _stack(call.inputs, n_perturb_samples)
         args = [call.restore(stacked)]
@@ -149,18 +155,14 @@ def infidelity(
             formatted = canon.format_baselines(baselines, call.inputs)
             args.append(call.restore([_stack((b,), n_perturb_samples)[0] if b.shape[0] > 1 else b for b in formatted]))
         perturbations, perturbed = _perturbations(perturb_func(*args), stacked)
-        return core.infidelity(
-            call.objective,
-            tuple(x.detach() for x in call.inputs),
-            tuple(a.detach() for a in attrs),
-            perturbations,
-            perturbed,
-            n_samples=n_perturb_samples,
-            normalize=normalize,
-            samples_per_forward=_infidelity_samples_per_forward(
-                max_examples_per_batch, call.inputs, n_perturb_samples + 1
-            ),
-        )
+        per_forward = _infidelity_samples_per_forward(max_examples_per_batch, call.inputs, n_perturb_samples + 1)
+        inputs_now = tuple(x.detach() for x in call.inputs)
+        changes = core.output_changes(call.objective, inputs_now, perturbed, n_perturb_samples, per_forward)
+        scores = {
+            name: core.infidelity_of(tuple(a.detach() for a in attrs), perturbations, changes, normalize)
+            for name, attrs in explanations.items()
+        }
+    return scores if named else scores[""]
 
 
 def sensitivity_max(
