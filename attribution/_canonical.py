@@ -15,6 +15,7 @@ same way.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from collections.abc import Callable, Sequence
@@ -28,7 +29,9 @@ from attribution._checks import ArgumentError, ArgumentTypeError
 
 TensorOrTuple = Union[Tensor, tuple[Tensor, ...]]
 ScalarOrTensor = Union[int, float, Tensor]
-BaselineType = Union[None, ScalarOrTensor, tuple[ScalarOrTensor, ...]]
+BaselineType = Union[
+    None, ScalarOrTensor, tuple[ScalarOrTensor, ...], Callable[..., Union[ScalarOrTensor, tuple[ScalarOrTensor, ...]]]
+]
 TargetType = Union[None, int, tuple, list, Tensor, Callable[[Tensor], Tensor], "Target"]
 
 
@@ -136,7 +139,8 @@ def format_baselines(baselines: BaselineType, inputs: tuple[Tensor, ...]) -> tup
     Accepted per input: a number or any tensor that broadcasts to the input's
     shape: the input's shape, a leading dimension of 1 (one baseline shared
     by the batch), one example's shape without the batch dimension (``(3,)``
-    for a ``(n, 3)`` input), a scalar tensor.  ``None`` means zeros.  Returned
+    for a ``(n, 3)`` input), a scalar tensor.  ``None`` means zeros; a function
+    is called for the baselines (see :func:`_called`).  Returned
     tensors have the input's number of dimensions, each dimension 1 or the
     input's; their dtype is described in :func:`_baseline_tensor`.
 
@@ -145,6 +149,7 @@ def format_baselines(baselines: BaselineType, inputs: tuple[Tensor, ...]) -> tup
         ValueError: a shape that does not broadcast to the input, the wrong number of baselines for tuple
             inputs, or NaN / infinite values.
     """
+    baselines = _called(baselines, inputs)
     if baselines is None:
         return tuple(torch.zeros((1,) * x.dim(), device=x.device, dtype=x.dtype) for x in inputs)
     formatted = []
@@ -160,6 +165,18 @@ def format_baselines(baselines: BaselineType, inputs: tuple[Tensor, ...]) -> tup
     return tuple(formatted)
 
 
+def _called(baselines: BaselineType, inputs: tuple[Tensor, ...]) -> BaselineType:
+    """Baselines given as a function (Captum's form): called with no arguments, or with the inputs (a
+    tensor, or a tuple for several) when it takes any, for the baselines themselves."""
+    if not callable(baselines):
+        return baselines
+    try:
+        takes_inputs = bool(inspect.signature(baselines).parameters)
+    except (TypeError, ValueError):  # a builtin without a signature: give it the inputs
+        takes_inputs = True
+    return baselines(inputs[0] if len(inputs) == 1 else inputs) if takes_inputs else baselines()
+
+
 def format_baseline_distribution(baselines: BaselineType, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     """Baselines to sample from: per input, ``k`` rows shaped like one example.
 
@@ -167,6 +184,7 @@ def format_baseline_distribution(baselines: BaselineType, inputs: tuple[Tensor, 
     example's; one with fewer dimensions (or a number) is a single row.  Rows are drawn jointly across
     inputs, so every input needs the same ``k``.
     """
+    baselines = _called(baselines, inputs)
     if baselines is None:
         return tuple(torch.zeros((1, *x.shape[1:]), device=x.device, dtype=x.dtype) for x in inputs)
     formatted = []

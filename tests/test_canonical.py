@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from attribution import (
+    DeepLiftShap,
     GradientShap,
     InputXGradient,
     IntegratedGradients,
@@ -68,6 +69,30 @@ def test_baseline_forms_broadcast():
     for bad in (torch.zeros(2, 3, 5), torch.zeros(1, 1, 3, 5), torch.zeros(3)):
         with pytest.raises(ValueError, match=r"baselines: expected .* broadcasts to it .*got shape"):
             format_baselines(bad, (x,))
+
+
+def test_baselines_given_as_a_function_are_called_with_the_inputs_when_it_takes_any():
+    x, y = torch.randn(4, 3), torch.randn(4, 2)
+    (fb,) = format_baselines(lambda: torch.full((1, 3), 0.5), (x,))
+    assert torch.equal(fb, torch.full((1, 3), 0.5))
+    (fb,) = format_baselines(lambda inputs: inputs * 0.5, (x,))  # one input: the tensor itself
+    assert torch.equal(fb, x * 0.5)
+    seen = []
+    pair = format_baselines(lambda inputs: seen.append(inputs) or (0.0, inputs[1] + 1), (x, y))
+    assert isinstance(seen[0], tuple) and torch.equal(pair[1], y + 1)  # several inputs: the tuple
+    rows = format_baseline_distribution(lambda: torch.zeros(6, 3), (x,))
+    assert rows[0].shape == (6, 3)
+
+
+def test_sampling_methods_take_baselines_as_a_function_as_captum_does(mlp):
+    x, rows = torch.randn(4, 6), torch.randn(5, 6)
+    torch.manual_seed(0)
+    called = GradientShap(mlp).attribute(x, baselines=lambda: rows, target=1, n_samples=7)
+    torch.manual_seed(0)
+    given = GradientShap(mlp).attribute(x, baselines=rows, target=1, n_samples=7)
+    assert torch.equal(called, given)
+    called = DeepLiftShap(mlp).attribute(x, baselines=lambda inputs: inputs[:3] * 0, target=1)
+    assert torch.equal(called, DeepLiftShap(mlp).attribute(x, baselines=torch.zeros(3, 6), target=1))
 
 
 def test_baseline_dtypes_keep_integer_inputs_integer_where_they_can():
