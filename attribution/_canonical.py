@@ -5,7 +5,7 @@ tensors or tuples of them, targets in half a dozen forms, and extra forward
 arguments of any kind.  Everything is turned into one canonical form here,
 once, and validated with errors that name the argument; the core only ever
 sees tuples of tensors and an :class:`Objective` that maps a batch to one
-scalar per row.
+scalar per row.  Targets are formatted in :mod:`attribution._targets` (re-exported here).
 
 Batches that the core builds are *repeat-major*: ``repeats`` copies of the
 ``n`` examples stacked along dim 0 (row ``r * n + i`` belongs to example
@@ -16,7 +16,6 @@ same way.
 from __future__ import annotations
 
 import inspect
-import math
 import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,20 +25,16 @@ import torch
 from torch import Tensor
 
 from attribution._checks import ArgumentError, ArgumentTypeError
+from attribution._checks import describe as describe  # re-exported: the boundary's names, in one place
+from attribution._targets import Target as Target
+from attribution._targets import TargetType as TargetType
+from attribution._targets import format_target as format_target
 
 TensorOrTuple = Union[Tensor, tuple[Tensor, ...]]
 ScalarOrTensor = Union[int, float, Tensor]
 BaselineType = Union[
     None, ScalarOrTensor, tuple[ScalarOrTensor, ...], Callable[..., Union[ScalarOrTensor, tuple[ScalarOrTensor, ...]]]
 ]
-TargetType = Union[None, int, tuple, list, Tensor, Callable[[Tensor], Tensor], "Target"]
-
-
-def describe(value: Any) -> str:
-    """A short description of a value for error messages."""
-    if isinstance(value, Tensor):
-        return f"tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
-    return f"{type(value).__name__} {value!r}"[:120]
 
 
 # --------------------------------------------------------------------------- inputs
@@ -218,130 +213,6 @@ def repeat_rows(value: Any, repeats: int) -> Any:
     if repeats == 1 or not isinstance(value, Tensor) or value.dim() == 0:
         return value
     return value.repeat(repeats, *([1] * (value.dim() - 1)))
-
-
-# --------------------------------------------------------------------------- targets
-
-
-@dataclass(frozen=True, eq=False)
-class Target:
-    """A canonical target: picks one scalar per row from the model's output.
-
-    Exactly one of ``index`` and ``fn`` is set, or neither (the output
-    already holds one scalar per row).  ``index`` is an ``(n, k)`` long
-    tensor: row ``i`` selects ``output[i, *index[i]]``.
-    """
-
-    n: int
-    index: Tensor | None = None
-    fn: Callable[[Tensor], Tensor] | None = None
-    name: str = "target"  # the argument's name in error messages (e.g. "neuron_selector")
-
-    def repeat(self, repeats: int) -> Target:
-        """The same target for a batch of ``repeats`` repeat-major copies."""
-        index = None if self.index is None else self.index.repeat(repeats, 1)
-        return Target(self.n * repeats, index, self.fn, self.name)
-
-    def select(self, output: Tensor, repeats: int = 1) -> Tensor:
-        """The target scalar of every row of ``output`` (``n * repeats`` rows)."""
-        rows = self.n * repeats
-        if not isinstance(output, Tensor):
-            raise ArgumentTypeError(f"forward_func: expected it to return a tensor, got {describe(output)}")
-        if output.dim() == 0 or output.shape[0] != rows:
-            raise ArgumentError(
-                f"forward_func: expected an output with one row per example ({rows} rows), "
-                f"got shape {tuple(output.shape)}"
-            )
-        if self.fn is not None:
-            picked = self.fn(output)
-            if isinstance(picked, Tensor) and picked.numel() == 1 and picked.shape != (rows,):
-                # One value for the whole batch (Captum allows it, e.g. ``lambda x: x.sum()``): the callable
-                # is applied to every row alone, so each example gets its own value and gradient.
-                picked = torch.stack([self.fn(output[r : r + 1]).reshape(()) for r in range(rows)])
-            if not isinstance(picked, Tensor) or picked.shape != (rows,):
-                raise ArgumentError(
-                    f"{self.name}: the callable must return a tensor of shape ({rows},), got {describe(picked)}"
-                )
-            return picked
-        if self.index is None:
-            if output[0].numel() != 1:
-                raise ArgumentError(
-                    f"{self.name}: None needs one output value per example, but the output has shape "
-                    f"{tuple(output.shape)}; pass target=<class index> or a callable"
-                )
-            return output.reshape(rows)
-        return self._gather(output, repeats)
-
-    def _gather(self, output: Tensor, repeats: int) -> Tensor:
-        k = self.index.shape[1]
-        dims = output.shape[1:]
-        if len(dims) != k:
-            raise ArgumentError(
-                f"{self.name}: selects {k} output dimension(s) but the output has shape {tuple(output.shape)}; "
-                f"a target must pick exactly one value per example (use a tuple index or a callable)"
-            )
-        upper = self.index.max(dim=0).values.tolist()
-        for d, (largest, size) in enumerate(zip(upper, dims)):
-            if largest >= size:
-                raise ArgumentError(
-                    f"{self.name}: index {largest} is out of range for output dimension {d + 1} of size {size} "
-                    f"(output shape {tuple(output.shape)})"
-                )
-        index = self.index.to(output.device)
-        strides = torch.tensor([math.prod(dims[d + 1 :]) for d in range(k)], device=output.device)
-        flat_index = (index * strides).sum(dim=1).repeat(repeats)
-        return output.reshape(output.shape[0], -1).gather(1, flat_index[:, None]).squeeze(1)
-
-
-def format_target(target: TargetType, n: int, name: str = "target") -> Target:
-    """Turn any accepted ``target`` form into a :class:`Target` for a batch of ``n``.
-
-    ``name`` is the argument's name in error messages (neuron methods pass ``"neuron_selector"``).
-    """
-    if isinstance(target, Target):
-        if target.n != n:
-            raise ArgumentError(f"{name}: built for {target.n} examples, the batch has {n}")
-        return target
-    if target is None:
-        return Target(n, name=name)
-    if callable(target) and not isinstance(target, Tensor):
-        return Target(n, fn=target, name=name)
-    if isinstance(target, Tensor):
-        if target.numel() == 1:
-            target = int(target.item())
-        elif target.dim() == 1:
-            return Target(n, index=_index_rows(target.tolist(), n, name), name=name)
-        else:
-            raise ArgumentError(
-                f"{name}: a tensor must be a scalar or have one entry per example, got shape {tuple(target.shape)}"
-            )
-    if isinstance(target, bool):
-        raise ArgumentTypeError(f"{name}: expected an int, tuple, list, tensor or callable, got {describe(target)}")
-    if isinstance(target, numbers.Integral):
-        return Target(n, index=_index_rows([int(target)], n, name).expand(n, 1), name=name)
-    if isinstance(target, tuple):
-        return Target(n, index=_index_rows([target], n, name).expand(n, len(target)), name=name)
-    if isinstance(target, list):
-        if len(target) != n:
-            raise ArgumentError(f"{name}: a list needs one entry per example ({n}), got {len(target)} entries")
-        return Target(n, index=_index_rows(target, n, name), name=name)
-    raise ArgumentTypeError(f"{name}: expected an int, tuple, list, tensor or callable, got {describe(target)}")
-
-
-def _index_rows(entries: list, n: int, name: str = "target") -> Tensor:
-    """Per-example index rows from ints or tuples of ints, validated."""
-    if len(entries) not in (1, n):
-        raise ArgumentError(f"{name}: expected one entry per example ({n}), got {len(entries)}")
-    rows = [tuple(e) if isinstance(e, (tuple, list)) else (e,) for e in entries]
-    if len({len(r) for r in rows}) != 1:
-        raise ArgumentError(f"{name}: every per-example entry must index the same number of output dimensions")
-    for r in rows:
-        for v in r:
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-                raise ArgumentTypeError(f"{name}: indices must be ints, got {describe(v)}")
-            if v < 0:
-                raise ArgumentError(f"{name}: indices must be non-negative, got {v}")
-    return torch.tensor(rows, dtype=torch.long)
 
 
 # --------------------------------------------------------------------------- the objective

@@ -7,6 +7,15 @@ import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from torch import Tensor
+
+
+def describe(value: Any) -> str:
+    """A short description of a value for error messages."""
+    if isinstance(value, Tensor):
+        return f"tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+    return f"{type(value).__name__} {value!r}"[:120]
+
 
 class ArgumentError(ValueError, AssertionError):
     """A bad argument value, named in the message.
