@@ -107,12 +107,14 @@ class NoiseTunnel(Attribution):
         def attribute_noisy(noisy: tuple[Tensor, ...], k: int, row_baselines: tuple[Tensor, ...] | None):
             nonlocal returned_tensor
             extra = {} if row_baselines is None else {"baselines": row_baselines}
+            if "feature_mask" in kwargs:
+                extra["feature_mask"] = _repeat_per_example(kwargs["feature_mask"], values, k)
             result = self.attribution_method.attribute(
                 noisy,
                 target=target.repeat(k),
                 additional_forward_args=tuple(repeat_rows(a, k) for a in forward_args),
                 **extra,
-                **kwargs,
+                **{key: value for key, value in kwargs.items() if key not in extra},
             )
             attrs, delta = result if want_delta else (result, None)
             returned_tensor = isinstance(attrs, Tensor)
@@ -130,3 +132,13 @@ class NoiseTunnel(Attribution):
         )
         result = attrs[0] if returned_tensor else restore_structure(attrs, given_as_tensor)
         return (result, delta) if want_delta else result
+
+
+def _repeat_per_example(mask: Any, inputs: tuple[Tensor, ...], repeats: int) -> Any:
+    """A feature mask for the noisy copies: a per-example mask (the input's dimensions, first one the batch
+    size > 1) repeated with the copies, a shared one left as it is; one mask, or a tuple (one per input)."""
+    if isinstance(mask, tuple):
+        return tuple(_repeat_per_example(m, (x,), repeats) for m, x in zip(mask, inputs))
+    n, dims = inputs[0].shape[0], inputs[0].dim()
+    per_example = isinstance(mask, Tensor) and mask.dim() == dims and mask.shape[0] == n > 1
+    return repeat_rows(mask, repeats) if per_example else mask

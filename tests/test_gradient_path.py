@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from attribution import GradientShap, InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
+from attribution import FeatureAblation, GradientShap, InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
 from attribution.functional import INTEGRATION_METHODS, integration_nodes
 from tests.models import SmallCNN, TwoInput, seeded
 
@@ -185,6 +185,17 @@ def test_noise_tunnel_over_two_inputs_keeps_the_structure():
         (image, table), nt_samples=3, stdevs=(0.1, 0.2), target=0, additional_forward_args=2.0
     )
     assert a_img.shape == image.shape and a_tab.shape == table.shape
+
+
+def test_noise_tunnel_repeats_per_example_feature_masks_with_the_noisy_copies():
+    model = seeded(TwoInput)
+    image, table = torch.randn(2, 1, 6, 6), torch.randn(2, 5)
+    masks = (torch.zeros(1, 1, 6, 6, dtype=torch.long), torch.tensor([[1, 1, 2, 2, 3], [1, 2, 3, 3, 3]]))
+    kwargs = dict(target=0, additional_forward_args=2.0, feature_mask=masks)
+    noisy = NoiseTunnel(FeatureAblation(model)).attribute((image, table), nt_samples=3, stdevs=1e-12, **kwargs)
+    plain = FeatureAblation(model).attribute((image, table), **kwargs)
+    for got, expected in zip(noisy, plain):
+        torch.testing.assert_close(got, expected)
 
 
 def test_gradients_work_under_no_grad_and_inference_mode():
