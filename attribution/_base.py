@@ -108,15 +108,28 @@ class Attribution:
         return f"{type(self).__name__}({getattr(type(self.forward_func), '__name__', 'forward_func')})"
 
 
-class LayerAttribution(Attribution):
-    """An attribution that needs one layer of the model: to its activations, or through it.
+class GradientAttribution(Attribution):
+    """A method that backpropagates through the model (saliency, path methods, rule-based backprop, and the
+    layer and neuron methods built on gradients): Captum's base class of that name, for ``isinstance``."""
+
+
+class PerturbationAttribution(Attribution):
+    """A method that only runs the model forward on perturbed inputs (ablation, occlusion, permutation,
+    Shapley values, surrogate models): Captum's base class of that name.  Attributions count
+    ``inputs - baselines`` in."""
+
+    _multiply_by_inputs = True
+
+
+class InternalAttribution(Attribution):
+    """A method that needs one layer of the model (or, where it says so, a list of them).
 
     Args:
         forward_func: the model.
         layer: the module, or its dotted name in the model (``"layer3.1.conv2"``).
     """
 
-    attributes_to_layer: ClassVar[bool] = True
+    attributes_to_layer: ClassVar[bool] = False
     """Attributions are shaped like the layer's activations (False: like the inputs)."""
     accepts_layer_lists: ClassVar[bool] = False
     """``layer`` may be a list of layers, as in Captum; ``attribute`` then returns a list, one entry per layer."""
@@ -134,12 +147,35 @@ class LayerAttribution(Attribution):
         """The layers to attribute to: ``[self.layer]``, or the list it was given."""
         return self.layer if isinstance(self.layer, list) else [self.layer]
 
+
+class LayerAttribution(InternalAttribution):
+    """Attributions to a layer's activations (its input or output), or through it.
+
+    Args:
+        forward_func: the model.
+        layer: the module, or its dotted name in the model (``"layer3.1.conv2"``).
+    """
+
+    attributes_to_layer = True
+
     @staticmethod
     def interpolate(
         layer_attribution: Tensor, interpolate_dims: int | Sequence[int], interpolate_mode: str = "nearest"
     ) -> Tensor:
         """Upsample a layer attribution to ``interpolate_dims`` (e.g. ``input.shape[2:]``)."""
         return interpolate(layer_attribution, interpolate_dims, interpolate_mode)
+
+
+class NeuronAttribution(InternalAttribution):
+    """Attributions of one hidden unit (``neuron_selector``) of a layer to the inputs.
+
+    Args:
+        forward_func: the model.
+        layer: the module, or its dotted name in the model.
+    """
+
+    takes_target = False
+    takes_neuron_selector = True
 
 
 def attribute_with_future_forward(method: Attribution, *args: Any, **kwargs: Any) -> torch.futures.Future:

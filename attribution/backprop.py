@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import Tensor
 
-from attribution._base import Attribution, LayerAttribution, with_delta
+from attribution._base import GradientAttribution, InternalAttribution, with_delta
 from attribution._canonical import (
     BaselineType,
     TargetType,
@@ -26,7 +26,7 @@ from attribution.functional import backprop
 from attribution.registry import register
 
 
-class _ReferenceAttribution(Attribution):
+class _ReferenceAttribution(GradientAttribution):
     returns_delta = True
     needs_float_inputs = True
 
@@ -145,7 +145,7 @@ class DeepLiftShap(_ReferenceAttribution):
         return with_delta(call.restore(attrs), delta, return_convergence_delta)
 
 
-class _ReLURuleAttribution(Attribution):
+class _ReLURuleAttribution(GradientAttribution):
     _rule: Callable
     needs_float_inputs = True
 
@@ -173,7 +173,7 @@ class Deconvolution(_ReLURuleAttribution):
 
 
 @register("guided_gradcam")
-class GuidedGradCam(LayerAttribution):
+class GuidedGradCam(InternalAttribution, GradientAttribution):
     """Guided GradCAM (Selvaraju et al., 2017): guided backprop times upsampled layer GradCAM.
 
     Args:
@@ -181,7 +181,6 @@ class GuidedGradCam(LayerAttribution):
         layer: the layer for GradCAM (module or dotted name), usually the last convolution.
     """
 
-    attributes_to_layer = False
     needs_float_inputs = True
 
     def attribute(

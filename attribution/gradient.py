@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from attribution import functional
-from attribution._base import Attribution
+from attribution._base import GradientAttribution
 from attribution._canonical import TargetType, TensorOrTuple, canonical_call
 from attribution.registry import register
 
 
 @register("saliency")
-class Saliency(Attribution):
+class Saliency(GradientAttribution):
     """Gradient of the target with respect to the inputs (Simonyan et al., 2013).
 
     Example:
@@ -49,7 +49,7 @@ class Saliency(Attribution):
 
 
 @register("input_x_gradient")
-class InputXGradient(Attribution):
+class InputXGradient(GradientAttribution):
     """Input times the gradient of the target: exact for a linear model."""
 
     _multiply_by_inputs = True

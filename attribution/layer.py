@@ -8,7 +8,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from attribution import functional
-from attribution._base import LayerAttribution, check_path_arguments, with_delta
+from attribution._base import GradientAttribution, LayerAttribution, check_path_arguments, with_delta
 from attribution._canonical import BaselineType, TargetType, TensorOrTuple, canonical_call, format_baselines
 from attribution._checks import ArgumentTypeError, check_grad_kwargs
 from attribution.functional.layer import (
@@ -22,7 +22,7 @@ from attribution.registry import register
 
 
 @register("layer_gradcam", probe_options={"relu_attributions": True})
-class LayerGradCam(LayerAttribution):
+class LayerGradCam(LayerAttribution, GradientAttribution):
     """GradCAM (Selvaraju et al., 2017) on a chosen layer, usually the last convolution.
 
     Args:
@@ -106,7 +106,7 @@ def _layer_output(values: tuple[Tensor, ...], was_tuple: bool) -> TensorOrTuple:
     return values if was_tuple else values[0]
 
 
-class _MultipliedLayerAttribution(LayerAttribution):
+class _MultipliedLayerAttribution(LayerAttribution, GradientAttribution):
     def __init__(
         self, forward_func: Callable[..., Tensor], layer: nn.Module | str, multiply_by_inputs: bool = True
     ) -> None:
@@ -211,7 +211,7 @@ class LayerGradientXActivation(_MultipliedLayerAttribution):
 
 
 @register("internal_influence", probe_options={"n_steps": 16})
-class InternalInfluence(LayerAttribution):
+class InternalInfluence(LayerAttribution, GradientAttribution):
     """Internal influence (Leino et al., 2018): the layer gradient integrated along the input path.
 
     ``integral_0^1 d f / d a (a(b + t (x - b))) dt``, not multiplied by anything.
@@ -268,7 +268,7 @@ class InternalInfluence(LayerAttribution):
 
 
 @register("layer_conductance", probe_options={"n_steps": 16})
-class LayerConductance(LayerAttribution):
+class LayerConductance(LayerAttribution, GradientAttribution):
     """Conductance (Dhamdhere et al., 2018): how much of the input path integral flows through each unit.
 
     ``sum_k grad_a f(x_k) * (a(x_{k+1}) - a(x_k))`` over the ``n_steps + 1``

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attribution._base import LayerAttribution, check_path_arguments
+from attribution._base import GradientAttribution, NeuronAttribution, check_path_arguments
 from attribution._canonical import (
     BaselineType,
     CanonicalCall,
@@ -43,12 +43,9 @@ from attribution.functional.path import gradient_shap, integrated_gradients
 from attribution.registry import register
 
 
-class _NeuronAttribution(LayerAttribution):
+class _NeuronAttribution(NeuronAttribution, GradientAttribution):
     """Attribution of one unit of ``layer`` (module or dotted name) to the input features."""
 
-    attributes_to_layer = False
-    takes_target = False
-    takes_neuron_selector = True
     needs_float_inputs = True
 
     def _neuron_call(

@@ -8,7 +8,7 @@ from typing import Any
 from torch import Tensor
 
 from attribution import functional
-from attribution._base import Attribution, check_path_arguments, with_delta
+from attribution._base import GradientAttribution, check_path_arguments, with_delta
 from attribution._canonical import (
     BaselineType,
     TargetType,
@@ -22,7 +22,7 @@ from attribution._checks import check_int
 from attribution.registry import register
 
 
-class _PathAttribution(Attribution):
+class _PathAttribution(GradientAttribution):
     returns_delta = True
     needs_float_inputs = True
 

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from attribution import functional
-from attribution._base import Attribution, attribute_with_future_forward
+from attribution._base import PerturbationAttribution, attribute_with_future_forward
 from attribution._canonical import BaselineType, TargetType, TensorOrTuple, canonical_call, format_baselines
 from attribution._checks import ArgumentError, ArgumentTypeError, check_int
 from attribution._features import format_feature_mask, superpixel_options
@@ -77,7 +77,7 @@ def _occlusion_probe_options(inputs: Tensor) -> dict[str, Any]:
 
 
 @register("occlusion", probe_options=_occlusion_probe_options)
-class Occlusion(Attribution):
+class Occlusion(PerturbationAttribution):
     """Occlusion (Zeiler & Fergus, 2014): slide a baseline patch over the input.
 
     Each feature gets the mean drop of the target over the windows covering it.
@@ -87,8 +87,6 @@ class Occlusion(Attribution):
         >>> occ = Occlusion(model)  # doctest: +SKIP
         >>> attr = occ.attribute(image, (3, 15, 15), strides=(3, 8, 8), target=3)  # doctest: +SKIP
     """
-
-    _multiply_by_inputs = True
 
     def attribute(
         self,
@@ -147,7 +145,7 @@ class Occlusion(Attribution):
 
 
 @register("feature_ablation", probe_options=superpixel_options(8))
-class FeatureAblation(Attribution):
+class FeatureAblation(PerturbationAttribution):
     """Feature ablation: each feature group's contribution is the target's drop when it is
     replaced by the baseline.
 
@@ -158,8 +156,6 @@ class FeatureAblation(Attribution):
     """
 
     perturbs_feature_groups = True
-    _multiply_by_inputs = True
-
     def attribute(
         self,
         inputs: TensorOrTuple,
@@ -224,13 +220,11 @@ class FeatureAblation(Attribution):
 
 
 @register("feature_permutation", probe_options=superpixel_options(8))
-class FeaturePermutation(Attribution):
+class FeaturePermutation(PerturbationAttribution):
     """Permutation feature importance: the target's change when a feature group is shuffled
     across the batch (which needs a batch of at least two examples)."""
 
     perturbs_feature_groups = True
-    _multiply_by_inputs = True
-
     def attribute(
         self,
         inputs: TensorOrTuple,

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from torch import Tensor, nn
 
-from attribution._base import Attribution, LayerAttribution
+from attribution._base import Attribution, InternalAttribution
 from attribution._checks import ArgumentError, check_choice
 
 ProbeOptions = Mapping[str, Any] | Callable[[Tensor], Mapping[str, Any]]
@@ -90,7 +90,7 @@ def register(name: str, probe_options: ProbeOptions | None = None) -> Callable[[
     def add(cls: A) -> A:
         if name in _RECORDS and _RECORDS[name].cls is not cls:
             raise ArgumentError(f"name: {name!r} is already registered for {_RECORDS[name].cls.__name__}")
-        needs_layer = issubclass(cls, LayerAttribution)
+        needs_layer = issubclass(cls, InternalAttribution)
         _RECORDS[name] = MethodRecord(
             name=name,
             cls=cls,

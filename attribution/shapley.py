@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from attribution import functional
-from attribution._base import Attribution, attribute_with_future_forward
+from attribution._base import PerturbationAttribution, attribute_with_future_forward
 from attribution._canonical import BaselineType, TargetType, TensorOrTuple, canonical_call, format_baselines
 from attribution._checks import ArgumentError, check_int
 from attribution._features import format_feature_mask, superpixel_options
@@ -16,7 +16,7 @@ from attribution.registry import register
 
 
 @register("shapley_value_sampling", probe_options=superpixel_options(8, n_samples=10))
-class ShapleyValueSampling(Attribution):
+class ShapleyValueSampling(PerturbationAttribution):
     """Shapley values estimated from random feature orders (Castro et al., 2009).
 
     Along each order the features are switched from the baseline to the input
@@ -25,7 +25,6 @@ class ShapleyValueSampling(Attribution):
     """
 
     perturbs_feature_groups = True
-    _multiply_by_inputs = True
 
     def attribute(
         self,
@@ -79,14 +78,13 @@ class ShapleyValueSampling(Attribution):
 
 
 @register("shapley_values", probe_options=superpixel_options(3))
-class ShapleyValues(Attribution):
+class ShapleyValues(PerturbationAttribution):
     """Exact Shapley values of up to 20 feature groups, from all 2^F coalitions.
 
     (The reference implementation enumerates all F! orders, F evaluations each.)
     """
 
     perturbs_feature_groups = True
-    _multiply_by_inputs = True
 
     def attribute(
         self,

@@ -180,7 +180,9 @@ def install_swap() -> list[Swap]:
 # ---------------------------------------------------------------------------------------------------------
 
 _OURS_DIR = str(Path(importlib.util.find_spec("attribution").origin).parent)
-_BASES = frozenset({"Attribution", "LayerAttribution"})  # named in type hints and super() cells of every method
+_BASES = frozenset(
+    {"Attribution", "GradientAttribution", "PerturbationAttribution", "LayerAttribution", "NeuronAttribution"}
+)  # named in type hints and super() cells of every method
 
 
 class _Recorder:
