@@ -1,4 +1,5 @@
-"""Rule-based backpropagation: DeepLift, DeepLiftShap, guided backprop, deconvolution, guided GradCAM."""
+"""Rule-based backpropagation: DeepLift, DeepLiftShap (at the inputs or at a layer), guided backprop,
+deconvolution, guided GradCAM."""
 
 from __future__ import annotations
 
@@ -6,14 +7,15 @@ import dataclasses
 import inspect
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attribution._autograd import gradients
+from attribution._autograd import grad_enabled, gradients, layer_gradients
 from attribution._canonical import Objective, describe
 from attribution._checks import ArgumentError
 from attribution._chunking import run_chunked
@@ -67,26 +69,75 @@ def _forward_with_rules(objective: Objective, rules: DeepLiftRules, n_inputs: in
 
 @dataclasses.dataclass
 class _DeepLiftPass:
-    """One forward and backward of ``[inputs; baselines]``."""
+    """One forward and backward of ``[inputs; baselines]``, read at the inputs or at a layer."""
 
     multipliers: tuple[Tensor, ...]
-    contributions: tuple[Tensor, ...]  # multipliers * (inputs - baselines)
+    ends: tuple[Tensor, ...]  # what is attributed: the inputs, or the layer's activations for them
+    starts: tuple[Tensor, ...]  # its reference: the baselines, or the layer's activations for them
+    contributions: tuple[Tensor, ...]  # multipliers * (ends - starts)
     start: Tensor  # f(baseline) per row
     end: Tensor  # f(input) per row
     unruled: set[str]
+    was_tuple: bool = False  # the layer produced (or took) a tuple
+
+
+class _Recording:
+    """An objective that keeps its last target values (``layer_gradients`` returns only the gradients)."""
+
+    def __init__(self, objective: Objective) -> None:
+        self.objective = objective
+        self.values: Tensor | None = None
+
+    def __call__(self, inputs: tuple[Tensor, ...], repeats: int = 1) -> Tensor:
+        values = self.objective(inputs, repeats)
+        self.values = values.detach()
+        return values
+
+
+@dataclasses.dataclass(frozen=True)
+class _AtLayer:
+    """Where a layer DeepLift reads its multipliers."""
+
+    layer: nn.Module
+    use_input: bool = False
+    grad_kwargs: Mapping[str, Any] | None = None
 
 
 def _deep_lift_pass(
-    objective: Objective, inputs: tuple[Tensor, ...], baselines: tuple[Tensor, ...], repeats: int, eps: float
+    objective: Objective,
+    inputs: tuple[Tensor, ...],
+    baselines: tuple[Tensor, ...],
+    repeats: int,
+    eps: float,
+    at: _AtLayer | None = None,
 ) -> _DeepLiftPass:
+    """DeepLift's multipliers at the inputs, or (``at``) at a layer's output or input.
+
+    At a layer, the rules run everywhere as for the inputs, and the layer's
+    activations for the stacked batch are made leaves: their gradient is the
+    multiplier of everything downstream, as Captum reads it.
+    """
     rows = inputs[0].shape[0]
-    stacked = tuple(torch.cat([x.detach(), b.expand_as(x).to(x)]) for x, b in zip(inputs, baselines))
+    with grad_enabled():  # inference tensors become normal ones, so the graph may save them
+        stacked = tuple(torch.cat([x.detach(), b.expand_as(x).to(x)]) for x, b in zip(inputs, baselines))
     seed = torch.cat([torch.ones(rows), torch.zeros(rows)]).to(inputs[0].device)
     rules = DeepLiftRules(eps)
-    grads, outputs = gradients(_forward_with_rules(objective, rules, len(inputs)), stacked, 2 * repeats, seed)
+    ruled = _forward_with_rules(objective, rules, len(inputs))
+    if at is None:
+        grads, outputs = gradients(ruled, stacked, 2 * repeats, seed)
+        ends, starts, was_tuple = tuple(x.detach() for x in inputs), baselines, False
+    else:
+        recording = _Recording(ruled)
+        acts, grads, was_tuple = layer_gradients(
+            recording, stacked, at.layer, at.use_input, 2 * repeats, seed, grad_kwargs=at.grad_kwargs
+        )
+        outputs = recording.values
+        ends, starts = tuple(a[:rows] for a in acts), tuple(a[rows:] for a in acts)
     multipliers = tuple(g[:rows] for g in grads)
-    contributions = tuple(m * (x.detach() - b) for m, x, b in zip(multipliers, inputs, baselines))
-    return _DeepLiftPass(multipliers, contributions, outputs[rows:], outputs[:rows], rules.unruled)
+    contributions = tuple(m * (e - s) for m, e, s in zip(multipliers, ends, starts))
+    return _DeepLiftPass(
+        multipliers, ends, starts, contributions, outputs[rows:], outputs[:rows], rules.unruled, was_tuple
+    )
 
 
 def _warn_if_incomplete(delta: Tensor, start: Tensor, end: Tensor, unruled: set[str]) -> None:
@@ -106,7 +157,7 @@ def _warn_if_incomplete(delta: Tensor, start: Tensor, end: Tensor, unruled: set[
         f"DeepLift: attributions explain {100 * (1 - share):.3g}% of f(x) - f(baseline); {100 * share:.3g}% is "
         f"left unexplained (worst example) by ops without an exact rule ({ops})",
         UserWarning,
-        stacklevel=4,
+        stacklevel=5,  # the user's call: _warn_if_incomplete, _single or _averaged, the core function, attribute
     )
 
 
@@ -115,32 +166,58 @@ CustomAttribution = Callable[..., Tensor | tuple[Tensor, ...]]
 
 
 def _custom_attributions(
-    func: CustomAttribution, multipliers: tuple[Tensor, ...], inputs: tuple[Tensor, ...], baselines: tuple[Tensor, ...]
+    func: CustomAttribution, multipliers: tuple[Tensor, ...], ends: tuple[Tensor, ...], starts: tuple[Tensor, ...]
 ) -> tuple[Tensor, ...]:
-    """``func`` applied as Captum applies it: to as many of (multipliers, inputs, baselines) as it takes."""
+    """``func`` applied as Captum applies it: to as many of (multipliers, inputs, baselines) as it takes;
+    at a layer, "inputs" and "baselines" are the layer's activations for them."""
     parameters = inspect.signature(func).parameters.values()
     variadic = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters)
     count = 3 if variadic else len(parameters)
     if not 1 <= count <= 3:
         raise ArgumentError(f"custom_attribution_func: expected 1 to 3 parameters, got {count}")
-    arguments = (
-        multipliers,
-        tuple(x.detach() for x in inputs),
-        tuple(b.expand_as(x) for b, x in zip(baselines, inputs)),
-    )
+    arguments = (multipliers, ends, tuple(s.expand_as(e) for s, e in zip(starts, ends)))
     result = func(*arguments[:count])
     attrs = (result,) if isinstance(result, Tensor) else tuple(result) if isinstance(result, (tuple, list)) else None
     if (
         attrs is None
-        or len(attrs) != len(inputs)
-        or any(not isinstance(a, Tensor) or a.shape != x.shape for a, x in zip(attrs, inputs))
+        or len(attrs) != len(ends)
+        or any(not isinstance(a, Tensor) or a.shape != e.shape for a, e in zip(attrs, ends))
     ):
-        shapes = [tuple(x.shape) for x in inputs]
+        shapes = [tuple(e.shape) for e in ends]
         raise ArgumentError(
-            f"custom_attribution_func: expected a tuple of tensors shaped like the inputs {shapes}, "
-            f"got {describe(result)}"
+            f"custom_attribution_func: expected a tuple of tensors shaped like the attributed inputs or layer "
+            f"activations {shapes}, got {describe(result)}"
         )
     return attrs
+
+
+def _attributions(result: _DeepLiftPass, multiply_by_inputs: bool, custom: CustomAttribution | None):
+    if custom is not None:
+        return _custom_attributions(custom, result.multipliers, result.ends, result.starts)
+    return result.contributions if multiply_by_inputs else result.multipliers
+
+
+def _single(
+    objective: Objective,
+    inputs: tuple[Tensor, ...],
+    baselines: tuple[Tensor, ...],
+    repeats: int,
+    custom: CustomAttribution | None,
+    at: _AtLayer | None,
+    *,
+    multiply_by_inputs: bool,
+    return_convergence_delta: bool,
+    eps: float,
+) -> tuple[tuple[Tensor, ...], Tensor | None, bool]:
+    """DeepLift against one baseline per row, at the inputs or ``at`` a layer: ``(attrs, delta, was_tuple)``."""
+    result = _deep_lift_pass(objective, inputs, baselines, repeats, eps, at)
+    complete = convergence_delta(result.contributions, result.start, result.end)
+    _warn_if_incomplete(complete, result.start, result.end, result.unruled)
+    attrs = _attributions(result, multiply_by_inputs, custom)
+    if not return_convergence_delta:
+        return attrs, None, result.was_tuple
+    delta = complete if attrs is result.contributions else convergence_delta(attrs, result.start, result.end)
+    return attrs, delta, result.was_tuple
 
 
 def deep_lift(
@@ -173,25 +250,88 @@ def deep_lift(
         ``(attributions, delta)``; the delta (per row) comes from the same
         forward, so it costs nothing extra.
     """
-    result = _deep_lift_pass(objective, inputs, baselines, repeats, eps)
-    complete = convergence_delta(result.contributions, result.start, result.end)
-    _warn_if_incomplete(complete, result.start, result.end, result.unruled)
-    attrs = _attributions(result, inputs, baselines, multiply_by_inputs, custom_attribution_func)
-    if not return_convergence_delta:
-        return attrs, None
-    return attrs, (complete if attrs is result.contributions else convergence_delta(attrs, result.start, result.end))
+    options = dict(multiply_by_inputs=multiply_by_inputs, return_convergence_delta=return_convergence_delta, eps=eps)
+    attrs, delta, _ = _single(objective, inputs, baselines, repeats, custom_attribution_func, None, **options)
+    return attrs, delta
 
 
-def _attributions(
-    result: _DeepLiftPass,
+def layer_deep_lift(
+    objective: Objective,
     inputs: tuple[Tensor, ...],
     baselines: tuple[Tensor, ...],
-    multiply_by_inputs: bool,
+    layer: nn.Module,
+    *,
+    multiply_by_inputs: bool = True,
+    return_convergence_delta: bool = False,
+    attribute_to_layer_input: bool = False,
+    eps: float = 1e-10,
+    custom_attribution_func: CustomAttribution | None = None,
+    grad_kwargs: Mapping[str, Any] | None = None,
+) -> tuple[tuple[Tensor, ...], Tensor | None, bool]:
+    """DeepLift's multipliers at a layer's output (or input), times ``a(inputs) - a(baselines)``.
+
+    The same single forward and backward of ``[inputs; baselines]`` with the
+    rules as :func:`deep_lift`, differentiated with respect to the layer's
+    activations.  Where the ops downstream of the layer have exact rules, the
+    attributions sum to ``f(x) - f(baseline)``; otherwise a warning says how
+    much is missing, as for :func:`deep_lift`.  Inputs may be token ids when
+    the layer sits after the embedding.
+
+    Returns:
+        ``(attributions, delta, layer_returned_tuple)``; the attributions are
+        shaped like the activations, ``delta`` is None unless requested.
+
+    Raises:
+        ValueError: the layer does not run exactly once per forward.
+    """
+    at = _AtLayer(layer, attribute_to_layer_input, grad_kwargs)
+    options = dict(multiply_by_inputs=multiply_by_inputs, return_convergence_delta=return_convergence_delta, eps=eps)
+    return _single(objective, inputs, baselines, 1, custom_attribution_func, at, **options)
+
+
+def _averaged(
+    objective: Objective,
+    inputs: tuple[Tensor, ...],
+    baseline_distribution: tuple[Tensor, ...],
     custom: CustomAttribution | None,
-) -> tuple[Tensor, ...]:
-    if custom is not None:
-        return _custom_attributions(custom, result.multipliers, inputs, baselines)
-    return result.contributions if multiply_by_inputs else result.multipliers
+    at: _AtLayer | None,
+    *,
+    multiply_by_inputs: bool,
+    return_convergence_delta: bool,
+    eps: float,
+) -> tuple[tuple[Tensor, ...], Tensor | None, bool]:
+    """DeepLift against every baseline row, averaged; chunks of baselines sized to the memory budget."""
+    n = inputs[0].shape[0]
+    k = baseline_distribution[0].shape[0]
+    totals: list[Tensor] = []
+    checks: list[tuple[Tensor, Tensor, Tensor]] = []
+    deltas: list[Tensor] = []
+    unruled: set[str] = set()
+    was_tuple = False
+
+    def attribute(lo: int, hi: int) -> None:
+        nonlocal was_tuple
+        copies = hi - lo
+        repeated = tuple(x.detach().repeat(copies, *([1] * (x.dim() - 1))) for x in inputs)
+        references = tuple(b[lo:hi].repeat_interleave(n, dim=0) for b in baseline_distribution)
+        result = _deep_lift_pass(objective, repeated, references, copies, eps, at)
+        attrs = _attributions(result, multiply_by_inputs, custom)
+        parts = tuple(a.view(copies, n, *a.shape[1:]).sum(0) for a in attrs)
+        if totals:
+            for total, part in zip(totals, parts):
+                total += part
+        else:
+            totals.extend(parts)
+        checks.append((convergence_delta(result.contributions, result.start, result.end), result.start, result.end))
+        unruled.update(result.unruled)
+        was_tuple = result.was_tuple
+        if return_convergence_delta:
+            deltas.append(convergence_delta(attrs, result.start, result.end).view(copies, n))
+
+    run_chunked(k, attribute, rows_per_item=2 * n, internal_batch_size=None, device=inputs[0].device)
+    _warn_if_incomplete(*(torch.cat(parts) for parts in zip(*checks)), unruled)
+    attrs = tuple(t / k for t in totals)
+    return attrs, (torch.cat(deltas).t().reshape(-1) if deltas else None), was_tuple
 
 
 def deep_lift_shap(
@@ -214,30 +354,33 @@ def deep_lift_shap(
         ``(attributions, delta)``; the delta has one entry per (example,
         baseline), example-major.
     """
-    n = inputs[0].shape[0]
-    k = baseline_distribution[0].shape[0]
-    totals = [torch.zeros_like(x) for x in inputs]
-    checks: list[tuple[Tensor, Tensor, Tensor]] = []
-    deltas: list[Tensor] = []
-    unruled: set[str] = set()
+    options = dict(multiply_by_inputs=multiply_by_inputs, return_convergence_delta=return_convergence_delta, eps=eps)
+    attrs, delta, _ = _averaged(objective, inputs, baseline_distribution, custom_attribution_func, None, **options)
+    return attrs, delta
 
-    def attribute(lo: int, hi: int) -> None:
-        copies = hi - lo
-        repeated = tuple(x.detach().repeat(copies, *([1] * (x.dim() - 1))) for x in inputs)
-        references = tuple(b[lo:hi].repeat_interleave(n, dim=0) for b in baseline_distribution)
-        result = _deep_lift_pass(objective, repeated, references, copies, eps)
-        attrs = _attributions(result, repeated, references, multiply_by_inputs, custom_attribution_func)
-        for total, a in zip(totals, attrs):
-            total += a.view(copies, n, *a.shape[1:]).sum(0)
-        checks.append((convergence_delta(result.contributions, result.start, result.end), result.start, result.end))
-        unruled.update(result.unruled)
-        if return_convergence_delta:
-            deltas.append(convergence_delta(attrs, result.start, result.end).view(copies, n))
 
-    run_chunked(k, attribute, rows_per_item=2 * n, internal_batch_size=None, device=inputs[0].device)
-    _warn_if_incomplete(*(torch.cat(parts) for parts in zip(*checks)), unruled)
-    attrs = tuple(t / k for t in totals)
-    return attrs, (torch.cat(deltas).t().reshape(-1) if deltas else None)
+def layer_deep_lift_shap(
+    objective: Objective,
+    inputs: tuple[Tensor, ...],
+    baseline_distribution: tuple[Tensor, ...],
+    layer: nn.Module,
+    *,
+    multiply_by_inputs: bool = True,
+    return_convergence_delta: bool = False,
+    attribute_to_layer_input: bool = False,
+    eps: float = 1e-10,
+    custom_attribution_func: CustomAttribution | None = None,
+    grad_kwargs: Mapping[str, Any] | None = None,
+) -> tuple[tuple[Tensor, ...], Tensor | None, bool]:
+    """:func:`layer_deep_lift` against every baseline row, averaged (as :func:`deep_lift_shap`).
+
+    Returns:
+        ``(attributions, delta, layer_returned_tuple)``; the delta has one
+        entry per (example, baseline), example-major.
+    """
+    at = _AtLayer(layer, attribute_to_layer_input, grad_kwargs)
+    options = dict(multiply_by_inputs=multiply_by_inputs, return_convergence_delta=return_convergence_delta, eps=eps)
+    return _averaged(objective, inputs, baseline_distribution, custom_attribution_func, at, **options)
 
 
 def guided_backprop(objective: Objective, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:

@@ -21,7 +21,7 @@ from attribution._autograd import (
 from attribution._canonical import Objective, repeat_rows
 from attribution._checks import ArgumentError
 from attribution._chunking import run_chunked
-from attribution.functional.path import convergence_delta, endpoint_outputs, integration_nodes
+from attribution.functional.path import convergence_delta, endpoint_outputs, gradient_shap_draws, integration_nodes
 
 
 def layer_gradcam(
@@ -370,3 +370,73 @@ def layer_integrated_gradients(
         start_out, end_out = outputs.chunk(2)
         delta = convergence_delta(tuple(a for layer_attrs in attrs for a in layer_attrs), start_out, end_out)
     return (attrs, delta, was_tuple) if several else (attrs[0], delta, was_tuple[0])
+
+
+def layer_gradient_shap(
+    objective: Objective,
+    inputs: tuple[Tensor, ...],
+    baseline_distribution: tuple[Tensor, ...],
+    layer: nn.Module,
+    *,
+    n_samples: int = 5,
+    stdevs: tuple[float, ...] = (0.0,),
+    multiply_by_inputs: bool = True,
+    return_convergence_delta: bool = False,
+    attribute_to_layer_input: bool = False,
+    grad_kwargs: Mapping[str, Any] | None = None,
+) -> tuple[tuple[Tensor, ...], Tensor | None, bool]:
+    """GradientSHAP at a layer: the expected ``grad_a f(p) * (a(x') - a(b))``.
+
+    Per sample, as :func:`~attribution.functional.gradient_shap` draws them
+    (same draws for the same seed), a noisy input ``x'``, a baseline ``b`` and
+    a point ``p`` on the input-space segment between them; the layer gradient
+    is taken at ``p``, and ``a(x')``, ``a(b)`` come from forwards without
+    autograd (which also give ``f(x') - f(b)`` for the delta).
+
+    Returns:
+        ``(attributions, delta, layer_returned_tuple)``; ``delta`` has one
+        entry per (example, sample), example-major, or is None unless requested.
+    """
+    n = inputs[0].shape[0]
+    noisy, starts, alphas = gradient_shap_draws(inputs, baseline_distribution, n_samples, stdevs)
+    totals: list[Tensor] = []
+    row_deltas: list[Tensor] = []
+    was_tuple = False
+    use_input, with_target = attribute_to_layer_input, return_convergence_delta
+    needs_ends = multiply_by_inputs or return_convergence_delta
+    # Without noise every sample's end is the input itself: a(x) and f(x) are computed once.
+    fixed = (
+        _layer_values(objective, inputs, layer, use_input, 1, with_target) if needs_ends and not any(stdevs) else None
+    )
+
+    def sample(lo: int, hi: int) -> None:
+        nonlocal was_tuple
+        steps, part = hi - lo, slice(lo * n, hi * n)
+        ends, begins = tuple(x[part] for x in noisy), tuple(b[part] for b in starts)
+        with grad_enabled(), torch.no_grad():
+            points = tuple(
+                b + alphas[part].to(e).view(-1, *([1] * (e.dim() - 1))) * (e - b) for b, e in zip(begins, ends)
+            )
+        _, grads, was_tuple = layer_gradients(
+            objective, points, layer, attribute_to_layer_input, repeats=steps, grad_kwargs=grad_kwargs
+        )
+        contribs, outputs = grads, None
+        if needs_ends:
+            rows = begins if fixed is not None else tuple(torch.cat([e, b]) for e, b in zip(ends, begins))
+            acts, _, outputs = _layer_values(
+                objective, rows, layer, use_input, steps if fixed is not None else 2 * steps, with_target
+            )
+            if fixed is not None:
+                acts = tuple(torch.cat([repeat_rows(a, steps), b]) for a, b in zip(fixed[0], acts))
+                outputs = torch.cat([repeat_rows(fixed[2], steps), outputs]) if with_target else None
+            if multiply_by_inputs:
+                contribs = tuple(g * (a[: steps * n] - a[steps * n :]) for g, a in zip(grads, acts))
+        _accumulate(totals, tuple(c.view(steps, n, *c.shape[1:]).sum(0) for c in contribs))
+        if return_convergence_delta:
+            row_deltas.append(convergence_delta(contribs, outputs[steps * n :], outputs[: steps * n]))
+
+    run_chunked(n_samples, sample, rows_per_item=n, internal_batch_size=None, device=inputs[0].device)
+    attrs = tuple(t / n_samples for t in totals)
+    if not return_convergence_delta:
+        return attrs, None, was_tuple
+    return attrs, torch.cat(row_deltas).view(n_samples, n).t().reshape(-1), was_tuple

@@ -107,6 +107,33 @@ def integrated_gradients(
     return attrs, convergence_delta(attrs, start_out, end_out)
 
 
+def gradient_shap_draws(
+    inputs: tuple[Tensor, ...], baseline_distribution: tuple[Tensor, ...], n_samples: int, stdevs: tuple[float, ...]
+) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...], Tensor]:
+    """GradientSHAP's random draws for ``n_samples`` samples of every example, repeat-major.
+
+    Baseline rows and path points are drawn before the noise, so the same seed
+    picks the same baselines and points whatever ``stdevs`` is.  Every draw
+    comes from torch's global generator, up front (results do not depend on
+    how the work is chunked).
+
+    Returns:
+        ``(noisy_inputs, baselines, alphas)``: per input ``n_samples * n`` rows
+        of ``x + N(0, stdev^2)`` and of drawn baselines, and one alpha per row.
+    """
+    n = inputs[0].shape[0]
+    rows = n_samples * n
+    device = inputs[0].device
+    pick = torch.randint(baseline_distribution[0].shape[0], (rows,), device=device)
+    starts = tuple(b[pick] for b in baseline_distribution)
+    alphas = torch.rand(rows, device=device, dtype=inputs[0].dtype)
+    noisy = []
+    for x, stdev in zip(inputs, stdevs):
+        repeated = x.detach().repeat(n_samples, *([1] * (x.dim() - 1)))
+        noisy.append(repeated + stdev * torch.randn_like(repeated) if stdev > 0 else repeated)
+    return tuple(noisy), starts, alphas
+
+
 def gradient_shap(
     objective: Objective,
     inputs: tuple[Tensor, ...],
@@ -122,24 +149,15 @@ def gradient_shap(
 
     Each of the ``n_samples`` samples per example adds Gaussian noise of
     ``stdevs`` to the input, draws a baseline from the distribution and a
-    point uniformly on the segment between them.  All random draws happen up
-    front (from torch's global generator), so the result does not depend on
-    how the work is chunked.
+    point uniformly on the segment between them (:func:`gradient_shap_draws`).
 
     Returns:
         ``(attributions, delta)``; ``delta`` has one entry per (example,
         sample), example-major, or is None unless requested.
     """
     n = inputs[0].shape[0]
-    rows = n_samples * n
     device = inputs[0].device
-    noisy = []
-    for x, stdev in zip(inputs, stdevs):
-        repeated = x.detach().repeat(n_samples, *([1] * (x.dim() - 1)))
-        noisy.append(repeated + stdev * torch.randn_like(repeated) if stdev > 0 else repeated)
-    pick = torch.randint(baseline_distribution[0].shape[0], (rows,), device=device)
-    starts = tuple(b[pick] for b in baseline_distribution)
-    alphas = torch.rand(rows, device=device, dtype=inputs[0].dtype)
+    noisy, starts, alphas = gradient_shap_draws(inputs, baseline_distribution, n_samples, stdevs)
     totals = [torch.zeros_like(x) for x in inputs]
     row_deltas: list[Tensor] = []
 
