@@ -26,13 +26,14 @@ class FeatureMasks:
 
     masks: tuple[Tensor, ...]
     count: int
+    name: str = "feature_mask"  # the argument's name in error messages (layer methods take ``layer_mask``)
 
     def check_shared(self, aggregate: bool) -> None:
         """Raise when a forward that returns one value for the whole batch (``aggregate``) meets masks
         that differ between examples: a feature is then perturbed in every example at once."""
         if aggregate and any(m.shape[0] != 1 for m in self.masks):
             raise ArgumentError(
-                "feature_mask: forward_func returns one value for the whole batch, so each feature is perturbed "
+                f"{self.name}: forward_func returns one value for the whole batch, so each feature is perturbed "
                 "in every example at once and the mask must be shared by the batch (first dimension 1), got "
                 f"shapes {[tuple(m.shape) for m in self.masks]}"
             )
@@ -70,11 +71,12 @@ class FeatureMasks:
         return tuple(result)
 
 
-def format_feature_mask(feature_mask: Any, inputs: tuple[Tensor, ...]) -> FeatureMasks:
+def format_feature_mask(feature_mask: Any, inputs: tuple[Tensor, ...], name: str = "feature_mask") -> FeatureMasks:
     """Validate ``feature_mask`` (None: every element its own feature) as :class:`FeatureMasks`.
 
     Masks hold integer ids; floating masks are accepted when every id is a
-    whole number (as the reference does), and converted.
+    whole number (as the reference does), and converted.  ``name`` is the
+    argument's name in error messages (``layer_mask`` for layer methods).
 
     Raises:
         TypeError: not a tensor of numbers (bool masks are ambiguous and refused too).
@@ -87,33 +89,33 @@ def format_feature_mask(feature_mask: Any, inputs: tuple[Tensor, ...]) -> Featur
             size = x[0].numel()
             masks.append((torch.arange(size, device=x.device) + offset).view(1, *x.shape[1:]))
             offset += size
-        return FeatureMasks(tuple(masks), offset)
+        return FeatureMasks(tuple(masks), offset, name)
     given = feature_mask if isinstance(feature_mask, (tuple, list)) else (feature_mask,)
     if len(given) != len(inputs):
-        raise ArgumentError(f"feature_mask: expected one mask per input ({len(inputs)}), got {len(given)}")
+        raise ArgumentError(f"{name}: expected one mask per input ({len(inputs)}), got {len(given)}")
     masks = []
     for i, (mask, x) in enumerate(zip(given, inputs)):
-        name = "feature_mask" if len(inputs) == 1 else f"feature_mask[{i}]"
-        mask = _feature_ids(mask, name).to(x.device)
+        label = name if len(inputs) == 1 else f"{name}[{i}]"
+        mask = _feature_ids(mask, label).to(x.device)
         if mask.dim() < x.dim():  # broadcast from the right: e.g. (H, W) or (C, H, W) shared by the batch
             mask = mask.reshape((1,) * (x.dim() - mask.dim()) + tuple(mask.shape))
         if mask.dim() != x.dim() or not _broadcasts(mask.shape, x.shape):
             raise ArgumentError(
-                f"{name}: expected a shape that broadcasts to the input's {tuple(x.shape)} "
+                f"{label}: expected a shape that broadcasts to the input's {tuple(x.shape)} "
                 f"(first dimension 1 or {x.shape[0]}), got {tuple(mask.shape)}"
             )
         masks.append(mask)
     ids = torch.unique(torch.cat([m.flatten() for m in masks]))
     if int(ids[0]) < 0:
-        raise ArgumentError(f"feature_mask: ids must be >= 0, got {int(ids[0])}")
+        raise ArgumentError(f"{name}: ids must be >= 0, got {int(ids[0])}")
     count = int(ids[-1]) + 1
     if len(ids) != count:
         missing = sorted(set(range(count)) - set(ids.tolist()))[:5]
         raise ArgumentError(
-            f"feature_mask: ids must run from 0 to the number of features - 1 without gaps; "
+            f"{name}: ids must run from 0 to the number of features - 1 without gaps; "
             f"{len(ids)} distinct ids up to {count - 1}, missing e.g. {missing}"
         )
-    return FeatureMasks(tuple(masks), count)
+    return FeatureMasks(tuple(masks), count, name)
 
 
 def _feature_ids(mask: Any, name: str) -> Tensor:

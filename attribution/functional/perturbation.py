@@ -193,7 +193,9 @@ def evaluate_copies(
         return torch.empty(objective.rows, 0, device=inputs[0].device)
     forward = _CopyForward(objective, inputs, boxes)
     scale = 1 if forward.local is None else LOCAL_BATCH_SCALE
-    per_eval = min(perturbations_per_eval or auto_perturbations_per_eval(inputs, total, scale), total)
+    # Batched extra arguments (the model's inputs, for a perturbed layer) are repeated with every copy too.
+    repeated = tuple(a for a in objective.additional_args if isinstance(a, Tensor) and a.dim() > 0)
+    per_eval = min(perturbations_per_eval or auto_perturbations_per_eval(inputs + repeated, total, scale), total)
     values = []
     with ThreadGovernor(inputs[0].device) as governor:
         for lo in range(0, total, per_eval):
