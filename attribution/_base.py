@@ -116,7 +116,7 @@ class GradientAttribution(Attribution):
 class PerturbationAttribution(Attribution):
     """A method that only runs the model forward on perturbed inputs (ablation, occlusion, permutation,
     Shapley values, surrogate models): Captum's base class of that name.  Attributions count
-    ``inputs - baselines`` in."""
+    ``inputs - baselines`` in (surrogate models' coefficients, as in Captum, do not)."""
 
     _multiply_by_inputs = True
 
