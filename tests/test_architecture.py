@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FAMILIES = ("gradient", "path", "backprop", "noise_tunnel", "perturbation", "shapley", "surrogate", "layer", "neuron")
+FAMILIES = (
+    *("gradient", "path", "backprop", "lrp", "noise_tunnel", "perturbation", "shapley", "surrogate", "dataloader"),
+    *("layer", "layer_path", "layer_backprop", "layer_perturbation"),
+    *("neuron", "neuron_backprop", "neuron_perturbation"),
+)
+UTILITIES = ("stat", "summarizer", "embeddings", "baselines")
+"""Captum's helpers that are not methods: statistics of attributions, interpretable embeddings, baselines."""
+UTILITY_MAY_IMPORT = ("attribution._checks", "attribution._autograd", *(f"attribution.{u}" for u in UTILITIES))
 FAMILY_MAY_IMPORT = (
     "attribution.functional",  # the core
     "attribution._base",  # base classes, traits and the helpers families share
@@ -47,6 +54,19 @@ def test_a_family_module_imports_no_sibling_family(family):
         targets = [f"{module}.{name}" for name in names] if module == "attribution" else [module]
         for target in targets:
             assert target.startswith(FAMILY_MAY_IMPORT), f"attribution/{family}.py imports {target}"
+
+
+def test_every_public_module_is_a_family_or_a_utility():
+    known = {*FAMILIES, *UTILITIES, "registry", "outputs", "utils", "visualization", "text_visualization", "__init__"}
+    public = {path.stem for path in (ROOT / "attribution").glob("*.py") if not path.stem.startswith("_")}
+    assert public - known == set(), "classify the new module in tests/test_architecture.py"
+
+
+@pytest.mark.parametrize("utility", UTILITIES)
+def test_a_utility_imports_no_family(utility):
+    for module, _ in _imports(ROOT / "attribution" / f"{utility}.py"):
+        if module.startswith("attribution"):
+            assert module.startswith(UTILITY_MAY_IMPORT), f"attribution/{utility}.py imports {module}"
 
 
 def test_the_callbacks_use_only_public_names_of_the_engine():
