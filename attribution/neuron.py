@@ -36,7 +36,7 @@ from attribution._canonical import (
     make_objective,
 )
 from attribution._checks import check_grad_kwargs, check_int
-from attribution.functional.backprop import deep_lift, deep_lift_shap
+from attribution.functional.backprop import CustomAttribution, deep_lift, deep_lift_shap
 from attribution.functional.gradient import saliency
 from attribution.functional.neuron import NeuronSelector, neuron_conductance, neuron_objective
 from attribution.functional.path import gradient_shap, integrated_gradients
@@ -72,8 +72,11 @@ class _GlobalNeuronAttribution(_NeuronAttribution):
 
 
 class _NeuronDeepLiftBase(_GlobalNeuronAttribution):
-    def __init__(self, model: Callable[..., Tensor], layer: nn.Module | str, multiply_by_inputs: bool = True) -> None:
+    def __init__(
+        self, model: Callable[..., Tensor], layer: nn.Module | str, multiply_by_inputs: bool = True, eps: float = 1e-10
+    ) -> None:
         super().__init__(model, layer, multiply_by_inputs)  # Captum names the model ``model`` here
+        self.eps = eps
 
 
 @register("neuron_gradient")
@@ -284,10 +287,11 @@ class NeuronDeepLift(_NeuronDeepLiftBase):
         baselines: BaselineType = None,
         additional_forward_args: Any = None,
         attribute_to_neuron_input: bool = False,
+        custom_attribution_func: CustomAttribution | None = None,
     ) -> TensorOrTuple:
         """Attribute ``unit(inputs) - unit(baselines)`` to the input features.
 
-        Arguments are those of :meth:`DeepLift.attribute`, with
+        Arguments are those of :meth:`DeepLift.attribute` (``custom_attribution_func`` too), with
         ``neuron_selector`` (see the module docstring) instead of ``target``.
         """
         call = self._neuron_call(inputs, neuron_selector, additional_forward_args, attribute_to_neuron_input)
@@ -296,6 +300,8 @@ class NeuronDeepLift(_NeuronDeepLiftBase):
             call.inputs,
             format_baselines(baselines, call.inputs),
             multiply_by_inputs=self.multiplies_by_inputs,
+            eps=self.eps,
+            custom_attribution_func=custom_attribution_func,
         )
         return call.restore(attrs)
 
@@ -317,10 +323,11 @@ class NeuronDeepLiftShap(_NeuronDeepLiftBase):
         baselines: BaselineType = None,
         additional_forward_args: Any = None,
         attribute_to_neuron_input: bool = False,
+        custom_attribution_func: CustomAttribution | None = None,
     ) -> TensorOrTuple:
         """Average the unit's DeepLift attributions over ``k`` baseline rows.
 
-        Arguments are those of :meth:`DeepLiftShap.attribute`, with
+        Arguments are those of :meth:`DeepLiftShap.attribute` (``custom_attribution_func`` too), with
         ``neuron_selector`` (see the module docstring) instead of ``target``.
         """
         call = self._neuron_call(inputs, neuron_selector, additional_forward_args, attribute_to_neuron_input)
@@ -329,5 +336,7 @@ class NeuronDeepLiftShap(_NeuronDeepLiftBase):
             call.inputs,
             format_baseline_distribution(baselines, call.inputs),
             multiply_by_inputs=self.multiplies_by_inputs,
+            eps=self.eps,
+            custom_attribution_func=custom_attribution_func,
         )
         return call.restore(attrs)

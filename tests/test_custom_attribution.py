@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from attribution import ArgumentError, DeepLift, DeepLiftShap
+from attribution import ArgumentError, DeepLift, DeepLiftShap, NeuronDeepLift, NeuronDeepLiftShap
 from tests.models import MLP, TwoInput, seeded
 
 X = torch.rand(3, 6)
@@ -78,3 +78,15 @@ def test_matches_captum():
     ours = DeepLift(model).attribute(X, b, target=1, custom_attribution_func=custom)
     theirs = captum.DeepLift(model).attribute(X, b, target=1, custom_attribution_func=custom)
     torch.testing.assert_close(ours, theirs)
+
+
+def test_neuron_deep_lift_and_shap_take_it_too():
+    model = seeded(MLP)
+    b = torch.rand(4, 6)
+    for method in (NeuronDeepLift(model, "fc1"), NeuronDeepLiftShap(model, "fc1")):
+        baselines = b[:1] if isinstance(method, NeuronDeepLift) else b
+        expected = method.attribute(X, 2, baselines)
+        got = method.attribute(X, 2, baselines, custom_attribution_func=_times_difference)
+        torch.testing.assert_close(got, expected)
+        doubled = method.attribute(X, 2, baselines, custom_attribution_func=lambda m, x, b: (2 * m[0] * (x[0] - b[0]),))
+        torch.testing.assert_close(doubled, 2 * expected)
