@@ -202,7 +202,7 @@ def layer_output_forward(
     it as their forward function, with the neuron selector as the target.
 
     Raises:
-        ValueError: the layer returns (or takes) several tensors, or never runs.
+        ValueError: the layer returns (or takes) something other than tensors, or never runs.
     """
 
     def forward(*args: Any) -> Tensor:
@@ -223,12 +223,13 @@ def layer_output_forward(
         if not captured:
             raise ArgumentError(f"layer: {type(layer).__name__} did not run in the model's forward")
         (value,) = captured
-        if not isinstance(value, Tensor):
+        several = isinstance(value, tuple) and value and all(isinstance(v, Tensor) for v in value)
+        if not isinstance(value, Tensor) and not several:
             raise ArgumentError(
-                f"layer: neuron methods need a layer with one tensor {'input' if use_input else 'output'}, "
+                f"layer: neuron methods need a layer with tensor {'inputs' if use_input else 'outputs'}, "
                 f"{type(layer).__name__} has {type(value).__name__}"
             )
-        return value
+        return value  # several tensors: a callable neuron_selector picks the unit from the tuple
 
     return forward
 

@@ -12,7 +12,7 @@ import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, Union
 
 import torch
 from torch import Tensor
@@ -44,6 +44,13 @@ class Target:
     def select(self, output: Tensor, repeats: int = 1) -> Tensor:
         """The target scalar of every row of ``output`` (``n * repeats`` rows)."""
         rows = self.n * repeats
+        if self.fn is not None and isinstance(output, tuple) and all(isinstance(o, Tensor) for o in output):
+            return self._picked(self.fn(output), rows)  # a layer of several tensors: the callable picks from all
+        if isinstance(output, tuple) and self.name == "neuron_selector":
+            raise ArgumentError(
+                f"neuron_selector: the layer gives {len(output)} tensors; pick the unit with a callable, "
+                f"e.g. lambda outputs: outputs[0][:, 3]"
+            )
         if not isinstance(output, Tensor):
             raise ArgumentTypeError(f"forward_func: expected it to return a tensor, got {describe(output)}")
         if output.dim() == 0 or output.shape[0] != rows:
@@ -57,11 +64,7 @@ class Target:
                 # One value for the whole batch (Captum allows it, e.g. ``lambda x: x.sum()``): the callable
                 # is applied to every row alone, so each example gets its own value and gradient.
                 picked = torch.stack([self.fn(output[r : r + 1]).reshape(()) for r in range(rows)])
-            if not isinstance(picked, Tensor) or picked.shape != (rows,):
-                raise ArgumentError(
-                    f"{self.name}: the callable must return a tensor of shape ({rows},), got {describe(picked)}"
-                )
-            return picked
+            return self._picked(picked, rows)
         if self.index is None:
             if output[0].numel() != 1:
                 raise ArgumentError(
@@ -70,6 +73,13 @@ class Target:
                 )
             return output.reshape(rows)
         return self._gather(output, repeats)
+
+    def _picked(self, picked: Any, rows: int) -> Tensor:
+        if not isinstance(picked, Tensor) or picked.shape != (rows,):
+            raise ArgumentError(
+                f"{self.name}: the callable must return a tensor of shape ({rows},), got {describe(picked)}"
+            )
+        return picked
 
     def _gather(self, output: Tensor, repeats: int) -> Tensor:
         k = self.index.shape[1]

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from attribution import registry
+from attribution import LayerConductance, registry
 from attribution.neuron import (
     NeuronConductance,
     NeuronDeepLift,
@@ -493,3 +493,35 @@ def test_a_selector_that_returns_one_value_for_the_batch_is_applied_to_each_exam
         NeuronGradient(model, model.conv2).attribute(one, neuron_selector=whole),
         NeuronGradient(model, model.conv2).attribute(one, neuron_selector=per_row),
     )
+
+
+class _TwoTensorLayer(nn.Module):
+    def forward(self, x):
+        return torch.relu(x), torch.relu(-x)
+
+
+class _TupleLayerModel(nn.Module):
+    """A layer that returns two tensors, both used after it (Captum's multi-input module case)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.pair, self.fc2 = nn.Linear(3, 4), _TwoTensorLayer(), nn.Linear(8, 2)
+
+    def forward(self, x):
+        a, b = self.pair(self.fc1(x))
+        return self.fc2(torch.cat([a, b], dim=1))
+
+
+def test_a_layer_of_several_tensors_takes_a_callable_selector_that_picks_from_the_tuple():
+    model, x = seeded(_TupleLayerModel), torch.randn(5, 3)
+    unit = lambda outputs: outputs[1][:, 2]  # noqa: E731
+    grads = NeuronGradient(model, model.pair).attribute(x, unit)
+    with torch.enable_grad():
+        leaf = x.clone().requires_grad_()
+        (expected,) = torch.autograd.grad(torch.relu(-model.fc1(leaf))[:, 2].sum(), leaf)
+    torch.testing.assert_close(grads, expected)
+    conductance = NeuronConductance(model, model.pair).attribute(x, unit, target=1, n_steps=200)
+    layer = LayerConductance(model, model.pair).attribute(x, target=1, n_steps=200)
+    torch.testing.assert_close(conductance.sum(1), layer[1][:, 2], rtol=1e-2, atol=1e-3)  # two quadratures of a kink
+    with pytest.raises(ValueError, match="neuron_selector: the layer gives 2 tensors; pick the unit with a callable"):
+        NeuronGradient(model, model.pair).attribute(x, (2,))

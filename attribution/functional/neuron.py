@@ -158,7 +158,7 @@ def neuron_conductance(
 
     Raises:
         ValueError: a selector with slices (it sums units, and the sum has no
-            gradient of its own), or a layer with several tensors.
+            gradient of its own).
     """
     if isinstance(neuron.target.fn, _SliceSum):
         raise ArgumentError(
@@ -182,9 +182,8 @@ def neuron_conductance(
         _, layer_grads, _ = layer_gradients(
             objective, points, layer, attribute_to_neuron_input, repeats=steps, grad_kwargs=grad_kwargs
         )
-        if len(layer_grads) != 1:
-            raise ArgumentError(f"layer: neuron conductance needs a layer with one tensor, got {len(layer_grads)}")
-        unit_grads = neuron.target.select(layer_grads[0], steps)  # d target / d unit, per row
+        # d target / d unit, per row (a layer of several tensors: the callable selector picks from all)
+        unit_grads = neuron.target.select(layer_grads[0] if len(layer_grads) == 1 else tuple(layer_grads), steps)
         row_weights = weights[lo:hi].to(unit_grads).repeat_interleave(n) * unit_grads
         grads, _ = gradients(neuron, points, repeats=steps, row_weights=row_weights, grad_kwargs=grad_kwargs)
         for total, g in zip(totals, grads):
