@@ -6,6 +6,7 @@
 * ``integrated_gradients``, ``occlusion``, ``feature_ablation``: ResNet-18 at 224x224 (the article's settings);
 * ``metrics``: infidelity and sensitivity_max (``benchmarks/metrics.py``);
 * ``surrogate``: Lime and KernelShap (``benchmarks/surrogate.py``);
+* ``lrp``: LRP and LayerLRP on a VGG-style net and ResNet-18 (``benchmarks/lrp.py``);
 * ``monitor``: the AttributionMonitor's share of fit time (``benchmarks/monitor.py``);
 * ``contended``: IG and Occlusion alone and beside a competing busy process (``benchmarks/contended.py``,
   ``python -m benchmarks.contended`` for its options).
@@ -24,6 +25,7 @@ import torch
 from benchmarks._measure import max_rel_diff, measure, row
 from benchmarks._models import resnet
 from benchmarks.contended import bench_contended
+from benchmarks.lrp import bench_lrp
 from benchmarks.metrics import bench_metrics
 from benchmarks.monitor import bench_monitor
 from benchmarks.surrogate import bench_surrogate
@@ -105,6 +107,7 @@ BENCHES = {
     "feature_ablation": bench_feature_ablation,
     "metrics": bench_metrics,
     "surrogate": bench_surrogate,
+    "lrp": bench_lrp,
     "monitor": bench_monitor,
     "contended": functools.partial(bench_contended, ["integrated_gradients_50", "occlusion"], rounds=1),
 }
