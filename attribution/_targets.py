@@ -83,6 +83,8 @@ class Target:
 
     def _gather(self, output: Tensor, repeats: int) -> Tensor:
         k = self.index.shape[1]
+        if output.dim() - 1 > k and all(size == 1 for size in output.shape[1 + k :]):
+            output = output.reshape(output.shape[: 1 + k])  # trailing dimensions of size 1 (N, C, 1): as (N, C)
         dims = output.shape[1:]
         if len(dims) != k:
             raise ArgumentError(

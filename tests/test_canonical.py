@@ -31,6 +31,12 @@ def test_tuple_targets_index_multi_dim_outputs():
     assert torch.equal(format_target([(0, 3), (2, 0)], 2).select(out), torch.stack([out[0, 0, 3], out[1, 2, 0]]))
 
 
+def test_an_index_ignores_trailing_dimensions_of_size_one():
+    output = torch.arange(12.0).view(4, 3, 1, 1)
+    torch.testing.assert_close(format_target(2, 4).select(output), output[:, 2, 0, 0])
+    torch.testing.assert_close(format_target([0, 1, 2, 0], 4).select(output), output[[0, 1, 2, 3], [0, 1, 2, 0], 0, 0])
+
+
 def test_none_target_needs_one_value_per_example():
     assert torch.equal(format_target(None, 3).select(torch.ones(3, 1)), torch.ones(3))
     with pytest.raises(ValueError, match="target: None needs one output value"):
