@@ -156,6 +156,7 @@ class FeatureAblation(PerturbationAttribution):
     """
 
     perturbs_feature_groups = True
+
     def attribute(
         self,
         inputs: TensorOrTuple,
@@ -225,6 +226,7 @@ class FeaturePermutation(PerturbationAttribution):
     across the batch (which needs a batch of at least two examples)."""
 
     perturbs_feature_groups = True
+
     def attribute(
         self,
         inputs: TensorOrTuple,

@@ -1,14 +1,16 @@
-"""Surrogate methods: Lime and KernelShap fit a weighted linear model to the target over random coalitions.
+"""Surrogate methods: Lime, KernelShap and LimeBase fit an interpretable model to the target over perturbed copies.
 
-All coalitions are drawn up front as one bool tensor ``(S, n, F)`` (sample, example, feature; True keeps
-the input value, False takes the baseline), evaluated many copies per forward, and the linear models are
-fitted for every example at once: batched weighted least squares, ridge and lasso in float64 on the
-inputs' device.
+One loop serves them all (:func:`surrogate`): perturbed copies of the batch are built chunk by chunk,
+evaluated many per forward, weighted, and the interpretable model is fitted for every example at once.
+Lime and KernelShap draw coalitions up front, one bool tensor ``(S, n, F)`` (sample, example, feature;
+True keeps the input value, False takes the baseline); LimeBase draws what its perturbation function
+gives and maps it to or from the interpretable space with the user's transforms.  The batched linear
+models (float64 on the inputs' device) and the adapters that turn Captum's per-sample functions and
+models into batched ones live in :mod:`attribution._surrogate_models`; they are re-exported here.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import torch
@@ -17,13 +19,34 @@ from torch import Tensor
 from attribution._canonical import Objective, TensorOrTuple, describe
 from attribution._checks import ArgumentError, check_choice
 from attribution._features import FeatureMasks
+from attribution._surrogate_models import (
+    BATCHED,
+    PER_SAMPLE,
+    CaptumModelFit,
+    Examples,
+    Fit,
+    Weigh,
+    batched,
+    draw_copies,
+    draw_design,
+    from_interpretable,
+    function_form,
+    lasso,
+    least_squares,
+    model_fit,
+    per_sample,
+    ridge,
+    similarity_weights,
+    to_interpretable,
+)
 from attribution.functional.perturbation import evaluate_copies
 
-Fit = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
-"""``fit(X (n, S, F), y (n, S), weights (n, S)) -> (coef (n, F), intercept (n,))``."""
+Similarity = Callable[..., Tensor]
+"""Batched: ``similarity(inputs (n, ...), perturbed (P, n, ...), coalitions (P, n, F), **kwargs) -> (P, n)``."""
 
-Similarity = Callable[[TensorOrTuple, TensorOrTuple, Tensor], Tensor]
-"""``similarity(inputs (n, ...), perturbed (P, n, ...), coalitions (P, n, F)) -> weights (P, n)``."""
+Sample = Callable[[int, int], tuple[tuple[Tensor, ...], Tensor, Tensor]]
+"""``sample(lo, hi) -> (copies (each (P, *x.shape)), design (P, rows, F), weights (P, rows))`` for copies
+``lo .. hi - 1``: the perturbed batches, their interpretable representations and their sample weights."""
 
 KERNEL_SHAP_INF_WEIGHT = 1e6
 """Weight of the all-present and all-absent coalitions (theoretically infinite), as in the reference."""
@@ -33,8 +56,13 @@ KERNEL_SHAP_INF_WEIGHT = 1e6
 
 
 def lime_coalitions(n_samples: int, n: int, count: int, device: torch.device) -> Tensor:
-    """Coalitions ``(S, n, F)``: every feature present with probability 1/2, independently (global generator)."""
-    return torch.rand(n_samples, n, count, device=device) < 0.5
+    """Coalitions ``(S, n, F)``: every feature present with probability 1/2, independently.
+
+    Drawn as the reference draws them, Bernoulli(1/2) from torch's global CPU generator example by example
+    and sample by sample (one batched draw takes the same numbers from it as its per-sample draws), then
+    moved to ``device``: from the same seed, the same coalitions.
+    """
+    return torch.bernoulli(torch.full((n, n_samples, count), 0.5)).transpose(0, 1).to(device, torch.bool)
 
 
 def kernel_shap_coalitions(n_samples: int, n: int, count: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -49,14 +77,38 @@ def kernel_shap_coalitions(n_samples: int, n: int, count: int, device: torch.dev
     rest = n_samples - fixed.shape[0]
     if rest > 0 and count > 1:
         k = torch.arange(1, count, device=device, dtype=torch.float64)
-        sizes = torch.multinomial((count - 1) / (k * (count - k)), rest * n, replacement=True).view(rest, n) + 1
+        sizes = torch.multinomial((count - 1) / (k * (count - k)), rest * n, replacement=True).view(n, rest).t() + 1
     else:
-        sizes = torch.randint(0, 2, (rest, n), device=device)
-    ranks = torch.rand(rest, n, count, device=device).argsort(-1).argsort(-1)  # a random order of the features
+        sizes = torch.randint(0, 2, (n, rest), device=device).t()
+    # A random order of the features per copy (drawn example-major, like the sizes).
+    ranks = torch.rand(n, rest, count, device=device).transpose(0, 1).argsort(-1).argsort(-1)
     coalitions = torch.cat([fixed, ranks < sizes[..., None]])
     weights = torch.ones(n_samples, n, device=device)
     weights[: fixed.shape[0]] = KERNEL_SHAP_INF_WEIGHT
     return coalitions, weights
+
+
+def draw_coalitions(perturb: Callable[..., object] | None, examples: Examples, n_samples: int, count: int) -> Tensor:
+    """Lime's coalitions bool ``(S, rows, count)`` from ``perturb``: None draws :func:`lime_coalitions`;
+    a batched one is called as ``perturb(inputs, n_samples, count)``, a per-sample one (see
+    :func:`function_form`) once per copy of each example; either gives 0/1 or bool values."""
+    device = examples.inputs[0].device
+    if perturb is None:
+        return lime_coalitions(n_samples, examples.rows, count, device)
+    if function_form(perturb, BATCHED) == PER_SAMPLE:
+        coalitions = draw_design(perturb, PER_SAMPLE, examples, n_samples, count)
+    else:
+        coalitions = perturb(examples.given, n_samples, count)
+        if not isinstance(coalitions, Tensor) or coalitions.shape != (n_samples, examples.rows, count):
+            raise ArgumentError(
+                f"perturb_func: expected a tensor of shape ({n_samples}, {examples.rows}, {count}) "
+                f"(n_samples, examples, features), got {describe(coalitions)}"
+            )
+    if coalitions.dtype != torch.bool:
+        if not bool(((coalitions == 0) | (coalitions == 1)).all()):
+            raise ArgumentError("perturb_func: expected coalitions of 0/1 or bool values")
+        coalitions = coalitions == 1
+    return coalitions.to(device)
 
 
 def get_exp_kernel_similarity_function(distance_mode: str = "cosine", kernel_width: float = 1.0) -> Similarity:
@@ -68,14 +120,15 @@ def get_exp_kernel_similarity_function(distance_mode: str = "cosine", kernel_wid
         kernel_width: the kernel's width, > 0.
 
     Returns:
-        A batched similarity: ``(inputs (n, ...), perturbed (P, n, ...), coalitions) -> (P, n)``;
-        inputs and perturbed are tensors or tuples of tensors.
+        A batched similarity (marked with :func:`batched`): ``(inputs (n, ...), perturbed (P, n, ...),
+        coalitions, **kwargs) -> (P, n)``; inputs and perturbed are tensors or tuples of tensors, and keyword
+        arguments (LimeBase passes its ``attribute``'s) are ignored.
     """
     check_choice(distance_mode, "distance_mode", ["cosine", "euclidean"])
     if isinstance(kernel_width, bool) or not isinstance(kernel_width, (int, float)) or not kernel_width > 0:
         raise ArgumentError(f"kernel_width: expected a number > 0, got {kernel_width!r}")
 
-    def similarity(inputs: TensorOrTuple, perturbed: TensorOrTuple, coalitions: Tensor) -> Tensor:
+    def similarity(inputs: TensorOrTuple, perturbed: TensorOrTuple, coalitions: Tensor, **kwargs: object) -> Tensor:
         pairs = [(x.flatten(1), p.flatten(2)) for x, p in zip(_as_tuple(inputs), _as_tuple(perturbed))]
         dtype = torch.promote_types(pairs[0][0].dtype, torch.float32)
         pairs = [(x.to(dtype), p.to(dtype)) for x, p in pairs]
@@ -87,7 +140,7 @@ def get_exp_kernel_similarity_function(distance_mode: str = "cosine", kernel_wid
             distance = sum((p - x).square().sum(-1) for x, p in pairs).sqrt()
         return torch.exp(-distance.square() / (2 * kernel_width**2))
 
-    return similarity
+    return batched(similarity)
 
 
 def _as_tuple(value: TensorOrTuple) -> tuple[Tensor, ...]:
@@ -100,52 +153,40 @@ def _as_tuple(value: TensorOrTuple) -> tuple[Tensor, ...]:
 def surrogate(
     objective: Objective,
     inputs: tuple[Tensor, ...],
-    baselines: tuple[Tensor, ...],
-    features: FeatureMasks,
-    coalitions: Tensor,
+    total: int,
+    sample: Sample,
     fit: Fit,
     *,
-    weights: Tensor | None = None,
-    similarity: Similarity | None = None,
     first: Tensor | None = None,
     perturbations_per_eval: int | None = None,
     progress: Callable[[int], None] | None = None,
-) -> Tensor:
-    """Coefficients ``(rows, F)`` of a linear model fitted to the target over the perturbed copies.
+) -> tuple[Tensor, Tensor]:
+    """Fit the interpretable model to the target over ``total`` perturbed copies of the batch.
 
-    ``rows`` is ``n``, or 1 when ``objective`` is aggregate (one value for the whole batch): the batch
-    is then one example to the similarity, ``inputs (1, n, ...)`` and ``perturbed (P, 1, n, ...)``.
+    ``rows`` below is ``n``, or 1 when ``objective`` is aggregate (one value for the whole batch).
 
     Args:
         objective: resolved (see :meth:`Objective.resolve`).
-        coalitions: bool ``(S, rows, F)``, which features each copy keeps.
-        fit: the weighted linear model, see :data:`Fit`.
-        weights: sample weights ``(S, rows)``; or
-        similarity: computes them from each chunk of perturbed copies, see :data:`Similarity`.
+        sample: builds copies with their designs and weights, chunk by chunk (see :data:`Sample`).
+        fit: the interpretable model, see :data:`Fit`.
         first: the target values ``(rows,)`` of copy 0 when they are already known.
+
+    Returns:
+        What ``fit`` returns for the designs ``(rows, total, F)``, values and weights.
     """
     inputs = tuple(x.detach() for x in inputs)
-    total, rows = coalitions.shape[:2]
-    examples = tuple(x.unsqueeze(0) for x in inputs) if objective.aggregate else inputs
-    start = 0 if first is None else 1
-    chunks = []
+    designs, weights = [], []
 
     def build(lo: int, hi: int) -> tuple[Tensor, ...]:
-        batch = features.perturbed(coalitions[lo:hi], inputs, baselines)
-        if similarity is not None:
-            copies = tuple(p.view(hi - lo, *e.shape) for p, e in zip(batch, examples))
-            chunk = similarity(examples, copies, coalitions[lo:hi])
-            if not isinstance(chunk, Tensor) or chunk.shape != (hi - lo, rows):
-                raise ArgumentError(
-                    f"similarity_func: expected weights of shape ({hi - lo}, {rows}) (copies, examples), "
-                    f"got {describe(chunk)}"
-                )
-            chunks.append(chunk)
-        return batch
+        copies, design, weight = sample(lo, hi)
+        designs.append(design)
+        weights.append(weight)
+        return tuple(c.flatten(0, 1) for c in copies)
 
+    start = 0 if first is None else 1
     with torch.inference_mode():
-        if first is not None and similarity is not None:
-            build(0, 1)  # copy 0's weights; its value is known
+        if first is not None:
+            build(0, 1)  # copy 0's design and weight; its value is known
         values = evaluate_copies(
             objective,
             inputs,
@@ -156,119 +197,49 @@ def surrogate(
         )
         if first is not None:
             values = torch.cat([first[:, None], values], dim=1)
-        if similarity is not None:
-            weights = torch.cat(chunks)
-    # Outside inference mode, so that a custom model may use autograd.
-    values = values.clone()
+    # Outside inference mode (clones are normal tensors), so that a custom model may use autograd.
+    values, design, weight = values.clone(), torch.cat(designs).clone(), torch.cat(weights).clone()
     dtype = values.dtype if values.is_floating_point() else torch.float32
-    design = coalitions.transpose(0, 1).to(dtype)
-    coef, _ = fit(design, values.to(dtype), weights.clone().t().to(device=design.device, dtype=dtype))
-    if not isinstance(coef, Tensor) or coef.shape != (rows, features.count):
-        raise ArgumentError(
-            f"interpretable_model: fit must return coefficients of shape ({rows}, {features.count}), "
-            f"got {describe(coef)}"
-        )
-    return coef
+    design = design.transpose(0, 1).to(dtype)
+    return fit(design, values.to(dtype), weight.t().to(device=design.device, dtype=dtype))
 
 
-# --------------------------------------------------------------------------- the linear models
+def coalition_sample(
+    features: FeatureMasks,
+    inputs: tuple[Tensor, ...],
+    baselines: tuple[Tensor, ...],
+    coalitions: Tensor,
+    *,
+    weigh: Weigh | None = None,
+    weights: Tensor | None = None,
+) -> Sample:
+    """Copies with the features of each coalition ``(S, rows, F)`` kept and the others at the baseline,
+    weighted by ``weigh`` or by fixed ``weights (S, rows)``."""
+
+    def sample(lo: int, hi: int) -> tuple[tuple[Tensor, ...], Tensor, Tensor]:
+        chunk = coalitions[lo:hi]
+        flat = features.perturbed(chunk, inputs, baselines)
+        copies = tuple(c.reshape(hi - lo, *x.shape) for c, x in zip(flat, inputs))
+        return copies, chunk, weights[lo:hi] if weigh is None else weigh(copies, chunk)
+
+    return sample
 
 
-def _fit_dtype(device: torch.device) -> torch.dtype:
-    return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+def _resolved(objective: Objective, inputs: tuple[Tensor, ...]) -> tuple[Objective, Tensor]:
+    """One forward of the unperturbed batch settles the output mode (and how many rows the surrogates have)."""
+    with torch.inference_mode():
+        return objective.resolve(tuple(x.detach() for x in inputs))
 
 
-def _centered(X: Tensor, y: Tensor, weights: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Weighted-centered data scaled by sqrt(weight): ``(A, b, x_mean, y_mean, total_weight)``."""
-    dtype = _fit_dtype(X.device)
-    X, y, weights = X.to(dtype), y.to(dtype), weights.to(dtype)
-    total = weights.sum(1)
-    x_mean = (weights[..., None] * X).sum(1) / total[:, None]
-    y_mean = (weights * y).sum(1) / total
-    root = weights.sqrt()
-    return (X - x_mean[:, None]) * root[..., None], (y - y_mean[:, None]) * root, x_mean, y_mean, total
-
-
-def _result(coef: Tensor, x_mean: Tensor, y_mean: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    dtype = y.dtype if y.is_floating_point() else torch.float32
-    return coef.to(dtype), (y_mean - (x_mean * coef).sum(-1)).to(dtype)
-
-
-def least_squares(X: Tensor, y: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
-    """Weighted least squares with an intercept, per example; the minimum-norm solution when rank-deficient.
-
-    Args:
-        X: ``(n, S, F)`` designs; y: ``(n, S)`` targets; weights: ``(n, S)`` sample weights > 0.
-
-    Returns:
-        ``(coef (n, F), intercept (n,))``.
-    """
-    A, b, x_mean, y_mean, _ = _centered(X, y, weights)
-    coef = (torch.linalg.pinv(A) @ b[..., None])[..., 0]
-    return _result(coef, x_mean, y_mean, y)
-
-
-def ridge(X: Tensor, y: Tensor, weights: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
-    """Weighted ridge regression with an intercept: ``sum_i w_i (y_i - X_i beta - c)^2 + alpha |beta|^2``."""
-    A, b, x_mean, y_mean, _ = _centered(X, y, weights)
-    samples, count = A.shape[-2:]
-    if count <= samples:
-        eye = torch.eye(count, dtype=A.dtype, device=A.device)
-        coef = torch.linalg.solve(A.mT @ A + alpha * eye, A.mT @ b[..., None])[..., 0]
-    else:  # the dual form needs only an S x S system
-        eye = torch.eye(samples, dtype=A.dtype, device=A.device)
-        coef = (A.mT @ torch.linalg.solve(A @ A.mT + alpha * eye, b[..., None]))[..., 0]
-    return _result(coef, x_mean, y_mean, y)
-
-
-def lasso(
-    X: Tensor, y: Tensor, weights: Tensor, alpha: float, *, tol: float = 1e-7, max_iter: int = 10_000
-) -> tuple[Tensor, Tensor]:
-    """Weighted lasso with an intercept (scikit-learn's objective with ``sample_weight``):
-    ``1 / (2 sum(w)) * sum_i w_i (y_i - X_i beta - c)^2 + alpha |beta|_1``.
-
-    Solved by FISTA with adaptive restart on the weighted-centered data, all examples at once.  Every
-    10 iterations the duality gap is checked (one device sync); iteration stops when it is below
-    ``tol * |y_centered|^2`` for every example (scikit-learn's criterion, there with ``tol=1e-4``).
-    """
-    A, b, x_mean, y_mean, total = _centered(X, y, weights)
-    samples, count = A.shape[-2:]
-    lam = (alpha * total)[:, None]  # the same problem scaled by sum(w): 0.5 |b - A beta|^2 + lam |beta|_1
-    corr = (A.mT @ b[..., None])[..., 0]
-    step = 1 / torch.linalg.matrix_norm(A, ord=2).square().clamp_min(torch.finfo(A.dtype).tiny)[:, None]
-    if count <= samples:
-        gram = A.mT @ A
-        at_residual = lambda beta: corr - (gram @ beta[..., None])[..., 0]  # noqa: E731
-    else:  # no F x F Gram matrix for many features
-        at_residual = lambda beta: (A.mT @ (b - (A @ beta[..., None])[..., 0])[..., None])[..., 0]  # noqa: E731
-    bb = b.square().sum(-1)
-
-    def gap(beta: Tensor) -> Tensor:
-        a_r = at_residual(beta)  # A^T r, with r = b - A beta
-        r_b = bb - (beta * corr).sum(-1)
-        r_r = r_b - (beta * a_r).sum(-1)
-        s = torch.clamp(lam[:, 0] / a_r.abs().amax(-1).clamp_min(torch.finfo(A.dtype).tiny), max=1.0)
-        return 0.5 * r_r + lam[:, 0] * beta.abs().sum(-1) - (s * r_b - 0.5 * s.square() * r_r)
-
-    beta = torch.zeros_like(corr)
-    z, t = beta, torch.ones_like(lam)
-    for iteration in range(1, max_iter + 1):
-        v = z + step * at_residual(z)
-        new = v.sign() * (v.abs() - lam * step).clamp_min(0)
-        restart = ((z - new) * (new - beta)).sum(-1, keepdim=True) > 0  # momentum points uphill
-        t = torch.where(restart, 1.0, t)
-        t_next = (1 + torch.sqrt(1 + 4 * t.square())) / 2
-        z = new + torch.where(restart, 0.0, (t - 1) / t_next) * (new - beta)
-        beta, t = new, t_next
-        if iteration % 10 == 0 and bool((gap(beta) <= tol * bb).all()):
-            break
-    else:
-        warnings.warn(
-            f"lasso: no convergence to tol={tol} in max_iter={max_iter} iterations; "
-            "raise max_iter or alpha, or use more samples",
-            stacklevel=2,
-        )
-    return _result(beta, x_mean, y_mean, y)
+def _coefficients(result: tuple[Tensor, Tensor], rows: int, count: int) -> Tensor:
+    """The ``(rows, F)`` coefficients of a linear interpretable model's fit."""
+    coef = result[0] if isinstance(result, tuple) and result else result
+    if isinstance(coef, Tensor) and coef.dim() > 0 and coef.numel() == rows * count:
+        return coef.reshape(rows, count)
+    raise ArgumentError(
+        f"interpretable_model: the fit must give one coefficient per feature, ({rows}, {count}) "
+        f"(examples, features), got {describe(coef)}"
+    )
 
 
 # --------------------------------------------------------------------------- the methods
@@ -282,8 +253,7 @@ def lime(
     *,
     n_samples: int = 50,
     fit: Fit | None = None,
-    similarity: Similarity | None = None,
-    coalitions: Callable[[int], Tensor] | None = None,
+    prepare: Callable[[Objective], tuple[Tensor, Weigh]] | None = None,
     perturbations_per_eval: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Tensor:
@@ -292,29 +262,32 @@ def lime(
     (default: exponential kernel of the cosine distance, width 1).
 
     Args:
-        coalitions: draws the coalitions, bool ``(n_samples, rows, F)``, given ``rows``: ``n``, or 1 for a
-            forward that returns one value for the whole batch (explained as one example, as in the
-            reference).
+        prepare: given the resolved objective, the coalitions bool ``(S, rows, F)`` and how to weigh the
+            copies; ``rows`` is ``n``, or 1 for a forward that returns one value for the whole batch
+            (explained as one example, as in the reference).
     """
-    with torch.inference_mode():
-        # One forward of the unperturbed batch tells how many rows the coalitions need.
-        objective, _ = objective.resolve(tuple(x.detach() for x in inputs))
+    objective, _ = _resolved(objective, inputs)
     features.check_shared(objective.aggregate)
-    if coalitions is None:
-        drawn = lime_coalitions(n_samples, objective.rows, features.count, inputs[0].device)
+    if prepare is None:
+        kernel = get_exp_kernel_similarity_function()
+        coalitions = lime_coalitions(n_samples, objective.rows, features.count, inputs[0].device)
+        weigh = similarity_weights(kernel, BATCHED, Examples(inputs, False, objective.aggregate))
     else:
-        drawn = coalitions(objective.rows)
-    return surrogate(
+        with torch.no_grad():
+            coalitions, weigh = prepare(objective)
+    if coalitions.shape[0] == 0:
+        raise ArgumentError("perturb_func: gave no samples")
+    sample = coalition_sample(features, inputs, baselines, coalitions, weigh=weigh)
+    result = surrogate(
         objective,
         inputs,
-        baselines,
-        features,
-        drawn,
+        coalitions.shape[0],
+        sample,
         fit or (lambda X, y, w: lasso(X, y, w, 0.01)),
-        similarity=similarity or get_exp_kernel_similarity_function(),
         perturbations_per_eval=perturbations_per_eval,
         progress=progress,
     )
+    return _coefficients(result, objective.rows, features.count)
 
 
 def kernel_shap(
@@ -331,22 +304,97 @@ def kernel_shap(
     kernel (see :func:`kernel_shap_coalitions`); they estimate the features' Shapley values.  ``rows`` is 1
     for a forward that returns one value for the whole batch (explained as one example).
     """
-    with torch.inference_mode():
-        # The first coalition keeps every feature: the unperturbed batch, which also settles the output mode.
-        objective, full = objective.resolve(tuple(x.detach() for x in inputs))
+    # The first coalition keeps every feature: the unperturbed batch, which also settles the output mode.
+    objective, full = _resolved(objective, inputs)
     features.check_shared(objective.aggregate)
     if progress is not None:
         progress(1)
     coalitions, weights = kernel_shap_coalitions(n_samples, objective.rows, features.count, inputs[0].device)
-    return surrogate(
+    sample = coalition_sample(features, inputs, baselines, coalitions, weights=weights)
+    result = surrogate(
         objective,
         inputs,
-        baselines,
-        features,
-        coalitions,
+        n_samples,
+        sample,
         least_squares,
-        weights=weights,
         first=full,
         perturbations_per_eval=perturbations_per_eval,
         progress=progress,
     )
+    return result[0]
+
+
+def lime_base(
+    objective: Objective,
+    inputs: tuple[Tensor, ...],
+    prepare: Callable[[Objective], tuple[int, Sample]],
+    fit: Fit,
+    *,
+    perturbations_per_eval: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[Objective, tuple[Tensor, Tensor]]:
+    """LimeBase's general surrogate: the resolved objective and what ``fit`` returns.
+
+    Args:
+        prepare: given the resolved objective, the number of copies and how to build them (see
+            :func:`interpretable_sample` and :func:`input_space_sample`); called under ``no_grad``.
+    """
+    objective, _ = _resolved(objective, inputs)
+    with torch.no_grad():
+        total, sample = prepare(objective)
+    if total == 0:
+        raise ArgumentError("perturb_func: gave no samples")
+    return objective, surrogate(
+        objective, inputs, total, sample, fit, perturbations_per_eval=perturbations_per_eval, progress=progress
+    )
+
+
+def interpretable_sample(design: Tensor, to_inputs: Callable[[Tensor], tuple[Tensor, ...]], weigh: Weigh) -> Sample:
+    """Copies from interpretable samples ``design (S, rows, F)`` drawn up front, mapped to inputs chunk by chunk."""
+
+    def sample(lo: int, hi: int) -> tuple[tuple[Tensor, ...], Tensor, Tensor]:
+        chunk = design[lo:hi]
+        copies = to_inputs(chunk)
+        return copies, chunk, weigh(copies, chunk)
+
+    return sample
+
+
+def input_space_sample(
+    copies: tuple[Tensor, ...], to_design: Callable[[tuple[Tensor, ...]], Tensor], weigh: Weigh
+) -> Sample:
+    """Copies ``(S, *x.shape)`` drawn up front, mapped to the interpretable space chunk by chunk."""
+
+    def sample(lo: int, hi: int) -> tuple[tuple[Tensor, ...], Tensor, Tensor]:
+        chunk = tuple(c[lo:hi] for c in copies)
+        design = to_design(chunk)
+        return chunk, design, weigh(chunk, design)
+
+    return sample
+
+
+__all__ = [
+    "BATCHED",
+    "PER_SAMPLE",
+    "CaptumModelFit",
+    "Examples",
+    "Sample",
+    "Weigh",
+    "batched",
+    "draw_coalitions",
+    "draw_copies",
+    "draw_design",
+    "from_interpretable",
+    "function_form",
+    "get_exp_kernel_similarity_function",
+    "kernel_shap",
+    "lasso",
+    "least_squares",
+    "lime",
+    "lime_base",
+    "model_fit",
+    "per_sample",
+    "ridge",
+    "similarity_weights",
+    "to_interpretable",
+]
