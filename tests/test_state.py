@@ -38,9 +38,20 @@ CALL_KWARGS = {
     "neuron_gradient_shap": {"neuron_selector": (1, 2, 3), "baselines": torch.zeros(2, 3, 8, 8)},
     "neuron_deep_lift": {"neuron_selector": (1, 2, 3)},
     "neuron_deep_lift_shap": {"neuron_selector": (1, 2, 3)},
+    "layer_deep_lift": {},
+    "layer_deep_lift_shap": {"baselines": torch.zeros(3, 3, 8, 8)},
+    "layer_gradient_shap": {"n_samples": 3},
+    "neuron_guided_backprop": {"neuron_selector": (1, 2, 3)},
+    "neuron_deconvolution": {"neuron_selector": (1, 2, 3)},
+    "layer_feature_ablation": {"layer_mask": torch.arange(6).view(1, 6, 1, 1)},
+    "layer_feature_permutation": {"layer_mask": torch.arange(6).view(1, 6, 1, 1)},
+    "neuron_feature_ablation": {"neuron_selector": (1, 2, 3), "feature_mask": torch.arange(3).view(3, 1, 1)},
+    "lrp": {},
+    "layer_lrp": {},
 }
 RANDOM_METHODS = {
     "gradient_shap", "feature_permutation", "shapley_value_sampling", "lime", "kernel_shap", "neuron_gradient_shap",
+    "layer_gradient_shap", "layer_feature_permutation",
 }  # fmt: skip
 NO_TARGET = {"layer_activation"} | {
     name for name in CALL_KWARGS if name.startswith("neuron_") and name != "neuron_conductance"
@@ -50,6 +61,7 @@ SINGLE_PASS = {
     "saliency", "input_x_gradient", "layer_gradcam", "deep_lift", "guided_backprop", "deconvolution",
     "shapley_values", "lime", "kernel_shap", "layer_activation", "layer_gradient_x_activation",
     "neuron_gradient", "neuron_deep_lift", "neuron_deep_lift_shap",
+    "layer_deep_lift", "neuron_guided_backprop", "neuron_deconvolution", "lrp", "layer_lrp",
 }  # fmt: skip
 """Methods that call the model once in these tests: made to fail on the first call instead of the second."""
 
