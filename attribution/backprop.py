@@ -191,7 +191,8 @@ class GuidedGradCam(InternalAttribution, GradientAttribution):
         interpolate_mode: str = "nearest",
         attribute_to_layer_input: bool = False,
     ) -> TensorOrTuple:
-        """Guided GradCAM maps shaped like ``inputs`` (None for inputs of another spatial rank)."""
+        """Guided GradCAM maps shaped like ``inputs`` (an empty tensor, with a warning, for inputs of another
+        spatial rank than the layer's maps)."""
         call = canonical_call(self.forward_func, inputs, target, additional_forward_args, require_float=True)
         return call.restore(
             backprop.guided_gradcam(

@@ -15,7 +15,7 @@ from attribution import (
     InputXGradient,
     LayerGradCam,
 )
-from tests.models import MLP, SmallCNN, seeded
+from tests.models import MLP, SmallCNN, TwoInput, seeded
 
 
 class Functional(nn.Module):
@@ -170,6 +170,16 @@ def test_guided_backprop_and_deconvolution_by_hand():
     # a model calling F.relu gets the same rule
     functional = lambda t: model.fc(F.relu(model.conv(t)).flatten(1))  # noqa: E731
     torch.testing.assert_close(GuidedBackprop(functional).attribute(inputs, target=0), guided)
+
+
+def test_guided_gradcam_gives_an_input_of_another_rank_an_empty_tensor_with_a_warning():
+    model = seeded(TwoInput)
+    image, table = torch.randn(2, 1, 6, 6), torch.randn(2, 5)
+    with pytest.warns(UserWarning, match="GuidedGradCam: .* another number get an empty tensor"):
+        on_image, on_table = GuidedGradCam(model, model.conv).attribute((image, table), target=0)
+    assert on_image.shape == image.shape and on_table.numel() == 0
+    with pytest.raises(ValueError, match="interpolate_mode: 'made_up' cannot upsample 2-d maps"):
+        GuidedGradCam(model, model.conv).attribute((image, table), target=0, interpolate_mode="made_up")
 
 
 def test_guided_gradcam_is_guided_backprop_times_upsampled_gradcam():

@@ -402,11 +402,15 @@ def guided_gradcam(
     *,
     interpolate_mode: str = "nearest",
     attribute_to_layer_input: bool = False,
-) -> tuple[Tensor | None, ...]:
+) -> tuple[Tensor, ...]:
     """Guided backprop times the layer's (rectified) GradCAM upsampled to each input.
 
-    Inputs whose spatial rank differs from the layer's get ``None``, as there
-    is no map to upsample onto them.
+    Inputs whose spatial rank differs from the layer's get an empty tensor, with one warning, as in
+    Captum: there is no map to upsample onto them.
+
+    Raises:
+        ValueError: an ``interpolate_mode`` that ``torch.nn.functional.interpolate`` has no rule for at the
+            maps' rank.
     """
     (cam, *_), _ = layer_gradcam(
         objective, inputs, layer, attribute_to_layer_input=attribute_to_layer_input, relu_attributions=True
@@ -415,7 +419,21 @@ def guided_gradcam(
     results = []
     for g in guided:
         if g.dim() != cam.dim():
-            results.append(None)
+            results.append(g.new_empty(0))
             continue
-        results.append(g * F.interpolate(cam, size=g.shape[2:], mode=interpolate_mode))
+        try:
+            upsampled = F.interpolate(cam, size=g.shape[2:], mode=interpolate_mode)
+        except (NotImplementedError, ValueError) as error:
+            raise ArgumentError(
+                f"interpolate_mode: {interpolate_mode!r} cannot upsample {cam.dim() - 2}-d maps "
+                f"(torch.nn.functional.interpolate: {error})"
+            ) from None
+        results.append(g * upsampled)
+    if any(r.numel() == 0 for r in results):
+        warnings.warn(
+            f"GuidedGradCam: the layer's maps have {cam.dim() - 2} spatial dimensions; inputs with another "
+            f"number get an empty tensor",
+            UserWarning,
+            stacklevel=4,  # the user's call: guided_gradcam, attribute
+        )
     return tuple(results)
