@@ -75,6 +75,8 @@ class Target:
         return self._gather(output, repeats)
 
     def _picked(self, picked: Any, rows: int) -> Tensor:
+        if isinstance(picked, Tensor) and picked.dim() > 1 and picked.shape[0] == rows and picked[0].numel() == 1:
+            picked = picked.reshape(rows)  # one value per row with trailing dimensions of size 1: x[:, 0:1]
         if not isinstance(picked, Tensor) or picked.shape != (rows,):
             raise ArgumentError(
                 f"{self.name}: the callable must return a tensor of shape ({rows},), got {describe(picked)}"

@@ -37,6 +37,13 @@ def test_an_index_ignores_trailing_dimensions_of_size_one():
     torch.testing.assert_close(format_target([0, 1, 2, 0], 4).select(output), output[[0, 1, 2, 3], [0, 1, 2, 0], 0, 0])
 
 
+def test_a_callable_may_keep_trailing_dimensions_of_size_one():
+    output = torch.arange(12.0).view(4, 3)
+    torch.testing.assert_close(format_target(lambda out: out[:, 1:2], 4).select(output), output[:, 1])
+    with pytest.raises(ValueError, match=r"the callable must return a tensor of shape \(4,\)"):
+        format_target(lambda out: out[:, :2], 4).select(output)
+
+
 def test_none_target_needs_one_value_per_example():
     assert torch.equal(format_target(None, 3).select(torch.ones(3, 1)), torch.ones(3))
     with pytest.raises(ValueError, match="target: None needs one output value"):
