@@ -308,11 +308,13 @@ def _batch_value(output: Any, device: torch.device) -> Tensor:
 def attribution_dtype(x: Tensor, values: Tensor) -> torch.dtype:
     """The dtype of attributions to input ``x`` computed from target values of dtype ``values.dtype``.
 
-    A floating-point input's own dtype; integer and bool inputs (token ids, masks) get floating
-    attributions: the values' dtype when it is floating and at least float32, else float32.
+    Differences of outputs, so at the outputs' precision when that is higher than the input's (a forward
+    returning Python floats, which are doubles, gives float64 as in Captum), else the input's dtype; integer
+    and bool inputs (token ids, masks) get floating attributions: the values' dtype when it is floating and
+    at least float32, else float32.
     """
     if x.is_floating_point():
-        return x.dtype
+        return torch.promote_types(x.dtype, values.dtype) if values.is_floating_point() else x.dtype
     return torch.promote_types(values.dtype, torch.float32) if values.is_floating_point() else torch.float32
 
 
