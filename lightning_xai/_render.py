@@ -45,9 +45,10 @@ CARD_WIDTH = 350
 ``scripts/screenshots``: a wider image is shrunk to it, and its small text becomes hard to read."""
 PER_ROW = 2
 """Tiles per row of a sheet (fewer when wider tiles would not fit ``CARD_WIDTH``)."""
-MAX_FRAMES = 7
+MAX_FRAMES = 5
 """Logged points shown in a filmstrip at most (evenly spaced, always the first and the latest): with the
-input, four rows of two, and the PNG-encoding time of a filmstrip stays bounded however many points."""
+input, three rows of two, one screen in TensorBoard's card; the drawing and encoding time of a filmstrip
+stays bounded however many points (24 filmstrips a point in the demo are most of its logging time)."""
 PAD = 4
 FONT_SIZE = 12
 LINE = 15
