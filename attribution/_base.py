@@ -188,7 +188,7 @@ def attribute_with_future_forward(method: Attribution, *args: Any, **kwargs: Any
         with torch.inference_mode(False):
             inputs = tuple(x.clone() if isinstance(x, Tensor) and x.is_inference() else x for x in inputs)
         output = forward(*inputs)
-        if not isinstance(output, torch.futures.Future):
+        if not isinstance(output, torch.Future):
             raise ArgumentError(
                 f"forward_func: attribute_future needs a forward that returns a torch.futures.Future, "
                 f"got {describe(output)}; call attribute instead"
@@ -197,9 +197,10 @@ def attribute_with_future_forward(method: Attribution, *args: Any, **kwargs: Any
 
     twin = copy.copy(method)  # the caller's object keeps its forward
     twin.forward_func = waited
-    result: torch.futures.Future = torch.futures.Future()
-    result.set_result(twin.attribute(*args, **kwargs))
-    return result
+    attributions = twin.attribute(*args, **kwargs)
+    done: torch.futures.Future = torch.futures.Future()
+    done.set_result(None)
+    return done.then(lambda _: attributions)  # a torch.Future, the type Captum returns
 
 
 def check_path_arguments(n_steps: int, method: str, internal_batch_size: int | None, nodes: int | None = None) -> None:
