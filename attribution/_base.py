@@ -20,9 +20,20 @@ from torch import Tensor, nn
 
 from attribution import functional
 from attribution._autograd import resolve_layer
-from attribution._canonical import BaselineType, TargetType, TensorOrTuple, canonical_call, describe, format_baselines
+from attribution._canonical import (
+    BaselineType,
+    CanonicalCall,
+    TargetType,
+    TensorOrTuple,
+    canonical_call,
+    describe,
+    format_additional_args,
+    format_baselines,
+    format_inputs,
+)
 from attribution._checks import ArgumentError, ArgumentTypeError, check_choice, check_int
 from attribution.functional.layer import interpolate
+from attribution.functional.neuron import neuron_objective
 from attribution.functional.path import convergence_delta, endpoint_outputs
 
 
@@ -176,6 +187,21 @@ class NeuronAttribution(InternalAttribution):
 
     takes_target = False
     takes_neuron_selector = True
+
+    def _neuron_call(
+        self, inputs: TensorOrTuple, neuron_selector: Any, additional_forward_args: Any, to_input: bool
+    ) -> CanonicalCall:
+        """The canonical call whose objective is the selected unit's value (the model cut at the layer)."""
+        values, given_as_tensor = format_inputs(inputs, require_float=self.needs_float_inputs)
+        objective = neuron_objective(
+            self.forward_func,
+            self.layer,
+            neuron_selector,
+            values[0].shape[0],
+            format_additional_args(additional_forward_args),
+            attribute_to_neuron_input=to_input,
+        )
+        return CanonicalCall(values, given_as_tensor, objective)
 
 
 def attribute_with_future_forward(method: Attribution, *args: Any, **kwargs: Any) -> torch.futures.Future:

@@ -25,20 +25,17 @@ from torch import Tensor, nn
 from attribution._base import GradientAttribution, NeuronAttribution, check_path_arguments
 from attribution._canonical import (
     BaselineType,
-    CanonicalCall,
     TargetType,
     TensorOrTuple,
-    format_additional_args,
     format_baseline_distribution,
     format_baselines,
-    format_inputs,
     format_stdevs,
     make_objective,
 )
 from attribution._checks import check_grad_kwargs, check_int
 from attribution.functional.backprop import CustomAttribution, deep_lift, deep_lift_shap
 from attribution.functional.gradient import saliency
-from attribution.functional.neuron import NeuronSelector, neuron_conductance, neuron_objective
+from attribution.functional.neuron import NeuronSelector, neuron_conductance
 from attribution.functional.path import gradient_shap, integrated_gradients
 from attribution.registry import register
 
@@ -47,20 +44,6 @@ class _NeuronAttribution(NeuronAttribution, GradientAttribution):
     """Attribution of one unit of ``layer`` (module or dotted name) to the input features."""
 
     needs_float_inputs = True
-
-    def _neuron_call(
-        self, inputs: TensorOrTuple, neuron_selector: NeuronSelector, additional_forward_args: Any, to_input: bool
-    ) -> CanonicalCall:
-        values, given_as_tensor = format_inputs(inputs, require_float=True)
-        objective = neuron_objective(
-            self.forward_func,
-            self.layer,
-            neuron_selector,
-            values[0].shape[0],
-            format_additional_args(additional_forward_args),
-            attribute_to_neuron_input=to_input,
-        )
-        return CanonicalCall(values, given_as_tensor, objective)
 
 
 class _GlobalNeuronAttribution(_NeuronAttribution):

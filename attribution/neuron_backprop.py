@@ -18,9 +18,9 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from attribution._base import GradientAttribution, NeuronAttribution
-from attribution._canonical import TensorOrTuple, format_additional_args, format_inputs, restore_structure
+from attribution._canonical import TensorOrTuple
 from attribution.functional.backprop import deconvolution, guided_backprop
-from attribution.functional.neuron import NeuronSelector, neuron_objective
+from attribution.functional.neuron import NeuronSelector
 from attribution.registry import register
 
 
@@ -54,16 +54,8 @@ class _NeuronReLURuleAttribution(NeuronAttribution, GradientAttribution):
         Raises:
             ValueError: the selector does not fit the layer, or the layer does not run in the model's forward.
         """
-        values, given_as_tensor = format_inputs(inputs, require_float=True)
-        objective = neuron_objective(
-            self.forward_func,
-            self.layer,
-            neuron_selector,
-            values[0].shape[0],
-            format_additional_args(additional_forward_args),
-            attribute_to_neuron_input=attribute_to_neuron_input,
-        )
-        return restore_structure(type(self)._rule(objective, values), given_as_tensor)
+        call = self._neuron_call(inputs, neuron_selector, additional_forward_args, attribute_to_neuron_input)
+        return call.restore(type(self)._rule(call.objective, call.inputs))
 
 
 @register("neuron_guided_backprop")
