@@ -1,5 +1,7 @@
 """DeepLift, DeepLiftShap, GuidedBackprop, Deconvolution, GuidedGradCam: completeness, closed forms, parity."""
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -283,3 +285,17 @@ def test_captum_breaks_completeness_when_a_relu_feeds_the_max_pool_ours_keeps_it
     theirs = captum.DeepLift(model).attribute(x, b, 1).flatten(1).sum(1)
     assert (ours - expected).abs().max() < 1e-5 * expected.abs().max()
     assert (theirs - expected).abs().max() > 1e-2 * expected.abs().max()
+
+
+def test_no_incompleteness_warning_when_the_output_difference_is_rounding_level():
+    # Equal weights into every logit: the softmax output is the same for every input, so f(x) - f(b) is
+    # float rounding of logits ~1e4 times the biases; DeepLift is complete, and must not say otherwise.
+    model = nn.Sequential(nn.Linear(40, 20), nn.ReLU(), nn.Linear(20, 10), nn.Softmax(dim=1)).double()
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[2].weight.fill_(1.0)
+    x = torch.arange(120.0, dtype=torch.float64).view(3, 40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, delta = DeepLift(model).attribute(x, target=2, return_convergence_delta=True)
+    assert delta.abs().max() < 1e-9

@@ -143,12 +143,15 @@ def _deep_lift_pass(
 def _warn_if_incomplete(delta: Tensor, start: Tensor, end: Tensor, unruled: set[str]) -> None:
     """One warning when attributions leave more than a tolerance of ``f(x) - f(baseline)`` unexplained.
 
-    Float rounding is allowed for: a thousand ulps of the outputs.
+    Float rounding is allowed for: a thousand ulps of the outputs; and a difference below the tolerance
+    times the outputs' size counts as that size.
     """
-    rounding = 1e3 * torch.finfo(delta.dtype).eps * (start.abs() + end.abs())
-    difference = (end - start).to(delta)
-    unexplained = delta.abs() - rounding.to(delta)
-    share = (unexplained / difference.abs()).nan_to_num(0.0, posinf=math.inf).max()
+    size = (start.abs() + end.abs()).to(delta)
+    rounding = 1e3 * torch.finfo(delta.dtype).eps * size
+    # A difference far below the outputs' size is itself rounding-level: a share of it means nothing.
+    difference = torch.maximum((end - start).to(delta).abs(), UNEXPLAINED_TOLERANCE * size)
+    unexplained = delta.abs() - rounding
+    share = (unexplained / difference).nan_to_num(0.0, posinf=math.inf).max()
     if not share > UNEXPLAINED_TOLERANCE:  # one host sync per call, for the warning only
         return
     share = min(float(share), 1.0)
