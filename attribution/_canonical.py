@@ -236,8 +236,9 @@ class Objective:
 
     @property
     def rows(self) -> int:
-        """Values per copy of the batch: one per example, or 1 for an aggregate forward."""
-        return self.target.n
+        """Values per copy of the batch: one per example (or per output element of each, see
+        :meth:`resolve`), or 1 for an aggregate forward."""
+        return self.target.n * self.target.outputs
 
     def forward(self, inputs: tuple[Tensor, ...], repeats: int = 1) -> Tensor:
         """The model's raw output for a batch of ``repeats`` repeat-major copies."""
@@ -258,16 +259,21 @@ class Objective:
         copies = (tuple(x[r * size : (r + 1) * size] for x in inputs) for r in range(repeats))
         return torch.cat([_batch_value(self.forward(copy), inputs[0].device) for copy in copies])
 
-    def resolve(self, inputs: tuple[Tensor, ...]) -> tuple[Objective, Tensor]:
+    def resolve(self, inputs: tuple[Tensor, ...], per_output: bool = False) -> tuple[Objective, Tensor]:
         """Evaluate an unperturbed batch once and settle how the forward's outputs are read.
 
         A forward that returns a Python number, a 0-dim tensor, or a single
         value for several examples is aggregate (for one example, when a
         batch of two copies also gets a single value: one more forward).
+        With ``per_output`` (methods whose perturbations are the same for
+        every example), ``target=None`` on a forward with several values per
+        example explains each of them (Captum's multi-output mode): ``n * K``
+        values, example-major.
 
         Returns:
-            The objective for the rest of the call (``self``, or its aggregate
-            version) and this batch's values, ``(n,)`` or ``(1,)``.
+            The objective for the rest of the call (``self``, its aggregate or
+            per-output version) and this batch's values, ``(n,)``, ``(n * K,)``
+            or ``(1,)``.
 
         Raises:
             ValueError: an aggregate forward with a target other than None.
@@ -282,7 +288,12 @@ class Objective:
             twice = self.forward(tuple(repeat_rows(x, 2) for x in inputs), repeats=2)
             single = not (isinstance(twice, Tensor) and twice.numel() == 2)
         if not single:
-            return self, self.target.select(output)
+            target = self.target
+            if per_output and target.index is None and target.fn is None and isinstance(output, Tensor):
+                if output.dim() > 1 and output.shape[0] == n and output[0].numel() > 1:
+                    target = Target(n, name=target.name, outputs=output[0].numel())
+            resolved = self if target is self.target else Objective(self.forward_func, target, self.additional_args)
+            return resolved, target.select(output)
         if self.target.index is not None or self.target.fn is not None:
             raise ArgumentError(
                 f"{self.target.name}: forward_func returns one value for the whole batch of {n} "

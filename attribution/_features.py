@@ -61,11 +61,14 @@ class FeatureMasks:
 
     def spread(self, values: Tensor, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         """Per-feature values ``(rows, F)`` onto the elements of every input (each element gets its
-        feature's), as ``(rows, *input.shape[1:])``: ``rows`` is ``n``, or 1 for a batch explained as a
-        whole (shared masks).  Floating for integer and bool inputs (see :func:`attribution_dtype`)."""
+        feature's), as ``(rows, *input.shape[1:])``: ``rows`` is ``n``, ``n * K`` for ``K`` outputs per
+        example (example-major), or 1 for a batch explained as a whole (shared masks).  Floating for
+        integer and bool inputs (see :func:`attribution_dtype`)."""
         rows = values.shape[0]
         result = []
         for mask, x in zip(self.masks, inputs):
+            if mask.shape[0] > 1 and rows != mask.shape[0]:  # several outputs per example: example-major rows
+                mask = mask.repeat_interleave(rows // mask.shape[0], dim=0)
             index = mask.expand(rows, *x.shape[1:]).reshape(rows, -1)
             result.append(values.gather(1, index).view(rows, *x.shape[1:]).to(attribution_dtype(x, values)))
         return tuple(result)

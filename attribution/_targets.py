@@ -27,7 +27,7 @@ class Target:
     """A canonical target: picks one scalar per row from the model's output.
 
     Exactly one of ``index`` and ``fn`` is set, or neither (the output
-    already holds one scalar per row).  ``index`` is an ``(n, k)`` long
+    already holds one scalar per row, or ``outputs`` of them).  ``index`` is an ``(n, k)`` long
     tensor: row ``i`` selects ``output[i, *index[i]]``.
     """
 
@@ -35,11 +35,14 @@ class Target:
     index: Tensor | None = None
     fn: Callable[[Tensor], Tensor] | None = None
     name: str = "target"  # the argument's name in error messages (e.g. "neuron_selector")
+    outputs: int = 1
+    """Values per example: more than 1 explains every element of each example's output (``target=None`` on
+    a multi-output forward, for perturbation methods, as Captum does); they come example-major."""
 
     def repeat(self, repeats: int) -> Target:
         """The same target for a batch of ``repeats`` repeat-major copies."""
         index = None if self.index is None else self.index.repeat(repeats, 1)
-        return Target(self.n * repeats, index, self.fn, self.name)
+        return Target(self.n * repeats, index, self.fn, self.name, self.outputs)
 
     def select(self, output: Tensor, repeats: int = 1) -> Tensor:
         """The target scalar of every row of ``output`` (``n * repeats`` rows)."""
@@ -65,6 +68,8 @@ class Target:
                 # is applied to every row alone, so each example gets its own value and gradient.
                 picked = torch.stack([self.fn(output[r : r + 1]).reshape(()) for r in range(rows)])
             return self._picked(picked, rows)
+        if self.outputs > 1 and output[0].numel() == self.outputs:
+            return output.reshape(rows * self.outputs)
         if self.index is None:
             if output[0].numel() != 1:
                 raise ArgumentError(

@@ -576,3 +576,25 @@ def test_cross_tensor_feature_ids_are_one_feature_as_in_captum():
     theirs = captum.FeatureAblation(model).attribute(inputs, target=0, feature_mask=masks)
     for s, t in zip(shared, theirs):
         torch.testing.assert_close(s, t)
+
+
+def test_target_none_on_several_outputs_explains_each_output_element_as_captum_does():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    x = torch.randn(3, 3)
+    ablated = FeatureAblation(model).attribute(x)
+    assert ablated.shape == (6, 3)  # one row per output element, example-major
+    for k in range(2):  # row i * K + k holds the attributions of output k of example i
+        torch.testing.assert_close(ablated[k::2], FeatureAblation(model).attribute(x, target=k))
+    mask = torch.tensor([[0, 0, 1], [0, 1, 1], [1, 1, 0]])  # per-example masks work too (Captum: shared only)
+    torch.testing.assert_close(
+        FeatureAblation(model).attribute(x, feature_mask=mask)[1::2],
+        FeatureAblation(model).attribute(x, target=1, feature_mask=mask),
+    )
+    exact = ShapleyValues(model).attribute(x)
+    assert exact.shape == (3, 2, 3)  # Captum's Shapley layout for this mode
+    torch.testing.assert_close(exact[:, 1], ShapleyValues(model).attribute(x, target=1))
+    captum = pytest.importorskip("captum.attr")
+    torch.testing.assert_close(ablated, captum.FeatureAblation(model).attribute(x))
+    torch.testing.assert_close(Occlusion(model).attribute(x, (1,)), captum.Occlusion(model).attribute(x, (1,)))
+    with pytest.raises(ValueError, match="target: None needs one output value per example"):
+        Lime(model).attribute(x, n_samples=10)  # per-example coalitions: no multi-output mode

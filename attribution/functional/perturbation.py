@@ -233,7 +233,7 @@ def occlusion(
     inputs = tuple(x.detach() for x in inputs)
     drops_per_input = []
     with torch.inference_mode():
-        objective, reference = objective.resolve(inputs)
+        objective, reference = objective.resolve(inputs, per_output=True)
         for i, (x, b, window, stride) in enumerate(zip(inputs, baselines, windows, strides)):
             grid = SlidingWindows(tuple(x.shape[1:]), window, stride)
 
@@ -280,7 +280,7 @@ def feature_ablation(
     inputs = tuple(x.detach() for x in inputs)
     eye = torch.eye(features.count, dtype=torch.bool, device=inputs[0].device)
     with torch.inference_mode():
-        objective, reference = objective.resolve(inputs)
+        objective, reference = objective.resolve(inputs, per_output=True)
         features.check_shared(objective.aggregate)
         located = feature_boxes(features, inputs[0]) if len(inputs) == 1 else None
         boxes = None if located is None else (lambda lo, hi: located[0][lo:hi], located[1])
@@ -335,7 +335,7 @@ def feature_permutation(
         )
 
     with torch.inference_mode():
-        objective, reference = objective.resolve(inputs)
+        objective, reference = objective.resolve(inputs, per_output=True)
         features.check_shared(objective.aggregate)
         if n < 2:
             warnings.warn(

@@ -48,7 +48,7 @@ def shapley_value_sampling(
         return features.perturbed(present, inputs, baselines)
 
     with torch.inference_mode():
-        objective, empty = objective.resolve(tuple(b.expand_as(x) for x, b in zip(inputs, baselines)))
+        objective, empty = objective.resolve(tuple(b.expand_as(x) for x, b in zip(inputs, baselines)), per_output=True)
         features.check_shared(objective.aggregate)
         values = evaluate_copies(
             objective,
@@ -62,7 +62,7 @@ def shapley_value_sampling(
         gains = values - before  # (n, S, F): gain at each step
         totals = torch.zeros(values.shape[0], count, device=device, dtype=values.dtype)
         totals.scatter_add_(1, orders.flatten()[None].expand(values.shape[0], -1), gains.flatten(1))
-    return features.spread((totals / n_samples).clone(), inputs)
+    return _per_output(features.spread((totals / n_samples).clone(), inputs), objective)
 
 
 def shapley_values(
@@ -98,7 +98,7 @@ def shapley_values(
         return features.perturbed(present, inputs, baselines)
 
     with torch.inference_mode():
-        objective, full = objective.resolve(inputs)  # the last coalition, all features present
+        objective, full = objective.resolve(inputs, per_output=True)  # the last coalition: all features present
         features.check_shared(objective.aggregate)
         if progress is not None:
             progress(1)
@@ -123,4 +123,11 @@ def shapley_values(
         for i in range(count):  # at most MAX_EXACT_FEATURES iterations
             without = everything[(everything & (1 << i)) == 0]
             phi[:, i] = ((values[:, without | (1 << i)] - values[:, without]) * weights[sizes[without]]).sum(1)
-    return features.spread(phi.clone(), inputs)
+    return _per_output(features.spread(phi.clone(), inputs), objective)
+
+
+def _per_output(attributions: tuple[Tensor, ...], objective: Objective) -> tuple[Tensor, ...]:
+    """``(n * K, ...)`` attributions of ``K`` outputs per example as ``(n, K, ...)``, the layout Captum's
+    Shapley classes give that mode (its FeatureAblation keeps them flat, and so does ours)."""
+    k = objective.target.outputs
+    return attributions if k == 1 else tuple(a.view(-1, k, *a.shape[1:]) for a in attributions)
