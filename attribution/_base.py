@@ -67,12 +67,12 @@ class Attribution:
         self.forward_func = forward_func
 
     def attribute_future(self, *args: Any, **kwargs: Any) -> torch.futures.Future:
-        """Captum's ``attribute`` for forwards that return a ``torch.futures.Future``: only
-        :class:`FeatureAblation`, :class:`FeaturePermutation` and :class:`ShapleyValueSampling` have it,
-        as in Captum."""
+        """Captum's ``attribute`` for forwards that return a ``torch.futures.Future``: only the classes with
+        :class:`FutureForward` (FeatureAblation, FeaturePermutation, the Shapley classes) have it, as in
+        Captum."""
         raise NotImplementedError(
             f"attribute_future is not implemented for {type(self).__name__} (FeatureAblation, "
-            f"FeaturePermutation and ShapleyValueSampling take a forward that returns a torch.futures.Future)"
+            f"FeaturePermutation and the Shapley classes take a forward that returns a torch.futures.Future)"
         )
 
     def has_convergence_delta(self) -> bool:
@@ -202,6 +202,16 @@ class NeuronAttribution(InternalAttribution):
             attribute_to_neuron_input=to_input,
         )
         return CanonicalCall(values, given_as_tensor, objective)
+
+
+class FutureForward:
+    """Captum's ``attribute_future`` for a method that only runs the model forward: it takes a forward that
+    returns ``torch.futures.Future`` values (see :func:`attribute_with_future_forward`)."""
+
+    def attribute_future(self, *args: Any, **kwargs: Any) -> torch.futures.Future:
+        """:meth:`attribute` (same arguments) for a forward that returns ``torch.futures.Future`` values;
+        returns the attributions as a completed future (Captum's method)."""
+        return attribute_with_future_forward(self, *args, **kwargs)
 
 
 def attribute_with_future_forward(method: Attribution, *args: Any, **kwargs: Any) -> torch.futures.Future:

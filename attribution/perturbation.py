@@ -5,11 +5,10 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from attribution import functional
-from attribution._base import PerturbationAttribution, attribute_with_future_forward
+from attribution._base import FutureForward, PerturbationAttribution
 from attribution._canonical import BaselineType, TargetType, TensorOrTuple, canonical_call, format_baselines
 from attribution._checks import ArgumentError, ArgumentTypeError, check_int
 from attribution._features import format_feature_mask, superpixel_options
@@ -145,7 +144,7 @@ class Occlusion(PerturbationAttribution):
 
 
 @register("feature_ablation", probe_options=superpixel_options(8))
-class FeatureAblation(PerturbationAttribution):
+class FeatureAblation(FutureForward, PerturbationAttribution):
     """Feature ablation: each feature group's contribution is the target's drop when it is
     replaced by the baseline.
 
@@ -214,14 +213,9 @@ class FeatureAblation(PerturbationAttribution):
             )
         return call.restore(attrs)
 
-    def attribute_future(self, *args: Any, **kwargs: Any) -> torch.futures.Future:
-        """:meth:`attribute` (same arguments) for a forward that returns ``torch.futures.Future`` values;
-        returns the attributions as a completed future (Captum's method)."""
-        return attribute_with_future_forward(self, *args, **kwargs)
-
 
 @register("feature_permutation", probe_options=superpixel_options(8))
-class FeaturePermutation(PerturbationAttribution):
+class FeaturePermutation(FutureForward, PerturbationAttribution):
     """Permutation feature importance: the target's change when a feature group is shuffled
     across the batch (which needs a batch of at least two examples)."""
 
@@ -250,8 +244,3 @@ class FeaturePermutation(PerturbationAttribution):
                 call.objective, call.inputs, features, perturbations_per_eval=perturbations_per_eval, progress=progress
             )
         return call.restore(attrs)
-
-    def attribute_future(self, *args: Any, **kwargs: Any) -> torch.futures.Future:
-        """:meth:`attribute` (same arguments) for a forward that returns ``torch.futures.Future`` values;
-        returns the attributions as a completed future (Captum's method)."""
-        return attribute_with_future_forward(self, *args, **kwargs)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from attribution import functional
-from attribution._base import PerturbationAttribution, attribute_with_future_forward
+from attribution._base import FutureForward, PerturbationAttribution
 from attribution._canonical import BaselineType, TargetType, TensorOrTuple, canonical_call, format_baselines
 from attribution._checks import ArgumentError, check_int
 from attribution._features import format_feature_mask, superpixel_options
@@ -16,7 +14,7 @@ from attribution.registry import register
 
 
 @register("shapley_value_sampling", probe_options=superpixel_options(8, n_samples=10))
-class ShapleyValueSampling(PerturbationAttribution):
+class ShapleyValueSampling(FutureForward, PerturbationAttribution):
     """Shapley values estimated from random feature orders (Castro et al., 2009).
 
     Along each order the features are switched from the baseline to the input
@@ -71,14 +69,9 @@ class ShapleyValueSampling(PerturbationAttribution):
             )
         return call.restore(attrs)
 
-    def attribute_future(self, *args: Any, **kwargs: Any) -> torch.futures.Future:
-        """:meth:`attribute` (same arguments) for a forward that returns ``torch.futures.Future`` values;
-        returns the attributions as a completed future (Captum's method)."""
-        return attribute_with_future_forward(self, *args, **kwargs)
-
 
 @register("shapley_values", probe_options=superpixel_options(3))
-class ShapleyValues(PerturbationAttribution):
+class ShapleyValues(FutureForward, PerturbationAttribution):
     """Exact Shapley values of up to 20 feature groups, from all 2^F coalitions.
 
     (The reference implementation enumerates all F! orders, F evaluations each.)

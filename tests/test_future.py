@@ -16,6 +16,7 @@ from attribution import (
     Lime,
     Occlusion,
     Saliency,
+    ShapleyValues,
     ShapleyValueSampling,
 )
 from tests.models import MLP, seeded
@@ -43,7 +44,9 @@ def _future_of(model, delay: float = 0.0):
 X = torch.rand(4, 6)
 
 
-@pytest.mark.parametrize("cls", [FeatureAblation, FeaturePermutation, ShapleyValueSampling], ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "cls", [FeatureAblation, FeaturePermutation, ShapleyValueSampling, ShapleyValues], ids=lambda c: c.__name__
+)
 def test_a_future_forward_gives_the_attributions_of_the_plain_forward(cls):
     model = seeded(MLP)
     mask = torch.tensor([[0, 0, 1, 1, 2, 2]])
