@@ -123,6 +123,9 @@ class Count(Stat):
     def update_batch(self, xs: Tensor) -> None:
         self.n = (self.n or 0) + xs.shape[0]
 
+    def update(self, x: Tensor) -> None:
+        self.n = (self.n or 0) + 1
+
     def get(self) -> int | None:
         return self.n
 
@@ -140,6 +143,14 @@ class Mean(Stat):
 
     def init(self) -> None:
         self._count = _linked(self, Count())
+
+    def update(self, x: Tensor) -> None:  # one observation: the same arithmetic without batch reductions
+        x = x if x.is_floating_point() or x.is_complex() else x.double()
+        self.previous = self.rolling_mean
+        if self.rolling_mean is None:
+            self.rolling_mean = x.clone()
+        else:
+            self.rolling_mean = self.rolling_mean + (x - self.rolling_mean) / self._count.get()
 
     def update_batch(self, xs: Tensor) -> None:
         xs = xs if xs.is_floating_point() or xs.is_complex() else xs.double()
@@ -166,6 +177,10 @@ class MSE(Stat):
 
     def init(self) -> None:
         self._mean = _linked(self, Mean())
+
+    def update(self, x: Tensor) -> None:
+        new, old = self._mean.get(), self._mean.previous
+        self.mse = torch.zeros_like(new) if old is None else self.mse + (x - old) * (x - new)
 
     def update_batch(self, xs: Tensor) -> None:
         # Mean has already taken this batch in: get() is the new mean, previous the old one.
@@ -209,6 +224,9 @@ class Var(Stat):
     def update_batch(self, xs: Tensor) -> None:
         pass  # read from MSE and Count
 
+    def update(self, x: Tensor) -> None:
+        pass  # read from MSE and Count
+
     def get(self) -> Tensor | None:
         mse, n = self._mse.get(), self._count.get()
         if mse is None:
@@ -236,6 +254,9 @@ class StdDev(Stat):
         self._var = _linked(self, Var(order=self.order))
 
     def update_batch(self, xs: Tensor) -> None:
+        pass  # read from Var
+
+    def update(self, x: Tensor) -> None:
         pass  # read from Var
 
     def get(self) -> Tensor | None:
@@ -277,6 +298,9 @@ class GeneralAccumFn(Stat):
 
     def _key(self) -> tuple:
         return (*super()._key(), self.fn)
+
+    def update(self, x: Tensor) -> None:
+        self.result = x.clone() if self.result is None else self.fn(self.result, x)
 
     def update_batch(self, xs: Tensor) -> None:
         folded = _fold(self.fn, xs)

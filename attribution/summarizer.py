@@ -107,9 +107,17 @@ class SummarizerSingleTensor:
         self._shape = tuple(xs.shape[1:])
         if xs.shape[0] == 0:
             return
-        xs = xs.detach()
+        self._add(xs.detach())
+
+    def _add(self, xs: Tensor) -> None:
+        """Update every statistic with checked, detached observations."""
         for stat in self._stats:
             stat.update_batch(xs)
+
+    def _add_one(self, x: Tensor) -> None:
+        """Update every statistic with one checked, detached observation."""
+        for stat in self._stats:
+            stat.update(x)
 
     def get(self, stat: Stat) -> Stat | None:
         """This summarizer's instance equal to ``stat`` (same class and parameters), or None."""
@@ -153,6 +161,9 @@ class Summarizer:
                 another shape than in the first update.
             TypeError: something other than tensors and numbers.
         """
+        if self._is_inputs_tuple is False and isinstance(x, Tensor) and x.shape == self._summarizers[0]._shape:
+            self._summarizers[0]._add_one(x.detach())  # the common case, already checked: no overhead
+            return
         self._apply(*self._prepare(x, batched=False), batched=False)
 
     def update_batch(self, x: Tensor | tuple[Tensor, ...]) -> None:
