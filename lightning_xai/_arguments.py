@@ -7,7 +7,7 @@ import inspect
 import numbers
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
@@ -16,6 +16,9 @@ from attribution.metrics import SIMILARITY_MEASURES
 from attribution.utils import check_choice, check_int
 from lightning_xai import _tags
 from lightning_xai._schedule import Schedule
+
+if TYPE_CHECKING:
+    from lightning_xai._probe import Probe
 
 
 def misconfigured(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -166,3 +169,29 @@ def _checked_options(method: registry.MethodRecord, options: dict[str, Any]) -> 
         if isinstance(options["neuron_selector"], list):  # from a YAML config
             options["neuron_selector"] = tuple(options["neuron_selector"])
     return options
+
+
+def check_probe(
+    probe: Probe,
+    methods: Mapping[str, Any],
+    display_mean: Sequence[float] | None,
+    display_std: Sequence[float] | None,
+) -> None:
+    """Refuse, before training, gradient methods on an integer probe and display statistics that do not
+    match the probe's channels."""
+    floating = probe.inputs.is_floating_point()
+    needs_float = [name for name in methods if registry.record(name).needs_float_inputs]
+    if not floating and needs_float:
+        raise MisconfigurationException(
+            f"methods: {needs_float} differentiate the model with respect to its inputs, but the probe's inputs "
+            f"are {probe.inputs.dtype} (e.g. token ids); explain an embedding layer instead, e.g. "
+            f"methods=['layer_integrated_gradients'] with layer=<the embedding's dotted name>"
+        )
+    channels = probe.inputs.shape[1] if probe.inputs.dim() == 4 else None
+    for name, values in (("display_mean", display_mean), ("display_std", display_std)):
+        if values is not None and (channels is None or len(values) not in (1, channels)):
+            shape = tuple(probe.inputs.shape)
+            raise MisconfigurationException(
+                f"{name}: expected one value per channel of the probe's images, or one for all; got "
+                f"{len(values)} for inputs of shape {shape}" + ("" if channels else " (no images)")
+            )

@@ -9,9 +9,15 @@ step.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
+
+from lightning_xai import _render
+from lightning_xai._writers import MAP_DTYPE
+
+if TYPE_CHECKING:
+    from lightning_xai._explain import Explanation
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,43 @@ class History:
     point_metrics: dict[int, dict[str, float]] = field(default_factory=dict)
     golden_maps: dict[int, dict[str, Tensor]] = field(default_factory=dict)
     failures: dict[int, list[str]] = field(default_factory=dict)
+
+    def record(
+        self,
+        point: Point,
+        targets: Tensor,
+        predictions: Tensor,
+        results: list[Explanation],
+        maps_file: str,
+        keep: bool = False,
+    ) -> dict[str, Tensor]:
+        """Add a logged point: its targets and predictions, a thumbnail and a manifest entry per method (the
+        maps are saved in ``maps_file``), and the maps themselves if ``keep`` (for a golden reference).
+
+        Returns:
+            The point's attributions by method.
+        """
+        self.points.append(point)
+        self.targets[point.step] = targets.cpu()
+        self.predictions[point.step] = predictions.cpu()
+        for result in results:
+            if result.heat is not None:
+                self.thumbnails.setdefault(result.method, {})[point.step] = _render.thumbnail(result.heat)
+            self.manifest.append(
+                {
+                    "step": point.step,
+                    "epoch": point.epoch,
+                    "method": result.method,
+                    "target": targets.tolist(),
+                    "prediction": predictions.tolist(),
+                    "metrics": result.metrics,
+                    "maps": maps_file,
+                }
+            )
+        maps = {r.method: r.attributions for r in results}
+        if keep:
+            self.golden_maps[point.step] = {m: t.detach().to(MAP_DTYPE).cpu() for m, t in maps.items()}
+        return maps
 
     @property
     def steps(self) -> list[int]:

@@ -17,7 +17,7 @@ from typing_extensions import override
 
 from attribution import registry
 from attribution.utils import resolve_layer
-from lightning_xai import _arguments, _render, _tags
+from lightning_xai import _arguments, _tags
 from lightning_xai._drift import DriftTracker, Golden, load_golden, save_golden
 from lightning_xai._expected import MetricPlan
 from lightning_xai._explain import Explanation, Subject, explain, resolve_targets, untouched_training_state
@@ -26,7 +26,7 @@ from lightning_xai._model import LayerChoice, choose_layer, inspect_model
 from lightning_xai._probe import Probe, probe_from_value, select_probe, validation_dataloader
 from lightning_xai._records import fast_checksums
 from lightning_xai._visuals import Visuals
-from lightning_xai._writers import MAP_DTYPE, ExplanationWriter, tensorboard_writer
+from lightning_xai._writers import ExplanationWriter, tensorboard_writer
 
 SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy", "XLAFSDPStrategy")
 GRADCAM_METHODS = ("layer_gradcam", "guided_gradcam")
@@ -350,7 +350,7 @@ class AttributionMonitor(Callback):
     def _prepare(self, pl_module: pl.LightningModule) -> None:
         """Run the probe through the model once and decide how to feed, read and explain it."""
         probe = self._probe
-        self._check_probe(probe)
+        _arguments.check_probe(probe, self.methods, self.display_mean, self.display_std)
         records = [registry.record(name) for name in self.methods]
         with untouched_training_state(pl_module, self.seed):
             view = inspect_model(pl_module, probe, _model_inputs(pl_module, probe.inputs), self.output_transform)
@@ -377,24 +377,6 @@ class AttributionMonitor(Callback):
         self._subject = Subject(view.forward, view.forward_args, layer, choice.reshape_transform)
         if not torch.isfinite(view.scores).all():
             self._warn_once("nonfinite", "at the start of fit the model's outputs on the probe are not finite")
-
-    def _check_probe(self, probe: Probe) -> None:
-        floating = probe.inputs.is_floating_point()
-        needs_float = [name for name in self.methods if registry.record(name).needs_float_inputs]
-        if not floating and needs_float:
-            raise MisconfigurationException(
-                f"methods: {needs_float} differentiate the model with respect to its inputs, but the probe's inputs "
-                f"are {probe.inputs.dtype} (e.g. token ids); explain an embedding layer instead, e.g. "
-                f"methods=['layer_integrated_gradients'] with layer=<the embedding's dotted name>"
-            )
-        channels = probe.inputs.shape[1] if probe.inputs.dim() == 4 else None
-        for name, values in (("display_mean", self.display_mean), ("display_std", self.display_std)):
-            if values is not None and (channels is None or len(values) not in (1, channels)):
-                shape = tuple(probe.inputs.shape)
-                raise MisconfigurationException(
-                    f"{name}: expected one value per channel of the probe's images, or one for all; got "
-                    f"{len(values)} for inputs of shape {shape}" + ("" if channels else " (no images)")
-                )
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -475,28 +457,10 @@ class AttributionMonitor(Callback):
     def _record(
         self, point: Point, targets: Tensor, predictions: Tensor, results: list[Explanation], writer: ExplanationWriter
     ) -> None:
-        history = self._history
-        history.points.append(point)
-        history.targets[point.step] = targets.cpu()
-        history.predictions[point.step] = predictions.cpu()
-        for result in results:
-            if result.heat is not None:
-                history.thumbnails.setdefault(result.method, {})[point.step] = _render.thumbnail(result.heat)
-            history.manifest.append(
-                {
-                    "step": point.step,
-                    "epoch": point.epoch,
-                    "method": result.method,
-                    "target": targets.tolist(),
-                    "prediction": predictions.tolist(),
-                    "metrics": result.metrics,
-                    "maps": writer.maps_file(point.step),
-                }
-            )
-        maps = {r.method: r.attributions for r in results}
-        if self.save_reference is not None:
-            history.golden_maps[point.step] = {m: t.detach().to(MAP_DTYPE).cpu() for m, t in maps.items()}
-        writer.artifacts(point.step, maps, self._probe.state_dict(), history.manifest)
+        maps = self._history.record(
+            point, targets, predictions, results, writer.maps_file(point.step), keep=self.save_reference is not None
+        )
+        writer.artifacts(point.step, maps, self._probe.state_dict(), self._history.manifest)
 
     def _log(self, trainer: pl.Trainer, writer: ExplanationWriter, point: Point, results: list[Explanation]) -> None:
         scalars = {_tags.metric_tag(m, r.method): v for r in results for m, v in r.metrics.items()}
