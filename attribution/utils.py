@@ -7,10 +7,13 @@
 - :func:`grid_feature_mask`: rectangular superpixels as a ``feature_mask`` for image batches.
 - :func:`token_grid_reshape`, :func:`channels_last_reshape`: ``reshape_transform`` for
   :class:`attribution.LayerGradCam` on vision-transformer tokens and channels-last layers.
+- :func:`memory_budget`, :func:`saved_bytes_meter`: how many bytes a chunk of work may save for
+  backward on a device, and how many it does save.
 """
 
 from attribution._autograd import resolve_layer
 from attribution._checks import check_choice, check_int
+from attribution._chunking import memory_budget, saved_bytes_meter
 from attribution._features import grid_feature_mask
 from attribution.functional.layer import channels_last_reshape, token_grid_reshape
 
@@ -19,6 +22,8 @@ __all__ = [
     "check_choice",
     "check_int",
     "grid_feature_mask",
+    "memory_budget",
     "resolve_layer",
+    "saved_bytes_meter",
     "token_grid_reshape",
 ]

@@ -97,6 +97,12 @@ def display_statistics(name: str, values: Any) -> tuple[float, ...] | None:
     return tuple(float(v) for v in values)
 
 
+def optional_count(argument: str, value: Any) -> int | None:
+    """None, or a whole number >= 1 (``probe_chunk_size``)."""
+    misconfigured(check_int, value, argument, allow_none=True)
+    return value
+
+
 def names(argument: str, values: Any) -> list[str] | None:
     """``token_names`` (the word of each token id) or ``class_names`` (the name of each class)."""
     if values is None:

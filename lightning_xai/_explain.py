@@ -13,6 +13,7 @@ import inspect
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -21,6 +22,8 @@ from torch import Tensor, nn
 from attribution import registry
 from attribution.metrics import infidelity, mass_in_mask, pointing_game, sensitivity_max
 from lightning_xai import _render
+from lightning_xai._progress import Progress
+from lightning_xai._shards import Shards, seeded_chunks
 
 PERTURBATION_SAMPLES = 8
 """Perturbations per probe example for infidelity and sensitivity (Captum's default is 10)."""
@@ -60,9 +63,16 @@ class Subject:
     layer: nn.Module | None = None
     reshape_transform: Callable[[Tensor], Tensor] | None = None
 
-    def scores(self, inputs: Tensor) -> Tensor:
+    def scores(self, inputs: Tensor, chunk_size: int | None = None) -> Tensor:
+        """The class scores of ``inputs``, ``chunk_size`` examples at a time (default: all at once)."""
+        size = chunk_size or len(inputs)
         with torch.no_grad():
-            return self.forward(inputs, *self.forward_args)
+            return torch.cat(
+                [
+                    self.forward(inputs[start : start + size], *(a[start : start + size] for a in self.forward_args))
+                    for start in range(0, len(inputs), size)
+                ]
+            )
 
 
 def resolve_targets(target: str | int, inputs: Tensor, labels: Tensor | None) -> Tensor:
@@ -92,9 +102,17 @@ def token_scores(attributions: Tensor, inputs: Tensor) -> Tensor | None:
     return attributions.detach().float().flatten(2).sum(2) if attributions.dim() > 2 else attributions.float()
 
 
-def _noise_perturbation(inputs: Tensor) -> tuple[Tensor, Tensor]:
-    noise = INFIDELITY_NOISE * inputs.std() * torch.randn_like(inputs)
+def _noise_perturbation(inputs: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    noise = scale * torch.randn_like(inputs)
     return noise, inputs - noise
+
+
+@dataclass
+class _Attributed:
+    """One method's attributions on this process's chunks, with per-example metric values."""
+
+    attributions: Tensor | None  # None: this process has no chunk
+    values: dict[str, Tensor] = field(default_factory=dict)
 
 
 def explain(
@@ -104,70 +122,181 @@ def explain(
     targets: Tensor,
     masks: Tensor | None = None,
     metrics: tuple[str, ...] = (),
+    shards: Shards | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
 ) -> tuple[list[Explanation], dict[str, Exception]]:
     """Run every method (and its metrics) on the probe; a method that fails is left out, with its error.
 
-    Call inside :func:`untouched_training_state`.
+    Each process explains its chunks of the probe (``shards``; by default all of it at once) and
+    receives everyone's results, so every process returns the same explanations. Call inside
+    :func:`untouched_training_state`.
 
     Returns:
         The explanations, and the errors by method name.
     """
-    results, failures = [], {}
+    shards = shards or Shards(len(inputs), len(inputs))
+    progress = progress or Progress()
+    records = {name: registry.record(name) for name in methods}
+    scored = [name for name, r in records.items() if r.explains_output_at_inputs and inputs.is_floating_point()]
+    infidelity_wanted = "infidelity" in metrics and bool(scored)
+    progress.start(len(shards.local) * (len(methods) + infidelity_wanted))
+    local: dict[str, _Attributed | Exception] = {}
     for name, options in methods.items():
         try:
-            results.append(_explain_one(subject, registry.record(name), options, inputs, targets, masks, metrics))
-        except Exception as error:  # one failing method must not cost the others their epoch
-            failures[name] = error
-    if "infidelity" in metrics and inputs.is_floating_point():
-        scored = [result for result in results if registry.record(result.method).explains_output_at_inputs]
+            local[name] = _attribute(subject, records[name], options, inputs, targets, metrics, shards, seed, progress)
+        except Exception as error:  # one failing method must not cost the others their point
+            local[name] = error
+    infidelities: dict[str, Tensor] | Exception = {}
+    if infidelity_wanted:
+        explained = {n: a.attributions for n, a in local.items() if n in scored and isinstance(a, _Attributed)}
         try:
-            _add_infidelity(subject, scored, inputs, targets)
+            infidelities = _infidelity(subject, explained, inputs, targets, shards, seed, progress)
         except Exception as error:  # the maps stand without it
-            failures["infidelity"] = error
-    return results, failures
+            infidelities = error
+    progress.close()
+    gathered = shards.gather(_portable(shards, (local, infidelities)))
+    return _combine(subject, records, inputs, masks, metrics, gathered, shards.rank)
 
 
-def _add_infidelity(subject: Subject, results: list[Explanation], inputs: Tensor, targets: Tensor) -> None:
-    """Every method's infidelity on the same perturbations, whose forwards are done once for all."""
-    if not results:
-        return
-    scores = infidelity(
-        subject.forward,
-        _noise_perturbation,
-        inputs,
-        {result.method: result.attributions for result in results},
-        additional_forward_args=subject.forward_args or None,
-        target=targets,
-        n_perturb_samples=PERTURBATION_SAMPLES,
-        normalize=True,
-    )
-    for result in results:
-        result.metrics["infidelity"] = float(scores[result.method].mean())
+def _portable(shards: Shards, value: Any) -> Any:
+    """``value`` with its tensors on the CPU and errors as text when it travels to other processes."""
+    if shards.world == 1:
+        return value
+    if isinstance(value, Exception):
+        return f"{type(value).__name__}: {value}"
+    if isinstance(value, Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _portable(shards, v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(_portable(shards, v) for v in value)
+    if isinstance(value, _Attributed):
+        return _Attributed(_portable(shards, value.attributions), _portable(shards, value.values))
+    return value
 
 
-def _explain_one(
+def _attribute(
     subject: Subject,
     method: registry.MethodRecord,
     user_options: Mapping[str, Any],
     inputs: Tensor,
     targets: Tensor,
-    masks: Tensor | None,
     metrics: tuple[str, ...],
-) -> Explanation:
+    shards: Shards,
+    seed: int,
+    progress: Progress,
+) -> _Attributed:
+    """``method`` on each of this process's chunks, each from its own seed."""
     reshape = {"reshape_transform": subject.reshape_transform} if _takes_reshape(method) else {}
     explainer = registry.build(method.name, subject.forward, layer=subject.layer, **reshape)
-    options = {**method.probe_options(inputs), **user_options}
-    if subject.forward_args:
-        options["additional_forward_args"] = subject.forward_args
-    selection = {"target": targets} if method.takes_target else {}  # a neuron method's selector is an option
-    values: dict[str, float] = {}
-    if method.returns_delta:
-        attributions, delta = explainer.attribute(inputs, return_convergence_delta=True, **selection, **options)
-        values["convergence_delta"] = float(delta.abs().mean())
-    else:
-        attributions = explainer.attribute(inputs, **selection, **options)
-    if method.explains_output_at_inputs and inputs.is_floating_point() and "sensitivity" in metrics:
-        values["sensitivity"] = _sensitivity(explainer, inputs, targets, options)
+    parts: list[Tensor] = []
+    values: dict[str, list[Tensor]] = {}
+    for chunk in seeded_chunks(shards, seed, method.name):
+        rows = inputs[chunk]
+        options = {**method.probe_options(rows), **user_options}
+        if subject.forward_args:
+            options["additional_forward_args"] = tuple(a[chunk] for a in subject.forward_args)
+        selection = {"target": targets[chunk]} if method.takes_target else {}  # a neuron selector is an option
+        if method.returns_delta:
+            attributions, delta = explainer.attribute(rows, return_convergence_delta=True, **selection, **options)
+            values.setdefault("convergence_delta", []).append(delta.detach().abs().float().reshape(-1))
+        else:
+            attributions = explainer.attribute(rows, **selection, **options)
+        if method.explains_output_at_inputs and rows.is_floating_point() and "sensitivity" in metrics:
+            values.setdefault("sensitivity", []).append(_sensitivity(explainer, rows, targets[chunk], options))
+        parts.append(attributions.detach())
+        progress.advance()
+    if not parts:
+        return _Attributed(None)
+    return _Attributed(torch.cat(parts), {name: torch.cat(v) for name, v in values.items()})
+
+
+def _infidelity(
+    subject: Subject,
+    explained: dict[str, Tensor | None],
+    inputs: Tensor,
+    targets: Tensor,
+    shards: Shards,
+    seed: int,
+    progress: Progress,
+) -> dict[str, Tensor]:
+    """Every method's infidelity per example on the same perturbations, whose forwards are done once for all.
+
+    The noise is scaled by the whole probe's spread, so a chunk's perturbations do not depend on the chunks."""
+    if not explained:
+        return {}
+    perturb = partial(_noise_perturbation, scale=INFIDELITY_NOISE * float(inputs.float().std()))
+    offset = shards.local[0].start if shards.local else 0
+    scores: dict[str, list[Tensor]] = {}
+    for chunk in seeded_chunks(shards, seed, "infidelity"):
+        local = slice(chunk.start - offset, chunk.stop - offset)
+        chunk_scores = infidelity(
+            subject.forward,
+            perturb,
+            inputs[chunk],
+            {name: a[local] for name, a in explained.items()},
+            additional_forward_args=tuple(a[chunk] for a in subject.forward_args) or None,
+            target=targets[chunk],
+            n_perturb_samples=PERTURBATION_SAMPLES,
+            normalize=True,
+        )
+        for name, values in chunk_scores.items():
+            scores.setdefault(name, []).append(values.detach().float())
+        progress.advance()
+    return {name: torch.cat(values) for name, values in scores.items()}
+
+
+def _combine(
+    subject: Subject,
+    records: dict[str, registry.MethodRecord],
+    inputs: Tensor,
+    masks: Tensor | None,
+    metrics: tuple[str, ...],
+    gathered: list[tuple[dict[str, _Attributed | Exception | str], dict[str, Tensor] | Exception | str]],
+    rank: int,
+) -> tuple[list[Explanation], dict[str, Exception]]:
+    """The whole probe's explanations from every process's chunks (in rank order); a method that failed on
+    any process fails everywhere, so that every process logs and decides alike."""
+    results, failures = [], {}
+    for name, method in records.items():
+        parts = [by_method[name] for by_method, _ in gathered]
+        failed = [(r, part) for r, part in enumerate(parts) if isinstance(part, (Exception, str))]
+        if failed:
+            failures[name] = _error(failed, rank)
+            continue
+        present = [part for part in parts if part.attributions is not None]
+        attributions = torch.cat([part.attributions.to(inputs.device) for part in present])
+        values = {metric: float(torch.cat([p.values[metric] for p in present]).mean()) for metric in present[0].values}
+        results.append(_summarised(subject, method, inputs, masks, attributions, values))
+    infidelities = [scores for _, scores in gathered]
+    failed = [(r, scores) for r, scores in enumerate(infidelities) if isinstance(scores, (Exception, str))]
+    if failed:
+        failures["infidelity"] = _error(failed, rank)
+    elif "infidelity" in metrics:
+        for result in results:
+            per_rank = [scores[result.method] for scores in infidelities if result.method in scores]
+            if per_rank:
+                result.metrics["infidelity"] = float(torch.cat(per_rank).mean())
+    return results, failures
+
+
+def _error(failed: list[tuple[int, Exception | str]], rank: int) -> Exception:
+    """The failure as this process raised it, or as the first process that failed reported it."""
+    own = [error for r, error in failed if r == rank]
+    return own[0] if own else RuntimeError(f"{failed[0][1]} (on process {failed[0][0]})")
+
+
+def _summarised(
+    subject: Subject,
+    method: registry.MethodRecord,
+    inputs: Tensor,
+    masks: Tensor | None,
+    attributions: Tensor,
+    values: dict[str, float],
+) -> Explanation:
+    """The explanation of the whole probe: heat maps on one scale, token scores, localisation metrics."""
+    reshape = _takes_reshape(method)
     scores = token_scores(attributions, inputs)
     maps = spatial_maps(attributions, inputs, None if reshape or not method.attributes_to_layer else subject)
     if masks is not None and (maps is not None or scores is not None):
@@ -175,7 +304,7 @@ def _explain_one(
         values["mass_in_mask"] = float(mass_in_mask(located, masks_like).mean())
         values["pointing_game"] = float(pointing_game(located, masks_like).mean())
     heat = None if maps is None else _render.heat(maps, inputs.shape[-2:])
-    return Explanation(method.name, attributions.detach(), heat, values, scores)
+    return Explanation(method.name, attributions, heat, values, scores)
 
 
 def _takes_reshape(method: registry.MethodRecord) -> bool:
@@ -194,7 +323,7 @@ def spatial_maps(attributions: Tensor, inputs: Tensor, layer_subject: Subject | 
     return maps if spatial else None
 
 
-def _sensitivity(explainer: Any, inputs: Tensor, targets: Tensor, options: dict[str, Any]) -> float:
+def _sensitivity(explainer: Any, inputs: Tensor, targets: Tensor, options: dict[str, Any]) -> Tensor:
     samples = PERTURBATION_SAMPLES
     scores = sensitivity_max(explainer.attribute, inputs, n_perturb_samples=samples, target=targets, **options)
-    return float(scores.mean())
+    return scores.detach().float()

@@ -24,7 +24,9 @@ from lightning_xai._explain import Explanation, Subject, explain, resolve_target
 from lightning_xai._history import History, Point
 from lightning_xai._model import LayerChoice, choose_layer, inspect_model
 from lightning_xai._probe import Probe, probe_from_value, select_probe, validation_dataloader
+from lightning_xai._progress import TrainerProgress
 from lightning_xai._records import fast_checksums
+from lightning_xai._shards import agreed_chunk_size, shards_for
 from lightning_xai._visuals import Visuals
 from lightning_xai._writers import ExplanationWriter, tensorboard_writer
 
@@ -86,6 +88,11 @@ class AttributionMonitor(Callback):
             (:class:`AttributionMonitorError`).
         seed: seed of the monitor's private RNG stream (noisy methods, metrics).
         class_names: a name per class, for the labels on the images.
+        probe_chunk_size: examples explained at once. By default an equal share of the probe per
+            process (under DDP each process explains its share, and all of them receive every result),
+            cut so that one chunk's forward and backward fits the device's memory budget. Noisy
+            methods and the metrics draw their noise per chunk: the same ``probe_chunk_size`` gives the
+            same maps and metrics on any number of processes.
         similarity: how drift is measured between two points' maps, one of
             ``attribution.metrics.SIMILARITY_MEASURES`` (default Spearman rank
             correlation of the magnitudes); logged as
@@ -142,6 +149,7 @@ class AttributionMonitor(Callback):
         log_spaced_steps: bool = False,
         log_at_start: bool = True,
         class_names: Sequence[str] | None = None,
+        probe_chunk_size: int | None = None,
     ) -> None:
         super().__init__()
         self.methods = _arguments.method_options(methods)
@@ -172,6 +180,7 @@ class AttributionMonitor(Callback):
         self.save_reference = save_reference
         self.token_names = _arguments.names("token_names", token_names)
         self.class_names = _arguments.names("class_names", class_names)
+        self.probe_chunk_size = _arguments.optional_count("probe_chunk_size", probe_chunk_size)
         self.input_key = input_key
         self.output_transform = output_transform
         self._given_probe: Probe | None = None if probe is None else probe_from_value(probe, input_key)
@@ -187,6 +196,7 @@ class AttributionMonitor(Callback):
         self._subject: Subject | None = None
         self._layer_choice = LayerChoice()
         self._plan = MetricPlan()
+        self._chunk_size = 1
         self._writer: ExplanationWriter | None = None
         self._visuals_cache: Visuals | None = None
         self._attempted: set[int] = set()  # steps explained (or tried) in this fit
@@ -271,7 +281,7 @@ class AttributionMonitor(Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._probe is None:
             self._probe = select_probe(validation_dataloader(trainer), self.num_probe_samples, self.input_key)
-        self._prepare(pl_module)
+        self._prepare(trainer, pl_module)
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -347,13 +357,17 @@ class AttributionMonitor(Callback):
                 f"(pass on_error='raise' to stop training instead)"
             )
 
-    def _prepare(self, pl_module: pl.LightningModule) -> None:
-        """Run the probe through the model once and decide how to feed, read and explain it."""
+    def _prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Run the probe through the model once and decide how to feed, read and explain it, in what chunks."""
         probe = self._probe
         _arguments.check_probe(probe, self.methods, self.display_mean, self.display_std)
         records = [registry.record(name) for name in self.methods]
+        inputs = _model_inputs(pl_module, probe.inputs)
         with untouched_training_state(pl_module, self.seed):
-            view = inspect_model(pl_module, probe, _model_inputs(pl_module, probe.inputs), self.output_transform)
+            view = inspect_model(pl_module, probe, inputs, self.output_transform)
+            self._chunk_size = agreed_chunk_size(
+                trainer, self.probe_chunk_size, view.forward, inputs, view.forward_args
+            )
         choice = choose_layer(
             view,
             probe.inputs,
@@ -394,8 +408,9 @@ class AttributionMonitor(Callback):
         device = pl_module.device
         inputs = _model_inputs(pl_module, probe.inputs)
         subject = self._subject_on(device)
+        shards = shards_for(len(probe), self._chunk_size, trainer.global_rank, trainer.world_size)
         with untouched_training_state(pl_module, self.seed + point.step):
-            scores = subject.scores(inputs)
+            scores = subject.scores(inputs, self._chunk_size)
             if not torch.isfinite(scores).all():
                 self._warn_once(
                     "nonfinite",
@@ -412,6 +427,9 @@ class AttributionMonitor(Callback):
                 targets,
                 None if probe.masks is None else probe.masks.to(device),
                 self.metrics,
+                shards,
+                self.seed + point.step,
+                TrainerProgress(trainer, f"Explaining the probe at {point.label}"),
             )
         for name, error in failures.items():
             self._method_failed(name, error, point)
