@@ -57,18 +57,23 @@ class Visuals:
     def point(self, writer: ExplanationWriter, point: Point, results: list[Explanation], history: History) -> None:
         """Everything one logged point writes: text for token inputs; grids and filmstrips for images."""
         targets, predictions = history.targets[point.step], history.predictions.get(point.step)
+        predicted = _listed(predictions, len(self.probe))
+        samples = [self.caption(i, p, t) for i, (p, t) in enumerate(zip(predicted, targets.tolist()))]
         for result in results:
             if result.token_scores is not None:
                 image = self.tokens(result.token_scores, targets, predictions)
-                writer.image(_tags.text_tag(result.method), image, point.step)
+                caption = _caption_text(f"{result.method}, {point.label}", samples)
+                writer.image(_tags.text_tag(result.method), image, point.step, caption=caption)
         if not self.images:
             return
         if len(history.points) == 1:
-            writer.image(_tags.PROBE_IMAGE, self.probe_sheet(), point.step)
+            caption = _caption_text(f"probe: {len(samples)} examples", [self.caption(i) for i in range(len(samples))])
+            writer.image(_tags.PROBE_IMAGE, self.probe_sheet(), point.step, caption=caption)
         for result in results:
             if result.heat is not None:
                 image = self.grid(result.method, result.heat, point, targets, predictions)
-                writer.image(_tags.grid_tag(result.method), image, point.step)
+                caption = _caption_text(f"{result.method}, {point.label}", samples)
+                writer.image(_tags.grid_tag(result.method), image, point.step, caption=caption)
         self.filmstrips(writer, history, point.step)
 
     # ------------------------------------------------------------------ one image each
@@ -111,7 +116,8 @@ class Visuals:
                 title = [f"{method}: sample #{i}", ("each step on its own scale", _render.MUTED)]
                 tiles = np.stack([inputs[i], *(frame[i] for frame in frames)])
                 image = _render.sheet(tiles, captions, title, legend)
-                writer.image(_tags.filmstrip_tag(method, i), image, step)
+                caption = _caption_text(f"{method}, sample #{i}", captions)
+                writer.image(_tags.filmstrip_tag(method, i), image, step, caption=caption)
 
     def timelines(self, writer: ExplanationWriter, history: History) -> None:
         """Per method: every probe sample at a few logged points, with the metric curves; to TensorBoard and as
@@ -127,7 +133,10 @@ class Visuals:
             frames = torch.stack([by_step[s] for s in steps])
             points = [Point(s, epochs.get(s, -1)) for s in steps]
             image = timeline_image(method, self.display(), frames, points, curves, rows)
-            writer.image(_tags.timeline_tag(method), image, last.step, file_name=f"timeline_{method}.png")
+            title = f"{method}, steps {steps[0]} to {steps[-1]}, predictions at step {last.step}"
+            caption = _caption_text(title, [[row] for row in rows])
+            tag, file_name = _tags.timeline_tag(method), f"timeline_{method}.png"
+            writer.image(tag, image, last.step, file_name=file_name, caption=caption)
 
     def tokens(self, scores: Tensor, targets: Tensor, predictions: Tensor | None = None) -> Tensor:
         """The probe sentences with each token shaded by its attribution, as an image."""
@@ -217,3 +226,8 @@ def _joined(lines: list[_render.Caption]) -> str:
 
 def _listed(values: Tensor | None, count: int) -> list[int | None]:
     return [None] * count if values is None else values.tolist()
+
+
+def _caption_text(title: str, samples: list[list[_render.Caption]]) -> str:
+    """One line for loggers that show captions (W&B, MLflow): the title, then each sample's lines."""
+    return f"{title}: " + "; ".join(_joined(lines) for lines in samples)

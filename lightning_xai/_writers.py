@@ -1,4 +1,5 @@
-"""Where the monitor's output goes: TensorBoard when present, files beside the logs always.
+"""Where the monitor's output goes: images to every logger that shows them (see
+:mod:`lightning_xai._image_sinks`), scalars to every logger, maps and a manifest beside the logs.
 
 Only the global-zero process writes; the others compute the same results
 (identical weights, probe and seeds) and stay silent.
@@ -7,22 +8,39 @@ Only the global-zero process writes; the others compute the same results
 from __future__ import annotations
 
 import json
-import re
 import struct
 import zlib
+from functools import cached_property
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import numpy as np
 import torch
 from lightning.pytorch import Trainer
-from lightning.pytorch.loggers import TensorBoardLogger
-from tensorboard.compat.proto.summary_pb2 import Summary
+from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger
 from torch import Tensor
+
+from lightning_xai._image_sinks import image_sinks
 
 MAP_DTYPE = torch.bfloat16
 """Saved maps keep float32's range at half its size: float16 turns attributions below 6e-8 (common on
 untrained or deep models) into zeros; bfloat16 keeps three significant digits of any magnitude."""
+
+
+def default_artifact_dir(trainer: Trainer) -> Path:
+    """Where maps and manifest go unless ``artifact_dir`` says: ``<log_dir>/xai``. With MLflow as the first
+    logger, ``log_dir`` is its whole store, so they go among the run's artifacts when those are local files
+    (``<run>/artifacts/xai``, listed in MLflow's UI), else under the trainer's root directory."""
+    logger = trainer.logger
+    if isinstance(logger, MLFlowLogger):
+        if trainer.is_global_zero:  # other processes have no run; they write nothing anyway
+            location = urlparse(logger.experiment.get_run(logger.run_id).info.artifact_uri)
+            if location.scheme in ("", "file"):
+                return Path(url2pathname(location.path)) / "xai"
+        return Path(trainer.default_root_dir) / "xai"
+    return Path(trainer.log_dir or trainer.default_root_dir) / "xai"
 
 
 def tensorboard_writer(trainer: Trainer) -> Any:
@@ -42,9 +60,17 @@ def _encode_png(image: Tensor) -> bytes:
     (sub/up) and deflate's run-length mode were measured too: at most 5% smaller or faster, or (run-length)
     half as large again.
     """
+    return _png_of_pixels(_pixels(image))
+
+
+def _pixels(image: Tensor) -> np.ndarray:
+    """``(H, W, 3)`` uint8 pixels of a ``(3, H, W)`` image, uint8 or floats in [0, 1]."""
     if image.dtype != torch.uint8:
         image = (image.detach().clamp(0, 1) * 255).round().to(torch.uint8)
-    pixels = image.cpu().permute(1, 2, 0).numpy()
+    return image.cpu().permute(1, 2, 0).numpy()
+
+
+def _png_of_pixels(pixels: np.ndarray) -> bytes:
     height, width, _ = pixels.shape
     rows = np.zeros((height, 1 + 3 * width), dtype=np.uint8)  # each row: filter type 0 (none), then RGB
     rows[:, 1:] = pixels.reshape(height, -1)
@@ -67,12 +93,31 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def _file_name(tag: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", tag)
+class Picture:
+    """One image in the forms the sinks take, each made once and only when a sink asks for it."""
+
+    def __init__(self, image: Tensor) -> None:
+        self.image = image
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Height and width."""
+        return self.image.shape[1], self.image.shape[2]
+
+    @cached_property
+    def pixels(self) -> np.ndarray:
+        """``(H, W, 3)`` uint8, as W&B and MLflow take images."""
+        return _pixels(self.image)
+
+    @cached_property
+    def png(self) -> bytes:
+        """PNG bytes (see :func:`_encode_png`)."""
+        return _png_of_pixels(self.pixels)
 
 
 class ExplanationWriter:
-    """Images to TensorBoard (or PNG files), scalars to every logger, maps and a manifest to ``directory``.
+    """Images to every logger that shows them (PNG files when none does), scalars to every logger, maps and
+    a manifest to ``directory``.
 
     Everything is written at a global step.
     """
@@ -81,25 +126,33 @@ class ExplanationWriter:
         self.enabled = trainer.is_global_zero
         self.trainer = trainer
         self.tensorboard = tensorboard_writer(trainer) if self.enabled else None
+        self.sinks = image_sinks(trainer, directory) if self.enabled else []
         self.directory = directory
 
-    def image(self, tag: str, image: Tensor, step: int, file_name: str | None = None) -> None:
-        """A ``(3, H, W)`` image in [0, 1] at ``step``, encoded once; also written to ``file_name`` if given."""
+    def image(
+        self, tag: str, image: Tensor, step: int, file_name: str | None = None, caption: str | None = None
+    ) -> None:
+        """A ``(3, H, W)`` image (uint8, or floats in [0, 1]) at ``step`` to every image sink, encoded once
+        per form; also written to ``file_name`` if given.  ``caption`` goes where captions are shown (W&B,
+        MLflow).
+
+        Raises:
+            Exception: the first sink's error, after every sink has had the image (one failing service
+                does not keep the image from the others).
+        """
         if not self.enabled:
             return
-        png = _encode_png(image)
-        if self.tensorboard is not None:
-            value = Summary.Value(
-                tag=tag,
-                image=Summary.Image(
-                    height=image.shape[1], width=image.shape[2], colorspace=3, encoded_image_string=png
-                ),
-            )
-            self.tensorboard._get_file_writer().add_summary(Summary(value=[value]), global_step=step)
-        else:
-            self._write(Path("images") / _file_name(tag) / f"step_{step:07d}.png", png)
+        picture = Picture(image)
+        failure: Exception | None = None
+        for sink in self.sinks:
+            try:
+                sink.write(tag, picture, step, caption)
+            except Exception as error:
+                failure = failure or error
         if file_name is not None:
-            self._write(Path(file_name), png)
+            self._write(Path(file_name), picture.png)
+        if failure is not None:
+            raise failure
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         """To every logger of the trainer at ``step``, and into ``trainer.callback_metrics`` on every rank (so

@@ -28,7 +28,7 @@ from lightning_xai._progress import TrainerProgress
 from lightning_xai._records import fast_checksums
 from lightning_xai._shards import agreed_chunk_size, shards_for
 from lightning_xai._visuals import Visuals
-from lightning_xai._writers import ExplanationWriter, tensorboard_writer
+from lightning_xai._writers import ExplanationWriter, default_artifact_dir, tensorboard_writer
 
 SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy", "XLAFSDPStrategy")
 GRADCAM_METHODS = ("layer_gradcam", "guided_gradcam")
@@ -468,8 +468,7 @@ class AttributionMonitor(Callback):
 
     def _writer_for(self, trainer: pl.Trainer) -> ExplanationWriter:
         if self._writer is None:
-            root = self.artifact_dir or Path(trainer.log_dir or trainer.default_root_dir) / "xai"
-            self._writer = ExplanationWriter(trainer, Path(root))
+            self._writer = ExplanationWriter(trainer, Path(self.artifact_dir or default_artifact_dir(trainer)))
         return self._writer
 
     def _record(
