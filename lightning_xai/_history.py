@@ -55,9 +55,11 @@ class History:
         results: list[Explanation],
         maps_file: str,
         keep: bool = False,
+        shown: list[int] | None = None,
     ) -> dict[str, Tensor]:
         """Add a logged point: its targets and predictions, a thumbnail and a manifest entry per method (the
         maps are saved in ``maps_file``), and the maps themselves if ``keep`` (for a golden reference).
+        Thumbnails are kept for the ``shown`` examples only (all by default): a large probe's would not fit.
 
         Returns:
             The point's attributions by method.
@@ -67,7 +69,8 @@ class History:
         self.predictions[point.step] = predictions.cpu()
         for result in results:
             if result.heat is not None:
-                self.thumbnails.setdefault(result.method, {})[point.step] = _render.thumbnail(result.heat)
+                maps = result.heat.maps if shown is None else result.heat.maps[shown]
+                self.thumbnails.setdefault(result.method, {})[point.step] = _render.thumbnail(maps)
             self.manifest.append(
                 {
                     "step": point.step,

@@ -152,7 +152,7 @@ def probe_from_value(value: Any, input_key: str | None = None) -> Probe:
     return probe
 
 
-def _round_robin(labels: list[int | None], count: int) -> list[int]:
+def round_robin(labels: list[int | None], count: int) -> list[int]:
     """Positions picking ``count`` items, cycling over the classes in order of first appearance."""
     if any(label is None for label in labels):
         return list(range(min(count, len(labels))))
@@ -192,7 +192,7 @@ def select_probe(dataloader: DataLoader, count: int, input_key: str | None = Non
         else:
             items = [dataset[i] for i in range(min(len(dataset), count * SCAN_PER_SAMPLE))]
             labels = [_label_of(dataloader, item, input_key) for item in items]
-            picked = _round_robin(labels, count)
+            picked = round_robin(labels, count)
             probe = _detached(unpack_batch(dataloader.collate_fn([items[p] for p in picked]), input_key))
     if len(probe) < count:
         rank_zero_warn(
@@ -220,7 +220,7 @@ def _select_from_iterable(dataloader: DataLoader, count: int, input_key: str | N
         raise MisconfigurationException("probe: the validation dataloader yielded no batches")
     merged = _concatenated(batches)
     labels = [None] * len(merged) if merged.labels is None else merged.labels.tolist()
-    return _detached(merged.rows(torch.tensor(_round_robin(labels, count))))
+    return _detached(merged.rows(torch.tensor(round_robin(labels, count))))
 
 
 def _concatenated(batches: list[Probe]) -> Probe:

@@ -15,13 +15,17 @@ from attribution.text_visualization import token_figure
 from lightning_xai import _render, _tags
 from lightning_xai._explain import Explanation
 from lightning_xai._history import History, Point
-from lightning_xai._probe import Probe
+from lightning_xai._probe import Probe, round_robin
 from lightning_xai._timeline import timeline_image
 from lightning_xai._writers import ExplanationWriter
 
 
 class Visuals:
-    """Renders a fixed probe's explanations; the display images are computed once."""
+    """Renders a fixed probe's explanations; the display images are computed once.
+
+    A large probe is shown through a fixed subset of ``shown`` examples (``display_samples`` of them,
+    covering the classes), on the colour scale of the whole probe; its metrics cover all of it.
+    """
 
     def __init__(
         self,
@@ -30,13 +34,16 @@ class Visuals:
         std: Sequence[float] | None = None,
         token_names: Sequence[str] | None = None,
         class_names: Sequence[str] | None = None,
+        display_samples: int | None = None,
     ) -> None:
-        self.probe, self.mean, self.std = probe, mean, std
+        self.source = probe
+        self.shown = display_rows(probe, display_samples or len(probe))
+        self.probe, self.mean, self.std = probe.rows(torch.tensor(self.shown)), mean, std
         self.token_names, self.class_names = token_names, class_names
         self._display: Tensor | None = None
         self._display_pixels: np.ndarray | None = None
         self._frames = _FrameTiles(self.display)
-        self._labels = _class_labels(probe)
+        self._labels = _class_labels(self.probe)
 
     @property
     def images(self) -> bool:
@@ -56,22 +63,23 @@ class Visuals:
 
     def point(self, writer: ExplanationWriter, point: Point, results: list[Explanation], history: History) -> None:
         """Everything one logged point writes: text for token inputs; grids and filmstrips for images."""
-        targets, predictions = history.targets[point.step], history.predictions.get(point.step)
+        targets, predictions = self._targets_predictions(history, point.step)
         predicted = _listed(predictions, len(self.probe))
         samples = [self.caption(i, p, t) for i, (p, t) in enumerate(zip(predicted, targets.tolist()))]
         for result in results:
             if result.token_scores is not None:
-                image = self.tokens(result.token_scores, targets, predictions)
+                image = self.tokens(result.token_scores[self.shown], targets, predictions)
                 caption = _caption_text(f"{result.method}, {point.label}", samples)
                 writer.image(_tags.text_tag(result.method), image, point.step, caption=caption)
         if not self.images:
             return
         if len(history.points) == 1:
-            caption = _caption_text(f"probe: {len(samples)} examples", [self.caption(i) for i in range(len(samples))])
+            caption = _caption_text(self._probe_title(), [self.caption(i) for i in range(len(samples))])
             writer.image(_tags.PROBE_IMAGE, self.probe_sheet(), point.step, caption=caption)
         for result in results:
             if result.heat is not None:
-                image = self.grid(result.method, result.heat, point, targets, predictions)
+                heat = _render.Heat(result.heat.maps[self.shown], result.heat.scale, result.heat.signed)
+                image = self.grid(result.method, heat, point, targets, predictions)
                 caption = _caption_text(f"{result.method}, {point.label}", samples)
                 writer.image(_tags.grid_tag(result.method), image, point.step, caption=caption)
         self.filmstrips(writer, history, point.step)
@@ -81,7 +89,11 @@ class Visuals:
     def probe_sheet(self) -> Tensor:
         """The probe's inputs, numbered, with their true classes."""
         captions = [self.caption(i) for i in range(len(self.probe))]
-        return _render.sheet(self.display(), captions, [f"probe: {len(self.probe)} examples"])
+        return _render.sheet(self.display(), captions, [self._probe_title()])
+
+    def _probe_title(self) -> str:
+        total, shown = len(self.source), len(self.probe)
+        return f"probe: {total} examples" + (f", {shown} shown" if shown < total else "")
 
     def grid(
         self, method: str, heat: _render.Heat, point: Point, targets: Tensor, predictions: Tensor | None
@@ -102,29 +114,30 @@ class Visuals:
         epochs = {p.step: p.epoch for p in history.points}
         for method, by_step in history.thumbnails.items():
             steps = sorted(by_step)
-            shown = [steps[i] for i in _render.pick(len(steps), _render.MAX_FRAMES)]
-            signed = _render.is_signed(torch.stack([by_step[s] for s in shown]))
-            frames = self._frames.pixels(method, {s: by_step[s] for s in shown}, signed)
-            targets = [history.targets[s].tolist() for s in shown]
-            predicted = [_listed(history.predictions.get(s), len(inputs)) for s in shown]
+            steps_shown = [steps[i] for i in _render.pick(len(steps), _render.MAX_FRAMES)]
+            signed = _render.is_signed(torch.stack([by_step[s] for s in steps_shown]))
+            frames = self._frames.pixels(method, {s: by_step[s] for s in steps_shown}, signed)
+            at_steps = [self._targets_predictions(history, s) for s in steps_shown]
+            targets = [t.tolist() for t, _ in at_steps]
+            predicted = [_listed(p, len(inputs)) for _, p in at_steps]
             legend = _render.Legend(signed, "max", _meaning(signed, self._explained(targets, predicted)))
             for i in range(len(inputs)):
                 captions = [self.caption(i, prefix="input")] + [
                     [f"step {s} (epoch {epochs.get(s, '?')})", *self.caption(i, p[i], t[i])[1:]]
-                    for s, p, t in zip(shown, predicted, targets)
+                    for s, p, t in zip(steps_shown, predicted, targets)
                 ]
-                title = [f"{method}: sample #{i}", ("each step on its own scale", _render.MUTED)]
+                title = [f"{method}: sample #{self.shown[i]}", ("each step on its own scale", _render.MUTED)]
                 tiles = np.stack([inputs[i], *(frame[i] for frame in frames)])
                 image = _render.sheet(tiles, captions, title, legend)
-                caption = _caption_text(f"{method}, sample #{i}", captions)
-                writer.image(_tags.filmstrip_tag(method, i), image, step, caption=caption)
+                caption = _caption_text(f"{method}, sample #{self.shown[i]}", captions)
+                writer.image(_tags.filmstrip_tag(method, self.shown[i]), image, step, caption=caption)
 
     def timelines(self, writer: ExplanationWriter, history: History) -> None:
         """Per method: every probe sample at a few logged points, with the metric curves; to TensorBoard and as
         ``timeline_<method>.png`` beside the maps."""
         last = history.points[-1]
         epochs = {p.step: p.epoch for p in history.points}
-        predicted = _listed(history.predictions.get(last.step), len(self.probe))
+        predicted = _listed(self._targets_predictions(history, last.step)[1], len(self.probe))
         rows = [self._row_label(i, predicted[i]) for i in range(len(self.probe))]
         for method, by_step in history.thumbnails.items():
             steps = sorted(by_step)
@@ -146,6 +159,11 @@ class Visuals:
         titles = [_joined(self.caption(i, p, t)) for i, (p, t) in enumerate(zip(predicted, targets.tolist()))]
         return _render.figure_to_tensor(token_figure(words, scores.cpu(), titles))
 
+    def _targets_predictions(self, history: History, step: int) -> tuple[Tensor, Tensor | None]:
+        """The explained classes and the predictions of the shown examples at ``step``."""
+        predictions = history.predictions.get(step)
+        return history.targets[step][self.shown], None if predictions is None else predictions[self.shown]
+
     # ------------------------------------------------------------------ labels
 
     def class_name(self, index: int) -> str:
@@ -158,7 +176,8 @@ class Visuals:
         """The lines under a probe sample's tile: its number and true class (when the probe has labels); the
         prediction, green when right and red when wrong; the explained class when it is neither."""
         truth = None if self._labels is None else self._labels[sample]
-        head = f"{prefix} #{sample}" if prefix else f"#{sample}"
+        number = self.shown[sample]  # the example's place in the whole probe
+        head = f"{prefix} #{number}" if prefix else f"#{number}"
         lines: list[_render.Caption] = [head if truth is None else f"{head}  true: {self.class_name(truth)}"]
         if predicted is not None:
             colour = _render.INK if truth is None else _render.RIGHT if predicted == truth else _render.WRONG
@@ -205,6 +224,12 @@ class _FrameTiles:
             del self._drawn[key]
         self._drawn.update({(method, step): (maps[step], signed, tile) for step, tile in zip(sorted(maps), tiles)})
         return tiles
+
+
+def display_rows(probe: Probe, count: int) -> list[int]:
+    """The ``count`` probe examples shown in the images: fixed for the probe, covering its classes."""
+    labels = _class_labels(probe)
+    return round_robin(labels if labels is not None else [None] * len(probe), count)
 
 
 def _class_labels(probe: Probe) -> list[int] | None:

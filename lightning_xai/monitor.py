@@ -88,6 +88,8 @@ class AttributionMonitor(Callback):
             (:class:`AttributionMonitorError`).
         seed: seed of the monitor's private RNG stream (noisy methods, metrics).
         class_names: a name per class, for the labels on the images.
+        display_samples: how many probe examples the images show (a fixed subset covering the
+            classes); the metrics always cover the whole probe.
         probe_chunk_size: examples explained at once. By default an equal share of the probe per
             process (under DDP each process explains its share, and all of them receive every result),
             cut so that one chunk's forward and backward fits the device's memory budget. Noisy
@@ -150,6 +152,7 @@ class AttributionMonitor(Callback):
         log_at_start: bool = True,
         class_names: Sequence[str] | None = None,
         probe_chunk_size: int | None = None,
+        display_samples: int = 8,
     ) -> None:
         super().__init__()
         self.methods = _arguments.method_options(methods)
@@ -181,6 +184,7 @@ class AttributionMonitor(Callback):
         self.token_names = _arguments.names("token_names", token_names)
         self.class_names = _arguments.names("class_names", class_names)
         self.probe_chunk_size = _arguments.optional_count("probe_chunk_size", probe_chunk_size)
+        self.display_samples = _arguments.optional_count("display_samples", display_samples)
         self.input_key = input_key
         self.output_transform = output_transform
         self._given_probe: Probe | None = None if probe is None else probe_from_value(probe, input_key)
@@ -460,9 +464,14 @@ class AttributionMonitor(Callback):
 
     @property
     def _visuals(self) -> Visuals:
-        if self._visuals_cache is None or self._visuals_cache.probe is not self._probe:
+        if self._visuals_cache is None or self._visuals_cache.source is not self._probe:
             self._visuals_cache = Visuals(
-                self._probe, self.display_mean, self.display_std, self.token_names, self.class_names
+                self._probe,
+                self.display_mean,
+                self.display_std,
+                self.token_names,
+                self.class_names,
+                self.display_samples,
             )
         return self._visuals_cache
 
@@ -474,9 +483,10 @@ class AttributionMonitor(Callback):
     def _record(
         self, point: Point, targets: Tensor, predictions: Tensor, results: list[Explanation], writer: ExplanationWriter
     ) -> None:
-        maps = self._history.record(
-            point, targets, predictions, results, writer.maps_file(point.step), keep=self.save_reference is not None
-        )
+        keep = self.save_reference is not None
+        maps_file = writer.maps_file(point.step)
+        shown = self._visuals.shown
+        maps = self._history.record(point, targets, predictions, results, maps_file, keep, shown)
         writer.artifacts(point.step, maps, self._probe.state_dict(), self._history.manifest)
 
     def _log(self, trainer: pl.Trainer, writer: ExplanationWriter, point: Point, results: list[Explanation]) -> None:

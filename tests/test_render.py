@@ -26,7 +26,7 @@ class _Recorder:
     def __init__(self):
         self.images = {}
 
-    def image(self, tag, image, step, file_name=None):
+    def image(self, tag, image, step, file_name=None, caption=None):
         self.images[tag] = image
 
 

@@ -12,6 +12,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_xai import AttributionMonitor
@@ -191,3 +192,38 @@ def test_a_large_probe_is_chunked_to_the_memory_budget(tmp_path, monkeypatch):
     monitor, maps = _fit(tmp_path, methods=["saliency"], metrics=())
     assert monitor._chunk_size == 1
     assert maps["saliency"].shape[0] == 7
+
+
+def test_a_large_probe_shows_a_fixed_subset_and_measures_all_of_it(tmp_path):
+    from attribution.metrics import mass_in_mask
+
+    L.seed_everything(0, verbose=False)
+    monitor = AttributionMonitor(
+        ["saliency"], gradcam=False, num_probe_samples=40, display_samples=6, metrics=(), probe_chunk_size=16
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=1,
+        logger=TensorBoardLogger(tmp_path, name="logs", version=0),
+        callbacks=[monitor],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    trainer.fit(ShapesNet(), datamodule=ShapesDataModule(n_train=16, n_val=64, size=16))
+    probe, shown = monitor.probe, monitor._visuals.shown
+    assert len(probe) == 40 and len(shown) == 6
+    assert sorted(probe.labels[shown].tolist()) == [0, 0, 1, 1, 2, 2]  # every class, in turn
+    events = EventAccumulator(glob.glob(str(tmp_path / "logs" / "version_0" / "events.*"))[0], {"images": 0})
+    events.Reload()
+    strips = {tag for tag in events.Tags()["images"] if tag.startswith("xai_per_sample/")}
+    assert strips == {f"xai_per_sample/saliency/sample_{i}" for i in shown}
+    assert all(t.shape[0] == 6 for t in monitor._history.thumbnails["saliency"].values())
+
+    xai = tmp_path / "logs" / "version_0" / "xai"
+    maps = torch.load(xai / "maps_step_0000000.pt")["saliency"].float()
+    assert maps.shape[0] == 40  # every example explained and saved
+    logged = monitor.value("saliency", "mass_in_mask", 0)
+    assert logged == pytest.approx(float(mass_in_mask(maps, probe.masks).mean()), rel=0.01)
