@@ -6,8 +6,8 @@ Fits ShapesNet for one short epoch with an AttributionMonitor (integrated gradie
 infidelity) explaining a probe of 32 examples before the first step and at the epoch end, once in one
 process and once in two. Each process reports the seconds spent in the monitor's hooks; with two
 processes each explains half of the probe (it still runs the probe's scores and renders nothing but on
-rank zero), so its time should fall towards half. On this 2-core machine the single process gets both
-cores (2 threads) and each of the two processes one.
+rank zero), so its time should fall towards half. On this 2-core machine the single process runs with
+both cores (2 threads) and with one; each of the two processes has one.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from pathlib import Path
 PROBE = 32
 
 
-def _worker(devices: int, out: Path) -> None:
+def _worker(devices: int, threads: int, out: Path) -> None:
     import lightning as L
+    import torch
 
     from benchmarks.monitor import _timed
     from lightning_xai import AttributionMonitor
@@ -33,6 +34,7 @@ def _worker(devices: int, out: Path) -> None:
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     L.seed_everything(0, verbose=False)
+    torch.set_num_threads(threads)  # (DDP on CPU sets each process's share again at setup)
     monitor = _timed(
         AttributionMonitor(["integrated_gradients", "occlusion"], num_probe_samples=PROBE, on_error="raise")
     )
@@ -55,30 +57,34 @@ def _worker(devices: int, out: Path) -> None:
     (out / f"rank{trainer.global_rank}.json").write_text(json.dumps({"seconds": monitor.seconds}))
 
 
-def _per_process(devices: int) -> list[float]:
+def _per_process(devices: int, threads: int) -> list[float]:
     with tempfile.TemporaryDirectory() as root:
-        command = [sys.executable, "-m", "benchmarks.ddp", "--worker", str(devices), root]
+        command = [sys.executable, "-m", "benchmarks.ddp", "--worker", str(devices), str(threads), root]
         subprocess.run(command, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
         return [json.loads((Path(root) / f"rank{r}.json").read_text())["seconds"] for r in range(devices)]
 
 
+RUNS = {"1 process, 2 threads": (1, 2), "1 process, 1 thread": (1, 1), "2 processes, 1 thread each": (2, 1)}
+
+
 def bench_ddp(repeats: int = 2) -> list[str]:
-    best: dict[int, list[float]] = {}
-    for _ in range(repeats):  # interleaved, best of the repeats per process count
-        for devices in (1, 2):
-            seconds = _per_process(devices)
-            if devices not in best or max(seconds) < max(best[devices]):
-                best[devices] = seconds
-    one, two = best[1][0], max(best[2])
-    return [
-        f"monitor hooks per process, probe of {PROBE}: 1 process {one:.2f} s; "
-        f"2 processes {' / '.join(f'{s:.2f}' for s in best[2])} s (ranks 0 / 1)",
-        f"per-process time with 2 processes: {two / one:.2f}x of one process's ({one / two:.2f}x faster)",
-    ]
+    best: dict[str, list[float]] = {}
+    for _ in range(repeats):  # interleaved, best of the repeats per configuration
+        for name, (devices, threads) in RUNS.items():
+            seconds = _per_process(devices, threads)
+            if name not in best or max(seconds) < max(best[name]):
+                best[name] = seconds
+    lines = [f"monitor hooks per process, probe of {PROBE} (2 points):"]
+    lines += [f"  {name}: {' / '.join(f'{s:.2f}' for s in best[name])} s" for name in RUNS]
+    two = max(best["2 processes, 1 thread each"])
+    for name in list(RUNS)[:2]:
+        one = best[name][0]
+        lines.append(f"2 processes against {name}: {one / two:.2f}x faster per process (slowest rank)")
+    return lines
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--worker"]:
-        _worker(int(sys.argv[2]), Path(sys.argv[3]))
+        _worker(int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]))
     else:
         print("\n".join(bench_ddp()))

@@ -22,23 +22,28 @@ from lightning_xai.demos.shapes import ShapesDataModule, ShapesNet
 SCRIPT = Path(__file__).with_name("ddp_monitor_script.py")
 
 
-def _fit(root, **options):
-    warnings.filterwarnings("ignore")
-    L.seed_everything(0, verbose=False)
-    monitor = AttributionMonitor(num_probe_samples=7, every_n_epochs=None, **options)
+def _one_epoch(root, callbacks, n_val=16, **options):
+    """A one-batch epoch of ShapesNet with ``callbacks`` under ``root``."""
+    settings = {"logger": False, "enable_progress_bar": False, "limit_val_batches": 1, **options}
     trainer = L.Trainer(
         accelerator="cpu",
         max_epochs=1,
         limit_train_batches=1,
-        limit_val_batches=1,
-        logger=False,
         default_root_dir=root,
-        callbacks=[monitor],
-        enable_progress_bar=False,
+        callbacks=callbacks,
         enable_model_summary=False,
         enable_checkpointing=False,
+        **settings,
     )
-    trainer.fit(ShapesNet(), datamodule=ShapesDataModule(n_train=32, n_val=16, size=16))
+    trainer.fit(ShapesNet(), datamodule=ShapesDataModule(n_train=16, n_val=n_val, size=16))
+    return trainer
+
+
+def _fit(root, **options):
+    warnings.filterwarnings("ignore")
+    L.seed_everything(0, verbose=False)
+    monitor = AttributionMonitor(num_probe_samples=7, every_n_epochs=None, **options)
+    _one_epoch(root, [monitor])
     return monitor, torch.load(root / "xai" / "maps_step_0000000.pt")
 
 
@@ -135,18 +140,7 @@ def test_a_long_explanation_shows_a_bar_of_the_trainers_progress_bar(tmp_path, m
     monkeypatch.setattr(_progress, "SHOW_AFTER", 0.0)  # every explanation counts as long
     L.seed_everything(0, verbose=False)
     monitor = AttributionMonitor(["saliency", "occlusion"], num_probe_samples=4, probe_chunk_size=1, metrics=())
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        limit_train_batches=1,
-        limit_val_batches=1,
-        logger=False,
-        default_root_dir=tmp_path,
-        callbacks=[monitor, TQDMProgressBar()],
-        enable_model_summary=False,
-        enable_checkpointing=False,
-    )
-    trainer.fit(ShapesNet(), datamodule=ShapesDataModule(n_train=16, n_val=16, size=16))
+    _one_epoch(tmp_path, [monitor, TQDMProgressBar()], enable_progress_bar=True)
     shown = capsys.readouterr().out
     assert "Explaining the probe at step 0 (epoch 0)" in shown  # drawn by Lightning's tqdm bar, on stdout
     assert "12/12" in shown  # 3 methods (GradCAM too) x 4 chunks
@@ -169,18 +163,7 @@ def test_the_bar_is_a_task_of_lightnings_rich_progress_bar_while_it_runs(tmp_pat
             progress.close()
             seen.append([t.description for t in trainer.progress_bar_callback.progress.tasks])
 
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        limit_train_batches=1,
-        limit_val_batches=0,
-        logger=False,
-        default_root_dir=tmp_path,
-        callbacks=[During(), RichProgressBar()],
-        enable_model_summary=False,
-        enable_checkpointing=False,
-    )
-    trainer.fit(ShapesNet(), datamodule=ShapesDataModule(n_train=16, n_val=16, size=16))
+    _one_epoch(tmp_path, [During(), RichProgressBar()], enable_progress_bar=True, limit_val_batches=0)
     assert seen[0] == [("Explaining the probe", 1, 3)]
     assert "Explaining the probe" not in seen[1]  # removed when done
 
@@ -201,18 +184,7 @@ def test_a_large_probe_shows_a_fixed_subset_and_measures_all_of_it(tmp_path):
     monitor = AttributionMonitor(
         ["saliency"], gradcam=False, num_probe_samples=40, display_samples=6, metrics=(), probe_chunk_size=16
     )
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        limit_train_batches=1,
-        limit_val_batches=1,
-        logger=TensorBoardLogger(tmp_path, name="logs", version=0),
-        callbacks=[monitor],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-    )
-    trainer.fit(ShapesNet(), datamodule=ShapesDataModule(n_train=16, n_val=64, size=16))
+    _one_epoch(tmp_path, [monitor], n_val=64, logger=TensorBoardLogger(tmp_path, name="logs", version=0))
     probe, shown = monitor.probe, monitor._visuals.shown
     assert len(probe) == 40 and len(shown) == 6
     assert sorted(probe.labels[shown].tolist()) == [0, 0, 1, 1, 2, 2]  # every class, in turn
