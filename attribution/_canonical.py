@@ -40,8 +40,14 @@ BaselineType = Union[
 # --------------------------------------------------------------------------- inputs
 
 
-def format_inputs(inputs: TensorOrTuple, *, require_float: bool = False) -> tuple[tuple[Tensor, ...], bool]:
+def format_inputs(
+    inputs: TensorOrTuple, *, require_float: bool = False, allow_ragged: bool = False
+) -> tuple[tuple[Tensor, ...], bool]:
     """Validate ``inputs`` and return ``(tuple_of_tensors, given_as_tensor)``.
+
+    With ``allow_ragged`` (perturbation methods) inputs after the first may have other first dimensions
+    (sparse index lists, offsets, empty tensors), which only a forward that returns values for the whole
+    batch can take: :meth:`Objective.resolve` refuses them for any other.
 
     Raises:
         TypeError: not a tensor or a non-empty tuple of tensors, or (with ``require_float``) not floating-point.
@@ -61,16 +67,22 @@ def format_inputs(inputs: TensorOrTuple, *, require_float: bool = False) -> tupl
                 f"inputs[{i}]: gradient-based attribution needs a floating-point tensor, got dtype {x.dtype}"
             )
         check_finite(x, "inputs" if given_as_tensor else f"inputs[{i}]")
-    n = values[0].shape[0]
-    if n == 0:
+    if values[0].shape[0] == 0:
         raise ArgumentError("inputs: the batch is empty (first dimension is 0); pass at least one example")
-    for i, x in enumerate(values[1:], start=1):
+    if not allow_ragged:
+        check_same_batch(tuple(values))
+    return tuple(values), given_as_tensor
+
+
+def check_same_batch(inputs: tuple[Tensor, ...], reason: str = "") -> None:
+    """Raise unless every input has the first input's batch size (``reason`` is added to the message)."""
+    n = inputs[0].shape[0]
+    for i, x in enumerate(inputs[1:], start=1):
         if x.shape[0] != n:
             raise ArgumentError(
                 f"inputs[{i}]: every input needs the same batch size; inputs[0] has {n} examples, "
-                f"inputs[{i}] has {x.shape[0]}"
+                f"inputs[{i}] has {x.shape[0]}{reason}"
             )
-    return tuple(values), given_as_tensor
 
 
 def check_finite(x: Tensor, name: str) -> None:
@@ -222,22 +234,26 @@ def repeat_rows(value: Any, repeats: int) -> Any:
 class Objective:
     """What an attribution explains: one scalar per row of a (repeated) batch.
 
-    With ``aggregate`` the forward returns one value for the whole batch (a
-    loss, an accuracy; the reference's "aggregate output mode"): every copy
-    of the batch then yields one value, and its ``n`` examples are explained
-    together (attributions with a first dimension of 1).  Perturbation
-    methods find this out with :meth:`resolve`.
+    With ``aggregate`` the forward returns values for the whole batch (a
+    loss, an accuracy, or several such; the reference's "aggregate output
+    mode"): every copy of the batch then yields ``target.outputs`` values,
+    and its ``n`` examples are explained together (attributions with a first
+    dimension of 1, or one row per value).  Perturbation methods find this
+    out with :meth:`resolve`.
     """
 
     forward_func: Callable[..., Tensor]
     target: Target
     additional_args: tuple = ()
     aggregate: bool = False
+    output_shape: tuple[int, ...] | None = None
+    """The shape the forward gives one batch's values in, when there are several per example or per batch
+    (set by :meth:`resolve`); :meth:`unflatten` lays attributions out by it."""
 
     @property
     def rows(self) -> int:
         """Values per copy of the batch: one per example (or per output element of each, see
-        :meth:`resolve`), or 1 for an aggregate forward."""
+        :meth:`resolve`), or the forward's values for the whole batch when aggregate."""
         return self.target.n * self.target.outputs
 
     def forward(self, inputs: tuple[Tensor, ...], repeats: int = 1) -> Tensor:
@@ -254,66 +270,112 @@ class Objective:
     def __call__(self, inputs: tuple[Tensor, ...], repeats: int = 1) -> Tensor:
         if not self.aggregate:
             return self.target.select(self.forward(inputs, repeats), repeats)
-        # The model pools over whatever batch it gets, so each copy needs a forward of its own.
-        size = inputs[0].shape[0] // repeats
-        copies = (tuple(x[r * size : (r + 1) * size] for x in inputs) for r in range(repeats))
-        return torch.cat([_batch_value(self.forward(copy), inputs[0].device) for copy in copies])
+        # The model pools over whatever batch it gets, so each copy needs a forward of its own.  Inputs
+        # may have batch sizes of their own (sparse index lists), so each is cut by its own size.
+        sizes = [x.shape[0] // repeats for x in inputs]
+        copies = (tuple(x[r * s : (r + 1) * s] for x, s in zip(inputs, sizes)) for r in range(repeats))
+        device, count = inputs[0].device, self.target.outputs
+        return torch.cat([_batch_values(self.forward(copy), device, count) for copy in copies])
 
-    def resolve(self, inputs: tuple[Tensor, ...], per_output: bool = False) -> tuple[Objective, Tensor]:
+    def unflatten(self, values: Tensor) -> Tensor:
+        """``(rows, ...)`` values as ``(*output_shape, ...)``: attributions laid out like the forward's
+        output (the Shapley classes' layout in the reference), ``(n, K, ...)`` for ``K`` outputs per example."""
+        if self.output_shape is None:
+            return values
+        return values.reshape(*self.output_shape, *values.shape[1:])
+
+    def resolve(self, inputs: tuple[Tensor, ...]) -> tuple[Objective, Tensor]:
         """Evaluate an unperturbed batch once and settle how the forward's outputs are read.
 
-        A forward that returns a Python number, a 0-dim tensor, or a single
-        value for several examples is aggregate (for one example, when a
-        batch of two copies also gets a single value: one more forward).
-        With ``per_output`` (methods whose perturbations are the same for
-        every example), ``target=None`` on a forward with several values per
-        example explains each of them (Captum's multi-output mode): ``n * K``
-        values, example-major.
+        The forward is aggregate when it returns a Python number, a 0-dim
+        tensor, a single value for several examples, or (with ``target=None``)
+        a tensor whose first dimension is not the batch: ``(1, K)`` or ``(K,)``
+        values for the whole batch.  For one example, a ``(1, ...)`` output
+        that could be either costs one more forward of two copies.  With
+        ``target=None``, a forward with several values per example explains
+        each of them (the reference's multi-output mode): ``n * K`` values,
+        example-major.  Inputs of different batch sizes need an aggregate forward.
 
         Returns:
             The objective for the rest of the call (``self``, its aggregate or
             per-output version) and this batch's values, ``(n,)``, ``(n * K,)``
-            or ``(1,)``.
+            or ``(K,)`` (aggregate).
 
         Raises:
-            ValueError: an aggregate forward with a target other than None.
+            ValueError: an aggregate forward with a target other than None, or inputs of different batch
+                sizes for a forward that returns values per example.
         """
-        output = self.forward(inputs)
-        n = inputs[0].shape[0]
-        single = isinstance(output, numbers.Real) or (
-            isinstance(output, Tensor) and (output.dim() == 0 or output.numel() == 1)
-        )
-        if single and n == 1 and isinstance(output, Tensor) and output.dim() > 0:
-            # One value for one example, per example or for the batch?  A batch of two copies tells.
-            twice = self.forward(tuple(repeat_rows(x, 2) for x in inputs), repeats=2)
-            single = not (isinstance(twice, Tensor) and twice.numel() == 2)
-        if not single:
-            target = self.target
-            if per_output and target.index is None and target.fn is None and isinstance(output, Tensor):
-                if output.dim() > 1 and output.shape[0] == n and output[0].numel() > 1:
-                    target = Target(n, name=target.name, outputs=output[0].numel())
-            resolved = self if target is self.target else Objective(self.forward_func, target, self.additional_args)
-            return resolved, target.select(output)
-        if self.target.index is not None or self.target.fn is not None:
+        ragged = any(x.shape[0] != inputs[0].shape[0] for x in inputs)
+        try:
+            output = self.forward(inputs)
+        except (RuntimeError, IndexError) as error:
+            if ragged:  # a per-example model usually fails on such inputs before it could say what it returns
+                reason = f" (only a forward that returns values for the whole batch takes that: {error})"
+                check_same_batch(inputs, reason)
+            raise
+        n, free = inputs[0].shape[0], self.target.index is None and self.target.fn is None
+        if not self._aggregate(output, inputs, free):
+            if ragged:
+                check_same_batch(inputs, "; only a forward that returns values for the whole batch takes that")
+            target, shape = self.target, None
+            if free and isinstance(output, Tensor) and output.dim() > 1 and output[0].numel() > 1:
+                target, shape = Target(n, name=target.name, outputs=output[0].numel()), tuple(output.shape)
+            if shape is None:
+                return self, target.select(output)
+            return Objective(self.forward_func, target, self.additional_args, False, shape), target.select(output)
+        if not free:  # (a target makes only a single value aggregate)
             raise ArgumentError(
                 f"{self.target.name}: forward_func returns one value for the whole batch of {n} "
                 f"({describe(output)}), so there is nothing to select; pass {self.target.name}=None"
             )
-        aggregate = Objective(self.forward_func, Target(1, name=self.target.name), self.additional_args, True)
-        return aggregate, _batch_value(output, inputs[0].device)
+        values = _batch_values(output, inputs[0].device)
+        shape = tuple(output.shape) if values.numel() > 1 else None
+        target = Target(1, name=self.target.name, outputs=values.numel())
+        return Objective(self.forward_func, target, self.additional_args, True, shape), values
+
+    def _aggregate(self, output: Any, inputs: tuple[Tensor, ...], free: bool) -> bool:
+        """Whether ``output`` holds values for the whole batch rather than per example (``free``: no target)."""
+        if isinstance(output, numbers.Real) and not isinstance(output, Tensor):
+            return True
+        if not isinstance(output, Tensor):
+            return False  # Target.select says what it expected
+        if output.dim() == 0:
+            return True
+        n = inputs[0].shape[0]
+        if output.numel() > 1 and not free:
+            return False  # a target picks from per-example rows (and says so when they are not)
+        if output.shape[0] != n:
+            return True
+        if n > 1:
+            return False
+        # One example and a (1, ...) output: per example or for the batch?  A batch of two copies tells.
+        twice = self.forward(tuple(repeat_rows(x, 2) for x in inputs), repeats=2)
+        return not (isinstance(twice, Tensor) and tuple(twice.shape) == (2, *output.shape[1:]))
 
 
-def _batch_value(output: Any, device: torch.device) -> Tensor:
-    """An aggregate forward's output as a ``(1,)`` tensor (Python floats are doubles)."""
-    if isinstance(output, Tensor) and output.numel() == 1:
-        return output.reshape(1)
-    if isinstance(output, numbers.Real) and not isinstance(output, Tensor):
+def _batch_values(output: Any, device: torch.device, count: int | None = None) -> Tensor:
+    """An aggregate forward's output as a 1-D tensor of its values (Python floats are doubles).
+
+    Raises:
+        ValueError: an output of something else, no values, or other than ``count`` values (when given).
+    """
+    if isinstance(output, Tensor):
+        values = output.reshape(-1)
+    elif isinstance(output, numbers.Real):
         dtype = torch.int64 if isinstance(output, numbers.Integral) else torch.float64
-        return torch.tensor([output], dtype=dtype, device=device)
-    raise ArgumentError(
-        f"forward_func: returned one value for the whole batch, then {describe(output)}; "
-        f"it must return one value for every batch (or one row per example)"
-    )
+        values = torch.tensor([output], dtype=dtype, device=device)
+    else:
+        raise ArgumentTypeError(
+            f"forward_func: returned values for the whole batch, then {describe(output)}; expected a tensor or a number"
+        )
+    if values.numel() == 0:
+        raise ArgumentError(f"forward_func: expected at least one value, got {describe(output)}")
+    if count is not None and values.numel() != count:
+        raise ArgumentError(
+            f"forward_func: returned {count} value(s) for the whole batch, then {describe(output)}; "
+            f"it must return as many for every batch (or one row per example)"
+        )
+    return values
 
 
 def attribution_dtype(x: Tensor, values: Tensor) -> torch.dtype:
@@ -358,9 +420,11 @@ def canonical_call(
     additional_forward_args: Any,
     *,
     require_float: bool = False,
+    allow_ragged: bool = False,
 ) -> CanonicalCall:
-    """Validate and normalise the arguments every ``attribute`` call shares."""
-    values, given_as_tensor = format_inputs(inputs, require_float=require_float)
+    """Validate and normalise the arguments every ``attribute`` call shares (``allow_ragged``: see
+    :func:`format_inputs`)."""
+    values, given_as_tensor = format_inputs(inputs, require_float=require_float, allow_ragged=allow_ragged)
     objective = make_objective(forward_func, target, additional_forward_args, values[0].shape[0])
     return CanonicalCall(values, given_as_tensor, objective)
 

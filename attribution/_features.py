@@ -89,7 +89,7 @@ def format_feature_mask(feature_mask: Any, inputs: tuple[Tensor, ...], name: str
     if feature_mask is None:
         masks, offset = [], 0
         for x in inputs:
-            size = x[0].numel()
+            size = x.shape[1:].numel()  # also for an input with no rows (an empty sparse list)
             masks.append((torch.arange(size, device=x.device) + offset).view(1, *x.shape[1:]))
             offset += size
         return FeatureMasks(tuple(masks), offset, name)

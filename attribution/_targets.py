@@ -37,7 +37,8 @@ class Target:
     name: str = "target"  # the argument's name in error messages (e.g. "neuron_selector")
     outputs: int = 1
     """Values per example: more than 1 explains every element of each example's output (``target=None`` on
-    a multi-output forward, for perturbation methods, as Captum does); they come example-major."""
+    a multi-output forward, for perturbation methods, as Captum does); they come example-major.  For a
+    forward that returns values for the whole batch (``n`` is then 1), how many it returns."""
 
     def repeat(self, repeats: int) -> Target:
         """The same target for a batch of ``repeats`` repeat-major copies."""
@@ -57,9 +58,12 @@ class Target:
         if not isinstance(output, Tensor):
             raise ArgumentTypeError(f"forward_func: expected it to return a tensor, got {describe(output)}")
         if output.dim() == 0 or output.shape[0] != rows:
+            # Values for the whole batch that happen to number its examples read as one per example at first.
+            pooled = repeats > 1 and output.dim() > 0 and output.shape[0] == self.n
+            hint = "; for a forward that returns values for the whole batch pass perturbations_per_eval=1"
             raise ArgumentError(
                 f"forward_func: expected an output with one row per example ({rows} rows), "
-                f"got shape {tuple(output.shape)}"
+                f"got shape {tuple(output.shape)}{hint if pooled else ''}"
             )
         if self.fn is not None:
             picked = self.fn(output)

@@ -119,8 +119,9 @@ class LayerFeatureAblation(_LayerPerturbation):
 
         Returns:
             Attributions shaped like the layer's output (input): a tuple when the layer returns a tuple
-            (takes several tensors).  With a forward that returns one value for the whole batch, a first
-            dimension of 1.
+            (takes several tensors).  With a forward that returns values for the whole batch, one row per
+            value (a first dimension of 1 for a single value); with ``target=None`` on ``K`` values per
+            example, ``(n * K, ...)``, as in :meth:`FeatureAblation.attribute`.
 
         Raises:
             ValueError: bad baselines, mask, target or ``perturbations_per_eval``, or a layer that does not

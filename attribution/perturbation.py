@@ -117,11 +117,14 @@ class Occlusion(PerturbationAttribution):
             show_progress: show a progress bar over the windows.
 
         Returns:
-            Attributions shaped like ``inputs`` (floating-point for integer inputs), or with a first
-            dimension of 1 when ``forward_func`` returns one value for the whole batch.
+            Attributions shaped like ``inputs`` (floating-point for integer inputs); with ``target=None``
+            on several values per example, one row per value, ``(n * K, ...)`` example-major; with a
+            forward that returns values for the whole batch, one row per value (``(1, ...)`` for one), and
+            then inputs after the first may have batch sizes of their own (sparse index lists), as in
+            :meth:`FeatureAblation.attribute`.
         """
         check_int(perturbations_per_eval, "perturbations_per_eval", allow_none=True)
-        call = canonical_call(self.forward_func, inputs, target, additional_forward_args)
+        call = canonical_call(self.forward_func, inputs, target, additional_forward_args, allow_ragged=True)
         baselines = format_baselines(baselines, call.inputs)
         windows = _per_input_shapes(sliding_window_shapes, call.inputs, "sliding_window_shapes")
         steps = _per_input_shapes(strides, call.inputs, "strides", default=1)
@@ -188,12 +191,16 @@ class FeatureAblation(FutureForward, PerturbationAttribution):
 
         Returns:
             Attributions shaped like ``inputs``: every element gets its feature's drop (floating-point
-            for integer and bool inputs).  When ``forward_func`` returns one value for the whole batch
-            (a loss, say), each feature is ablated in every example at once and the attributions have a
-            first dimension of 1; the mask must then be shared by the batch.
+            for integer and bool inputs).  With ``target=None`` on a forward with ``K`` values per example,
+            one row per value, ``(n * K, ...)`` example-major (Captum's layout).  When ``forward_func``
+            returns values for the whole batch (a loss, say; a number, or a tensor whose first dimension
+            is not the batch, such as ``(1, K)`` or ``(K,)``), each feature is ablated in every example at
+            once and the attributions have one row per value, ``(K, ...)`` (a first dimension of 1 for a
+            single value); the mask must then be shared by the batch, and inputs after the first may have
+            batch sizes of their own (sparse index lists with offsets; an empty tensor gets zeros).
         """
         check_int(perturbations_per_eval, "perturbations_per_eval", allow_none=True)
-        call = canonical_call(self.forward_func, inputs, target, additional_forward_args)
+        call = canonical_call(self.forward_func, inputs, target, additional_forward_args, allow_ragged=True)
         baselines = format_baselines(baselines, call.inputs)
         if enable_cross_tensor_attribution is not True:
             raise ArgumentError(
@@ -237,7 +244,7 @@ class FeaturePermutation(FutureForward, PerturbationAttribution):
         (as in the reference).
         """
         check_int(perturbations_per_eval, "perturbations_per_eval", allow_none=True)
-        call = canonical_call(self.forward_func, inputs, target, additional_forward_args)
+        call = canonical_call(self.forward_func, inputs, target, additional_forward_args, allow_ragged=True)
         features = format_feature_mask(feature_mask, call.inputs)
         with progress_bar(show_progress, features.count, "FeaturePermutation") as progress:
             attrs = functional.feature_permutation(

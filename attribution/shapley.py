@@ -48,13 +48,16 @@ class ShapleyValueSampling(FutureForward, PerturbationAttribution):
             show_progress: show a progress bar.
 
         Returns:
-            Attributions shaped like ``inputs`` (floating-point for integer and bool inputs), or with a
-            first dimension of 1 when ``forward_func`` returns one value for the whole batch (features
-            are then switched in every example at once).
+            Attributions shaped like ``inputs`` (floating-point for integer and bool inputs).  Several
+            values per example (``target=None``) or values for the whole batch are laid out like the
+            forward's output, as in Captum: ``(n, K, ...)`` for ``(n, K)`` outputs, ``(K, ...)`` for ``(K,)``
+            values per batch, a first dimension of 1 for one value per batch (features are then switched
+            in every example at once, and inputs may have batch sizes of their own, as in
+            :meth:`FeatureAblation.attribute`).
         """
         check_int(n_samples, "n_samples")
         check_int(perturbations_per_eval, "perturbations_per_eval", allow_none=True)
-        call = canonical_call(self.forward_func, inputs, target, additional_forward_args)
+        call = canonical_call(self.forward_func, inputs, target, additional_forward_args, allow_ragged=True)
         baselines = format_baselines(baselines, call.inputs)
         features = format_feature_mask(feature_mask, call.inputs)
         with progress_bar(show_progress, n_samples * features.count, "ShapleyValueSampling") as progress:
@@ -96,7 +99,7 @@ class ShapleyValues(FutureForward, PerturbationAttribution):
             ValueError: more than 20 feature groups.
         """
         check_int(perturbations_per_eval, "perturbations_per_eval", allow_none=True)
-        call = canonical_call(self.forward_func, inputs, target, additional_forward_args)
+        call = canonical_call(self.forward_func, inputs, target, additional_forward_args, allow_ragged=True)
         baselines = format_baselines(baselines, call.inputs)
         features = format_feature_mask(feature_mask, call.inputs)
         if features.count > functional.shapley.MAX_EXACT_FEATURES:

@@ -28,7 +28,6 @@ from torch import Tensor
 from attribution._base import PerturbationAttribution
 from attribution._canonical import (
     BaselineType,
-    CanonicalCall,
     Objective,
     TargetType,
     TensorOrTuple,
@@ -37,7 +36,7 @@ from attribution._canonical import (
     format_baselines,
 )
 from attribution._checks import ArgumentError, ArgumentTypeError, check_int
-from attribution._features import FeatureMasks, format_feature_mask, superpixel_options
+from attribution._features import format_feature_mask, superpixel_options
 from attribution._progress import progress_bar
 from attribution.functional.surrogate import (
     BATCHED,
@@ -64,6 +63,7 @@ from attribution.functional.surrogate import (
     per_sample,
     ridge,
     similarity_weights,
+    spread_coefficients,
     to_interpretable,
 )
 from attribution.registry import register
@@ -132,11 +132,6 @@ def _check_callables(allow_none: bool, **functions: Any) -> None:
     for name, value in functions.items():
         if not callable(value) and not (allow_none and value is None):
             raise ArgumentTypeError(f"{name}: expected a callable{' or None' * allow_none}, got {describe(value)}")
-
-
-def _output(call: CanonicalCall, features: FeatureMasks, coefs: Tensor, return_input_shape: bool) -> TensorOrTuple:
-    """Coefficients ``(rows, F)``, or spread onto the inputs (floating even for integer inputs)."""
-    return call.restore(features.spread(coefs, call.inputs)) if return_input_shape else coefs
 
 
 @register("lime", probe_options=superpixel_options(8))
@@ -216,15 +211,17 @@ class Lime(PerturbationAttribution):
 
         Returns:
             Attributions shaped like ``inputs`` (every element gets its feature's coefficient; floating for
-            integer inputs), or ``(n, F)``.  When ``forward_func`` returns one value for the whole batch, the
-            batch is explained as one example (shared masks; first dimension 1, or ``(1, F)``).
+            integer inputs), or ``(n, F)``.  A forward that returns values for the whole batch explains the
+            batch as one example (shared masks; inputs may have batch sizes of their own).  Several values
+            per example (``target=None``) or per batch get a surrogate each, laid out like the forward's
+            output as in :meth:`ShapleyValues.attribute`: ``(n, K, ...)`` or ``(n, K, F)`` for ``(n, K)``.
 
         Raises:
             ValueError: ``n_samples < 1``, a bad ``feature_mask``, or a custom callable's result of the wrong shape.
         """
         check_int(n_samples, "n_samples")
         check_int(perturbations_per_eval, "perturbations_per_eval", allow_none=True)
-        call = canonical_call(self.forward_func, inputs, target, additional_forward_args)
+        call = canonical_call(self.forward_func, inputs, target, additional_forward_args, allow_ragged=True)
         baselines = format_baselines(baselines, call.inputs)
         features = format_feature_mask(feature_mask, call.inputs)
         similarity, perturb = self.similarity_func, self.perturb_func
@@ -251,7 +248,7 @@ class Lime(PerturbationAttribution):
                 perturbations_per_eval=perturbations_per_eval,
                 progress=progress,
             )
-        return _output(call, features, coefs, return_input_shape)
+        return call.restore(spread_coefficients(coefs, features, call.inputs)) if return_input_shape else coefs
 
 
 class LimeBase(PerturbationAttribution):
@@ -385,7 +382,7 @@ class LimeBase(PerturbationAttribution):
             )
         if isinstance(fit, CaptumModelFit) and objective.rows == 1:
             return coef[0]  # the model's representation(), as Captum returns it
-        return coef.flatten(1) if coef.dim() > 2 else coef
+        return objective.unflatten(coef.flatten(1) if coef.dim() > 2 else coef)
 
 
 @register("kernel_shap", probe_options=superpixel_options(8))
@@ -421,7 +418,7 @@ class KernelShap(PerturbationAttribution):
         """
         check_int(n_samples, "n_samples")
         check_int(perturbations_per_eval, "perturbations_per_eval", allow_none=True)
-        call = canonical_call(self.forward_func, inputs, target, additional_forward_args)
+        call = canonical_call(self.forward_func, inputs, target, additional_forward_args, allow_ragged=True)
         baselines = format_baselines(baselines, call.inputs)
         features = format_feature_mask(feature_mask, call.inputs)
         with progress_bar(show_progress, n_samples, "Kernel Shap attribution") as progress:
@@ -434,7 +431,7 @@ class KernelShap(PerturbationAttribution):
                 perturbations_per_eval=perturbations_per_eval,
                 progress=progress,
             )
-        return _output(call, features, coefs, return_input_shape)
+        return call.restore(spread_coefficients(coefs, features, call.inputs)) if return_input_shape else coefs
 
 
 __all__ = [

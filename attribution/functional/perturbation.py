@@ -221,9 +221,9 @@ def occlusion(
 
     Windows of one input are occluded while the other inputs stay intact.  A
     feature covered by several windows gets the mean of their drops.  For a
-    forward that returns one value for the whole batch, each window is
-    occluded in every example at once and the attributions have a first
-    dimension of 1.
+    forward that returns values for the whole batch, each window is
+    occluded in every example at once and the attributions have one row
+    per value (see :meth:`Objective.resolve` for the rows).
 
     Args:
         perturbations_per_eval: occluded copies per forward (at most); chosen
@@ -233,7 +233,7 @@ def occlusion(
     inputs = tuple(x.detach() for x in inputs)
     drops_per_input = []
     with torch.inference_mode():
-        objective, reference = objective.resolve(inputs, per_output=True)
+        objective, reference = objective.resolve(inputs)
         for i, (x, b, window, stride) in enumerate(zip(inputs, baselines, windows, strides)):
             grid = SlidingWindows(tuple(x.shape[1:]), window, stride)
 
@@ -274,13 +274,13 @@ def feature_ablation(
     Every feature is one perturbed copy, in all inputs at once (ids are
     shared across inputs).  Image features go through local re-evaluation
     around their bounding box when the model allows it.  A forward that
-    returns one value for the whole batch needs shared masks and gets
-    attributions with a first dimension of 1.
+    returns values for the whole batch needs shared masks and gets one row
+    of attributions per value (a first dimension of 1 for a single one).
     """
     inputs = tuple(x.detach() for x in inputs)
     eye = torch.eye(features.count, dtype=torch.bool, device=inputs[0].device)
     with torch.inference_mode():
-        objective, reference = objective.resolve(inputs, per_output=True)
+        objective, reference = objective.resolve(inputs)
         features.check_shared(objective.aggregate)
         located = feature_boxes(features, inputs[0]) if len(inputs) == 1 else None
         boxes = None if located is None else (lambda lo, hi: located[0][lo:hi], located[1])
@@ -319,25 +319,31 @@ def feature_permutation(
     Each feature gets its own random permutation of the examples, never the
     identity (from torch's global generator), applied to every element of
     that feature.  A batch of one cannot be shuffled: every attribution is
-    0, with a warning (as in the reference).  A forward that returns one
-    value for the whole batch (a loss, say) gets attributions with a first
-    dimension of 1: the batch's change in that value.
+    0, with a warning (as in the reference).  A forward that returns values
+    for the whole batch (a loss, say) gets attributions with a first
+    dimension of 1 (one row per value): the batch's change in that value;
+    its inputs may have batch sizes of their own (sparse index lists), each
+    shuffled along its own first dimension.
     """
     inputs = tuple(x.detach() for x in inputs)
-    n = inputs[0].shape[0]
     eye = torch.eye(features.count, dtype=torch.bool, device=inputs[0].device)
 
     def permuted(lo: int, hi: int) -> tuple[Tensor, ...]:
         keep = ~eye[lo:hi]  # copy k: feature k of example j comes from example orders[k, j]
         return tuple(
-            torch.where(features.present(keep, i), x.unsqueeze(0), x[orders[lo:hi]]).flatten(0, 1)
+            torch.where(features.present(keep, i), x.unsqueeze(0), x[orders[x.shape[0]][lo:hi]]).flatten(0, 1)
+            if x.shape[0] in orders
+            else repeat_rows(x, hi - lo)  # fewer than two rows: nothing to shuffle
             for i, x in enumerate(inputs)
         )
 
     with torch.inference_mode():
-        objective, reference = objective.resolve(inputs, per_output=True)
+        objective, reference = objective.resolve(inputs)
         features.check_shared(objective.aggregate)
-        if n < 2:
+        # One set of permutations per batch size (inputs share one unless the forward is aggregate).
+        sizes = dict.fromkeys(x.shape[0] for x in inputs if x.shape[0] > 1)
+        orders = {size: _shuffles(features.count, size, inputs[0].device) for size in sizes}
+        if not orders:
             warnings.warn(
                 "inputs: FeaturePermutation shuffles each feature across the batch, and a batch of one example "
                 "cannot be shuffled, so every attribution is 0; pass at least 2 examples",
@@ -345,7 +351,6 @@ def feature_permutation(
             )
             drops = torch.zeros_like(reference)[:, None].expand(-1, features.count)
         else:
-            orders = _shuffles(features.count, n, inputs[0].device)
             values = evaluate_copies(
                 objective,
                 inputs,

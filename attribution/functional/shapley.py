@@ -33,9 +33,10 @@ def shapley_value_sampling(
     one at a time; each feature's estimate is the mean change of the target
     when it is added.  The orders are drawn up front from torch's global
     generator; the ``n_samples * F`` coalitions are built chunk by chunk and
-    evaluated many per forward.  A forward that returns one value for the
-    whole batch switches features in every example at once (shared masks)
-    and gets attributions with a first dimension of 1.
+    evaluated many per forward.  A forward that returns values for the
+    whole batch switches features in every example at once (shared masks).
+    Attributions are laid out like the forward's output (see
+    :meth:`Objective.unflatten`): a first dimension of 1 for one value per batch.
     """
     inputs = tuple(x.detach() for x in inputs)
     device, count = inputs[0].device, features.count
@@ -48,7 +49,7 @@ def shapley_value_sampling(
         return features.perturbed(present, inputs, baselines)
 
     with torch.inference_mode():
-        objective, empty = objective.resolve(tuple(b.expand_as(x) for x, b in zip(inputs, baselines)), per_output=True)
+        objective, empty = objective.resolve(tuple(b.expand_as(x) for x, b in zip(inputs, baselines)))
         features.check_shared(objective.aggregate)
         values = evaluate_copies(
             objective,
@@ -62,7 +63,7 @@ def shapley_value_sampling(
         gains = values - before  # (n, S, F): gain at each step
         totals = torch.zeros(values.shape[0], count, device=device, dtype=values.dtype)
         totals.scatter_add_(1, orders.flatten()[None].expand(values.shape[0], -1), gains.flatten(1))
-    return _per_output(features.spread((totals / n_samples).clone(), inputs), objective)
+    return tuple(objective.unflatten(a) for a in features.spread((totals / n_samples).clone(), inputs))
 
 
 def shapley_values(
@@ -78,7 +79,8 @@ def shapley_values(
 
     ``phi_i = sum over S without i of |S|! (F - |S| - 1)! / F! * (f(S + i) - f(S))``;
     they sum to ``f(inputs) - f(baselines)`` (efficiency).  A forward that
-    returns one value for the whole batch gets them for the batch as a whole.
+    returns values for the whole batch gets them for the batch as a whole;
+    the layout is that of :func:`shapley_value_sampling`.
 
     Raises:
         ValueError: more than :data:`MAX_EXACT_FEATURES` features.
@@ -98,7 +100,7 @@ def shapley_values(
         return features.perturbed(present, inputs, baselines)
 
     with torch.inference_mode():
-        objective, full = objective.resolve(inputs, per_output=True)  # the last coalition: all features present
+        objective, full = objective.resolve(inputs)  # the last coalition: all features present
         features.check_shared(objective.aggregate)
         if progress is not None:
             progress(1)
@@ -123,11 +125,4 @@ def shapley_values(
         for i in range(count):  # at most MAX_EXACT_FEATURES iterations
             without = everything[(everything & (1 << i)) == 0]
             phi[:, i] = ((values[:, without | (1 << i)] - values[:, without]) * weights[sizes[without]]).sum(1)
-    return _per_output(features.spread(phi.clone(), inputs), objective)
-
-
-def _per_output(attributions: tuple[Tensor, ...], objective: Objective) -> tuple[Tensor, ...]:
-    """``(n * K, ...)`` attributions of ``K`` outputs per example as ``(n, K, ...)``, the layout Captum's
-    Shapley classes give that mode (its FeatureAblation keeps them flat, and so does ours)."""
-    k = objective.target.outputs
-    return attributions if k == 1 else tuple(a.view(-1, k, *a.shape[1:]) for a in attributions)
+    return tuple(objective.unflatten(a) for a in features.spread(phi.clone(), inputs))

@@ -163,7 +163,9 @@ def surrogate(
 ) -> tuple[Tensor, Tensor]:
     """Fit the interpretable model to the target over ``total`` perturbed copies of the batch.
 
-    ``rows`` below is ``n``, or 1 when ``objective`` is aggregate (one value for the whole batch).
+    ``sample`` gives designs and weights per example (``n``, or 1 when ``objective`` is aggregate); the
+    objective has ``rows`` values per copy, ``K`` per example (several outputs, see
+    :meth:`Objective.resolve`), and each gets a surrogate of its own, fitted on its example's design.
 
     Args:
         objective: resolved (see :meth:`Objective.resolve`).
@@ -200,8 +202,11 @@ def surrogate(
     # Outside inference mode (clones are normal tensors), so that a custom model may use autograd.
     values, design, weight = values.clone(), torch.cat(designs).clone(), torch.cat(weights).clone()
     dtype = values.dtype if values.is_floating_point() else torch.float32
-    design = design.transpose(0, 1).to(dtype)
-    return fit(design, values.to(dtype), weight.t().to(device=design.device, dtype=dtype))
+    design, weight = design.transpose(0, 1).to(dtype), weight.t().to(device=design.device, dtype=dtype)
+    outputs = values.shape[0] // design.shape[0]  # K values of one example share its copies (example-major)
+    if outputs > 1:
+        design, weight = design.repeat_interleave(outputs, dim=0), weight.repeat_interleave(outputs, dim=0)
+    return fit(design, values.to(dtype), weight)
 
 
 def coalition_sample(
@@ -226,9 +231,16 @@ def coalition_sample(
 
 
 def _resolved(objective: Objective, inputs: tuple[Tensor, ...]) -> tuple[Objective, Tensor]:
-    """One forward of the unperturbed batch settles the output mode (and how many rows the surrogates have)."""
+    """One forward of the unperturbed batch settles the output mode (and how many surrogates there are)."""
     with torch.inference_mode():
         return objective.resolve(tuple(x.detach() for x in inputs))
+
+
+def spread_coefficients(coefs: Tensor, features: FeatureMasks, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Coefficients ``(*rows, F)`` (see :func:`lime`) spread onto the inputs, ``(*rows, *x.shape[1:])`` each:
+    every element gets its feature's (floating even for integer inputs)."""
+    spread = features.spread(coefs.reshape(-1, coefs.shape[-1]), inputs)
+    return tuple(a.reshape(*coefs.shape[:-1], *a.shape[1:]) for a in spread)
 
 
 def _coefficients(result: tuple[Tensor, Tensor], rows: int, count: int) -> Tensor:
@@ -257,20 +269,24 @@ def lime(
     perturbations_per_eval: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Tensor:
-    """Lime's coefficients ``(rows, F)``: a linear model (default: lasso, ``alpha=0.01``) fitted to the target
+    """Lime's coefficients ``(n, F)``: a linear model (default: lasso, ``alpha=0.01``) fitted to the target
     over ``n_samples`` random coalitions (default: Bernoulli(1/2)), weighted by similarity to the input
     (default: exponential kernel of the cosine distance, width 1).
 
+    A forward that returns one value for the whole batch gets ``(1, F)`` (the batch explained as one
+    example, as in the reference).  With several values per example (``target=None``) or per batch, every
+    value gets a surrogate of its own on its example's coalitions, laid out like the forward's output:
+    ``(n, K, F)`` for ``(n, K)`` outputs, ``(K, F)`` for ``(K,)`` per batch (see :meth:`Objective.unflatten`).
+
     Args:
         prepare: given the resolved objective, the coalitions bool ``(S, rows, F)`` and how to weigh the
-            copies; ``rows`` is ``n``, or 1 for a forward that returns one value for the whole batch
-            (explained as one example, as in the reference).
+            copies; ``rows`` is ``n``, or 1 for a forward that returns values for the whole batch.
     """
     objective, _ = _resolved(objective, inputs)
     features.check_shared(objective.aggregate)
     if prepare is None:
         kernel = get_exp_kernel_similarity_function()
-        coalitions = lime_coalitions(n_samples, objective.rows, features.count, inputs[0].device)
+        coalitions = lime_coalitions(n_samples, objective.target.n, features.count, inputs[0].device)
         weigh = similarity_weights(kernel, BATCHED, Examples(inputs, False, objective.aggregate))
     else:
         with torch.no_grad():
@@ -287,7 +303,7 @@ def lime(
         perturbations_per_eval=perturbations_per_eval,
         progress=progress,
     )
-    return _coefficients(result, objective.rows, features.count)
+    return objective.unflatten(_coefficients(result, objective.rows, features.count))
 
 
 def kernel_shap(
@@ -300,16 +316,16 @@ def kernel_shap(
     perturbations_per_eval: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Tensor:
-    """KernelShap's coefficients ``(rows, F)``: weighted least squares over coalitions drawn from the Shapley
-    kernel (see :func:`kernel_shap_coalitions`); they estimate the features' Shapley values.  ``rows`` is 1
-    for a forward that returns one value for the whole batch (explained as one example).
+    """KernelShap's coefficients ``(n, F)``: weighted least squares over coalitions drawn from the Shapley
+    kernel (see :func:`kernel_shap_coalitions`); they estimate the features' Shapley values.  A forward
+    that returns values for the whole batch, or several per example, gets them laid out as in :func:`lime`.
     """
     # The first coalition keeps every feature: the unperturbed batch, which also settles the output mode.
     objective, full = _resolved(objective, inputs)
     features.check_shared(objective.aggregate)
     if progress is not None:
         progress(1)
-    coalitions, weights = kernel_shap_coalitions(n_samples, objective.rows, features.count, inputs[0].device)
+    coalitions, weights = kernel_shap_coalitions(n_samples, objective.target.n, features.count, inputs[0].device)
     sample = coalition_sample(features, inputs, baselines, coalitions, weights=weights)
     result = surrogate(
         objective,
@@ -321,7 +337,7 @@ def kernel_shap(
         perturbations_per_eval=perturbations_per_eval,
         progress=progress,
     )
-    return result[0]
+    return objective.unflatten(_coefficients(result, objective.rows, features.count))
 
 
 def lime_base(
@@ -396,5 +412,6 @@ __all__ = [
     "per_sample",
     "ridge",
     "similarity_weights",
+    "spread_coefficients",
     "to_interpretable",
 ]
