@@ -3,7 +3,7 @@
     python -m benchmarks.ddp
 
 Fits ShapesNet for one short epoch with an AttributionMonitor (integrated gradients, occlusion, GradCAM,
-infidelity) explaining a probe of 32 examples before the first step and at the epoch end, once in one
+infidelity) explaining a probe of 32 images of 64x64 before the first step and at the epoch end, once in one
 process and once in two. Each process reports the seconds spent in the monitor's hooks; with two
 processes each explains half of the probe (it still runs the probe's scores and renders nothing but on
 rank zero), so its time should fall towards half. On this 2-core machine the single process runs with
@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 
 PROBE = 32
+SIZE = 64
 
 
 def _worker(devices: int, threads: int, out: Path) -> None:
@@ -53,7 +54,7 @@ def _worker(devices: int, threads: int, out: Path) -> None:
         enable_model_summary=False,
         enable_checkpointing=False,
     )
-    trainer.fit(ShapesNet(), datamodule=ShapesDataModule(n_train=64, n_val=64, size=32))
+    trainer.fit(ShapesNet(), datamodule=ShapesDataModule(n_train=64, n_val=64, size=SIZE))
     (out / f"rank{trainer.global_rank}.json").write_text(json.dumps({"seconds": monitor.seconds}))
 
 
