@@ -7,7 +7,7 @@ import inspect
 import numbers
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
@@ -15,10 +15,9 @@ from attribution import registry
 from attribution.metrics import SIMILARITY_MEASURES
 from attribution.utils import check_choice, check_int
 from lightning_xai import _tags
+from lightning_xai._drift import Golden, load_golden
+from lightning_xai._probe import Probe
 from lightning_xai._schedule import Schedule
-
-if TYPE_CHECKING:
-    from lightning_xai._probe import Probe
 
 
 def misconfigured(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -201,3 +200,26 @@ def check_probe(
                 f"{name}: expected one value per channel of the probe's images, or one for all; got "
                 f"{len(values)} for inputs of shape {shape}" + ("" if channels else " (no images)")
             )
+
+
+def reference(value: Any, given_probe: Probe | None) -> tuple[int | Golden | None, Probe | None]:
+    """``reference`` checked: None, a global step or a golden file, whose probe is used unless one is given
+    (then the shapes must agree).
+
+    Returns:
+        The reference (a golden file loaded), and the probe.
+    """
+    if value is None or (_is_int(value) and value >= 0):
+        return value, given_probe
+    if not isinstance(value, (str, os.PathLike)):
+        raise MisconfigurationException(
+            f"reference: expected None, a global step >= 0 or the path of a golden reference, got {value!r}"
+        )
+    golden = load_golden(value)
+    saved = Probe.from_state_dict(golden.probe)
+    if given_probe is not None and given_probe.inputs.shape != saved.inputs.shape:
+        raise MisconfigurationException(
+            f"reference: the golden reference explains a probe of shape {tuple(saved.inputs.shape)}, "
+            f"but probe has shape {tuple(given_probe.inputs.shape)}"
+        )
+    return golden, given_probe if given_probe is not None else saved

@@ -63,6 +63,11 @@ class Subject:
     layer: nn.Module | None = None
     reshape_transform: Callable[[Tensor], Tensor] | None = None
 
+    def on(self, device: torch.device) -> Subject:
+        """The subject with its forward tensors on ``device``."""
+        args = tuple(t.to(device) for t in self.forward_args)
+        return Subject(self.forward, args, self.layer, self.reshape_transform)
+
     def scores(self, inputs: Tensor, chunk_size: int | None = None) -> Tensor:
         """The class scores of ``inputs``, ``chunk_size`` examples at a time (default: all at once)."""
         size = chunk_size or len(inputs)
@@ -73,6 +78,13 @@ class Subject:
                     for start in range(0, len(inputs), size)
                 ]
             )
+
+
+def model_inputs(module: Any, inputs: Tensor) -> Tensor:
+    """The probe's inputs on the LightningModule's device, in its floating dtype (e.g. trained with "bf16-true")."""
+    dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
+    inputs = inputs.to(module.device)
+    return inputs.to(dtype) if inputs.is_floating_point() and dtype is not None else inputs
 
 
 def resolve_targets(target: str | int, inputs: Tensor, labels: Tensor | None) -> Tensor:

@@ -18,9 +18,17 @@ from typing_extensions import override
 from attribution import registry
 from attribution.utils import resolve_layer
 from lightning_xai import _arguments, _tags
-from lightning_xai._drift import DriftTracker, Golden, load_golden, save_golden
+from lightning_xai._drift import DriftTracker, save_golden
+from lightning_xai._errors import AttributionMonitorError, ErrorPolicy
 from lightning_xai._expected import MetricPlan
-from lightning_xai._explain import Explanation, Subject, explain, resolve_targets, untouched_training_state
+from lightning_xai._explain import (
+    Explanation,
+    Subject,
+    explain,
+    model_inputs,
+    resolve_targets,
+    untouched_training_state,
+)
 from lightning_xai._history import History, Point
 from lightning_xai._model import LayerChoice, choose_layer, inspect_model
 from lightning_xai._probe import Probe, probe_from_value, select_probe, validation_dataloader
@@ -30,12 +38,10 @@ from lightning_xai._shards import agreed_chunk_size, shards_for
 from lightning_xai._visuals import Visuals
 from lightning_xai._writers import ExplanationWriter, default_artifact_dir, tensorboard_writer
 
+__all__ = ["AttributionMonitor", "AttributionMonitorError"]
+
 SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy", "XLAFSDPStrategy")
 GRADCAM_METHODS = ("layer_gradcam", "guided_gradcam")
-
-
-class AttributionMonitorError(RuntimeError):
-    """A failure of the monitor with ``on_error="raise"``: says what failed, where in training, on which probe."""
 
 
 class AttributionMonitor(Callback):
@@ -178,6 +184,7 @@ class AttributionMonitor(Callback):
         self.display_std = _arguments.display_statistics("display_std", display_std)
         self.artifact_dir = artifact_dir
         self.on_error = on_error
+        self._errors = ErrorPolicy(on_error)
         self.seed = seed
         self.similarity = similarity
         self.save_reference = save_reference
@@ -188,7 +195,7 @@ class AttributionMonitor(Callback):
         self.input_key = input_key
         self.output_transform = output_transform
         self._given_probe: Probe | None = None if probe is None else probe_from_value(probe, input_key)
-        self._pinned_reference = self._reference(reference)
+        self._pinned_reference, self._given_probe = _arguments.reference(reference, self._given_probe)
         self._fit_scope = ExitStack()  # what the monitor holds while a fit runs
         self._start_history()
 
@@ -205,26 +212,7 @@ class AttributionMonitor(Callback):
         self._visuals_cache: Visuals | None = None
         self._attempted: set[int] = set()  # steps explained (or tried) in this fit
         self._layout_written = False
-        self._warned: set[str] = set()
-
-    def _reference(self, reference: int | str | None) -> int | Golden | None:
-        """Validate ``reference``; a golden file also supplies (or checks) the probe."""
-        if reference is None or (isinstance(reference, int) and not isinstance(reference, bool) and reference >= 0):
-            return reference
-        if not isinstance(reference, (str, Path)):
-            raise MisconfigurationException(
-                f"reference: expected None, a global step >= 0 or the path of a golden reference, got {reference!r}"
-            )
-        golden = load_golden(reference)
-        saved = Probe.from_state_dict(golden.probe)
-        if self._given_probe is None:
-            self._given_probe = saved
-        elif self._given_probe.inputs.shape != saved.inputs.shape:
-            raise MisconfigurationException(
-                f"reference: the golden reference explains a probe of shape {tuple(saved.inputs.shape)}, "
-                f"but probe has shape {tuple(self._given_probe.inputs.shape)}"
-            )
-        return golden
+        self._errors.reset()
 
     @property
     def method_names(self) -> list[str]:
@@ -311,7 +299,7 @@ class AttributionMonitor(Callback):
         self._write_layout(trainer, final=True)
         visuals = self._visuals
         if visuals.images and self._writer.enabled:
-            self._guarded("the timelines", visuals.timelines, self._writer, self._history)
+            self._errors.guarded("the timelines", self._probe_shape, visuals.timelines, self._writer, self._history)
         if self.save_reference is not None and trainer.is_global_zero:
             save_golden(self.save_reference, self._probe.state_dict(), self._history.golden_maps, self.target)
 
@@ -339,34 +327,17 @@ class AttributionMonitor(Callback):
             return
         self._attempted.add(step)
         point = Point(step, trainer.current_epoch)
-        self._guarded(point.label, self._monitor_point, trainer, pl_module, point)
+        self._errors.guarded(point.label, self._probe_shape, self._monitor_point, trainer, pl_module, point)
         for callback in trainer.callbacks:  # every rank, whatever happened above: their votes must match
             if getattr(callback, "monitor_read", None) is self:
                 callback.on_monitor_point(trainer, point)
-
-    def _guarded(self, what: str, action, *args) -> None:
-        """Run ``action``; by default a failure only warns, so training never dies because of the monitor."""
-        try:
-            action(*args)
-        except (MisconfigurationException, AttributionMonitorError):
-            raise
-        except Exception as error:
-            if self.on_error == "raise":
-                shape = None if self._probe is None else tuple(self._probe.inputs.shape)
-                raise AttributionMonitorError(
-                    f"AttributionMonitor failed in {what} on a probe of shape {shape}: {type(error).__name__}: {error}"
-                ) from error
-            rank_zero_warn(
-                f"AttributionMonitor skipped {what}: {type(error).__name__}: {error} "
-                f"(pass on_error='raise' to stop training instead)"
-            )
 
     def _prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Run the probe through the model once and decide how to feed, read and explain it, in what chunks."""
         probe = self._probe
         _arguments.check_probe(probe, self.methods, self.display_mean, self.display_std)
         records = [registry.record(name) for name in self.methods]
-        inputs = _model_inputs(pl_module, probe.inputs)
+        inputs = model_inputs(pl_module, probe.inputs)
         with untouched_training_state(pl_module, self.seed):
             view = inspect_model(pl_module, probe, inputs, self.output_transform)
             self._chunk_size = agreed_chunk_size(
@@ -394,12 +365,7 @@ class AttributionMonitor(Callback):
         )
         self._subject = Subject(view.forward, view.forward_args, layer, choice.reshape_transform)
         if not torch.isfinite(view.scores).all():
-            self._warn_once("nonfinite", "at the start of fit the model's outputs on the probe are not finite")
-
-    def _warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            rank_zero_warn(f"AttributionMonitor: {message}")
+            self._errors.warn_once("nonfinite", "at the start of fit the model's outputs on the probe are not finite")
 
     def _active_methods(self) -> dict[str, dict[str, Any]]:
         methods = dict(self.methods)
@@ -410,13 +376,13 @@ class AttributionMonitor(Callback):
     def _monitor_point(self, trainer: pl.Trainer, pl_module: pl.LightningModule, point: Point) -> None:
         probe = self._probe
         device = pl_module.device
-        inputs = _model_inputs(pl_module, probe.inputs)
-        subject = self._subject_on(device)
+        inputs = model_inputs(pl_module, probe.inputs)
+        subject = self._subject.on(device)
         shards = shards_for(len(probe), self._chunk_size, trainer.global_rank, trainer.world_size)
         with untouched_training_state(pl_module, self.seed + point.step):
             scores = subject.scores(inputs, self._chunk_size)
             if not torch.isfinite(scores).all():
-                self._warn_once(
+                self._errors.warn_once(
                     "nonfinite",
                     f"at {point.label} the model's outputs on the probe are not finite (NaN or inf); no maps are "
                     f"logged while they are not",
@@ -436,7 +402,8 @@ class AttributionMonitor(Callback):
                 TrainerProgress(trainer, f"Explaining the probe at {point.label}"),
             )
         for name, error in failures.items():
-            self._method_failed(name, error, point)
+            self._history.failures.setdefault(point.step, []).append(name)
+            self._errors.method_failed(name, error, point.label, self._probe_shape)
         drift, flips = self._drift.update(point.step, {r.method: r.attributions for r in results}, predictions)
         for result in results:
             result.metrics.update(drift[result.method])
@@ -446,21 +413,9 @@ class AttributionMonitor(Callback):
         self._record(point, targets, predictions, results, writer)
         self._log(trainer, writer, point, results)
 
-    def _subject_on(self, device: torch.device) -> Subject:
-        subject = self._subject
-        args = tuple(t.to(device) for t in subject.forward_args)
-        return Subject(subject.forward, args, subject.layer, subject.reshape_transform)
-
-    def _method_failed(self, name: str, error: Exception, point: Point) -> None:
-        self._history.failures.setdefault(point.step, []).append(name)
-        where = f"{name} failed at {point.label} on a probe of shape {tuple(self._probe.inputs.shape)}"
-        if self.on_error == "raise":
-            raise AttributionMonitorError(f"AttributionMonitor: {where}: {type(error).__name__}: {error}") from error
-        self._warn_once(
-            f"failed:{name}",
-            f"{where} and is skipped (the other methods are logged): {type(error).__name__}: {error} "
-            f"(later failures of {name} are not reported; pass on_error='raise' to stop training instead)",
-        )
+    @property
+    def _probe_shape(self) -> tuple[int, ...] | None:
+        return None if self._probe is None else tuple(self._probe.inputs.shape)
 
     @property
     def _visuals(self) -> Visuals:
@@ -510,10 +465,3 @@ class AttributionMonitor(Callback):
         """Why ``xai/<method>/<metric>`` (``xai/<metric>`` for None) has no value at a logged ``step``;
         None when its absence is expected there (drift measures at the first logged point)."""
         return self._plan.missing_reason(method, metric, step, self._history)
-
-
-def _model_inputs(pl_module: pl.LightningModule, inputs: Tensor) -> Tensor:
-    """The probe's inputs on the model's device, in its floating dtype (e.g. trained with "bf16-true")."""
-    dtype = next((p.dtype for p in pl_module.parameters() if p.is_floating_point()), None)
-    inputs = inputs.to(pl_module.device)
-    return inputs.to(dtype) if inputs.is_floating_point() and dtype is not None else inputs
