@@ -3,10 +3,20 @@
 Each function takes an :class:`attribution._canonical.Objective` (model,
 target and forward arguments already normalised) and tuples of tensors, and
 returns tuples of tensors.  The public classes in :mod:`attribution` do the
-argument handling and call these.
+argument handling and call these.  (``lrp`` is the module's name here: its
+function is ``attribution.functional.lrp.lrp``.)
 """
 
-from attribution.functional.backprop import deconvolution, deep_lift, deep_lift_shap, guided_backprop, guided_gradcam
+from attribution.functional.backprop import (
+    deconvolution,
+    deep_lift,
+    deep_lift_shap,
+    guided_backprop,
+    guided_gradcam,
+    layer_deep_lift,
+    layer_deep_lift_shap,
+)
+from attribution.functional.dataloader import dataloader_ablation
 from attribution.functional.gradient import input_x_gradient, saliency
 from attribution.functional.layer import (
     internal_influence,
@@ -14,9 +24,16 @@ from attribution.functional.layer import (
     layer_activation,
     layer_conductance,
     layer_gradcam,
+    layer_gradient_shap,
     layer_gradient_x_activation,
     layer_integrated_gradients,
 )
+from attribution.functional.layer_perturbation import (
+    layer_feature_ablation,
+    layer_feature_permutation,
+    neuron_feature_ablation,
+)
+from attribution.functional.lrp import layer_lrp
 from attribution.functional.neuron import neuron_conductance, neuron_objective, neuron_target
 from attribution.functional.noise import NT_TYPES, noise_tunnel
 from attribution.functional.path import INTEGRATION_METHODS, gradient_shap, integrated_gradients, integration_nodes
@@ -25,32 +42,40 @@ from attribution.functional.shapley import shapley_value_sampling, shapley_value
 from attribution.functional.surrogate import kernel_shap, lime
 
 __all__ = [
+    "dataloader_ablation",
     "deconvolution",
     "deep_lift",
     "deep_lift_shap",
     "feature_ablation",
     "feature_permutation",
+    "gradient_shap",
     "guided_backprop",
     "guided_gradcam",
-    "INTEGRATION_METHODS",
-    "NT_TYPES",
-    "gradient_shap",
     "input_x_gradient",
     "integrated_gradients",
+    "INTEGRATION_METHODS",
     "integration_nodes",
     "internal_influence",
     "interpolate",
     "kernel_shap",
     "layer_activation",
     "layer_conductance",
+    "layer_deep_lift",
+    "layer_deep_lift_shap",
+    "layer_feature_ablation",
+    "layer_feature_permutation",
     "layer_gradcam",
+    "layer_gradient_shap",
     "layer_gradient_x_activation",
     "layer_integrated_gradients",
+    "layer_lrp",
     "lime",
     "neuron_conductance",
+    "neuron_feature_ablation",
     "neuron_objective",
     "neuron_target",
     "noise_tunnel",
+    "NT_TYPES",
     "occlusion",
     "saliency",
     "shapley_value_sampling",

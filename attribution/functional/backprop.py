@@ -26,7 +26,7 @@ from attribution.functional.path import convergence_delta
 
 
 @contextmanager
-def _batch_norm_in_eval(model: Callable) -> Iterator[None]:
+def batch_norm_in_eval(model: Callable) -> Iterator[None]:
     """Batch statistics would let examples (and references) influence each other; use running ones."""
     modules = model.modules() if isinstance(model, nn.Module) else ()
     norms = [m for m in modules if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
@@ -45,7 +45,7 @@ def _forward_under(objective: Objective, mode: Callable[[], torch.overrides.Torc
     forward_func = objective.forward_func
 
     def forward(*args):
-        with mode(), _batch_norm_in_eval(forward_func):
+        with mode(), batch_norm_in_eval(forward_func):
             return forward_func(*args)
 
     return dataclasses.replace(objective, forward_func=forward)
@@ -60,7 +60,7 @@ def _forward_with_rules(objective: Objective, rules: DeepLiftRules, n_inputs: in
     forward_func = objective.forward_func
 
     def forward(*args):
-        with rules, _batch_norm_in_eval(forward_func):
+        with rules, batch_norm_in_eval(forward_func):
             rules.track(*args[:n_inputs])
             return forward_func(*args)
 

@@ -49,7 +49,7 @@ from attribution._autograd import _check_single_run, grad, grad_enabled, gradien
 from attribution._canonical import Objective, describe
 from attribution._checks import ArgumentError
 from attribution._rule_ops import ACTIVATIONS, _activation_call, _vjp
-from attribution.functional.backprop import _batch_norm_in_eval
+from attribution.functional.backprop import batch_norm_in_eval
 
 ParameterRule = Callable[[nn.Module, tuple, Tensor], Mapping[str, Tensor]]
 """``(module, inputs, output) -> {parameter name: modified value}`` for one call of a module."""
@@ -292,7 +292,7 @@ def _propagating(
     cache: dict[nn.Module, Mapping[str, Tensor]] = {}
     with ExitStack() as stack:
         if model is not None:
-            stack.enter_context(_batch_norm_in_eval(model))
+            stack.enter_context(batch_norm_in_eval(model))
         for module, rule in rules.items():
             stack.callback(module.register_forward_hook(_rule_hook(rule, cache), with_kwargs=True).remove)
         for layer, use_input, tap in taps:  # after the rules: a tap sees a ruled output
