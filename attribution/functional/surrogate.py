@@ -19,26 +19,21 @@ from torch import Tensor
 from attribution._canonical import Objective, TensorOrTuple, describe
 from attribution._checks import ArgumentError, check_choice
 from attribution._features import FeatureMasks
-from attribution._surrogate_models import (
+from attribution._surrogate_forms import (
     BATCHED,
     PER_SAMPLE,
-    CaptumModelFit,
     Examples,
-    Fit,
     Weigh,
     batched,
     draw_copies,
     draw_design,
     from_interpretable,
     function_form,
-    lasso,
-    least_squares,
-    model_fit,
     per_sample,
-    ridge,
     similarity_weights,
     to_interpretable,
 )
+from attribution._surrogate_models import CaptumModelFit, Fit, lasso, least_squares, model_fit, ridge
 from attribution.functional.perturbation import evaluate_copies
 
 Similarity = Callable[..., Tensor]
