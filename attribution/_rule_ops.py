@@ -1,7 +1,7 @@
 """The rules themselves: autograd functions whose backward is a rule (the secant, the Shapley split of a
-product, Captum's max-pooling rule, the guided/deconvolution ReLU rules) and the tables of torch functions
-they apply to.  :mod:`attribution._rules` holds the modes that route calls here; its docstring says why
-each rule is exact."""
+product, Captum's max-pooling rule, the guided/deconvolution ReLU rules, with the mode that applies the
+latter) and the tables of torch functions they apply to.  :mod:`attribution._rules` holds DeepLift's mode
+that routes calls here; its docstring says why each rule is exact."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.overrides import TorchFunctionMode
 
 EPS = 1e-10
 
@@ -379,3 +380,16 @@ def guided_rule(grad: Tensor, x: Tensor) -> Tensor:
 def deconvolution_rule(grad: Tensor, x: Tensor) -> Tensor:
     """Deconvolution: only positive gradients, whatever the unit's input."""
     return F.relu(grad)
+
+
+class ReLURules(TorchFunctionMode):
+    """Every ReLU, however it is called, backpropagates with ``rule``."""
+
+    def __init__(self, rule: Callable[[Tensor, Tensor], Tensor]) -> None:
+        super().__init__()
+        self.rule = rule
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in RELU:
+            return _ReLURule.apply(args[0], self.rule)
+        return func(*args, **(kwargs or {}))

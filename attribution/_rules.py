@@ -87,7 +87,6 @@ from attribution._rule_ops import (
     MAX_POOL,
     MULTIPLY,
     POWER,
-    RELU,
     SOFTMAX,
     _activation_call,
     _Bilinear,
@@ -96,7 +95,6 @@ from attribution._rule_ops import (
     _larger_spread,
     _pairable,
     _pool_call,
-    _ReLURule,
     _RoutedMax,
     _RowSecant,
     _Secant,
@@ -437,16 +435,3 @@ _HANDLERS: dict[Callable, Callable] = {
     **dict.fromkeys(COMPOSITE, DeepLiftRules._look_inside),
 }
 """Which handler of :class:`DeepLiftRules` each intercepted torch function goes to."""
-
-
-class ReLURules(TorchFunctionMode):
-    """Every ReLU, however it is called, backpropagates with ``rule``."""
-
-    def __init__(self, rule: Callable[[Tensor, Tensor], Tensor]) -> None:
-        super().__init__()
-        self.rule = rule
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in RELU:
-            return _ReLURule.apply(args[0], self.rule)
-        return func(*args, **(kwargs or {}))

@@ -19,8 +19,8 @@ from attribution._autograd import grad_enabled, gradients, layer_gradients
 from attribution._canonical import Objective, describe
 from attribution._checks import ArgumentError
 from attribution._chunking import run_chunked
-from attribution._rule_ops import deconvolution_rule, guided_rule
-from attribution._rules import DeepLiftRules, ReLURules
+from attribution._rule_ops import ReLURules, deconvolution_rule, guided_rule
+from attribution._rules import DeepLiftRules
 from attribution.functional.layer import layer_gradcam
 from attribution.functional.path import convergence_delta
 
