@@ -204,10 +204,14 @@ class _HFStyle(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=1e-3)
 
 
-def test_dict_batches_feed_every_tensor_the_forward_takes(tmp_path):
+@pytest.mark.parametrize("chunk", [None, 3])  # 3: chunks of 3 and 1, each with its rows of the attention mask
+def test_dict_batches_feed_every_tensor_the_forward_takes(tmp_path, chunk):
     model = _Encoder()
     monitor = AttributionMonitor(
-        {"layer_integrated_gradients": {"n_steps": 8}}, layer="model.embeddings", num_probe_samples=4
+        {"layer_integrated_gradients": {"n_steps": 8}},
+        layer="model.embeddings",
+        num_probe_samples=4,
+        probe_chunk_size=chunk,
     )
     _fit(_HFStyle(model), monitor, DataLoader(_Sentences(), batch_size=4), tmp_path)
     probe = monitor.probe
