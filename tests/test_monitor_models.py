@@ -133,9 +133,12 @@ class _Segmenter(nn.Module):
         return {"out": self.features(x)}
 
 
-def test_segmentation_outputs_explain_a_class_score_over_the_probe_masks(tmp_path):
+@pytest.mark.parametrize("chunk", [None, 3])  # 3: each chunk's class scores over its own rows of the masks
+def test_segmentation_outputs_explain_a_class_score_over_the_probe_masks(tmp_path, chunk):
     net = _Segmenter()
-    monitor = AttributionMonitor({"integrated_gradients": {"n_steps": 8}}, target=2, num_probe_samples=4)
+    monitor = AttributionMonitor(
+        {"integrated_gradients": {"n_steps": 8}}, target=2, num_probe_samples=4, probe_chunk_size=chunk
+    )
     _fit(Classifier(net, read=lambda out: out["out"]), monitor, _images(masks=True), tmp_path)
     probe = monitor.probe
     assert probe.masks is not None and monitor.history[0]["target"] == [2, 2, 2, 2]
