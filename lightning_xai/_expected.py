@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from attribution import registry
 from lightning_xai import _tags
 from lightning_xai._history import History
+from lightning_xai._probe import Probe
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,21 @@ class MetricPlan:
     floating: bool = True
     localised: bool = False
     left_out: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def for_probe(
+        cls, methods: tuple[str, ...], requested: tuple[str, ...], probe: Probe, gradcam_note: str
+    ) -> MetricPlan:
+        """The plan for ``probe``; ``gradcam_note`` says why GradCAM is left out (empty: it is not)."""
+        inputs = probe.inputs
+        images_or_tokens = inputs.dim() == 4 or not inputs.is_floating_point()
+        return cls(
+            methods,
+            requested,
+            floating=inputs.is_floating_point(),
+            localised=probe.masks is not None and images_or_tokens,
+            left_out=(("layer_gradcam", gradcam_note),) if gradcam_note else (),
+        )
 
     def for_method(self, name: str) -> set[str]:
         """The metrics logged for ``name`` (the drift measures from the second logged point on)."""

@@ -22,6 +22,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger
 from torch import Tensor
 
+from lightning_xai import _tags
 from lightning_xai._image_sinks import image_sinks
 
 MAP_DTYPE = torch.bfloat16
@@ -128,6 +129,7 @@ class ExplanationWriter:
         self.tensorboard = tensorboard_writer(trainer) if self.enabled else None
         self.sinks = image_sinks(trainer, directory) if self.enabled else []
         self.directory = directory
+        self._layout_written = False
 
     def image(
         self, tag: str, image: Tensor, step: int, file_name: str | None = None, caption: str | None = None
@@ -168,10 +170,17 @@ class ExplanationWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
 
-    def layout(self, layout: dict[str, dict[str, list]]) -> None:
-        """Group the curves in TensorBoard's custom-scalars tab (TensorBoard reads one layout per run)."""
+    def layout(self, logged: set[str], final: bool = False) -> None:
+        """Group the curves in TensorBoard's custom-scalars tab, once (TensorBoard reads one layout per run):
+        the ``logged`` metric tags with the trainer's validation metrics beside them, so it waits for the
+        first validation (or the end of fit, ``final``)."""
+        validation = sorted(k for k in self.trainer.callback_metrics if k.startswith("val") and "/" not in k)
+        no_validation = self.trainer.num_val_batches == [] or self.trainer.limit_val_batches == 0
+        if self._layout_written or not (validation or no_validation or final):
+            return
         if self.enabled and self.tensorboard is not None:
-            self.tensorboard.add_custom_scalars(layout)
+            self.tensorboard.add_custom_scalars(_tags.custom_scalars_layout(logged, validation))
+        self._layout_written = True
 
     def artifacts(self, step: int, maps: dict[str, Tensor], probe: dict[str, Any], manifest: list[dict]) -> None:
         """The point's maps (as ``MAP_DTYPE``), the probe (once) and the whole manifest so far."""

@@ -211,7 +211,6 @@ class AttributionMonitor(Callback):
         self._writer: ExplanationWriter | None = None
         self._visuals_cache: Visuals | None = None
         self._attempted: set[int] = set()  # steps explained (or tried) in this fit
-        self._layout_written = False
         self._errors.reset()
 
     @property
@@ -296,7 +295,7 @@ class AttributionMonitor(Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._writer is None or not self._history.points:
             return
-        self._write_layout(trainer, final=True)
+        self._writer.layout(self._plan.logged(), final=True)
         visuals = self._visuals
         if visuals.images and self._writer.enabled:
             self._errors.guarded("the timelines", self._probe_shape, visuals.timelines, self._writer, self._history)
@@ -355,14 +354,7 @@ class AttributionMonitor(Callback):
             rank_zero_warn(f"AttributionMonitor: GradCAM is left out: {choice.note}; pass gradcam=False to silence")
         layer = None if choice.name is None else resolve_layer(pl_module, choice.name)
         self._layer_choice = choice
-        images_or_tokens = probe.inputs.dim() == 4 or not probe.inputs.is_floating_point()
-        self._plan = MetricPlan(
-            tuple(self._active_methods()),
-            self.metrics,
-            floating=probe.inputs.is_floating_point(),
-            localised=probe.masks is not None and images_or_tokens,
-            left_out=(("layer_gradcam", choice.note),) if choice.note else (),
-        )
+        self._plan = MetricPlan.for_probe(tuple(self._active_methods()), self.metrics, probe, choice.note)
         self._subject = Subject(view.forward, view.forward_args, layer, choice.reshape_transform)
         if not torch.isfinite(view.scores).all():
             self._errors.warn_once("nonfinite", "at the start of fit the model's outputs on the probe are not finite")
@@ -448,18 +440,8 @@ class AttributionMonitor(Callback):
         scalars = {_tags.metric_tag(m, r.method): v for r in results for m, v in r.metrics.items()}
         scalars |= {_tags.metric_tag(m): v for m, v in self._history.point_metrics.get(point.step, {}).items()}
         writer.scalars(scalars, point.step)
-        self._write_layout(trainer)
+        writer.layout(self._plan.logged())
         self._visuals.point(writer, point, results, self._history)
-
-    def _write_layout(self, trainer: pl.Trainer, final: bool = False) -> None:
-        """The custom-scalars layout, once: with the trainer's validation metrics next to the monitor's, so it
-        waits for the first validation (or the end of fit)."""
-        validation = sorted(k for k in trainer.callback_metrics if k.startswith("val") and "/" not in k)
-        no_validation = trainer.num_val_batches == [] or trainer.limit_val_batches == 0
-        if self._layout_written or not (validation or no_validation or final):
-            return
-        self._writer.layout(_tags.custom_scalars_layout(self._plan.logged(), validation))
-        self._layout_written = True
 
     def missing_reason(self, method: str | None, metric: str, step: int) -> str | None:
         """Why ``xai/<method>/<metric>`` (``xai/<metric>`` for None) has no value at a logged ``step``;
