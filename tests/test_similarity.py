@@ -89,6 +89,75 @@ def test_constant_and_non_finite_maps():
         assert scores[0] == pytest.approx(1.0) and scores[1].isnan()
 
 
+def _degenerate(kind: str) -> Tensor:
+    """Maps (3, 2, 12, 12) of one kind: the cases where a naive score divides 0 by 0."""
+    torch.manual_seed(0)
+    maps = torch.randn(3, 2, 12, 12)
+    if kind == "zeros":
+        return torch.zeros_like(maps)
+    if kind == "constant":
+        return torch.full_like(maps, 0.7)
+    if kind == "negative_constant":
+        return torch.full_like(maps, -2.0)
+    if kind == "sparse":  # one non-zero feature per example, the rest tied at 0
+        return torch.zeros_like(maps).index_put_(
+            (torch.arange(3), torch.tensor([0, 1, 1]), torch.tensor([3, 0, 11]), torch.tensor([5, 0, 11])),
+            torch.tensor([1.0, -3.0, 0.5]),
+        )
+    if kind == "float64":
+        return maps.double()
+    return maps
+
+
+@pytest.mark.parametrize("kind", ["random", "zeros", "constant", "negative_constant", "sparse", "float64"])
+@pytest.mark.parametrize("measure", SIMILARITY_MEASURES)
+def test_identical_maps_score_exactly_one_also_when_degenerate(measure, kind):
+    a = _degenerate(kind)
+    assert torch.equal(similarity(a, a.clone(), measure), torch.ones(3, dtype=a.dtype))
+    if measure != "cosine":  # with absolute=True (the default) only magnitudes count; ssim sums |channels|
+        assert torch.equal(similarity(a, -a, measure), torch.ones(3, dtype=a.dtype))
+
+
+def test_constant_against_varied_maps_scores_as_documented():
+    varied = torch.arange(1.0, 11.0).flip(0)[None].repeat(2, 1)  # the largest values come first
+    varied[1] = varied[1].flip(0)  # ... and last
+    for constant in (torch.zeros(2, 10), torch.full((2, 10), 3.0)):
+        assert spearman_correlation(constant, varied).tolist() == [0.0, 0.0]
+        assert spearman_correlation(varied, constant, absolute=False).tolist() == [0.0, 0.0]
+        # a constant map's top-k are its first k features (ties go to the lower index)
+        assert top_k_intersection(constant, varied, k=0.2).tolist() == [1.0, 0.0]
+    assert cosine_similarity(torch.zeros(2, 10), varied).tolist() == [0.0, 0.0]
+    torch.testing.assert_close(
+        cosine_similarity(torch.full((2, 10), 3.0), varied), varied.sum(1) / (10**0.5 * varied.norm(dim=1))
+    )
+    image = torch.rand(2, 12, 12, dtype=f64)
+    flat = torch.zeros(2, 12, 12, dtype=f64)
+    expected = ssim(flat, image)  # any constant normalises to zeros
+    assert (expected < 0.5).all()
+    torch.testing.assert_close(ssim(torch.full_like(image, 5.0), image), expected)
+    peak = torch.zeros(2, 12, 12, dtype=f64)
+    peak[:, 0, 0] = 1.0  # flat at its minimum in every window but those over the corner
+    assert (ssim(flat, peak) > 0.9).all()
+
+
+def test_two_different_constant_maps():
+    zeros, ones = torch.zeros(2, 3, 8, 8), torch.ones(2, 3, 8, 8)
+    for measure in ("spearman", "top_k", "ssim"):
+        assert similarity(zeros, ones, measure).tolist() == [1.0, 1.0]
+    assert spearman_correlation(-ones, ones, absolute=False).tolist() == [1.0, 1.0]  # neither orders anything
+    assert cosine_similarity(zeros, ones).tolist() == [0.0, 0.0]
+    torch.testing.assert_close(cosine_similarity(ones, 2 * ones), torch.ones(2))
+    torch.testing.assert_close(cosine_similarity(ones, -ones), -torch.ones(2))
+
+
+@pytest.mark.parametrize("measure", SIMILARITY_MEASURES)
+def test_identical_non_finite_maps_still_score_nan(measure):
+    a = torch.zeros(2, 8, 8)
+    a[0, 1, 1] = float("nan")
+    a[1, 2, 2] = float("inf")
+    assert similarity(a, a.clone(), measure).isnan().all()
+
+
 @pytest.mark.parametrize("sigma, window", [(None, 7), (None, 5), (1.5, 11)])
 def test_ssim_matches_skimage(sigma, window):
     metrics = pytest.importorskip("skimage.metrics")
@@ -172,6 +241,22 @@ def test_low_resolution_maps_are_upsampled_bilinearly():
     maps[1, :2, :2] = 1.0  # a block whose upsampled edge blurs over: (3.75 / 4)^2 inside
     assert mass_in_mask(maps, masks).tolist() == pytest.approx([0.25, (3.75 / 4) ** 2])
     assert pointing_game(maps[None, 1], masks[:1]).tolist() == [1.0]
+
+
+def test_empty_masks_give_nan_and_are_left_out_of_the_nanmean():
+    torch.manual_seed(0)
+    maps = torch.randn(6, 2, 8, 8)
+    masks = torch.zeros(6, 8, 8, dtype=torch.bool)
+    masks[::2, 2:5, 1:6] = True  # examples 1, 3 and 5 have no object
+    for func in (mass_in_mask, pointing_game):
+        scores = func(maps, masks)
+        assert scores.isnan().tolist() == [False, True] * 3
+        kept = func(maps[::2], masks[::2])
+        assert not kept.isnan().any()
+        torch.testing.assert_close(scores.nanmean(), kept.mean())
+        torch.testing.assert_close(scores[::2], kept)
+    assert mass_in_mask(torch.zeros(1, 8, 8), masks[1:2]).isnan().all()  # no attribution and no mask: still NaN
+    assert pointing_game(torch.ones(1, 8, 8), masks[1:2]).isnan().all()
 
 
 @pytest.mark.parametrize(

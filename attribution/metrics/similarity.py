@@ -4,6 +4,24 @@ Every measure takes maps ``a`` and ``b`` of one shape ``(N, ...)`` and returns
 a tensor of shape ``(N,)`` computed in one batched pass on the maps' device.
 Scores are computed in float64 when either map is float64, else in float32.
 An example whose maps hold a NaN or an infinity scores NaN.
+
+Degenerate maps have defined scores, so that an unchanged explanation never
+reads as a changed one (DESIGN.md §8):
+
+- identical maps score exactly 1 under every measure, all-zero and constant
+  maps included (for ``spearman`` and ``top_k`` with ``absolute=True``, maps
+  equal in magnitude);
+- a constant map (all-zero included) against a varied one: ``spearman`` 0 (no
+  ranking to agree with); ``cosine`` 0 for an all-zero map, else the cosine
+  as defined (a non-zero constant is a direction like any other); ``top_k``
+  as defined, a constant map's top-k being its first ``k_count`` features (ties
+  go to the lower index); ``ssim`` as defined on the min-max normalised maps,
+  where a constant map becomes all zeros, so the score is low unless the other
+  map is flat at its minimum almost everywhere;
+- two different constants (all zeros against all ones): ``spearman`` 1 (neither
+  orders the features, so they do not disagree), ``top_k`` 1 (the same first
+  features), ``ssim`` 1 (both normalise to zeros), ``cosine`` 0 when one of them
+  is zero, else 1 for constants of one sign and -1 for opposite signs.
 """
 
 from __future__ import annotations
@@ -31,7 +49,9 @@ def spearman_correlation(a: Tensor, b: Tensor, absolute: bool = True) -> Tensor:
     Equal values share the average of the ranks they span (as in
     ``scipy.stats.spearmanr``), so the result is the Pearson correlation of
     the tie-averaged ranks.  A constant map has no ranking to agree with: its
-    correlation with anything is 0, not NaN.
+    correlation with a varied map is 0, not NaN; two constant maps (all zeros
+    against all ones, say) order no features differently and score 1, as do
+    identical maps (exactly; with ``absolute``, maps equal in magnitude).
 
     Args:
         a: maps of shape ``(N, ...)``.
@@ -54,7 +74,9 @@ def spearman_correlation(a: Tensor, b: Tensor, absolute: bool = True) -> Tensor:
         x, y = x.abs(), y.abs()
     rx, ry = _average_ranks(x), _average_ranks(y)
     mean = (x.shape[1] + 1) / 2  # the mean of any tie-averaged ranks 1..F
-    return _finite_only(_pearson(rx - mean, ry - mean), x, y)
+    correlation = _pearson(rx - mean, ry - mean)
+    both_constant = _constant(x) & _constant(y)  # one constant map alone already scores 0 in _pearson
+    return _finite_only(_one_where(correlation, both_constant | (x == y).all(1)), x, y)
 
 
 def top_k_intersection(a: Tensor, b: Tensor, k: float = 0.1, absolute: bool = True) -> Tensor:
@@ -62,7 +84,9 @@ def top_k_intersection(a: Tensor, b: Tensor, k: float = 0.1, absolute: bool = Tr
 
     ``k_count = max(1, round(k * features))`` (Python's ``round``: halves to
     even).  Ties at the cut are broken by position (the lower flat index wins),
-    so the result is deterministic.
+    so the result is deterministic: identical maps score 1 (with ``absolute``,
+    maps equal in magnitude), and so do two constant maps; a constant map's
+    top-k are its first ``k_count`` features, whatever the other map holds.
 
     Args:
         a: maps of shape ``(N, ...)``.
@@ -99,12 +123,18 @@ def top_k_intersection(a: Tensor, b: Tensor, k: float = 0.1, absolute: bool = Tr
 def cosine_similarity(a: Tensor, b: Tensor) -> Tensor:
     """Cosine of the angle between ``a`` and ``b`` per example, over all features.
 
+    Identical maps score exactly 1, two all-zero maps included; an all-zero map
+    against a non-zero one scores 0 (it has no direction).  A non-zero constant
+    map is a direction like any other: against another constant it scores 1
+    (same sign) or -1.
+
     Args:
         a: maps of shape ``(N, ...)``.
         b: maps of the same shape.
 
     Returns:
-        A tensor of shape ``(N,)`` with values in [-1, 1]; 0 where either map is all zero.
+        A tensor of shape ``(N,)`` with values in [-1, 1]; 1 where both maps are all zero, 0 where
+        only one is.
 
     Raises:
         TypeError: ``a`` or ``b`` is not a real-valued tensor.
@@ -113,7 +143,7 @@ def cosine_similarity(a: Tensor, b: Tensor) -> Tensor:
     x, y = _flat_pair(a, b)
     norms = torch.linalg.vector_norm(x, dim=1) * torch.linalg.vector_norm(y, dim=1)
     cosine = (x * y).sum(1) / torch.where(norms > 0, norms, torch.ones_like(norms))
-    return _finite_only(cosine.clamp(-1, 1), x, y)
+    return _finite_only(_one_where(cosine.clamp(-1, 1), (x == y).all(1)), x, y)
 
 
 def ssim(a: Tensor, b: Tensor, window_size: int = 7, sigma: float | None = None) -> Tensor:
@@ -129,7 +159,13 @@ def ssim(a: Tensor, b: Tensor, window_size: int = 7, sigma: float | None = None)
     Gaussian one.  This matches ``skimage.metrics.structural_similarity(...,
     data_range=1, use_sample_covariance=False)`` with ``win_size=window_size``
     (uniform), or with ``gaussian_weights=True, sigma=1.5`` for
-    ``window_size=11, sigma=1.5`` (Wang et al.'s setting).  Identical maps score 1.
+    ``window_size=11, sigma=1.5`` (Wang et al.'s setting).  Maps that are equal
+    after this reduction and normalisation score exactly 1: identical maps, two
+    constant maps (any constants: both become all zeros), ``a`` and ``-a`` for
+    ``(N, C, H, W)`` maps.  A constant map against a varied one scores the mean
+    over windows of ``C1 * C2 / ((mu^2 + C1) * (var + C2))`` (``mu``, ``var``:
+    the varied map's normalised local mean and variance): 1 where that map is
+    flat at its minimum, near 0 where it holds mass.
 
     Args:
         a: maps of shape ``(N, C, H, W)`` or ``(N, H, W)``.
@@ -171,7 +207,8 @@ def ssim(a: Tensor, b: Tensor, window_size: int = 7, sigma: float | None = None)
     var_u, var_v, cov = uu - mu_u * mu_u, vv - mu_v * mu_v, uv - mu_u * mu_v
     numerator = (2 * mu_u * mu_v + SSIM_C1) * (2 * cov + SSIM_C2)
     denominator = (mu_u * mu_u + mu_v * mu_v + SSIM_C1) * (var_u + var_v + SSIM_C2)
-    return _finite_only((numerator / denominator).mean(dim=(1, 2)), x, y)
+    same = (u == v).flatten(1).all(1)
+    return _finite_only(_one_where((numerator / denominator).mean(dim=(1, 2)), same), x, y)
 
 
 def similarity(a: Tensor, b: Tensor, measure: str = "spearman", **kwargs: Any) -> Tensor:
@@ -179,7 +216,9 @@ def similarity(a: Tensor, b: Tensor, measure: str = "spearman", **kwargs: Any) -
 
     ``"spearman"`` is :func:`spearman_correlation`, ``"top_k"``
     :func:`top_k_intersection`, ``"cosine"`` :func:`cosine_similarity` and
-    ``"ssim"`` :func:`ssim`.
+    ``"ssim"`` :func:`ssim`.  Every measure scores identical maps exactly 1,
+    constant and all-zero maps included (see the module docstring for constant
+    maps against others).
 
     Args:
         a: maps of shape ``(N, ...)``.
@@ -241,6 +280,17 @@ def _pearson(x: Tensor, y: Tensor) -> Tensor:
     denominator = torch.sqrt((x * x).sum(1) * (y * y).sum(1))
     r = (x * y).sum(1) / torch.where(denominator > 0, denominator, torch.ones_like(denominator))
     return r.clamp(-1, 1)
+
+
+def _constant(x: Tensor) -> Tensor:
+    """Per row of ``(N, F)``: whether every feature holds the first one's value."""
+    return (x == x[:, :1]).all(1)
+
+
+def _one_where(scores: Tensor, agree: Tensor) -> Tensor:
+    """``scores`` with exactly 1 where ``agree``: identical maps are not "almost" similar (rounding in
+    the norms and means would leave 0.9999999) and degenerate ones do not fall through to 0."""
+    return torch.where(agree, torch.ones_like(scores), scores)
 
 
 def _normalised_image(maps: Tensor) -> Tensor:
