@@ -60,7 +60,7 @@ def main(root: Path, epochs: int = 5, quick: bool = False) -> dict:
     model.eval()
     attributions = LayerIntegratedGradients(model, model.embedding).attribute(tokens, target=labels, n_steps=32)
     scores = attributions.sum(-1)  # one signed score per token
-    share = float(mass_in_mask(scores[:, None], planted[:, None]).mean())
+    share = float(mass_in_mask(scores[:, None], planted[:, None]).nanmean())  # sentences without a planted word: NaN
     with torch.no_grad():
         predicted = model(tokens).argmax(1)
     words = [[VOCABULARY[t] for t in row] for row in tokens.tolist()]

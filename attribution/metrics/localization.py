@@ -5,6 +5,13 @@ Both take attribution maps ``(N, C, H, W)`` (channels summed, signs kept) or
 nonzero value counts as inside).  Maps at a lower resolution than the masks,
 such as layer GradCAM maps, are upsampled bilinearly to the masks' size
 (after summing channels, before anything else).
+
+An example whose mask is empty has no place to look at: both scores are NaN
+for it (undefined), not 0, so that examples without the object (negatives,
+sentences without the planted token) do not drag a mean down.  Average with
+``torch.nanmean`` and count the examples used with ``(~scores.isnan()).sum()``.
+A map without positive attribution has mass 0 in any non-empty mask, and a
+constant map points nowhere (pointing game 0).
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ def mass_in_mask(attributions: Tensor, masks: Tensor) -> Tensor:
 
     Returns:
         A tensor of shape ``(N,)`` in [0, 1]: ``sum(relu(map) * mask) / sum(relu(map))``,
-        0 for a map without positive attribution.  Negative attribution is ignored.
+        0 for a map without positive attribution, NaN for an empty mask (undefined: take
+        ``torch.nanmean`` over examples).  Negative attribution is ignored.
 
     Raises:
         TypeError: ``attributions`` or ``masks`` is not a real-valued tensor.
@@ -39,7 +47,7 @@ def mass_in_mask(attributions: Tensor, masks: Tensor) -> Tensor:
     positive = maps.clamp_min(0).flatten(1)
     total = positive.sum(1)
     share = (positive * inside.flatten(1)).sum(1) / torch.where(total > 0, total, torch.ones_like(total))
-    return share
+    return _undefined_without_mask(share, inside)
 
 
 def pointing_game(attributions: Tensor, masks: Tensor) -> Tensor:
@@ -47,14 +55,15 @@ def pointing_game(attributions: Tensor, masks: Tensor) -> Tensor:
 
     The arg-max is taken on the channel-summed signed map; among equal maxima
     the first in row-major order counts.  A constant map points nowhere and
-    scores 0.
+    scores 0; an empty mask leaves nothing to point at and scores NaN.
 
     Args:
         attributions: maps ``(N, C, H, W)`` or ``(N, H, W)``, possibly at a lower resolution than the masks.
         masks: ``(N, H, W)`` or ``(N, 1, H, W)``, bool or 0/1.
 
     Returns:
-        A float tensor of shape ``(N,)``: 1.0 for a hit, 0.0 for a miss.
+        A float tensor of shape ``(N,)``: 1.0 for a hit, 0.0 for a miss, NaN for an empty mask
+        (undefined: take ``torch.nanmean`` over examples).
 
     Raises:
         TypeError: ``attributions`` or ``masks`` is not a real-valued tensor.
@@ -64,7 +73,13 @@ def pointing_game(attributions: Tensor, masks: Tensor) -> Tensor:
     flat = maps.flatten(1)
     hit = inside.flatten(1).gather(1, flat.argmax(dim=1, keepdim=True))[:, 0]
     varies = flat.amax(dim=1) > flat.amin(dim=1)
-    return (hit & varies).to(maps.dtype)
+    return _undefined_without_mask((hit & varies).to(maps.dtype), inside)
+
+
+def _undefined_without_mask(scores: Tensor, inside: Tensor) -> Tensor:
+    """NaN for the examples whose mask is empty: a score there would be a made-up 0."""
+    empty = ~inside.flatten(1).any(1)
+    return torch.where(empty, torch.full_like(scores, float("nan")), scores)
 
 
 def _maps_and_masks(attributions: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
