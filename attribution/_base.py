@@ -43,6 +43,10 @@ class Attribution:
     Args:
         forward_func: the model, or any function from input tensors to an
             output tensor with the batch in dim 0.
+
+    Raises:
+        TypeError: ``forward_func`` is not callable.
+        ValueError: the model's parameters are on the meta device (no data yet).
     """
 
     takes_target: ClassVar[bool] = True
@@ -64,6 +68,7 @@ class Attribution:
             raise ArgumentTypeError(
                 f"forward_func: expected a callable (e.g. an nn.Module), got {type(forward_func).__name__}"
             )
+        _check_materialized(forward_func)
         self.forward_func = forward_func
 
     def attribute_future(self, *args: Any, **kwargs: Any) -> torch.futures.Future:
@@ -117,6 +122,26 @@ class Attribution:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({getattr(type(self.forward_func), '__name__', 'forward_func')})"
+
+
+def _check_materialized(forward_func: Callable[..., Any]) -> None:
+    """Refuse a model built on the meta device, whose forward would fail deep inside torch.
+
+    The model is ``forward_func`` itself, the module of a bound ``forward``, or the ``.model`` of a wrapper
+    such as :class:`attribution.outputs.ModelScores`.  Only the first parameter is looked at (a generator
+    ``next``, cheap for any model): meta models are built that way as a whole.
+    """
+    candidates = (forward_func, getattr(forward_func, "__self__", None), getattr(forward_func, "model", None))
+    model = next((c for c in candidates if isinstance(c, nn.Module)), None)
+    if model is None:
+        return
+    first = next(model.parameters(), None)
+    if first is not None and first.is_meta:
+        raise ArgumentError(
+            f"forward_func: the parameters of {type(model).__name__} are on the meta device (shapes without data, "
+            f"as under torch.device('meta')), so it cannot run; materialise them first, "
+            f"model.to_empty(device='cpu') (or 'cuda'), then load the weights (model.load_state_dict(...))"
+        )
 
 
 class GradientAttribution(Attribution):
@@ -173,7 +198,13 @@ class LayerAttribution(InternalAttribution):
     def interpolate(
         layer_attribution: Tensor, interpolate_dims: int | Sequence[int], interpolate_mode: str = "nearest"
     ) -> Tensor:
-        """Upsample a layer attribution to ``interpolate_dims`` (e.g. ``input.shape[2:]``)."""
+        """Upsample a layer attribution ``(N, C, *spatial)`` to ``interpolate_dims`` (e.g. ``input.shape[2:]``).
+
+        Raises:
+            ValueError: maps without spatial dims, sizes < 1, the wrong number of sizes (an int serves every
+                spatial dim), or a mode for another number of spatial dims.
+            TypeError: ``interpolate_dims`` is not an int or a sequence of ints.
+        """
         return interpolate(layer_attribution, interpolate_dims, interpolate_mode)
 
 

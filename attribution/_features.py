@@ -77,14 +77,16 @@ class FeatureMasks:
 def format_feature_mask(feature_mask: Any, inputs: tuple[Tensor, ...], name: str = "feature_mask") -> FeatureMasks:
     """Validate ``feature_mask`` (None: every element its own feature) as :class:`FeatureMasks`.
 
-    Masks hold integer ids; floating masks are accepted when every id is a
-    whole number (as the reference does), and converted.  ``name`` is the
-    argument's name in error messages (``layer_mask`` for layer methods).
+    Masks hold integer ids (group labels, as Captum documents them); floating
+    masks are refused even when they hold whole numbers, since a float mask is
+    usually a weight or a saliency map passed by mistake, and bool masks too
+    (a selection, not a grouping).  ``name`` is the argument's name in error
+    messages (``layer_mask`` for layer methods).
 
     Raises:
-        TypeError: not a tensor of numbers (bool masks are ambiguous and refused too).
-        ValueError: fractional ids, a mask that does not broadcast to its input,
-            negative ids, or ids with gaps (every id from 0 to the largest must be used).
+        TypeError: not an integer tensor (floating and bool masks included: convert ids with ``.long()``).
+        ValueError: a mask that does not broadcast to its input, negative ids, or ids with gaps (every id
+            from 0 to the largest must be used).
     """
     if feature_mask is None:
         masks, offset = [], 0
@@ -122,16 +124,16 @@ def format_feature_mask(feature_mask: Any, inputs: tuple[Tensor, ...], name: str
 
 
 def _feature_ids(mask: Any, name: str) -> Tensor:
-    """A mask of feature ids as a long tensor: integer tensors, or floating ones holding whole numbers."""
-    if not isinstance(mask, Tensor) or mask.is_complex() or mask.dtype == torch.bool:
+    """A mask of feature ids as a long tensor; only integer tensors are ids."""
+    if not isinstance(mask, Tensor) or mask.is_complex():
         raise ArgumentTypeError(f"{name}: expected an integer tensor of feature ids, got {describe(mask)}")
-    if mask.is_floating_point():
-        whole = torch.isfinite(mask) & (mask == mask.round())
-        if not bool(whole.all()):
-            raise ArgumentError(
-                f"{name}: feature ids must be whole numbers, got {mask[~whole].flatten()[0].item()!r} "
-                f"in a {describe(mask)}"
-            )
+    if mask.is_floating_point() or mask.dtype == torch.bool:
+        # Checked on the dtype alone (no scan of the values): a float mask is refused whatever it holds.
+        meaning = "two groups, False and True" if mask.dtype == torch.bool else "whole-number ids"
+        raise ArgumentTypeError(
+            f"{name}: expected an integer tensor of feature ids 0..F-1 (e.g. torch.long), got a {describe(mask)}; "
+            f"if it holds {meaning}, pass {name}.long()"
+        )
     return mask.long()
 
 

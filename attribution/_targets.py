@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -56,7 +56,7 @@ class Target:
                 f"e.g. lambda outputs: outputs[0][:, 3]"
             )
         if not isinstance(output, Tensor):
-            raise ArgumentTypeError(f"forward_func: expected it to return a tensor, got {describe(output)}")
+            raise ArgumentTypeError(_not_scores_message(output))
         if output.dim() == 0 or output.shape[0] != rows:
             # Values for the whole batch that happen to number its examples read as one per example at first.
             pooled = repeats > 1 and output.dim() > 0 and output.shape[0] == self.n
@@ -113,6 +113,23 @@ class Target:
         strides = torch.tensor([math.prod(dims[d + 1 :]) for d in range(k)], device=output.device)
         flat_index = (index * strides).sum(dim=1).repeat(repeats)
         return output.reshape(output.shape[0], -1).gather(1, flat_index[:, None]).squeeze(1)
+
+
+def _not_scores_message(output: Any) -> str:
+    """Why a non-tensor output cannot be explained; for the structured outputs models return (a dict, a
+    Hugging Face ``ModelOutput``, a tuple), how to turn it into class scores."""
+    if isinstance(output, Mapping):  # ModelOutput is a dict too: name its keys, not its tensors
+        given = f"a {type(output).__name__} with keys {list(output)[:8]}"
+    elif isinstance(output, (tuple, list)) or hasattr(output, "logits"):
+        given = f"a {type(output).__name__}"
+    else:
+        return f"forward_func: expected it to return a tensor, got {describe(output)}"
+    return (
+        f"forward_func: expected it to return a tensor of scores (N, C), got {given}; wrap the model in "
+        f'attribution.outputs.ModelScores, which takes the scores from a dict ("logits", then "out"), a '
+        f"Hugging Face ModelOutput (.logits) or a tuple (scores first), e.g. "
+        f"IntegratedGradients(ModelScores(model)).attribute(x, target=1)"
+    )
 
 
 def format_target(target: TargetType, n: int, name: str = "target") -> Target:

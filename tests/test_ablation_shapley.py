@@ -475,8 +475,9 @@ BAD_MASKS = {
     "too_many_dims": (torch.zeros(1, 1, 6, dtype=torch.long), ValueError),
     "gap": (torch.tensor([[0, 1, 3, 3, 1, 0]]), ValueError),
     "negative": (torch.tensor([[0, 1, -1, 2, 1, 0]]), ValueError),
-    "fractional": (torch.tensor([[0.0, 1.0, 2.5, 3.0, 4.0, 5.0]]), ValueError),  # whole-number floats are ids
-    "nan": (torch.tensor([[0.0, 1.0, float("nan"), 3.0, 4.0, 5.0]]), ValueError),
+    "fractional": (torch.tensor([[0.0, 1.0, 2.5, 3.0, 4.0, 5.0]]), TypeError),
+    "nan": (torch.tensor([[0.0, 1.0, float("nan"), 3.0, 4.0, 5.0]]), TypeError),
+    "whole_floats": (torch.arange(6.0)[None], TypeError),  # ids are integers, as Captum documents: call .long()
     "bool": (torch.tensor([[True, False, True, False, True, False]]), TypeError),
     "list_of_ints": ([0, 1, 2, 3, 4, 5], (TypeError, ValueError)),  # read as one mask per input
 }

@@ -416,7 +416,12 @@ def guided_gradcam(
             maps' rank.
     """
     (cam, *_), _ = layer_gradcam(
-        objective, inputs, layer, attribute_to_layer_input=attribute_to_layer_input, relu_attributions=True
+        objective,
+        inputs,
+        layer,
+        attribute_to_layer_input=attribute_to_layer_input,
+        relu_attributions=True,
+        refuse_tokens=False,  # token maps get an empty tensor and the warning below, as in Captum
     )
     guided = guided_backprop(objective, inputs)
     results = []

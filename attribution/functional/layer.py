@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from typing import Any
@@ -16,10 +17,11 @@ from attribution._autograd import (
     grad,
     grad_enabled,
     layer_gradients,
+    no_gradient_error,
     substitute_layer,
 )
 from attribution._canonical import Objective, repeat_rows
-from attribution._checks import ArgumentError
+from attribution._checks import ArgumentError, ArgumentTypeError, check_choice, describe
 from attribution._chunking import run_chunked
 from attribution.functional.path import convergence_delta, endpoint_outputs, gradient_shap_draws, integration_nodes
 
@@ -34,6 +36,7 @@ def layer_gradcam(
     attr_dim_summation: bool = True,
     reshape_transform: Callable[[Tensor], Tensor] | None = None,
     grad_kwargs: Mapping[str, Any] | None = None,
+    refuse_tokens: bool = True,
 ) -> tuple[tuple[Tensor, ...], bool]:
     """GradCAM: activations weighted by the spatial mean of their gradients.
 
@@ -47,11 +50,20 @@ def layer_gradcam(
     Returns:
         ``(attributions, layer_returned_tuple)``, one attribution per tensor
         the layer produced.
+
+    Raises:
+        ValueError: with ``refuse_tokens``, image inputs (``(N, C, H, W)`` or more dims) and a layer that
+            gives tokens ``(N, T, D)``, without ``reshape_transform``: read as ``(N, C, L)`` they would give a
+            map over the embedding dimension, not over the image.  (Guided GradCAM passes False: like
+            Captum, it gives such inputs an empty tensor and a warning.)
     """
     activations, grads, was_tuple = layer_gradients(
         objective, inputs, layer, attribute_to_layer_input, grad_kwargs=grad_kwargs
     )
-    if reshape_transform is not None:
+    if reshape_transform is None:
+        if refuse_tokens:
+            _check_spatial(activations, inputs[0], layer)
+    else:
         activations = tuple(reshape_transform(a) for a in activations)
         grads = tuple(reshape_transform(g) for g in grads)
     cams = []
@@ -62,6 +74,30 @@ def layer_gradcam(
             cam = cam.sum(dim=1, keepdim=True)
         cams.append(F.relu(cam) if relu_attributions else cam)
     return tuple(cams), was_tuple
+
+
+def _check_spatial(activations: tuple[Tensor, ...], x: Tensor, layer: nn.Module) -> None:
+    """Refuse token-shaped activations ``(N, T, D)`` of a model that takes images: GradCAM would average
+    the gradient over ``D`` and sum over the tokens, a "map" over the embedding dimension.  (A 3-D
+    output of a model with 1-D inputs is a 1-D convolution's ``(N, C, L)`` and stays as it is.)"""
+    for a in activations:
+        if a.dim() == 3 and x.dim() >= 4:
+            raise ArgumentError(
+                f"layer: {type(layer).__name__} outputs shape {tuple(a.shape)}, tokens (N, T, D) rather than the "
+                f"spatial map (N, C, h, w) GradCAM needs for inputs of shape {tuple(x.shape)}; pass "
+                f"reshape_transform=attribution.utils.{_token_grid_hint(a.shape[1], x.shape[-2], x.shape[-1])} "
+                f"(h x w patches after prefix_tokens class/distillation tokens), or any callable to (N, C, h, w)"
+            )
+
+
+def _token_grid_hint(tokens: int, height: int, width: int) -> str:
+    """``token_grid_reshape(h, w, prefix)`` with a patch grid shaped like the image, when one fits."""
+    for prefix in (1, 0, 2):  # a class token (ViT), none, class and distillation tokens (DeiT)
+        patches = tokens - prefix
+        for rows in range(1, patches + 1):
+            if patches % rows == 0 and rows * width == (patches // rows) * height and patches > 1:
+                return f"token_grid_reshape({rows}, {patches // rows}, {prefix})"
+    return "token_grid_reshape(h, w, prefix_tokens)"
 
 
 def token_grid_reshape(height: int, width: int, prefix_tokens: int = 1) -> Callable[[Tensor], Tensor]:
@@ -90,11 +126,69 @@ def channels_last_reshape(maps: Tensor) -> Tensor:
     return maps.movedim(-1, 1)
 
 
+INTERPOLATE_MODES = {
+    "nearest": None,
+    "nearest-exact": None,
+    "area": None,
+    "linear": 1,
+    "bilinear": 2,
+    "bicubic": 2,
+    "trilinear": 3,
+}
+"""``F.interpolate``'s modes and the number of spatial dims each needs (None: any)."""
+
+
 def interpolate(
     layer_attribution: Tensor, interpolate_dims: int | Sequence[int], interpolate_mode: str = "nearest"
 ) -> Tensor:
-    """Resize a layer attribution ``(N, C, *spatial)`` to ``interpolate_dims`` (e.g. the input's H, W)."""
-    size = interpolate_dims if isinstance(interpolate_dims, int) else tuple(interpolate_dims)
+    """Resize a layer attribution ``(N, C, *spatial)`` to ``interpolate_dims`` (e.g. the input's H, W).
+
+    Raises:
+        TypeError: ``layer_attribution`` is not a tensor, or ``interpolate_dims`` is not an int or a
+            sequence of ints.
+        ValueError: maps without spatial dims, sizes < 1, a number of sizes other than the maps' spatial
+            dims (an int serves them all), or a mode for another number of spatial dims.
+    """
+    if not isinstance(layer_attribution, Tensor):
+        raise ArgumentTypeError(
+            f"layer_attribution: expected a tensor (N, C, *spatial), got {describe(layer_attribution)}"
+        )
+    spatial = layer_attribution.dim() - 2
+    if spatial < 1:
+        raise ArgumentError(
+            f"layer_attribution: expected maps (N, C, *spatial) to resize, got shape "
+            f"{tuple(layer_attribution.shape)} (a layer without spatial dims has no map)"
+        )
+    single = isinstance(interpolate_dims, numbers.Integral)
+    sizes = [interpolate_dims] if single else interpolate_dims
+    if not isinstance(sizes, Sequence) or not all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in sizes
+    ):
+        raise ArgumentTypeError(
+            f"interpolate_dims: expected an int or a sequence of ints (e.g. inputs.shape[2:]), "
+            f"got {describe(interpolate_dims)}"
+        )
+    if not sizes or any(v < 1 for v in sizes):
+        raise ArgumentError(f"interpolate_dims: expected sizes >= 1, got {interpolate_dims!r}")
+    if not single and len(sizes) != spatial:
+        hint = ""
+        if spatial == 1 and len(sizes) > 1:  # the usual way here: transformer tokens (N, T, D) read as (N, C, L)
+            hint = (
+                "; layer outputs of tokens (N, T, D) are no image map: give LayerGradCam "
+                "reshape_transform=attribution.utils.token_grid_reshape(h, w, prefix_tokens)"
+            )
+        raise ArgumentError(
+            f"interpolate_dims: expected {spatial} size(s) for maps of shape {tuple(layer_attribution.shape)}, "
+            f"got {tuple(sizes)}{hint}"
+        )
+    check_choice(interpolate_mode, "interpolate_mode", INTERPOLATE_MODES)
+    needed = INTERPOLATE_MODES[interpolate_mode]
+    if needed is not None and needed != spatial:
+        raise ArgumentError(
+            f"interpolate_mode: {interpolate_mode!r} resizes maps with {needed} spatial dim(s), the maps have shape "
+            f"{tuple(layer_attribution.shape)}; use 'nearest' or the mode for {spatial} dim(s)"
+        )
+    size = int(sizes[0]) if single else tuple(int(v) for v in sizes)
     return F.interpolate(layer_attribution, size=size, mode=interpolate_mode)
 
 
@@ -348,12 +442,19 @@ def layer_integrated_gradients(
                 for start, diff in zip(starts, diffs)
             ]
             with ExitStack() as substituted:  # every listed layer takes its path point in the same forward
+                records = []
                 for one, layer_leaves in zip(layers, leaves):
                     # Clones go downstream, so in-place ops there leave the leaves alone.
                     clones = tuple(leaf.clone() for leaf in layer_leaves)
-                    substituted.enter_context(substitute_layer(one, clones, attribute_to_layer_input))
+                    records.append(substituted.enter_context(substitute_layer(one, clones, attribute_to_layer_input)))
                 out = objective(repeated, steps)
-            grads = grad(out, tuple(leaf for group in leaves for leaf in group), row_weights.to(out), grad_kwargs)
+                for one, record in zip(layers, records):
+                    _check_single_run(one, record.calls)
+                off = [one for one, record in zip(layers, records) if record.grad_off]
+                unreached = no_gradient_error(off[0], attribute_to_layer_input) if off else None
+                wrt = tuple(leaf for group in leaves for leaf in group)
+                # Still substituting: non-reentrant checkpointing reruns the forward in the backward.
+                grads = grad(out, wrt, row_weights.to(out), grad_kwargs, unreached)
         first = 0
         for total, group in zip(totals, leaves):
             mine, first = grads[first : first + len(group)], first + len(group)

@@ -45,7 +45,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from attribution._autograd import _check_single_run, grad, grad_enabled, gradients
+from attribution._autograd import (
+    _check_single_run,
+    _grad_switched_off,
+    grad,
+    grad_enabled,
+    gradients,
+    no_gradient_error,
+)
 from attribution._canonical import Objective, describe
 from attribution._checks import ArgumentError
 from attribution._rule_ops import ACTIVATIONS, _activation_call, _vjp
@@ -252,18 +259,25 @@ class _Tap:
     zeros: tuple[Tensor, ...] = ()
     was_tuple: bool = False
     calls: int = 0
+    grad_off: bool = False  # the layer ran without autograd (no_grad, reentrant checkpointing) in the forward
 
 
-def _tapped(values: tuple, tap: _Tap) -> tuple:
-    """``values`` with a zero leaf added to each floating tensor: its gradient is the ratio there."""
+def _tapped(values: tuple, tap: _Tap, wanted: bool) -> tuple:
+    """``values`` with a zero leaf added to each floating tensor: its gradient is the ratio there.
+
+    ``wanted``: gradients were on when the forward began; the sums join the graph then even where the
+    model turned them off around the layer (what runs downstream outside that region still reaches them).
+    """
     tap.calls += 1
+    tap.grad_off |= _grad_switched_off(wanted)
     replaced, activations, zeros = [], [], []
     for v in values:
         if isinstance(v, Tensor) and v.is_floating_point():
             zero = torch.zeros_like(v, requires_grad=True)
             activations.append(v.detach().clone())  # in-place ops downstream must not change it
             zeros.append(zero)
-            replaced.append(v + zero)
+            with torch.set_grad_enabled(wanted or torch.is_grad_enabled()):
+                replaced.append(v + zero)
         else:
             replaced.append(v)
     tap.activations, tap.zeros = tuple(activations), tuple(zeros)
@@ -271,14 +285,16 @@ def _tapped(values: tuple, tap: _Tap) -> tuple:
 
 
 def _register_tap(layer: nn.Module, use_input: bool, tap: _Tap) -> Any:
+    wanted = torch.is_grad_enabled()
+
     def on_input(module: nn.Module, args: tuple) -> tuple:
-        replaced = _tapped(args, tap)
+        replaced = _tapped(args, tap, wanted)
         tap.was_tuple = len(tap.zeros) > 1
         return replaced
 
     def on_output(module: nn.Module, args: tuple, output: Any) -> Any:
         tap.was_tuple = isinstance(output, tuple)
-        replaced = _tapped(output if tap.was_tuple else (output,), tap)
+        replaced = _tapped(output if tap.was_tuple else (output,), tap, wanted)
         return replaced if tap.was_tuple else replaced[0]
 
     return layer.register_forward_pre_hook(on_input) if use_input else layer.register_forward_hook(on_output)
@@ -357,7 +373,7 @@ def layer_lrp(
     """Relevance at the outputs (or inputs) of ``layers``, all from one forward and one backward.
 
     Raises:
-        ValueError: a layer that runs more than once per forward, or never.
+        ValueError: a layer that runs more than once per forward, or never, or without autograd.
     """
     taps = [(layer, attribute_to_layer_input, _Tap()) for layer in layers]
     with grad_enabled():
@@ -368,7 +384,9 @@ def layer_lrp(
             if not tap.zeros:
                 raise ArgumentError(f"layer: {type(layer).__name__} has no floating-point tensor to attribute to")
         zeros = tuple(z for _, _, tap in taps for z in tap.zeros)
-        ratios = iter(grad(outputs, zeros, torch.ones_like(outputs)))
+        off = [layer for layer, _, tap in taps if tap.grad_off]
+        unreached = no_gradient_error(off[0], attribute_to_layer_input) if off else None
+        ratios = iter(grad(outputs, zeros, torch.ones_like(outputs), unreached=unreached))
     result = LayerRelevance(outputs=outputs.detach())
     for _, _, tap in taps:
         result.relevances.append(tuple(a * next(ratios) for a in tap.activations))
