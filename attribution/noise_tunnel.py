@@ -69,17 +69,22 @@ class NoiseTunnel(Attribution):
             nt_samples: noisy copies per example.
             nt_samples_batch_size: copies evaluated per call of the wrapped
                 method (all at once by default); results do not depend on it
-                beyond the random draws.
+                beyond the random draws, which follow the reference's: after
+                the same ``torch.manual_seed`` the noisy copies are Captum's
+                for every batch size.
             stdevs: standard deviation of the Gaussian noise (absolute, one per
                 input in a tuple).
             draw_baseline_from_distrib: treat ``baselines`` as a distribution
-                and draw one baseline per noisy copy.
+                and draw one baseline per noisy copy (from torch's generator,
+                after each batch's noise; Captum draws them with numpy's).
             **kwargs: passed to the wrapped method's ``attribute`` (``target``,
                 ``baselines``, ``additional_forward_args``, ``n_steps``, ...).
 
         Returns:
             The aggregated attributions, and the wrapped method's deltas
-            (example-major) if ``return_convergence_delta=True`` was passed.
+            (example-major: all copies of example 0 first, whatever
+            ``nt_samples_batch_size``; Captum lists each batch's in turn) if
+            ``return_convergence_delta=True`` was passed.
         """
         check_choice(nt_type, "nt_type", functional.NT_TYPES)
         check_int(nt_samples, "nt_samples")

@@ -140,11 +140,11 @@ def test_noise_tunnel_aggregates_match_their_definition(mlp, nt_type):
     nt = NoiseTunnel(Saliency(mlp))
     torch.manual_seed(3)
     got = nt.attribute(x, nt_type=nt_type, nt_samples=6, stdevs=0.5, target=1, abs=False)
-    # redo the draws by hand: one batch of 6 noisy copies, repeat-major
+    # redo the draws by hand: one batch of 6 noisy copies of each example, drawn example-major as Captum does
     torch.manual_seed(3)
-    noisy = x.repeat(6, 1)
+    noisy = x.repeat_interleave(6, dim=0)
     noisy = noisy + 0.5 * torch.randn_like(noisy)
-    per_copy = Saliency(mlp).attribute(noisy, target=1, abs=False).view(6, 3, 6)
+    per_copy = Saliency(mlp).attribute(noisy, target=1, abs=False).view(3, 6, 6).transpose(0, 1)
     expected = {
         "smoothgrad": per_copy.mean(0),
         "smoothgrad_sq": (per_copy**2).mean(0),

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
 import torch
 from torch import Tensor, nn
 
-from attribution import InputXGradient, IntegratedGradients, Saliency
+from attribution import InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
 from attribution.metrics import (
     default_infidelity_perturb_func,
     default_perturb_func,
@@ -39,8 +40,9 @@ def _line(weights: list[float], bias: float = 0.5) -> nn.Module:
 class TablePerturb:
     """Perturbations ``table[s, i]`` for sample ``s`` of example ``i``, one copy of the batch at a time.
 
-    We call ``perturb_func`` once on all stacked copies; the reference, with
-    ``max_examples_per_batch=N``, once per copy.  Both see the same perturbations.
+    We call ``perturb_func`` once on all copies; the reference, with
+    ``max_examples_per_batch=N``, once per copy.  Both stack the copies
+    example-major, so both see the same perturbations.
     """
 
     def __init__(self, *table: Tensor, infidelity: bool = True) -> None:
@@ -50,7 +52,8 @@ class TablePerturb:
         values = (inputs,) if isinstance(inputs, Tensor) else inputs
         n = self.table[0].shape[1]
         copies = values[0].shape[0] // n
-        noise = tuple(t[self.used : self.used + copies].reshape(copies * n, *t.shape[2:]) for t in self.table)
+        rows = [t[self.used : self.used + copies].transpose(0, 1) for t in self.table]  # example-major
+        noise = tuple(r.reshape(copies * n, *r.shape[2:]) for r in rows)
         self.used += copies
         if not self.infidelity:
             moved = tuple(x + d for x, d in zip(values, noise))
@@ -294,6 +297,87 @@ def test_sensitivity_stacks_every_per_example_baseline(captum, two_input):
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("normalize", [False, True])
+def test_seeded_infidelity_draws_the_references_perturbations(captum, cnn, normalize):
+    # The reference stacks the copies example-major (row i * S + s) and, by default, draws them in one call;
+    # so do we, whatever our chunking.
+    x, target = torch.randn(4, 3, 8, 8), [0, 3, 2, 1]
+    attrs = Saliency(cnn).attribute(x, target=target, abs=False)
+    perturb = functools.partial(default_infidelity_perturb_func, stdev=0.5)  # far enough to cross ReLU kinks
+    kwargs = dict(target=target, n_perturb_samples=6, normalize=normalize)
+    torch.manual_seed(2)
+    theirs = captum.metrics.infidelity(cnn, perturb, x, attrs, **kwargs)
+    assert theirs.min() > 1e-6  # far from 0: the draws decide the value
+    for chunk in (None, 4, 12):
+        torch.manual_seed(2)
+        ours = infidelity(cnn, perturb, x, attrs, max_examples_per_batch=chunk, **kwargs)
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-9)
+
+
+def test_seeded_infidelity_stacks_per_example_baselines_like_the_reference(captum, two_input):
+    inputs, scale = (torch.randn(3, 1, 6, 6), torch.randn(3, 5)), torch.rand(3, 1) + 0.5
+    baselines = (torch.randn(3, 1, 6, 6), torch.randn(3, 5))
+    kwargs = dict(additional_forward_args=scale, target=[2, 0, 1])
+    attrs = IntegratedGradients(two_input).attribute(inputs, baselines, n_steps=8, **kwargs)
+
+    @infidelity_perturb_func_decorator(multiply_by_inputs=True)
+    def toward_baselines(inputs, baselines):  # a random share of the way to each example's own baseline
+        return tuple(x + torch.rand_like(x) * (b - x) for x, b in zip(inputs, baselines))
+
+    kwargs |= dict(baselines=baselines, n_perturb_samples=5)
+    torch.manual_seed(3)
+    theirs = captum.metrics.infidelity(two_input, toward_baselines, inputs, attrs, **kwargs)
+    torch.manual_seed(3)
+    ours = infidelity(two_input, toward_baselines, inputs, attrs, **kwargs)
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize("explainer", ["saliency", "smoothgrad"])
+def test_seeded_sensitivity_draws_the_references_perturbations(captum, cnn, explainer):
+    # The reference explains x first, then draws the copies example-major in one call and explains them in one
+    # call with the targets repeated per example: a random explanation (SmoothGrad) gets the same draws too.
+    x = torch.randn(4, 3, 8, 8)
+    ours, theirs = {
+        "saliency": (Saliency(cnn).attribute, captum.attr.Saliency(cnn).attribute),
+        "smoothgrad": (
+            NoiseTunnel(Saliency(cnn)).attribute,
+            captum.attr.NoiseTunnel(captum.attr.Saliency(cnn)).attribute,
+        ),
+    }[explainer]
+    kwargs = dict(target=[0, 3, 2, 1], n_perturb_samples=5, perturb_radius=0.1)
+    kwargs |= {"nt_samples": 3, "stdevs": 0.05} if explainer == "smoothgrad" else {}
+    torch.manual_seed(4)
+    expected = captum.metrics.sensitivity_max(theirs, x, **kwargs)
+    chunks = (None, 8) if explainer == "saliency" else (None,)  # a random explanation's draws follow its calls
+    for chunk in chunks:
+        torch.manual_seed(4)
+        got = sensitivity_max(ours, x, max_examples_per_batch=chunk, **kwargs)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_sensitivity_reuses_explanations_it_is_given(cnn):
+    x, target = torch.randn(3, 3, 8, 8), [0, 2, 1]
+    calls = []
+
+    def explain(inputs, **kwargs):
+        calls.append(inputs.shape[0])
+        return Saliency(cnn).attribute(inputs, **kwargs)
+
+    torch.manual_seed(0)
+    computed = sensitivity_max(explain, x, n_perturb_samples=4, target=target)
+    assert calls == [3, 12]  # e(x), then every perturbed copy in one call
+    calls.clear()
+    torch.manual_seed(0)
+    given = Saliency(cnn).attribute(x, target=target)
+    reused = sensitivity_max(explain, x, n_perturb_samples=4, explanations=given, target=target)
+    assert calls == [12]
+    torch.testing.assert_close(reused, computed)
+    with pytest.raises(ValueError, match="explanations: expected explanations with 3 rows"):
+        sensitivity_max(explain, x, explanations=given[:2], target=target)
+    with pytest.raises(TypeError, match="explanations: expected a tensor"):
+        sensitivity_max(explain, x, explanations=[given.numpy()], target=target)
+
+
 # --------------------------------------------------------------------------- errors
 
 
@@ -333,3 +417,14 @@ def test_sensitivity_rejects_bad_arguments(linear):
         sensitivity_max(lambda inp: inp[:2], x)
     with pytest.raises(TypeError, match="explanation_func"):
         sensitivity_max("saliency", x)
+
+
+@pytest.mark.parametrize("radius", [-0.1, 0, float("nan"), float("inf"), "0.1", None, True, torch.tensor(-1.0)])
+def test_sensitivity_rejects_a_bad_perturb_radius_before_any_work(radius):
+    calls = []
+    with pytest.raises(ValueError, match=r"perturb_radius: expected a finite number > 0 .*, got "):
+        sensitivity_max(lambda inputs: calls.append(1) or inputs, torch.randn(2, 6), perturb_radius=radius)
+    assert calls == []
+    # a 0-dim tensor holding a good radius is one: e(x) = x moves by at most the radius, relative to |x| = 1
+    moved = sensitivity_max(lambda inputs: inputs, torch.ones(2, 6), perturb_radius=torch.tensor(0.1))
+    assert 0 < moved.min() and moved.max() <= 0.1

@@ -17,6 +17,24 @@ NoisyAttribute = Callable[
 """``(noisy_inputs, repeats, row_baselines) -> (attributions, delta)`` for ``repeats`` repeat-major copies."""
 
 
+def _noisy_copies(x: Tensor, stdev: float, repeats: int) -> Tensor:
+    """``repeats`` noisy copies of the batch ``x``, stacked repeat-major.
+
+    The noise is drawn example-major (all copies of example 0 first), as the reference draws it, so the
+    same seed gives every (example, copy) the same noise as Captum's NoiseTunnel; only the rows are then
+    reordered into the core's layout.  A floating input draws its noise even at ``stdev`` 0 (the reference
+    does), so that the inputs after it get the reference's draws too.
+    """
+    n = x.shape[0]
+    if not x.is_floating_point() and stdev == 0:
+        return repeat_rows(x, repeats)
+    noise = torch.randn((n, repeats, *x.shape[1:]), dtype=x.dtype, device=x.device)
+    if stdev == 0:
+        return repeat_rows(x, repeats)
+    # In place on the (example, copy) draw seen as (copy, example): one copy of the data, into the new order.
+    return noise.mul_(stdev).transpose(0, 1).add_(x).reshape(repeats * n, *x.shape[1:])
+
+
 def _row_baselines(
     baselines: tuple[Tensor, ...], n: int, repeats: int, draw_from_distribution: bool
 ) -> tuple[Tensor, ...]:
@@ -42,7 +60,12 @@ def noise_tunnel(
 
     Copies are processed ``nt_samples_batch_size`` at a time (all at once by
     default) while running sums of the attributions and their squares are
-    kept, so memory does not grow with ``nt_samples``.
+    kept, so memory does not grow with ``nt_samples``.  Each batch of copies
+    draws its noise as the reference does (example-major, input by input), so
+    with the same seed the noisy copies equal Captum's for any batch size.
+    Baselines drawn from a distribution come from torch's generator, after
+    each batch's noise (the reference draws them with numpy's, and one draw
+    serves all its full batches).
 
     Returns:
         ``(aggregated, delta)``: smoothgrad is the mean, smoothgrad_sq the mean
@@ -56,12 +79,9 @@ def noise_tunnel(
     deltas: list[Tensor] = []
     for lo in range(0, nt_samples, step):
         k = min(step, nt_samples - lo)
-        noisy = []
-        for x, stdev in zip(inputs, stdevs):
-            repeated = repeat_rows(x.detach(), k)
-            noisy.append(repeated + stdev * torch.randn_like(repeated) if stdev > 0 else repeated)
+        noisy = tuple(_noisy_copies(x.detach(), stdev, k) for x, stdev in zip(inputs, stdevs))
         row_baselines = None if baselines is None else _row_baselines(baselines, n, k, draw_baseline_from_distrib)
-        attrs, delta = attribute(tuple(noisy), k, row_baselines)
+        attrs, delta = attribute(noisy, k, row_baselines)
         per_sample = [a.view(k, n, *a.shape[1:]) for a in attrs]
         if not sums:
             sums = [torch.zeros_like(a[0]) for a in per_sample]

@@ -2,20 +2,24 @@
 
 Names, signatures and defaults follow the reference implementation.  Both
 functions draw every perturbation up front with one call of ``perturb_func``
-on ``n_perturb_samples`` stacked copies of the batch (repeat-major: row
-``s * N + i`` is sample ``s`` of example ``i``), then evaluate the copies in
-as few calls as ``max_examples_per_batch`` allows, so that chunking never
-changes the result.  Random draws come from torch's global generator: seed it
-with ``torch.manual_seed``.
+on ``n_perturb_samples`` stacked copies of the batch (example-major, as the
+reference stacks them: row ``i * S + s`` is sample ``s`` of example ``i``),
+then evaluate the copies in as few calls as ``max_examples_per_batch``
+allows, so that chunking never changes the result.  Random draws come from
+torch's global generator: seed it with ``torch.manual_seed``, and the draws
+are the reference's when it too draws everything in one call (its default
+``max_examples_per_batch=None``; with a smaller one it calls ``perturb_func``
+once per chunk, so its draws depend on the chunking and ours do not).
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import math
 import numbers
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -109,10 +113,11 @@ def infidelity(
         perturb_func: ``perturb_func(inputs)``, or ``perturb_func(inputs,
             baselines)`` when baselines are given, returning ``(perturbations,
             perturbed_inputs)`` in the structure of ``inputs``.  It is called
-            once, on ``n_perturb_samples`` stacked copies of the batch
-            (per-example baselines are stacked the same way; others arrive as
-            tensors that broadcast).  Decorate a function that returns only
-            perturbed inputs with :func:`infidelity_perturb_func_decorator`.
+            once, on ``n_perturb_samples`` copies of each example stacked
+            example-major (per-example baselines are stacked the same way;
+            others arrive as tensors that broadcast).  Decorate a function
+            that returns only perturbed inputs with
+            :func:`infidelity_perturb_func_decorator`.
         inputs: a tensor or tuple of tensors with the batch in dim 0.
         attributions: shaped like ``inputs``; or several explanations of the same inputs and target by
             name (``{"saliency": a, "occlusion": b}``), scored on the same perturbations with the forwards
@@ -173,6 +178,8 @@ def sensitivity_max(
     n_perturb_samples: int = 10,
     norm_ord: str | float = "fro",
     max_examples_per_batch: int | None = None,
+    *,
+    explanations: TensorOrTuple | None = None,
     **kwargs: Any,
 ) -> Tensor:
     """Max-sensitivity: ``max_s ||e(x + d_s) - e(x)|| / ||e(x)||`` per example.
@@ -180,18 +187,23 @@ def sensitivity_max(
     Args:
         explanation_func: returns explanations shaped like its inputs, usually
             a bound ``attribute`` method (e.g. ``Saliency(model).attribute``);
-            called on ``inputs``, then on stacked perturbed copies of them.
+            called on ``inputs`` (unless ``explanations`` are given), then on
+            the perturbed copies of them.
         inputs: a tensor or tuple of tensors with the batch in dim 0.
         perturb_func: returns perturbed inputs in the structure of ``inputs``;
-            called once on ``n_perturb_samples`` stacked copies, with
-            ``perturb_radius`` as second argument if it takes two or more.
-            The default adds uniform noise from the L-inf ball.
-        perturb_radius: radius of the perturbation ball.
+            called once on ``n_perturb_samples`` copies of each example
+            stacked example-major, with ``perturb_radius`` as second argument
+            if it takes two or more.  The default adds uniform noise from the
+            L-inf ball.
+        perturb_radius: radius of the perturbation ball, a finite number > 0.
         n_perturb_samples: perturbations per example (>= 1).
         norm_ord: ``"fro"`` (the 2-norm of all inputs' explanations together)
             or a vector norm order such as ``1`` or ``float("inf")``.
         max_examples_per_batch: rows per ``explanation_func`` call (at least
             one copy of the batch); None explains every copy in one call.
+        explanations: ``explanation_func(inputs, **kwargs)`` if you already
+            have it (e.g. the attributions you are scoring): saves that call.
+            Not passed to ``explanation_func``.
         **kwargs: passed to ``explanation_func``; per-example ``target``
             lists and tensors, ``baselines`` with one row per example and
             tensor ``additional_forward_args`` are stacked like the inputs.
@@ -201,14 +213,15 @@ def sensitivity_max(
 
     Raises:
         TypeError: a non-callable function or a malformed result.
-        ValueError: bad counts, an unknown ``norm_ord``, or perturbed inputs or
-            explanations not shaped like the inputs.
+        ValueError: bad counts, a ``perturb_radius`` that is not a finite number > 0, an unknown
+            ``norm_ord``, or perturbed inputs or explanations not shaped like the inputs.
 
     Example:
         >>> sensitivity_max(Saliency(model).attribute, x, target=labels)  # doctest: +SKIP
     """
     _check_callable(explanation_func, "explanation_func")
     _check_callable(perturb_func, "perturb_func")
+    _check_radius(perturb_radius)
     check_int(n_perturb_samples, "n_perturb_samples")
     check_int(max_examples_per_batch, "max_examples_per_batch", allow_none=True)
     if isinstance(norm_ord, bool) or not (norm_ord == "fro" or isinstance(norm_ord, numbers.Real)):
@@ -218,18 +231,23 @@ def sensitivity_max(
         )
     values, given_as_tensor = canon.format_inputs(inputs)
     n = values[0].shape[0]
+    explain = _Explainer(explanation_func, given_as_tensor, n, kwargs)
+    # e(x) first, then the draws, in the reference's order: a random explanation_func (SmoothGrad) then gets
+    # the same draws as there.
+    reference = explain(values, 1) if explanations is None else explain.given(explanations)
     with torch.no_grad():
         stacked = _stack(values, n_perturb_samples)
         arg = canon.restore_structure(stacked, given_as_tensor)
         perturbed = perturb_func(arg, perturb_radius) if _takes_two(perturb_func) else perturb_func(arg)
     perturbed = _like(perturbed, stacked, "perturb_func (perturbed inputs)")
     return core.sensitivity_max(
-        _Explainer(explanation_func, given_as_tensor, n, kwargs),
+        explain,
         values,
         perturbed,
         n_samples=n_perturb_samples,
         norm_ord=norm_ord,
         samples_per_forward=_samples_per_forward(max_examples_per_batch, n),
+        explanations=reference,
     )
 
 
@@ -249,16 +267,21 @@ class _Explainer:
             self.expanded[repeats] = {key: _stack_kwarg(key, v, self.n, repeats) for key, v in self.kwargs.items()}
         with torch.no_grad():
             out = self.explanation_func(canon.restore_structure(rows, self.given_as_tensor), **self.expanded[repeats])
+        return self._checked(out, repeats, "explanation_func")
+
+    def given(self, explanations: Any) -> tuple[Tensor, ...]:
+        """The caller's explanations of the unperturbed inputs, checked like the function's own."""
+        return self._checked(explanations, 1, "explanations")
+
+    def _checked(self, out: Any, repeats: int, name: str) -> tuple[Tensor, ...]:
         out = (out,) if isinstance(out, Tensor) else out
         if not isinstance(out, (tuple, list)) or not all(isinstance(e, Tensor) for e in out):
-            raise ArgumentTypeError(
-                f"explanation_func: expected a tensor or a tuple of tensors, got {canon.describe(out)}"
-            )
+            raise ArgumentTypeError(f"{name}: expected a tensor or a tuple of tensors, got {canon.describe(out)}")
         shapes = [e.shape[1:] for e in out]
         if any(e.dim() == 0 or e.shape[0] != repeats * self.n for e in out) or self.row_shapes not in (None, shapes):
             got = [tuple(e.shape) for e in out]
             raise ArgumentError(
-                f"explanation_func: expected explanations with {repeats * self.n} rows each, shaped alike "
+                f"{name}: expected explanations with {repeats * self.n} rows each, shaped alike "
                 f"for the inputs and their perturbed copies; got shapes {got}"
             )
         self.row_shapes = shapes
@@ -266,29 +289,39 @@ class _Explainer:
 
 
 def _stack_kwarg(key: str, value: Any, n: int, repeats: int) -> Any:
-    """``value`` stacked ``repeats`` times if it is per-example (as the reference does for these three keys)."""
+    """``value`` stacked example-major ``repeats`` times if it is per-example (as the reference does for these
+    three keys)."""
     if key == "target":
         if isinstance(value, list):
-            return value * repeats
+            return [t for t in value for _ in range(repeats)]
         if isinstance(value, canon.Target):
-            return value.repeat(repeats)
+            index = None if value.index is None else value.index.repeat_interleave(repeats, dim=0)
+            return replace(value, n=value.n * repeats, index=index)
         if isinstance(value, Tensor) and value.numel() > 1:
-            return canon.repeat_rows(value, repeats)
+            return _interleave(value, repeats)
     elif key == "additional_forward_args":
         if isinstance(value, tuple):
-            return tuple(canon.repeat_rows(v, repeats) for v in value)
-        return canon.repeat_rows(value, repeats)
+            return tuple(_interleave(v, repeats) for v in value)
+        return _interleave(value, repeats)
     elif key == "baselines":
         if isinstance(value, tuple):
             return tuple(_stack_kwarg(key, v, n, repeats) for v in value)
         if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == n > 1:
-            return canon.repeat_rows(value, repeats)
+            return _interleave(value, repeats)
     return value
 
 
+def _interleave(value: Any, repeats: int) -> Any:
+    """A batched tensor with each row repeated ``repeats`` times in place (example-major); other values as
+    they are."""
+    if repeats == 1 or not isinstance(value, Tensor) or value.dim() == 0:
+        return value
+    return value.repeat_interleave(repeats, dim=0)
+
+
 def _stack(values: tuple[Tensor, ...], copies: int) -> tuple[Tensor, ...]:
-    """``copies`` detached copies of each batch stacked repeat-major along dim 0."""
-    return tuple(x.detach().repeat(copies, *([1] * (x.dim() - 1))) for x in values)
+    """``copies`` detached copies of each example stacked example-major along dim 0 (the reference's order)."""
+    return tuple(x.detach().repeat_interleave(copies, dim=0) for x in values)
 
 
 def _perturbations(result: Any, stacked: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
@@ -313,6 +346,19 @@ def _like(value: Any, reference: tuple[Tensor, ...], name: str) -> tuple[Tensor,
         if v.shape != r.shape:
             raise ArgumentError(f"{name}: expected [{i}] of shape {tuple(r.shape)}, got {tuple(v.shape)}")
     return tuple(values)
+
+
+def _check_radius(radius: Any) -> None:
+    """Raise unless ``radius`` is a finite real number > 0, or a 0-dim tensor of one (checked before any draw:
+    torch's ``uniform_`` would fail on it with a message that does not name the argument)."""
+    number = radius
+    if isinstance(radius, Tensor) and radius.dim() == 0 and radius.is_floating_point():
+        number = float(radius)
+    if isinstance(number, bool) or not isinstance(number, numbers.Real) or not 0 < number < math.inf:
+        raise ArgumentError(
+            f"perturb_radius: expected a finite number > 0 (the radius of the perturbation ball), "
+            f"got {canon.describe(radius)}{f' holding {number}' if number is not radius else ''}"
+        )
 
 
 def _check_callable(func: Any, name: str) -> None:
