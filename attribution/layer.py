@@ -21,7 +21,7 @@ from attribution.functional.layer import (
 from attribution.registry import register
 
 
-@register("layer_gradcam", probe_options={"relu_attributions": True})
+@register("layer_gradcam")  # signed, as Captum's default: a ReLU would blank a map whose evidence is all negative
 class LayerGradCam(LayerAttribution, GradientAttribution):
     """GradCAM (Selvaraju et al., 2017) on a chosen layer, usually the last convolution.
 
@@ -84,7 +84,9 @@ class LayerGradCam(LayerAttribution, GradientAttribution):
             a tuple if the layer's output is a tuple.
 
         Raises:
-            ValueError: if the layer does not run exactly once per forward.
+            ValueError: if the layer does not run exactly once per forward, runs without autograd (under
+                ``torch.no_grad()`` or reentrant checkpointing in the model's forward), or gives tokens
+                ``(N, T, D)`` for image inputs while no ``reshape_transform`` makes them a spatial map.
         """
         check_grad_kwargs(grad_kwargs)
         call = canonical_call(self.forward_func, inputs, target, additional_forward_args)

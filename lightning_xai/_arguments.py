@@ -176,6 +176,16 @@ def _checked_options(method: registry.MethodRecord, options: dict[str, Any]) -> 
     return options
 
 
+def check_materialised(module: Any) -> None:
+    """Refuse a model whose parameters hold no data (the meta device): nothing could be explained."""
+    name = next((name for name, p in module.named_parameters() if p.is_meta), None)
+    if name is not None:
+        raise MisconfigurationException(
+            f"AttributionMonitor: the model's parameters are on the meta device (e.g. {name!r}), so they hold no "
+            f"values to explain; materialise them first (model.to_empty(device=...) and load the weights)"
+        )
+
+
 def check_probe(
     probe: Probe,
     methods: Mapping[str, Any],

@@ -52,7 +52,7 @@ class MetricPlan:
         if method.returns_delta:
             metrics.add("convergence_delta")
         if self.localised:
-            metrics.update(("mass_in_mask", "pointing_game"))
+            metrics.update(("mass_in_mask", "pointing_game", "mask_examples"))
         return metrics
 
     def logged(self) -> set[str]:
@@ -76,8 +76,15 @@ class MetricPlan:
         if method in history.failures.get(step, ()):
             return f"{method} failed at step {step}"
         if metric in self.for_method(method):
-            return "it was not computed"
-        if metric in ("mass_in_mask", "pointing_game"):
+            flagged = [
+                flag["cause"]
+                for record in history.manifest
+                if record["step"] == step and record["method"] == method
+                for flag in record.get("flags", ())
+                if flag["subject"] == metric and flag["problem"] == "undefined"
+            ]
+            return f"the self-check left it out: {flagged[0]}" if flagged else "it was not computed"
+        if metric in ("mass_in_mask", "pointing_game", "mask_examples"):
             return "the probe has no ground-truth masks"
         if metric == "convergence_delta":
             return f"{method} has no convergence delta"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -23,10 +23,17 @@ from attribution import registry
 from attribution.metrics import infidelity, mass_in_mask, pointing_game, sensitivity_max
 from lightning_xai import _render
 from lightning_xai._progress import Progress
+from lightning_xai._self_check import MetricValues, map_problems, summarise
 from lightning_xai._shards import Shards, seeded_chunks
 
 PERTURBATION_SAMPLES = 8
-"""Perturbations per probe example for infidelity and sensitivity (Captum's default is 10)."""
+"""Perturbations per probe example for infidelity and sensitivity (Captum's default is 10).
+
+The same for every probe size, small ones included: max-sensitivity is a maximum over the draws, and the
+expected maximum grows with their number (8 draws reach about the 89th percentile of one draw's change,
+4 only the 80th), so fewer draws would change what the logged value means and make it incomparable
+between probes and runs.  Sensitivity is made cheaper instead by reusing the explanation the monitor
+already has and explaining all perturbed copies of a chunk in one call."""
 INFIDELITY_NOISE = 0.1
 """Standard deviation of the infidelity perturbations, in units of the probe's own standard deviation."""
 
@@ -36,7 +43,7 @@ def untouched_training_state(model: nn.Module, seed: int) -> Iterator[None]:
     """Eval mode and a private, seeded RNG stream; every module's flag restored on exit."""
     flags = [(module, module.training) for module in model.modules()]
     devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
-    with torch.random.fork_rng(devices=devices):
+    with torch.random.fork_rng(devices=devices), _eager():
         torch.manual_seed(seed)
         model.eval()
         try:
@@ -46,10 +53,12 @@ def untouched_training_state(model: nn.Module, seed: int) -> Iterator[None]:
                 module.training = training
 
 
-def last_conv_name(model: nn.Module) -> str | None:
-    """Dotted name of the model's last convolution, the usual GradCAM layer."""
-    names = [name for name, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd)]
-    return names[-1] if names else None
+def _eager() -> AbstractContextManager:
+    """Compiled modules run as plain eager code: the monitor's batch sizes and grad modes would otherwise
+    make dynamo recompile the user's ``torch.compile``-d model, up to its recompile limit (torch >= 2.6;
+    earlier versions have no way to say this)."""
+    set_stance = getattr(torch.compiler, "set_stance", None)
+    return set_stance("force_eager") if set_stance is not None else nullcontext()
 
 
 @dataclass(frozen=True)
@@ -98,13 +107,16 @@ def resolve_targets(target: str | int, inputs: Tensor, labels: Tensor | None) ->
 
 @dataclass
 class Explanation:
-    """One method's result on the probe at one epoch."""
+    """One method's result on the probe at one point, checked (see :mod:`lightning_xai._self_check`)."""
 
     method: str
     attributions: Tensor  # as the method returns them: input-shaped, or layer-shaped for layer methods
-    heat: _render.Heat | None  # maps (N, H, W) at the input's resolution, scale and sign, for image inputs
-    metrics: dict[str, float] = field(default_factory=dict)
+    heat: _render.Heat | None  # maps (N, H, W) at the input's resolution, scale and sign, for image inputs;
+    # NaN for the examples whose map failed the check
+    metrics: dict[str, float] = field(default_factory=dict)  # the means that are logged
     token_scores: Tensor | None = None  # (N, T) signed attribution per token, for token inputs
+    problems: list[str | None] = field(default_factory=list)  # per example: why its map failed the check
+    checked: MetricValues = field(default_factory=MetricValues)  # examples per metric, and what is undefined
 
 
 def token_scores(attributions: Tensor, inputs: Tensor) -> Tensor | None:
@@ -212,11 +224,13 @@ def _attribute(
         selection = {"target": targets[chunk]} if method.takes_target else {}  # a neuron selector is an option
         if method.returns_delta:
             attributions, delta = explainer.attribute(rows, return_convergence_delta=True, **selection, **options)
-            values.setdefault("convergence_delta", []).append(delta.detach().abs().float().reshape(-1))
+            per_example = delta.detach().abs().float().reshape(len(rows), -1).mean(dim=1)  # GradientShap: per sample
+            values.setdefault("convergence_delta", []).append(per_example)
         else:
             attributions = explainer.attribute(rows, **selection, **options)
         if method.explains_output_at_inputs and rows.is_floating_point() and "sensitivity" in metrics:
-            values.setdefault("sensitivity", []).append(_sensitivity(explainer, rows, targets[chunk], options))
+            sensitivity = _sensitivity(explainer, rows, targets[chunk], options, attributions)
+            values.setdefault("sensitivity", []).append(sensitivity)
         parts.append(attributions.detach())
         progress.advance()
     if not parts:
@@ -271,6 +285,10 @@ def _combine(
     """The whole probe's explanations from every process's chunks (in rank order); a method that failed on
     any process fails everywhere, so that every process logs and decides alike."""
     results, failures = [], {}
+    infidelities = [scores for _, scores in gathered]
+    failed = [(r, scores) for r, scores in enumerate(infidelities) if isinstance(scores, (Exception, str))]
+    if failed:
+        failures["infidelity"] = _error(failed, rank)
     for name, method in records.items():
         parts = [by_method[name] for by_method, _ in gathered]
         failed = [(r, part) for r, part in enumerate(parts) if isinstance(part, (Exception, str))]
@@ -279,17 +297,12 @@ def _combine(
             continue
         present = [part for part in parts if part.attributions is not None]
         attributions = torch.cat([part.attributions.to(inputs.device) for part in present])
-        values = {metric: float(torch.cat([p.values[metric] for p in present]).mean()) for metric in present[0].values}
-        results.append(_summarised(subject, method, inputs, masks, attributions, values))
-    infidelities = [scores for _, scores in gathered]
-    failed = [(r, scores) for r, scores in enumerate(infidelities) if isinstance(scores, (Exception, str))]
-    if failed:
-        failures["infidelity"] = _error(failed, rank)
-    elif "infidelity" in metrics:
-        for result in results:
-            per_rank = [scores[result.method] for scores in infidelities if result.method in scores]
+        values = {metric: torch.cat([p.values[metric] for p in present]) for metric in present[0].values}
+        if "infidelity" in metrics and "infidelity" not in failures:
+            per_rank = [scores[name] for scores in infidelities if name in scores]
             if per_rank:
-                result.metrics["infidelity"] = float(torch.cat(per_rank).mean())
+                values["infidelity"] = torch.cat(per_rank)
+        results.append(_summarised(subject, method, inputs, masks, attributions, values))
     return results, failures
 
 
@@ -305,18 +318,26 @@ def _summarised(
     inputs: Tensor,
     masks: Tensor | None,
     attributions: Tensor,
-    values: dict[str, float],
+    values: dict[str, Tensor],
 ) -> Explanation:
-    """The explanation of the whole probe: heat maps on one scale, token scores, localisation metrics."""
+    """The explanation of the whole probe, checked: heat maps on one scale (failed maps left blank), token
+    scores, and each metric's mean over the examples whose map passed the check (and, for the localisation
+    metrics, whose mask is not empty)."""
     reshape = _takes_reshape(method)
     scores = token_scores(attributions, inputs)
     maps = spatial_maps(attributions, inputs, None if reshape or not method.attributes_to_layer else subject)
+    shown = maps.sum(1) if maps is not None else scores if scores is not None else attributions
+    problems = map_problems(shown)
+    usable = torch.tensor([problem is None for problem in problems])
+    has_mask = None
     if masks is not None and (maps is not None or scores is not None):
         located, masks_like = (maps, masks) if scores is None else (scores[:, None], masks[:, None])
-        values["mass_in_mask"] = float(mass_in_mask(located, masks_like).mean())
-        values["pointing_game"] = float(pointing_game(located, masks_like).mean())
-    heat = None if maps is None else _render.heat(maps, inputs.shape[-2:])
-    return Explanation(method.name, attributions, heat, values, scores)
+        values["mass_in_mask"] = mass_in_mask(located, masks_like)
+        values["pointing_game"] = pointing_game(located, masks_like)
+        has_mask = masks.flatten(1).ne(0).any(dim=1).cpu()
+    checked = summarise(values, usable, has_mask)
+    heat = None if maps is None else _render.heat(maps, inputs.shape[-2:], blank=~usable)
+    return Explanation(method.name, attributions, heat, checked.means, scores, problems, checked)
 
 
 def _takes_reshape(method: registry.MethodRecord) -> bool:
@@ -335,7 +356,15 @@ def spatial_maps(attributions: Tensor, inputs: Tensor, layer_subject: Subject | 
     return maps if spatial else None
 
 
-def _sensitivity(explainer: Any, inputs: Tensor, targets: Tensor, options: dict[str, Any]) -> Tensor:
-    samples = PERTURBATION_SAMPLES
-    scores = sensitivity_max(explainer.attribute, inputs, n_perturb_samples=samples, target=targets, **options)
+def _sensitivity(explainer: Any, inputs: Tensor, targets: Tensor, options: dict[str, Any], explained: Tensor) -> Tensor:
+    """Max-sensitivity per example of the chunk ``inputs``, measured from ``explained``, the explanation just
+    made by the same call: only the perturbed copies are explained, all of them in one call."""
+    scores = sensitivity_max(
+        explainer.attribute,
+        inputs,
+        n_perturb_samples=PERTURBATION_SAMPLES,
+        explanations=explained,
+        target=targets,
+        **options,
+    )
     return scores.detach().float()

@@ -18,6 +18,7 @@ from lightning_xai._writers import MAP_DTYPE
 
 if TYPE_CHECKING:
     from lightning_xai._explain import Explanation
+    from lightning_xai._self_check import Flag
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,9 @@ class Point:
 @dataclass
 class History:
     """Everything logged so far: points, targets and predictions, thumbnails per method and point, the
-    manifest of metric values, per-point values (``prediction_flips``), maps kept for a golden
-    reference, and which methods failed where."""
+    manifest of metric values and self-check flags, per-point values (``prediction_flips``), maps kept
+    for a golden reference, which methods failed where, and which examples' maps failed the self-check
+    (``problems``: method -> step -> example -> problem)."""
 
     points: list[Point] = field(default_factory=list)
     targets: dict[int, Tensor] = field(default_factory=dict)
@@ -46,6 +48,8 @@ class History:
     point_metrics: dict[int, dict[str, float]] = field(default_factory=dict)
     golden_maps: dict[int, dict[str, Tensor]] = field(default_factory=dict)
     failures: dict[int, list[str]] = field(default_factory=dict)
+    problems: dict[str, dict[int, dict[int, str]]] = field(default_factory=dict)
+    directory: str | None = None  # where the maps files were last written
 
     def record(
         self,
@@ -56,10 +60,12 @@ class History:
         maps_file: str,
         keep: bool = False,
         shown: list[int] | None = None,
+        flags: dict[str, list[Flag]] | None = None,
     ) -> dict[str, Tensor]:
         """Add a logged point: its targets and predictions, a thumbnail and a manifest entry per method (the
         maps are saved in ``maps_file``), and the maps themselves if ``keep`` (for a golden reference).
         Thumbnails are kept for the ``shown`` examples only (all by default): a large probe's would not fit.
+        ``flags``: what the self-check found, by method, recorded in the manifest.
 
         Returns:
             The point's attributions by method.
@@ -71,6 +77,9 @@ class History:
             if result.heat is not None:
                 maps = result.heat.maps if shown is None else result.heat.maps[shown]
                 self.thumbnails.setdefault(result.method, {})[point.step] = _render.thumbnail(maps)
+            failed = {i: problem for i, problem in enumerate(result.problems) if problem is not None}
+            if failed:
+                self.problems.setdefault(result.method, {})[point.step] = failed
             self.manifest.append(
                 {
                     "step": point.step,
@@ -79,6 +88,8 @@ class History:
                     "target": targets.tolist(),
                     "prediction": predictions.tolist(),
                     "metrics": result.metrics,
+                    "examples": result.checked.examples,
+                    "flags": [flag.record() for flag in (flags or {}).get(result.method, [])],
                     "maps": maps_file,
                 }
             )
@@ -119,6 +130,8 @@ class History:
             "point_metrics": dict(self.point_metrics),
             "golden_maps": dict(self.golden_maps),
             "failures": {step: list(names) for step, names in self.failures.items()},
+            "problems": {m: {step: dict(p) for step, p in by_step.items()} for m, by_step in self.problems.items()},
+            "directory": self.directory,
         }
 
     @classmethod
@@ -132,4 +145,6 @@ class History:
             dict(state.get("point_metrics", {})),
             dict(state.get("golden_maps", {})),
             {step: list(names) for step, names in state.get("failures", {}).items()},
+            {m: {step: dict(p) for step, p in by.items()} for m, by in state.get("problems", {}).items()},
+            state.get("directory"),
         )

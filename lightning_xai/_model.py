@@ -1,4 +1,5 @@
-"""How the monitor meets the user's model: what to feed it, how to read its output, where GradCAM looks.
+"""How the monitor meets the user's model: what to feed it and how to read its output (where GradCAM
+looks: :mod:`lightning_xai._gradcam_layer`).
 
 Decided once, at the start of fit, from one forward of the probe with every module's output shape
 recorded: a probe that does not fit the model is an error before training starts, not a warning at
@@ -17,14 +18,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torch import Tensor, nn
 
 from attribution.outputs import ModelScores, default_output_transform
-from attribution.utils import channels_last_reshape, token_grid_reshape
 from lightning_xai._probe import Probe
-
-NORMALIZATION = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
-ASPECT_TOLERANCE = 0.5
-"""A spatial map's height/width ratio may differ this much (relatively) from the input's (odd sizes round)."""
-PREFIX_TOKENS = (1, 0, 2)
-"""Leading non-patch tokens tried for token-shaped layers: a class token (ViT), none, class + distillation (DeiT)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +54,25 @@ def keyword_inputs(model: nn.Module, probe: Probe) -> tuple[str | None, tuple[st
     if probe.input_key is not None and input_key is None and takes_any and not _positional(parameters):
         input_key = probe.input_key  # a forward(**kwargs) only: every tensor goes by keyword
     return input_key, tuple(key for key in probe.forward_tensors if accepts(key))
+
+
+WHOLE_BATCH_NAMES = ("batch", "inputs", "data", "sample", "samples", "example")
+"""Parameter names of a ``forward`` that takes the whole batch (a dict or tuple) instead of its tensors."""
+
+
+def _whole_batch_hint(model: nn.Module, probe: Probe, input_key: str | None) -> str:
+    """A hint when the forward seems to take the whole batch: the monitor passes the input tensor itself."""
+    parameters = [p for p in inspect.signature(model.forward).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    if input_key is not None or len(parameters) != 1 or parameters[0].name not in WHOLE_BATCH_NAMES:
+        return ""
+    given = f"the {probe.input_key!r} tensor" if probe.input_key else "the input tensor"
+    takes = ", ".join([probe.input_key or "x", *probe.forward_tensors])
+    return (
+        f". The model's forward takes {parameters[0].name!r}, which looks like the whole batch, but the monitor "
+        f"calls it with {given} (and the batch's other tensors by keyword when the forward names them): give the "
+        f"LightningModule a forward over tensors, e.g. def forward(self, {takes}), and read the batch in "
+        f"training_step"
+    )
 
 
 def _positional(parameters: Any) -> bool:
@@ -106,6 +119,7 @@ def inspect_model(
                 + (f", passed as {input_key}=" if input_key else "")
                 + (f", with {list(keys)} by keyword" if keys else "")
                 + f"): {type(error).__name__}: {error}"
+                + _whole_batch_hint(model, probe, input_key)
             ) from error
         finally:
             for handle in handles:
@@ -137,137 +151,3 @@ def _class_scores(output: Any) -> bool:
 def _call(model: nn.Module, inputs: Tensor, input_key: str | None, keys: tuple[str, ...], tensors: tuple) -> Any:
     keywords = dict(zip(keys, tensors))
     return model(inputs, **keywords) if input_key is None else model(**{input_key: inputs}, **keywords)
-
-
-# --------------------------------------------------------------------------- GradCAM's layer
-
-
-def _is_spatial(shape: tuple[int, ...]) -> bool:
-    return len(shape) == 4 and shape[2] * shape[3] > 1
-
-
-def gradcam_reshape(shape: tuple[int, ...], input_size: tuple[int, int]) -> tuple[Callable | None, str]:
-    """How to make a layer output of ``shape`` a ``(N, C, h, w)`` map for images of ``input_size``.
-
-    A 4-D output is read channels-first or channels-last, whichever puts a grid shaped like the input
-    in the spatial dims; a 3-D output as vision-transformer tokens when their count fits such a grid.
-
-    Returns:
-        ``(reshape_transform or None, layout)`` with layout ``"channels_first"``, ``"channels_last"`` or
-        ``"tokens"``; ``(None, "")`` when the output cannot be read as a spatial map.
-    """
-    if len(shape) == 4:
-        candidates = [(shape[2:], "channels_first"), (shape[1:3], "channels_last")]
-        fits = [(_aspect_error(grid, input_size), layout) for grid, layout in candidates if grid[0] * grid[1] > 1]
-        fits = [fit for fit in fits if fit[0] <= ASPECT_TOLERANCE]
-        if fits:
-            layout = min(fits)[1]  # ties: channels-first, the PyTorch convention
-            return (channels_last_reshape if layout == "channels_last" else None), layout
-        return None, ""
-    if len(shape) == 3:
-        grid = token_grid(shape[1], input_size)
-        if grid is not None:
-            (height, width), prefix = grid
-            return token_grid_reshape(height, width, prefix), "tokens"
-    return None, ""
-
-
-def _aspect_error(spatial: tuple[int, ...], input_size: tuple[int, int]) -> float:
-    """Relative difference between a candidate grid's aspect ratio and the input's (0: the same)."""
-    grid_ratio, input_ratio = spatial[0] / spatial[1], input_size[0] / input_size[1]
-    return abs(grid_ratio - input_ratio) / input_ratio
-
-
-def token_grid(tokens: int, input_size: tuple[int, int]) -> tuple[tuple[int, int], int] | None:
-    """``((h, w), prefix)`` when ``tokens`` is ``prefix + h * w`` patches on a grid shaped like the input."""
-    height, width = input_size
-    for prefix in PREFIX_TOKENS:
-        patches = tokens - prefix
-        for rows in range(1, patches + 1):
-            if patches % rows == 0 and rows * width == (patches // rows) * height and patches > 1:
-                return (rows, patches // rows), prefix
-    return None
-
-
-def default_layer(view: ModelView, input_size: tuple[int, int]) -> str | None:
-    """GradCAM's default layer: the last convolution, unless blocks with token-shaped or channels-last
-    spatial outputs run after it (a transformer): then the last such block that is not a normalisation.
-
-    Among modules returning the same tensor (a block and the ``Sequential`` holding it), the innermost
-    is named.
-    """
-    layers = view.layers
-    convs = [i for i, out in enumerate(layers) if isinstance(out.module, nn.modules.conv._ConvNd)]
-    start = convs[-1] + 1 if convs else 0
-    norm_outputs = {out.tensor_id for out in layers if isinstance(out.module, NORMALIZATION)}
-    first_name = {}
-    for out in layers:
-        first_name.setdefault(out.tensor_id, out.name)
-    blocks = [
-        out
-        for out in layers[start:]
-        if list(out.module.children())
-        and out.tensor_id not in norm_outputs
-        and gradcam_reshape(out.shape, input_size)[1] in ("channels_last", "tokens")
-    ]
-    if blocks:
-        return first_name[blocks[-1].tensor_id]
-    return layers[convs[-1]].name if convs and _is_spatial(layers[convs[-1]].shape) else None
-
-
-def layer_shape(view: ModelView, name: str) -> tuple[int, ...] | None:
-    """The output shape of the module ``name`` in the probe forward (None if it did not run)."""
-    return next((out.shape for out in view.layers if out.name == name), None)
-
-
-@dataclass(frozen=True)
-class LayerChoice:
-    """The layer of layer methods and GradCAM, how its output becomes a map, and whether GradCAM runs."""
-
-    name: str | None = None
-    reshape_transform: Callable[[Tensor], Tensor] | None = None
-    gradcam: bool = False
-    note: str | None = None  # why GradCAM was left out, for a warning
-
-
-def choose_layer(
-    view: ModelView, inputs: Tensor, layer: str | None, gradcam: bool, needs_layer: bool, gradcam_named: bool
-) -> LayerChoice:
-    """Pick (or check) the layer from what the probe forward showed.
-
-    Args:
-        view: the probe forward.
-        inputs: the probe's inputs (images ``(N, C, H, W)`` get GradCAM; token ids do not).
-        layer: the user's layer, or None for the default.
-        gradcam: GradCAM is wanted by default (``AttributionMonitor(gradcam=True)``).
-        needs_layer: a requested method needs a layer.
-        gradcam_named: ``layer_gradcam`` (or ``guided_gradcam``) is among the requested methods.
-
-    Raises:
-        MisconfigurationException: no layer for methods that need one; a layer that does not run; a layer
-            whose output is no spatial map while GradCAM was asked for by name.
-    """
-    images = inputs.dim() == 4
-    size = tuple(inputs.shape[-2:])
-    name = layer if layer is not None else (default_layer(view, size) if images else None)
-    if name is None:
-        if needs_layer:
-            raise MisconfigurationException(
-                "layer: the requested methods need a layer and there is no convolution or transformer block "
-                "to default to; pass layer=<dotted module name>"
-            )
-        return LayerChoice(note=None if not images else "the model has no convolution or transformer block")
-    shape = layer_shape(view, name)
-    if shape is None:
-        raise MisconfigurationException(f"layer: {name!r} does not run in the model's forward on the probe")
-    reshape, layout = gradcam_reshape(shape, size) if images else (None, "")
-    if gradcam_named and not layout:
-        raise MisconfigurationException(
-            f"layer: GradCAM needs a spatial map, but {name!r} outputs shape {shape}"
-            + (" for image inputs" if images else f" for inputs of shape {tuple(inputs.shape)} (not images)")
-            + "; choose a layer with (N, C, h, w), (N, h, w, C) or vision-transformer token outputs"
-        )
-    if not layout:
-        note = f"the output of {name!r} has shape {shape}, not a spatial map" if images else None
-        return LayerChoice(name, None, False, note)
-    return LayerChoice(name, reshape, gradcam)

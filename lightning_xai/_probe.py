@@ -101,8 +101,8 @@ def unpack_batch(batch: Any, input_key: str | None = None, strict: bool = False)
     """
     tensors: dict[str, Tensor] = {}
     if isinstance(batch, Tensor):
-        return Probe(batch)
-    if isinstance(batch, Mapping):
+        inputs, labels, masks = batch, None, None
+    elif isinstance(batch, Mapping):
         if input_key is not None and input_key not in batch:
             raise MisconfigurationException(
                 f"input_key: {input_key!r} is not a key of the batch; its keys: {list(batch)}"
@@ -120,6 +120,11 @@ def unpack_batch(batch: Any, input_key: str | None = None, strict: bool = False)
             f"probe: cannot find the input tensor in a batch of type {type(batch).__name__}; batches should be a "
             f"tensor, a tuple (inputs, labels[, masks]) or a dict with one of the keys {list(INPUT_KEYS)} "
             f"(or pass input_key=)"
+        )
+    if inputs.dim() == 0:
+        raise MisconfigurationException(
+            "probe: expected a batch of examples (a tensor with the examples in dim 0, e.g. (N, C, H, W)), got a "
+            f"0-dim tensor ({inputs.item()!r}); a single example needs its batch dim: x.unsqueeze(0)"
         )
     n = inputs.shape[0]
     if strict and labels is not None and not _is_labels(labels, n):

@@ -2,11 +2,13 @@
 
 Lightning's bars (tqdm or rich) own the terminal while training; a stray tqdm line would tear them. The
 explanation's bar is therefore made by the trainer's progress bar callback, as its validation bar is, and
-only once the work has taken ``SHOW_AFTER`` seconds: short explanations leave the screen alone.
+only once the work has taken ``SHOW_AFTER`` seconds: short explanations leave the screen alone.  Output
+that is not a terminal (a log file) gets no bar at all.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -61,11 +63,20 @@ class TrainerProgress(Progress):
 
     def _open(self) -> Any:
         callback = self.callback
-        if isinstance(callback, TQDMProgressBar) and callback.is_enabled:
+        if isinstance(callback, TQDMProgressBar) and callback.is_enabled and _is_terminal(sys.stdout):
             return _TqdmBar(callback, self.description, self.total)
         if isinstance(callback, RichProgressBar) and callback.is_enabled and callback.progress is not None:
-            return _RichBar(callback, self.description, self.total)
+            return _RichBar(callback, self.description, self.total)  # rich redraws only on a terminal by itself
         return None
+
+
+def _is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` (where Lightning's tqdm bars write) is a terminal: a bar redrawn into a log file
+    leaves a line of carriage returns and escape codes per redraw, so none is shown there."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 class _TqdmBar:

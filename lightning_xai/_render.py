@@ -54,6 +54,8 @@ FONT_SIZE = 12
 LINE = 15
 """Height of a line of text, pixels."""
 BAR_HEIGHT = 8
+NO_MAP_LIGHT, NO_MAP_DARK = 0.72, 0.6
+"""Grey levels of the hatched tile drawn where a map failed the monitor's self-check."""
 INK = (25, 25, 25)
 MUTED = (95, 95, 95)
 RIGHT = (0, 115, 40)
@@ -91,7 +93,7 @@ class Legend:
         return (f"-{self.high}", f"+{self.high}") if self.signed else ("0", self.high)
 
 
-def heat(attributions: Tensor, size: Sequence[int] | None = None) -> Heat:
+def heat(attributions: Tensor, size: Sequence[int] | None = None, blank: Tensor | None = None) -> Heat:
     """Attribution per pixel (channels summed, sign kept), on one scale for the whole batch.
 
     The scale is the batch's 99th percentile of the magnitude, so a few extreme pixels do not wash out
@@ -100,6 +102,8 @@ def heat(attributions: Tensor, size: Sequence[int] | None = None) -> Heat:
     Args:
         attributions: ``(N, C, H, W)`` (input or layer maps) or ``(N, H, W)``.
         size: resize the maps to this ``(H, W)`` (bilinear), e.g. the input's.
+        blank: ``(N,)`` bool, the maps that are no explanation (they failed the monitor's self-check): they
+            become NaN, which :func:`overlay` draws as a grey "no map" tile, and do not set the scale.
 
     Returns:
         The maps in [-1, 1] (or [0, 1] when none is negative), with their scale and sign.
@@ -108,12 +112,18 @@ def heat(attributions: Tensor, size: Sequence[int] | None = None) -> Heat:
     maps = maps.sum(1) if maps.dim() == 4 else maps
     if size is not None and tuple(maps.shape[-2:]) != tuple(size):
         maps = F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
-    magnitude = maps.abs().flatten()
-    scale = float(magnitude.kthvalue(max(1, math.ceil(OUTLIER_QUANTILE * magnitude.numel()))).values)
-    if scale <= 0:  # sparse maps: fewer than 1% of the pixels are non-zero
-        scale = float(magnitude.max()) or 1.0
-    signed = is_signed(maps)
-    return Heat((maps / scale).clamp(-1 if signed else 0, 1), scale, signed)
+    blank = torch.zeros(maps.shape[0], dtype=torch.bool) if blank is None else blank.to(torch.bool).cpu()
+    shown = maps[~blank.to(maps.device)]
+    magnitude = shown.abs().flatten()
+    scale = 1.0
+    if magnitude.numel():
+        scale = float(magnitude.kthvalue(max(1, math.ceil(OUTLIER_QUANTILE * magnitude.numel()))).values)
+        if scale <= 0:  # sparse maps: fewer than 1% of the pixels are non-zero
+            scale = float(magnitude.max()) or 1.0
+    signed = is_signed(shown)
+    maps = (maps / scale).clamp(-1 if signed else 0, 1)
+    maps[blank.to(maps.device)] = float("nan")
+    return Heat(maps, scale, signed)
 
 
 def is_signed(maps: Tensor) -> bool:
@@ -214,11 +224,24 @@ def colorize(maps: Tensor, signed: bool) -> Tensor:
 
 def overlay(images: Tensor, maps: Tensor, signed: bool, alpha: float = OVERLAY_ALPHA) -> Tensor:
     """Heat maps blended over the images in grey (so that the colours read as the map's alone); stronger
-    evidence (either sign) is more opaque. ``(N, 3, H, W)``."""
+    evidence (either sign) is more opaque. ``(N, 3, H, W)``.  A map holding NaN (no explanation, see
+    :func:`heat`) gives a hatched grey tile instead, which no heat map or image looks like."""
     maps = resize(maps.cpu(), images.shape[-2:])
+    blank = torch.isnan(maps).flatten(1).any(dim=1)
+    maps = torch.nan_to_num(maps)
     grey = (images * LUMA.view(1, 3, 1, 1)).sum(1, keepdim=True)
     weight = alpha * maps.abs()[:, None]
-    return (1 - weight) * grey + weight * colorize(maps, signed)
+    blended = (1 - weight) * grey + weight * colorize(maps, signed)
+    if blank.any():
+        blended[blank] = no_map_tile(tuple(images.shape[-2:]))
+    return blended
+
+
+def no_map_tile(size: tuple[int, int]) -> Tensor:
+    """``(3, H, W)`` flat grey with diagonal hatching: where a map failed the self-check."""
+    rows, columns = torch.meshgrid(torch.arange(size[0]), torch.arange(size[1]), indexing="ij")
+    stripes = ((rows + columns) // max(2, min(size) // 16)) % 4 == 0
+    return torch.where(stripes, NO_MAP_DARK, NO_MAP_LIGHT).expand(3, *size)
 
 
 def pick(count: int, limit: int) -> list[int]:
@@ -283,6 +306,7 @@ def sheet(
     column_heads: Sequence[Sequence[Caption]] = (),
     row_heads: Sequence[Caption] = (),
     enlarge: bool = True,
+    marks: Sequence[Caption | None] = (),
 ) -> Tensor:
     """Tiles in rows of ``per_row``, each with its lines of text below, under a title and a colour scale.
 
@@ -296,6 +320,7 @@ def sheet(
         column_heads: lines of text over the columns, each line one text per column.
         row_heads: a line of text over each row.
         enlarge: bring the tiles to their display size (:func:`tile_size`); else draw them as they are.
+        marks: a line of text written on each tile's top left corner (None: none), e.g. "no map".
 
     Returns:
         A ``(3, H', W')`` uint8 image (0-255): it goes to the PNG encoder as it is (converting a float image
@@ -330,6 +355,9 @@ def sheet(
     for (x, y), below in zip(corners, captions):
         for i, line in enumerate(below):
             write_text(canvas, (x, y + i * LINE), line, width)
+    for (x, y), mark in zip(corners, marks):
+        if mark:
+            write_text(canvas, (x + 2, y - height + 2), mark, width - 4)
     return torch.from_numpy(canvas).permute(2, 0, 1)
 
 

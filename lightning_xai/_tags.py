@@ -27,6 +27,7 @@ CHARTS: dict[str, dict[str, str]] = {
     "localisation": {
         "mass_in_mask": "attribution mass inside the mask",
         "pointing_game": "pointing game: peak inside the mask",
+        "mask_examples": "probe examples with a mask (what the two above average over)",
     },
     "drift": {
         "similarity_previous": "similarity to the previous logged epoch",

@@ -30,6 +30,7 @@ def timeline_image(
     curves: Mapping[str, Sequence[float | None]],
     row_labels: Sequence[_render.Caption] | None = None,
     max_columns: int = COLUMNS,
+    problems: Sequence[Sequence[str | None]] | None = None,
 ) -> Tensor:
     """The timeline of one method as a ``(3, H, W)`` image in [0, 1].
 
@@ -41,6 +42,8 @@ def timeline_image(
         curves: metric name to one value per point (``None`` where missing); all-``None`` curves are skipped.
         row_labels: a line over each sample's row (default ``#i``), plain or with its colour.
         max_columns: at most this many points (at least 2); evenly spaced, always the first and the latest.
+        problems: per sample and point, why its map failed the monitor's self-check (None: it did not); such a
+            cell is a grey tile labelled with the problem.
 
     Raises:
         ValueError: if the shapes, points and curves disagree, or ``max_columns`` < 2.
@@ -58,6 +61,10 @@ def timeline_image(
     cells = _render.overlay(small.repeat(len(columns), 1, 1, 1), maps.flatten(0, 1), signed)
     cells = cells.view(len(columns), count, *cells.shape[1:]).transpose(0, 1)  # (N, C, 3, h, w)
     tiles = torch.cat([small[:, None], cells], dim=1).flatten(0, 1)
+    marks = []
+    for i in range(count):
+        row = problems[i] if problems is not None else [None] * len(points)
+        marks += [None] + [None if row[c] is None else (row[c], _render.WRONG) for c in columns]
     mosaic = _render.sheet(
         tiles,
         title=[method, ("each column (step) on its own scale", _render.MUTED)],
@@ -66,6 +73,7 @@ def timeline_image(
         column_heads=column_heads([points[c] for c in columns]),
         row_heads=list(row_labels) if row_labels is not None else [f"#{i}" for i in range(count)],
         enlarge=False,
+        marks=marks,
     )
     shown = {name: values for name, values in curves.items() if any(v is not None for v in values)}
     if not shown:

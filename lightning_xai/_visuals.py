@@ -73,13 +73,15 @@ class Visuals:
                 writer.image(_tags.text_tag(result.method), image, point.step, caption=caption)
         if not self.images:
             return
-        if len(history.points) == 1:
+        if not writer.probe_shown:  # once per fit: a resumed fit may log into a new directory
             caption = _caption_text(self._probe_title(), [self.caption(i) for i in range(len(samples))])
             writer.image(_tags.PROBE_IMAGE, self.probe_sheet(), point.step, caption=caption)
+            writer.probe_shown = True
         for result in results:
             if result.heat is not None:
                 heat = _render.Heat(result.heat.maps[self.shown], result.heat.scale, result.heat.signed)
-                image = self.grid(result.method, heat, point, targets, predictions)
+                problems = [result.problems[i] for i in self.shown] if result.problems else None
+                image = self.grid(result.method, heat, point, targets, predictions, problems)
                 caption = _caption_text(f"{result.method}, {point.label}", samples)
                 writer.image(_tags.grid_tag(result.method), image, point.step, caption=caption)
         self.filmstrips(writer, history, point.step)
@@ -96,16 +98,28 @@ class Visuals:
         return f"probe: {total} examples" + (f", {shown} shown" if shown < total else "")
 
     def grid(
-        self, method: str, heat: _render.Heat, point: Point, targets: Tensor, predictions: Tensor | None
+        self,
+        method: str,
+        heat: _render.Heat,
+        point: Point,
+        targets: Tensor,
+        predictions: Tensor | None,
+        problems: list[str | None] | None = None,
     ) -> Tensor:
-        """Every probe sample with ``method``'s map overlaid at one point, labelled, under its colour scale."""
+        """Every probe sample with ``method``'s map overlaid at one point, labelled, under its colour scale;
+        a map that failed the self-check (``problems``, per shown sample) is a grey tile that says why."""
         overlays = _render.overlay(self.display(), heat.maps, heat.signed)
         targets = targets.tolist()
         predicted = [None] * len(targets) if predictions is None else predictions.tolist()
+        problems = problems or [None] * len(targets)
         captions = [self.caption(i, predicted[i], targets[i]) for i in range(len(self.probe))]
+        for lines, problem in zip(captions, problems):
+            if problem is not None:
+                lines.append((f"no map: {problem}", _render.WRONG))
         what = self._explained([targets], [predicted])
         legend = _render.Legend(heat.signed, _render.value_text(heat.scale), _meaning(heat.signed, what))
-        return _render.sheet(overlays, captions, [f"{method}: {point.label}"], legend)
+        marks = [_mark(problem) for problem in problems]
+        return _render.sheet(overlays, captions, [f"{method}: {point.label}"], legend, marks=marks)
 
     def filmstrips(self, writer: ExplanationWriter, history: History, step: int) -> None:
         """Per probe sample and method: its overlay at up to ``MAX_FRAMES`` logged points (evenly spaced,
@@ -121,6 +135,7 @@ class Visuals:
             targets = [t.tolist() for t, _ in at_steps]
             predicted = [_listed(p, len(inputs)) for _, p in at_steps]
             legend = _render.Legend(signed, "max", _meaning(signed, self._explained(targets, predicted)))
+            problems = history.problems.get(method, {})
             for i in range(len(inputs)):
                 captions = [self.caption(i, prefix="input")] + [
                     [f"step {s} (epoch {epochs.get(s, '?')})", *self.caption(i, p[i], t[i])[1:]]
@@ -128,7 +143,8 @@ class Visuals:
                 ]
                 title = [f"{method}: sample #{self.shown[i]}", ("each step on its own scale", _render.MUTED)]
                 tiles = np.stack([inputs[i], *(frame[i] for frame in frames)])
-                image = _render.sheet(tiles, captions, title, legend)
+                marks = [None] + [_mark(problems.get(s, {}).get(self.shown[i])) for s in steps_shown]
+                image = _render.sheet(tiles, captions, title, legend, marks=marks)
                 caption = _caption_text(f"{method}, sample #{self.shown[i]}", captions)
                 writer.image(_tags.filmstrip_tag(method, self.shown[i]), image, step, caption=caption)
 
@@ -145,7 +161,9 @@ class Visuals:
             curves = {name: [dict(zip(logged, values)).get(s) for s in steps] for name, values in curves.items()}
             frames = torch.stack([by_step[s] for s in steps])
             points = [Point(s, epochs.get(s, -1)) for s in steps]
-            image = timeline_image(method, self.display(), frames, points, curves, rows)
+            problems = history.problems.get(method, {})
+            marks = [[problems.get(s, {}).get(i) for s in steps] for i in self.shown]
+            image = timeline_image(method, self.display(), frames, points, curves, rows, problems=marks)
             title = f"{method}, steps {steps[0]} to {steps[-1]}, predictions at step {last.step}"
             caption = _caption_text(title, [[row] for row in rows])
             tag, file_name = _tags.timeline_tag(method), f"timeline_{method}.png"
@@ -239,6 +257,11 @@ def _class_labels(probe: Probe) -> list[int] | None:
         return None
     values = labels.flatten().tolist()
     return [int(v) for v in values] if all(float(v).is_integer() for v in values) else None
+
+
+def _mark(problem: str | None) -> _render.Caption | None:
+    """The text on a grey tile whose map failed the self-check."""
+    return None if problem is None else (problem, _render.WRONG)
 
 
 def _meaning(signed: bool, what: str) -> str:

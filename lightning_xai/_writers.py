@@ -8,6 +8,7 @@ Only the global-zero process writes; the others compute the same results
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 import zlib
 from functools import cached_property
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from lightning_xai import _tags
@@ -40,8 +42,22 @@ def default_artifact_dir(trainer: Trainer) -> Path:
             location = urlparse(logger.experiment.get_run(logger.run_id).info.artifact_uri)
             if location.scheme in ("", "file"):
                 return Path(url2pathname(location.path)) / "xai"
-        return Path(trainer.default_root_dir) / "xai"
+        return unused_directory(Path(trainer.default_root_dir) / "xai")
+    if not trainer.loggers:  # no logger, so no version directory of its own
+        return unused_directory(Path(trainer.default_root_dir) / "xai")
     return Path(trainer.log_dir or trainer.default_root_dir) / "xai"
+
+
+def unused_directory(directory: Path) -> Path:
+    """``directory``, or ``<directory>_1``, ``_2``, ... when an earlier fit's manifest is there: a second fit
+    without a logger must not overwrite the first one's maps."""
+    candidate, number = directory, 0
+    while (candidate / "manifest.json").exists():
+        number += 1
+        candidate = directory.with_name(f"{directory.name}_{number}")
+    if candidate != directory:
+        rank_zero_info(f"AttributionMonitor: {directory} holds an earlier fit's maps; this fit writes to {candidate}")
+    return candidate
 
 
 def tensorboard_writer(trainer: Trainer) -> Any:
@@ -129,6 +145,7 @@ class ExplanationWriter:
         self.tensorboard = tensorboard_writer(trainer) if self.enabled else None
         self.sinks = image_sinks(trainer, directory) if self.enabled else []
         self.directory = directory
+        self.probe_shown = False  # the probe's own image is logged once per fit
         self._layout_written = False
 
     def image(
@@ -182,18 +199,43 @@ class ExplanationWriter:
             self.tensorboard.add_custom_scalars(_tags.custom_scalars_layout(logged, validation))
         self._layout_written = True
 
-    def artifacts(self, step: int, maps: dict[str, Tensor], probe: dict[str, Any], manifest: list[dict]) -> None:
-        """The point's maps (as ``MAP_DTYPE``), the probe (once) and the whole manifest so far."""
+    def artifacts(
+        self,
+        step: int,
+        maps: dict[str, Tensor],
+        probe: dict[str, Any],
+        manifest: list[dict],
+        earlier_directory: str | None = None,
+    ) -> None:
+        """The point's maps (as ``MAP_DTYPE``), the probe (once) and the whole manifest so far.
+
+        A resumed fit that logs into a new directory (a new logger version) first copies the earlier points'
+        maps over from ``earlier_directory``, where they were written, so that every file the manifest names
+        is beside it; a file that is gone is recorded as ``"maps": None`` with a ``"maps_missing"`` note.
+        """
         if not self.enabled:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         torch.save({name: m.detach().to(MAP_DTYPE).cpu() for name, m in maps.items()}, self._maps_path(step))
+        if earlier_directory is not None and Path(earlier_directory) != self.directory:
+            self._adopt(manifest, Path(earlier_directory))
         probe_path = self.directory / "probe.pt"
         if not probe_path.exists():
             torch.save(probe, probe_path)
         (self.directory / "manifest.json").write_text(json.dumps(manifest, indent=1))
         if self.tensorboard is not None:
             self.tensorboard.flush()
+
+    def _adopt(self, manifest: list[dict], earlier: Path) -> None:
+        for record in manifest:
+            name = record.get("maps")
+            if name is None or (self.directory / name).exists():
+                continue
+            if (earlier / name).is_file():
+                shutil.copy2(earlier / name, self.directory / name)
+            else:
+                record["maps"] = None
+                record["maps_missing"] = f"{name} is not in {earlier}, where an earlier fit wrote it"
 
     def _maps_path(self, step: int) -> Path:
         return self.directory / maps_file(step)

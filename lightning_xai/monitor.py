@@ -11,7 +11,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
@@ -29,11 +29,13 @@ from lightning_xai._explain import (
     resolve_targets,
     untouched_training_state,
 )
+from lightning_xai._gradcam_layer import LayerChoice, choose_layer
 from lightning_xai._history import History, Point
-from lightning_xai._model import LayerChoice, choose_layer, inspect_model
+from lightning_xai._model import inspect_model
 from lightning_xai._probe import Probe, probe_from_value, select_probe, validation_dataloader
 from lightning_xai._progress import TrainerProgress
 from lightning_xai._records import fast_checksums
+from lightning_xai._self_check import Diagnosis, Flag
 from lightning_xai._shards import agreed_chunk_size, shards_for
 from lightning_xai._visuals import Visuals
 from lightning_xai._writers import ExplanationWriter, default_artifact_dir, tensorboard_writer
@@ -84,8 +86,11 @@ class AttributionMonitor(Callback):
             doubling): densely early in training, when explanations move most.
         log_at_start: explain once before the first optimizer step (the
             untrained model), so every curve starts from chance.
-        metrics: any of ``"infidelity"`` and ``"sensitivity"`` (each costs a
-            few extra passes of the method).
+        metrics: any of ``"infidelity"`` (8 extra forwards per probe example,
+            shared by all methods) and ``"sensitivity"`` (each method explains
+            every probe example 8 more times: the dearest option, up to 9 times
+            a point's cost without it; see ``python -m benchmarks
+            --only monitor_sensitivity``).
         display_mean: per-channel mean to undo for the overlays.
         display_std: per-channel std to undo for the overlays.
         artifact_dir: where maps and manifest go; default ``<log_dir>/xai``.
@@ -260,6 +265,11 @@ class AttributionMonitor(Callback):
             )
         if self.layer is not None:
             _arguments.misconfigured(resolve_layer, pl_module, self.layer)
+        if trainer.fast_dev_run:
+            rank_zero_info(
+                "AttributionMonitor: the probe is not explained in this fit: fast_dev_run is a smoke test of the "
+                "training loop (logging is suppressed too); run without it to see explanations"
+            )
         self._start_history()
         if trainer.is_global_zero:
             self._fit_scope.enter_context(fast_checksums(tensorboard_writer(trainer)))
@@ -334,6 +344,7 @@ class AttributionMonitor(Callback):
     def _prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Run the probe through the model once and decide how to feed, read and explain it, in what chunks."""
         probe = self._probe
+        _arguments.check_materialised(pl_module)
         _arguments.check_probe(probe, self.methods, self.display_mean, self.display_std)
         records = [registry.record(name) for name in self.methods]
         inputs = model_inputs(pl_module, probe.inputs)
@@ -342,16 +353,23 @@ class AttributionMonitor(Callback):
             self._chunk_size = agreed_chunk_size(
                 trainer, self.probe_chunk_size, view.forward, inputs, view.forward_args
             )
-        choice = choose_layer(
-            view,
-            probe.inputs,
-            self.layer,
-            self.gradcam,
-            needs_layer=any(r.needs_layer for r in records),
-            gradcam_named=any(name in self.methods for name in GRADCAM_METHODS),
-        )
-        if self.gradcam and not choice.gradcam and choice.note and "layer_gradcam" not in self.methods:
-            rank_zero_warn(f"AttributionMonitor: GradCAM is left out: {choice.note}; pass gradcam=False to silence")
+            choice = choose_layer(
+                view,
+                inputs,
+                self.layer,
+                self.gradcam,
+                needs_layer=any(r.needs_layer for r in records),
+                gradcam_named=any(name in self.methods for name in GRADCAM_METHODS),
+            )
+        if choice.note and (self.gradcam or any(name in self.methods for name in GRADCAM_METHODS)):
+            left_out = not choice.gradcam and "layer_gradcam" not in self.methods
+            rank_zero_warn(
+                f"AttributionMonitor: GradCAM is left out: {choice.note}; pass gradcam=False to silence"
+                if left_out
+                else f"AttributionMonitor: GradCAM on {choice.name!r}: {choice.note}"
+            )
+        if choice.remark:
+            rank_zero_info(f"AttributionMonitor: {choice.remark}")
         layer = None if choice.name is None else resolve_layer(pl_module, choice.name)
         self._layer_choice = choice
         self._plan = MetricPlan.for_probe(tuple(self._active_methods()), self.metrics, probe, choice.note)
@@ -393,6 +411,10 @@ class AttributionMonitor(Callback):
                 self.seed + point.step,
                 TrainerProgress(trainer, f"Explaining the probe at {point.label}"),
             )
+            diagnosis = Diagnosis(subject.forward, subject.forward_args, inputs, targets, self._layer_choice.candidate)
+            flags = diagnosis.flags(results, self._active_methods())
+        for flag in (flag for found in flags.values() for flag in found if flag.warns):
+            self._errors.warn_once(flag.key, flag.message(point.label, len(probe)))
         for name, error in failures.items():
             self._history.failures.setdefault(point.step, []).append(name)
             self._errors.method_failed(name, error, point.label, self._probe_shape)
@@ -402,7 +424,7 @@ class AttributionMonitor(Callback):
         if flips is not None:
             self._history.point_metrics[point.step] = {"prediction_flips": float(flips)}
         writer = self._writer_for(trainer)
-        self._record(point, targets, predictions, results, writer)
+        self._record(point, targets, predictions, results, writer, flags)
         self._log(trainer, writer, point, results)
 
     @property
@@ -428,13 +450,21 @@ class AttributionMonitor(Callback):
         return self._writer
 
     def _record(
-        self, point: Point, targets: Tensor, predictions: Tensor, results: list[Explanation], writer: ExplanationWriter
+        self,
+        point: Point,
+        targets: Tensor,
+        predictions: Tensor,
+        results: list[Explanation],
+        writer: ExplanationWriter,
+        flags: dict[str, list[Flag]],
     ) -> None:
         keep = self.save_reference is not None
         maps_file = writer.maps_file(point.step)
         shown = self._visuals.shown
-        maps = self._history.record(point, targets, predictions, results, maps_file, keep, shown)
-        writer.artifacts(point.step, maps, self._probe.state_dict(), self._history.manifest)
+        maps = self._history.record(point, targets, predictions, results, maps_file, keep, shown, flags)
+        history = self._history
+        writer.artifacts(point.step, maps, self._probe.state_dict(), history.manifest, history.directory)
+        history.directory = str(writer.directory)
 
     def _log(self, trainer: pl.Trainer, writer: ExplanationWriter, point: Point, results: list[Explanation]) -> None:
         scalars = {_tags.metric_tag(m, r.method): v for r in results for m, v in r.metrics.items()}

@@ -191,7 +191,14 @@ def test_artifacts_hold_maps_and_a_manifest(tmp_path):
         (6, 1, "integrated_gradients"),
     ]
     first, second, _ = (set(r["metrics"]) for r in manifest)
-    assert first == {"convergence_delta", "infidelity", "mass_in_mask", "pointing_game", "similarity_reference"}
+    assert first == {
+        "convergence_delta",
+        "infidelity",
+        "mass_in_mask",
+        "pointing_game",
+        "mask_examples",
+        "similarity_reference",
+    }
     assert second == first | {"similarity_previous"}
     assert manifest[0]["metrics"]["similarity_reference"] == pytest.approx(1.0)  # the first point is the reference
     assert manifest[1]["maps"] == "maps_step_0000003.pt"

@@ -249,10 +249,12 @@ def _vit():
     )
 
 
-def test_vision_transformers_get_gradcam_on_the_last_block_laid_out_on_the_patch_grid(tmp_path):
+def test_vision_transformers_get_gradcam_on_the_last_blocks_first_norm_laid_out_on_the_patch_grid(tmp_path):
     monitor = AttributionMonitor({"integrated_gradients": {"n_steps": 4}}, num_probe_samples=4, on_error="raise")
     _fit(Classifier(_vit()), monitor, _images(), tmp_path)
-    assert monitor._layer_choice.name == "net.encoder.layers.encoder_layer_1"  # not the final LayerNorm
+    # the last block's first norm: after the block itself only the class token gets gradient (the final LayerNorm
+    # is no candidate either)
+    assert monitor._layer_choice.name == "net.encoder.layers.encoder_layer_1.ln_1"
     cam = _maps(tmp_path)["layer_gradcam"]
     assert cam.shape == (4, 1, 4, 4)  # 1 class token + 4 x 4 patches
     assert set(monitor._history.thumbnails) == {"integrated_gradients", "layer_gradcam"}

@@ -138,6 +138,7 @@ def test_a_long_explanation_shows_a_bar_of_the_trainers_progress_bar(tmp_path, m
     from lightning_xai import _progress
 
     monkeypatch.setattr(_progress, "SHOW_AFTER", 0.0)  # every explanation counts as long
+    monkeypatch.setattr(_progress, "_is_terminal", lambda stream: True)  # captured output stands for a terminal
     L.seed_everything(0, verbose=False)
     monitor = AttributionMonitor(["saliency", "occlusion"], num_probe_samples=4, probe_chunk_size=1, metrics=())
     _one_epoch(tmp_path, [monitor, TQDMProgressBar()], enable_progress_bar=True)

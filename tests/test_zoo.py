@@ -1,7 +1,9 @@
 """The monitor on models other people wrote: torchvision, timm and Hugging Face, random weights, tiny sizes.
 
 Each model trains for one step; the monitor must log integrated gradients, occlusion and GradCAM, and
-GradCAM's map must be spatial (a grid over the image, not a vector drawn as a heat map).  timm and
+GradCAM's map must be spatial (a grid over the image, not a vector drawn as a heat map).  Every map must
+hold an explanation: finite, not all zero and not constant for each example, with nothing flagged by the
+monitor's self-check (class-token transformers once gave GradCAM maps that were exactly zero).  timm and
 transformers are optional test extras: their models are skipped when the library is absent.
 """
 
@@ -53,16 +55,20 @@ MODELS = {
     "timm_vit_tiny": lambda: _timm("vit_tiny_patch16_224", img_size=64),
     "timm_deit_tiny_distilled": lambda: _timm("deit_tiny_distilled_patch16_224", img_size=64),
     "timm_convnext_atto": lambda: _timm("convnext_atto"),
+    "timm_resnet18_32px": lambda: _timm("resnet18"),
     "hf_vit": _hf_vit,
 }
+IMAGE_SIZE = {"timm_resnet18_32px": 32}  # the others: 64
 NEEDS = {"timm_": "timm", "hf_": "transformers"}
-EXPECTED_LAYER = {  # GradCAM's default layer: the last convolution, or a transformer's last block
+EXPECTED_LAYER = {  # GradCAM's default layer: the last convolution with 2x2 positions or more, or a transformer's
+    # last block; the first normalisation of that block when the classifier reads only a class token after it
     "resnet18": "net.layer4.1.conv2",
-    "vit": "net.encoder.layers.encoder_layer_1",
+    "vit": "net.encoder.layers.encoder_layer_1.ln_1",
     "swin_t": "net.features.7.1",
-    "timm_vit_tiny": "net.blocks.11",
-    "timm_deit_tiny_distilled": "net.blocks.11",
-    "hf_vit": "net.vit.layers.1",
+    "timm_vit_tiny": "net.blocks.11.norm1",
+    "timm_deit_tiny_distilled": "net.blocks.11.norm1",
+    "timm_resnet18_32px": "net.layer3.1",  # layer4 maps are 1x1 on 32x32 inputs: the last block with 2x2
+    "hf_vit": "net.vit.layers.1.layernorm_before",
 }
 
 
@@ -112,14 +118,16 @@ def _params():
 def test_the_monitor_logs_ig_occlusion_and_spatial_gradcam(tmp_path, name, build):
     torch.manual_seed(0)
     net: nn.Module = build()
-    window = {"sliding_window_shapes": (3, 32, 32), "strides": (3, 32, 32)}  # four windows: the point is the wiring
+    size = IMAGE_SIZE.get(name, 64)
+    half = size // 2
+    window = {"sliding_window_shapes": (3, half, half), "strides": (3, half, half)}  # four windows: enough here
     monitor = AttributionMonitor(
         {"integrated_gradients": {"n_steps": 2}, "occlusion": window},
         num_probe_samples=2,
         metrics=(),
         on_error="raise",
     )
-    data = DataLoader(_Images(), batch_size=2)
+    data = DataLoader(_Images(size=size), batch_size=2)
     trainer = L.Trainer(
         callbacks=[monitor],
         default_root_dir=tmp_path,
@@ -134,10 +142,17 @@ def test_the_monitor_logs_ig_occlusion_and_spatial_gradcam(tmp_path, name, build
     trainer.fit(_Wrapped(net), data, data)
     maps = torch.load(tmp_path / "xai" / "maps_step_0000001.pt", weights_only=True)  # after the training step
     assert set(maps) == {"integrated_gradients", "occlusion", "layer_gradcam"}
-    assert maps["integrated_gradients"].shape == maps["occlusion"].shape == (2, 3, 64, 64)
+    assert maps["integrated_gradients"].shape == maps["occlusion"].shape == (2, 3, size, size)
     cam = maps["layer_gradcam"]
-    assert cam.dim() == 4 and cam.shape[:2] == (2, 1) and cam.shape[2] * cam.shape[3] > 1  # a grid over the image
+    assert cam.dim() == 4 and cam.shape[:2] == (2, 1) and min(cam.shape[2:]) >= 2  # a grid over the image
     assert cam.shape[2] == cam.shape[3]  # square inputs give square grids: no channel axis read as space
     assert set(monitor._history.thumbnails) == set(maps)  # all three drawn as heat maps
+    for method, attributions in maps.items():  # content, not only shapes: every example's map explains something
+        flat = attributions.float().flatten(1)
+        assert torch.isfinite(flat).all(), method
+        assert (flat != 0).any(dim=1).all(), f"{method}: an all-zero map"
+        assert (flat.amax(dim=1) > flat.amin(dim=1)).all(), f"{method}: a constant map"
+    after_step = [r for r in monitor.history if r["step"] == 1]
+    assert [r["flags"] for r in after_step] == [[], [], []]  # the self-check found nothing wrong
     if name in EXPECTED_LAYER:
         assert monitor._layer_choice.name == EXPECTED_LAYER[name]
