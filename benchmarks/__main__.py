@@ -8,6 +8,9 @@
 * ``surrogate``: Lime and KernelShap (``benchmarks/surrogate.py``);
 * ``lrp``: LRP and LayerLRP on a VGG-style net and ResNet-18 (``benchmarks/lrp.py``);
 * ``monitor``: the AttributionMonitor's share of fit time (``benchmarks/monitor.py``);
+* ``monitor_sensitivity``: what the sensitivity metric costs in a monitored fit on scikit-learn's digits;
+* ``compiled``: the monitor on a ``torch.compile``-d model: recompilations, the step after a point
+  (``benchmarks/compiled.py``);
 * ``contended``: IG and Occlusion alone and beside a competing busy process (``benchmarks/contended.py``,
   ``python -m benchmarks.contended`` for its options).
 
@@ -24,10 +27,11 @@ import torch
 
 from benchmarks._measure import max_rel_diff, measure, row
 from benchmarks._models import resnet
+from benchmarks.compiled import bench_compiled
 from benchmarks.contended import bench_contended
 from benchmarks.lrp import bench_lrp
 from benchmarks.metrics import bench_metrics
-from benchmarks.monitor import bench_monitor
+from benchmarks.monitor import bench_monitor, bench_sensitivity
 from benchmarks.surrogate import bench_surrogate
 
 
@@ -109,6 +113,8 @@ BENCHES = {
     "surrogate": bench_surrogate,
     "lrp": bench_lrp,
     "monitor": bench_monitor,
+    "monitor_sensitivity": bench_sensitivity,
+    "compiled": bench_compiled,
     "contended": functools.partial(bench_contended, ["integrated_gradients_50", "occlusion"], rounds=1),
 }
 
