@@ -185,7 +185,7 @@ def gradient_reach(
     try:
         return _judge(forward, x, args, outputs, candidate)
     except Exception as error:  # the methods report the model's own failures, each with its name
-        if isinstance(error, RuntimeError) and "heckpoint" in str(error) and ".grad()" in str(error):
+        if isinstance(error, RuntimeError) and "checkpoint" in str(error).lower() and ".grad()" in str(error):
             return Reach("reentrant")
         return Reach("unchecked", f"{type(error).__name__}: {error}")
     finally:
