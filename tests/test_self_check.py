@@ -223,3 +223,23 @@ def test_examples_without_a_mask_are_left_out_of_mass_in_mask_and_counted(tmp_pa
     assert record["flags"] == [] and not [m for m in messages if "mask" in m]
     events_scalar = monitor.value("input_x_gradient", "mask_examples", 0)
     assert events_scalar == 2
+
+
+def test_an_unchanged_rerun_against_its_own_golden_reference_is_similar_everywhere_even_where_maps_are_zero(tmp_path):
+    """The golden check of an unchanged model must pass: at step 0 every map of this ViT is all zero (its head is
+    zero), and identical all-zero maps are as similar as maps can be (they scored 0 before)."""
+    golden = tmp_path / "golden.pt"
+    for run, kwargs in (("first", {"save_reference": str(golden)}), ("again", {"reference": str(golden)})):
+        torch.manual_seed(0)
+        monitor = AttributionMonitor(
+            {"integrated_gradients": {"n_steps": 4}}, num_probe_samples=4, metrics=(), similarity="cosine", **kwargs
+        )
+        _fit(tmp_path / run, _TinyViT(), monitor, _images(), max_epochs=2, limit_train_batches=1)
+    assert [r["flags"][0]["problem"] for r in monitor.history if r["step"] == 0] == [ALL_ZERO, ALL_ZERO]
+    similarities = {(r["step"], r["method"]): r["metrics"]["similarity_reference"] for r in monitor.history}
+    assert similarities == {  # the golden file keeps maps in bfloat16: equal to rounding after step 0
+        (step, method): pytest.approx(1.0, abs=1e-5)
+        for step in (0, 1, 2)
+        for method in ("integrated_gradients", "layer_gradcam")
+    }
+    assert similarities[(0, "integrated_gradients")] == similarities[(0, "layer_gradcam")] == 1.0
