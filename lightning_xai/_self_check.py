@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 NOT_FINITE, ALL_ZERO, CONSTANT = "not finite", "all zero", "constant"
 """What can be wrong with a map, in the words the images and warnings use."""
 LOCALISATION = ("mass_in_mask", "pointing_game")
+DIAGNOSED_EXAMPLES = 4
+"""Failed maps whose cause is looked into (one forward and backward of them): a few tell, and a large probe's
+would not fit in memory at once."""
 EVERY_MAP_FAILED = "every map of this method failed the check"
 MASK_EXAMPLES = "mask_examples"
 """Logged beside the localisation metrics: the probe examples they average over."""
@@ -223,7 +226,7 @@ class Diagnosis:
         """Whether the explained scores have zero gradient with respect to these examples' inputs."""
         if not self.inputs.is_floating_point():
             return False
-        rows = torch.tensor(list(examples), device=self.inputs.device)
+        rows = torch.tensor(list(examples)[:DIAGNOSED_EXAMPLES], device=self.inputs.device)
         x = self.inputs[rows].detach().clone().requires_grad_()
         args = tuple(a[rows.to(a.device)].to(x.device) for a in self.forward_args)
         try:
