@@ -16,6 +16,7 @@ from lightning_xai import _render, _tags
 from lightning_xai._explain import Explanation
 from lightning_xai._history import History, Point
 from lightning_xai._probe import Probe, round_robin
+from lightning_xai._self_check import MASK_EXAMPLES
 from lightning_xai._timeline import timeline_image
 from lightning_xai._writers import ExplanationWriter
 
@@ -158,7 +159,11 @@ class Visuals:
         for method, by_step in history.thumbnails.items():
             steps = sorted(by_step)
             logged, curves = history.curves(method)
-            curves = {name: [dict(zip(logged, values)).get(s) for s in steps] for name, values in curves.items()}
+            curves = {
+                name: [dict(zip(logged, values)).get(s) for s in steps]
+                for name, values in curves.items()
+                if name != MASK_EXAMPLES  # a count, charted in the scalars: not a quality to follow here
+            }
             frames = torch.stack([by_step[s] for s in steps])
             points = [Point(s, epochs.get(s, -1)) for s in steps]
             problems = history.problems.get(method, {})
