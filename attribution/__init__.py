@@ -8,62 +8,52 @@ Methods are also available by name (``attribution.registry``).
 """
 
 from attribution import metrics, registry
-from attribution._base import (
+from attribution._internal.canonical import Target
+from attribution._internal.checks import ArgumentError, ArgumentTypeError
+from attribution.helpers.baselines import ProductBaselines
+from attribution.helpers.embeddings import (
+    InterpretableEmbeddingBase,
+    TokenReferenceBase,
+    configure_interpretable_embedding_layer,
+    remove_interpretable_embedding_layer,
+)
+from attribution.helpers.stat import MSE, CommonStats, Count, Max, Mean, Min, StdDev, Sum, Var
+from attribution.helpers.summarizer import ClassSummarizer, Summarizer, SummarizerSingleTensor
+from attribution.methods.backprop import Deconvolution, DeepLift, DeepLiftShap, GuidedBackprop, GuidedGradCam
+from attribution.methods.base import (
     Attribution,
     GradientAttribution,
     LayerAttribution,
     NeuronAttribution,
     PerturbationAttribution,
 )
-from attribution._canonical import Target
-from attribution._checks import ArgumentError, ArgumentTypeError
-from attribution.backprop import Deconvolution, DeepLift, DeepLiftShap, GuidedBackprop, GuidedGradCam
-from attribution.baselines import ProductBaselines
-from attribution.dataloader import DataLoaderAttribution
-from attribution.embeddings import (
-    InterpretableEmbeddingBase,
-    TokenReferenceBase,
-    configure_interpretable_embedding_layer,
-    remove_interpretable_embedding_layer,
-)
-from attribution.gradient import InputXGradient, Saliency
-from attribution.layer import (
+from attribution.methods.dataloader import DataLoaderAttribution
+from attribution.methods.gradient import InputXGradient, Saliency
+from attribution.methods.layer.backprop import LayerDeepLift, LayerDeepLiftShap
+from attribution.methods.layer.gradient import LayerActivation, LayerGradCam, LayerGradientXActivation
+from attribution.methods.layer.lrp import LayerLRP
+from attribution.methods.layer.path import (
     InternalInfluence,
-    LayerActivation,
     LayerConductance,
-    LayerGradCam,
-    LayerGradientXActivation,
+    LayerGradientShap,
     LayerIntegratedGradients,
 )
-from attribution.layer_backprop import LayerDeepLift, LayerDeepLiftShap
-from attribution.layer_path import LayerGradientShap
-from attribution.layer_perturbation import LayerFeatureAblation, LayerFeaturePermutation
-from attribution.lrp import (
-    LRP,
-    Alpha1_Beta0_Rule,
-    EpsilonRule,
-    GammaRule,
-    IdentityRule,
-    LayerLRP,
-    PropagationRule,
-)
-from attribution.neuron import (
-    NeuronConductance,
+from attribution.methods.layer.perturbation import LayerFeatureAblation, LayerFeaturePermutation
+from attribution.methods.lrp import LRP, Alpha1_Beta0_Rule, EpsilonRule, GammaRule, IdentityRule, PropagationRule
+from attribution.methods.neuron.backprop import (
+    NeuronDeconvolution,
     NeuronDeepLift,
     NeuronDeepLiftShap,
-    NeuronGradient,
-    NeuronGradientShap,
-    NeuronIntegratedGradients,
+    NeuronGuidedBackprop,
 )
-from attribution.neuron_backprop import NeuronDeconvolution, NeuronGuidedBackprop
-from attribution.neuron_perturbation import NeuronFeatureAblation
-from attribution.noise_tunnel import NoiseTunnel
-from attribution.path import GradientShap, IntegratedGradients
-from attribution.perturbation import FeatureAblation, FeaturePermutation, Occlusion
-from attribution.shapley import ShapleyValues, ShapleyValueSampling
-from attribution.stat import MSE, CommonStats, Count, Max, Mean, Min, StdDev, Sum, Var
-from attribution.summarizer import ClassSummarizer, Summarizer, SummarizerSingleTensor
-from attribution.surrogate import KernelShap, Lime, LimeBase
+from attribution.methods.neuron.gradient import NeuronGradient
+from attribution.methods.neuron.path import NeuronConductance, NeuronGradientShap, NeuronIntegratedGradients
+from attribution.methods.neuron.perturbation import NeuronFeatureAblation
+from attribution.methods.noise_tunnel import NoiseTunnel
+from attribution.methods.path import GradientShap, IntegratedGradients
+from attribution.methods.perturbation import FeatureAblation, FeaturePermutation, Occlusion
+from attribution.methods.shapley import ShapleyValues, ShapleyValueSampling
+from attribution.methods.surrogate import KernelShap, Lime, LimeBase
 
 __all__ = [
     "Alpha1_Beta0_Rule",

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attribution._checks import ArgumentError, ArgumentTypeError
+from attribution._internal.checks import ArgumentError, ArgumentTypeError
 
 OUTPUT_KEYS = ("logits", "out")
 """Keys of a mapping output, in order of preference."""

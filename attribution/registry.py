@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 
 from torch import Tensor, nn
 
-from attribution._base import Attribution, InternalAttribution
-from attribution._checks import ArgumentError, check_choice
+from attribution._internal.checks import ArgumentError, check_choice
+from attribution.methods.base import Attribution, InternalAttribution
 
 ProbeOptions = Mapping[str, Any] | Callable[[Tensor], Mapping[str, Any]]
 A = TypeVar("A", bound=type[Attribution])
@@ -44,6 +44,13 @@ class MethodRecord:
         returns_delta: ``attribute`` accepts ``return_convergence_delta=True``.
         perturbs_feature_groups: a coalition method over the groups of a ``feature_mask``.
         needs_float_inputs: gradients are taken with respect to the inputs (no token ids).
+        draws_random_numbers: ``attribute`` draws from torch's global random generator (sampled baselines,
+            noise, permutations, coalitions), so results depend on its seed and the call changes its state.
+        needs_spatial_layer: the layer must give a spatial map ``(N, C, h, w)``, which the method pools per
+            channel as GradCAM does (other layer outputs need a ``reshape_transform`` when the constructor
+            takes one).
+        takes_reshape_transform: the constructor takes ``reshape_transform``, which turns the layer's output
+            into ``(N, C, *spatial)`` maps (e.g. :func:`attribution.utils.token_grid_reshape`).
     """
 
     name: str
@@ -56,6 +63,9 @@ class MethodRecord:
     returns_delta: bool
     perturbs_feature_groups: bool
     needs_float_inputs: bool
+    draws_random_numbers: bool
+    needs_spatial_layer: bool
+    takes_reshape_transform: bool
     _probe_options: ProbeOptions = field(default_factory=dict, repr=False)
 
     @property
@@ -76,6 +86,10 @@ _RECORDS: dict[str, MethodRecord] = {}
 def _default_multiplies_by_inputs(cls: type[Attribution]) -> bool:
     parameter = inspect.signature(cls).parameters.get("multiply_by_inputs")
     return cls._multiply_by_inputs if parameter is None else bool(parameter.default)
+
+
+def _takes_reshape_transform(cls: type[Attribution]) -> bool:
+    return "reshape_transform" in inspect.signature(cls).parameters
 
 
 def register(name: str, probe_options: ProbeOptions | None = None) -> Callable[[A], A]:
@@ -102,6 +116,9 @@ def register(name: str, probe_options: ProbeOptions | None = None) -> Callable[[
             returns_delta=cls.returns_delta,
             perturbs_feature_groups=cls.perturbs_feature_groups,
             needs_float_inputs=cls.needs_float_inputs,
+            draws_random_numbers=cls.draws_random_numbers,
+            needs_spatial_layer=needs_layer and cls.needs_spatial_layer,
+            takes_reshape_transform=_takes_reshape_transform(cls),
             _probe_options=probe_options or {},
         )
         cls.registry_name = name

@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from attribution._checks import ArgumentError
+from attribution._internal.checks import ArgumentError
 
 POSITIVE_RGB = (0.0, 0.6, 0.2)
 NEGATIVE_RGB = (0.8, 0.1, 0.1)

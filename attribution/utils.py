@@ -11,11 +11,11 @@
   backward on a device, and how many it does save.
 """
 
-from attribution._autograd import resolve_layer
-from attribution._checks import check_choice, check_int
-from attribution._chunking import memory_budget, saved_bytes_meter
-from attribution._features import grid_feature_mask
-from attribution.functional.layer import channels_last_reshape, token_grid_reshape
+from attribution._internal.autograd import resolve_layer
+from attribution._internal.checks import check_choice, check_int
+from attribution._internal.chunking import memory_budget, saved_bytes_meter
+from attribution._internal.features import grid_feature_mask
+from attribution.functional.layer.maps import channels_last_reshape, token_grid_reshape
 
 __all__ = [
     "channels_last_reshape",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from attribution._checks import ArgumentError, ArgumentTypeError, check_choice
+from attribution._internal.checks import ArgumentError, ArgumentTypeError, check_choice
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -1,9 +1,11 @@
 """The functional core: plain functions over canonical tuples of tensors.
 
-Each function takes an :class:`attribution._canonical.Objective` (model,
+Each function takes an :class:`attribution._internal.canonical.Objective` (model,
 target and forward arguments already normalised) and tuples of tensors, and
-returns tuples of tensors.  The public classes in :mod:`attribution` do the
-argument handling and call these.  (``lrp`` is the module's name here: its
+returns tuples of tensors.  The public classes in :mod:`attribution.methods`
+do the argument handling and call these; each file here mirrors the class file
+of the same path there (layer methods in :mod:`.layer`, neuron methods in
+:mod:`.neuron`).  (``lrp`` is the module's name here: its
 function is ``attribution.functional.lrp.lrp``.)
 """
 
@@ -18,24 +20,20 @@ from attribution.functional.backprop import (
 )
 from attribution.functional.dataloader import dataloader_ablation
 from attribution.functional.gradient import input_x_gradient, saliency
-from attribution.functional.layer import (
+from attribution.functional.layer.gradient import layer_activation, layer_gradcam, layer_gradient_x_activation
+from attribution.functional.layer.maps import interpolate
+from attribution.functional.layer.path import (
     internal_influence,
-    interpolate,
-    layer_activation,
     layer_conductance,
-    layer_gradcam,
     layer_gradient_shap,
-    layer_gradient_x_activation,
     layer_integrated_gradients,
 )
-from attribution.functional.layer_perturbation import (
-    layer_feature_ablation,
-    layer_feature_permutation,
-    neuron_feature_ablation,
-)
+from attribution.functional.layer.perturbation import layer_feature_ablation, layer_feature_permutation
 from attribution.functional.lrp import layer_lrp
-from attribution.functional.neuron import neuron_conductance, neuron_objective, neuron_target
-from attribution.functional.noise import NT_TYPES, noise_tunnel
+from attribution.functional.neuron.path import neuron_conductance
+from attribution.functional.neuron.perturbation import neuron_feature_ablation
+from attribution.functional.neuron.selection import neuron_objective, neuron_target
+from attribution.functional.noise_tunnel import NT_TYPES, noise_tunnel
 from attribution.functional.path import INTEGRATION_METHODS, gradient_shap, integrated_gradients, integration_nodes
 from attribution.functional.perturbation import feature_ablation, feature_permutation, occlusion
 from attribution.functional.shapley import shapley_value_sampling, shapley_values

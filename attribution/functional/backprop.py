@@ -15,13 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attribution._autograd import grad_enabled, gradients, layer_gradients
-from attribution._canonical import Objective, describe
-from attribution._checks import ArgumentError
-from attribution._chunking import run_chunked
-from attribution._rule_ops import ReLURules, deconvolution_rule, guided_rule
-from attribution._rules import DeepLiftRules
-from attribution.functional.layer import layer_gradcam
+from attribution._internal.autograd import grad_enabled, gradients, layer_gradients
+from attribution._internal.canonical import Objective, describe
+from attribution._internal.checks import ArgumentError
+from attribution._internal.chunking import run_chunked
+from attribution._internal.rules import DeepLiftRules, ReLURules, deconvolution_rule, guided_rule
+from attribution.functional.layer.gradient import layer_gradcam
 from attribution.functional.path import convergence_delta
 
 
@@ -235,7 +234,7 @@ def deep_lift(
     custom_attribution_func: CustomAttribution | None = None,
 ) -> tuple[tuple[Tensor, ...], Tensor | None]:
     """DeepLift (Rescale rule, and exact rules for products, norms, attention and pooling; see
-    :mod:`attribution._rules`), from one forward and one backward of ``[inputs; baselines]``.
+    :mod:`attribution._internal.rules`), from one forward and one backward of ``[inputs; baselines]``.
 
     Warns (a ``UserWarning``, once) when the attributions leave more than
     :data:`UNEXPLAINED_TOLERANCE` of ``f(x) - f(baseline)`` unexplained, naming

@@ -27,10 +27,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attribution._canonical import describe, repeat_rows
-from attribution._checks import ArgumentError, ArgumentTypeError
-from attribution._chunking import ThreadGovernor
-from attribution._features import FeatureMasks
+from attribution._internal.canonical import describe, repeat_rows
+from attribution._internal.checks import ArgumentError, ArgumentTypeError
+from attribution._internal.chunking import ThreadGovernor
+from attribution._internal.features import FeatureMasks
 from attribution.functional.perturbation import auto_perturbations_per_eval
 
 NEED_ATTR, NEED_FORWARD, NO_FORWARD = 0, 1, 2

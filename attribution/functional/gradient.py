@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from attribution._autograd import gradients
-from attribution._canonical import Objective
+from attribution._internal.autograd import gradients
+from attribution._internal.canonical import Objective
 
 
 def saliency(objective: Objective, inputs: tuple[Tensor, ...], abs: bool = True) -> tuple[Tensor, ...]:

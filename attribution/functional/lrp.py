@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from attribution._autograd import (
+from attribution._internal.autograd import (
     _check_single_run,
     _grad_switched_off,
     grad,
@@ -53,9 +53,9 @@ from attribution._autograd import (
     gradients,
     no_gradient_error,
 )
-from attribution._canonical import Objective, describe
-from attribution._checks import ArgumentError
-from attribution._rule_ops import ACTIVATIONS, _activation_call, _vjp
+from attribution._internal.canonical import Objective, describe
+from attribution._internal.checks import ArgumentError
+from attribution._internal.rules import ACTIVATIONS, _activation_call, _vjp
 from attribution.functional.backprop import batch_norm_in_eval
 
 ParameterRule = Callable[[nn.Module, tuple, Tensor], Mapping[str, Tensor]]

@@ -6,9 +6,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attribution._autograd import gradients
-from attribution._canonical import Objective
-from attribution._chunking import run_chunked
+from attribution._internal.autograd import gradients
+from attribution._internal.canonical import Objective
+from attribution._internal.chunking import run_chunked
 
 INTEGRATION_METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 

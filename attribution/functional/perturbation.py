@@ -17,10 +17,10 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
-from attribution._canonical import Objective, attribution_dtype, repeat_rows
-from attribution._chunking import ThreadGovernor
-from attribution._features import FeatureMasks, feature_boxes
-from attribution._local_forward import LocalForward, gather_window
+from attribution._internal.canonical import Objective, attribution_dtype, repeat_rows
+from attribution._internal.chunking import ThreadGovernor
+from attribution._internal.features import FeatureMasks, feature_boxes
+from attribution._internal.local_forward import LocalForward, gather_window
 
 AUTO_ROWS_ELEMENTS = {"cpu": 1_250_000, "cuda": 2**25}
 """Input elements per forward when the caller leaves the batch size to us.

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from attribution._canonical import Objective
-from attribution._checks import ArgumentError
-from attribution._features import FeatureMasks
+from attribution._internal.canonical import Objective
+from attribution._internal.checks import ArgumentError
+from attribution._internal.features import FeatureMasks
 from attribution.functional.perturbation import evaluate_copies
 
 MAX_EXACT_FEATURES = 20

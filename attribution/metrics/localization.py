@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attribution._canonical import describe
-from attribution._checks import ArgumentError, ArgumentTypeError
+from attribution._internal.canonical import describe
+from attribution._internal.checks import ArgumentError, ArgumentTypeError
 
 
 def mass_in_mask(attributions: Tensor, masks: Tensor) -> Tensor:

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attribution._canonical import describe
-from attribution._checks import ArgumentError, ArgumentTypeError, check_choice
+from attribution._internal.canonical import describe
+from attribution._internal.checks import ArgumentError, ArgumentTypeError, check_choice
 from attribution.metrics.similarity import SIMILARITY_MEASURES, similarity
 
 Explain = Callable[[nn.Module, Any], Tensor]

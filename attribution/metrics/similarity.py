@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attribution._canonical import describe
-from attribution._checks import ArgumentError, ArgumentTypeError, check_choice
+from attribution._internal.canonical import describe
+from attribution._internal.checks import ArgumentError, ArgumentTypeError, check_choice
 
 SIMILARITY_MEASURES = ("spearman", "top_k", "cosine", "ssim")
 SSIM_C1 = 0.01**2
