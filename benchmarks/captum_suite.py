@@ -68,7 +68,7 @@ ENV_CHECKOUT = "CAPTUM_SUITE_CHECKOUT"
 # Our public modules whose ``__all__`` is offered for the swap, and the Captum package searched for each.
 OUR_MODULES = {
     "attribution": "captum.attr",
-    "attribution.surrogate": "captum.attr",
+    "attribution.methods.surrogate": "captum.attr",
     "attribution.visualization": "captum.attr",
     "attribution.metrics": "captum.metrics",
 }

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
-from lightning_xai import AttributionMonitor, _explain
+from lightning_xai import AttributionMonitor
+from lightning_xai._compute import explain as _explain
 from lightning_xai.demos.shapes import ShapesDataModule
 
 EVERY_N_STEPS = 4

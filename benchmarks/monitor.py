@@ -38,7 +38,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
 from attribution.metrics import sensitivity_max
-from lightning_xai import AttributionMonitor, _explain
+from lightning_xai import AttributionMonitor
+from lightning_xai._compute import explain as _explain
 
 TARGET_SHARE = 0.05
 HOOKS = ("setup", "on_fit_start", "on_train_start", "on_train_batch_end", "on_train_epoch_end", "on_fit_end")

@@ -64,7 +64,7 @@ def bench_surrogate(n_samples: int = 200, repeats: int = 2, device: str = "cpu")
     """Time both libraries' Lime and KernelShap on ``device``; returns the lines to print."""
     from captum import attr as captum_attr
 
-    from attribution.surrogate import KernelShap, Lime
+    from attribution import KernelShap, Lime
 
     device = torch.device(device)
     model = _conv_net().to(device)

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import lightning.pytorch as pl
 import torch
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
@@ -17,33 +16,66 @@ from typing_extensions import override
 
 from attribution import registry
 from attribution.utils import resolve_layer
-from lightning_xai import _arguments, _tags
-from lightning_xai._drift import DriftTracker, save_golden
-from lightning_xai._errors import AttributionMonitorError, ErrorPolicy
-from lightning_xai._expected import MetricPlan
-from lightning_xai._explain import (
-    Explanation,
-    Subject,
-    explain,
-    model_inputs,
-    resolve_targets,
-    untouched_training_state,
-)
-from lightning_xai._gradcam_layer import LayerChoice, choose_layer
-from lightning_xai._history import History, Point
-from lightning_xai._model import inspect_model
-from lightning_xai._probe import Probe, probe_from_value, select_probe, validation_dataloader
-from lightning_xai._progress import TrainerProgress
-from lightning_xai._records import fast_checksums
-from lightning_xai._self_check import Diagnosis, Flag
-from lightning_xai._shards import agreed_chunk_size, shards_for
-from lightning_xai._visuals import Visuals
-from lightning_xai._writers import ExplanationWriter, default_artifact_dir, tensorboard_writer
+from lightning_xai._compute import drift
+from lightning_xai._compute.drift import DriftTracker, save_golden
+from lightning_xai._compute.expected import MetricPlan
+from lightning_xai._compute.explain import Subject, explain, model_inputs, resolve_targets, untouched_training_state
+from lightning_xai._compute.explanation import Explanation
+from lightning_xai._compute.gradcam_layer import LayerChoice, choose_layer
+from lightning_xai._compute.history import History, Point
+from lightning_xai._compute.model import inspect_model
+from lightning_xai._compute.progress import TrainerProgress
+from lightning_xai._compute.self_check import Diagnosis, Flag
+from lightning_xai._compute.shards import agreed_chunk_size, shards_for
+from lightning_xai._config import arguments, tags
+from lightning_xai._config.choices import OnError, PredictionTarget, QualityMetric, Similarity
+from lightning_xai._config.errors import AttributionMonitorError, ErrorPolicy
+from lightning_xai._config.probe import Probe, probe_from_value, select_probe, validation_dataloader
+from lightning_xai._draw.visuals import Visuals
+from lightning_xai._write.records import fast_checksums
+from lightning_xai._write.writers import ExplanationWriter, default_artifact_dir, tensorboard_writer
 
-__all__ = ["AttributionMonitor", "AttributionMonitorError"]
+__all__ = ["AttributionMonitor", "AttributionMonitorError", "MonitorReader", "MonitorValues"]
 
-SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy", "XLAFSDPStrategy")
 GRADCAM_METHODS = ("layer_gradcam", "guided_gradcam")
+
+
+@runtime_checkable
+class MonitorValues(Protocol):
+    """What a callback that reads a monitor (:class:`MonitorReader`) may read from it: the values logged at
+    each point, and why one is missing. :class:`AttributionMonitor` is one."""
+
+    @property
+    def method_names(self) -> list[str]:
+        """The methods the monitor runs (GradCAM included when enabled)."""
+
+    def value(self, method: str | None, metric: str, step: int) -> float | None:
+        """The value of ``xai/<method>/<metric>`` (``xai/<metric>`` for None) logged at global ``step``."""
+
+    def value_expected(self, step: int) -> bool:
+        """Whether the probe was explained at ``step``."""
+
+    def missing_reason(self, method: str | None, metric: str, step: int) -> str | None:
+        """Why a value expected at ``step`` is missing (None: its absence is expected there)."""
+
+
+@runtime_checkable
+class MonitorReader(Protocol):
+    """A callback that acts on what a monitor logged, right after each point (e.g.
+    :class:`~lightning_xai.AttributionRegressionCheck`).
+
+    The monitor calls :meth:`on_monitor_point` of every callback of the trainer that is a
+    ``MonitorReader`` and whose ``monitor_read`` is that monitor: on every rank and at every point it
+    tried, whatever happened there, so collective calls inside (a vote on stopping) match across ranks.
+    The order of the callbacks list does not matter, and the list is never changed.
+    """
+
+    @property
+    def monitor_read(self) -> MonitorValues | None:
+        """The monitor this callback reads (None: none, e.g. before ``setup``)."""
+
+    def on_monitor_point(self, trainer: pl.Trainer, point: Point) -> None:
+        """Act on the values the monitor logged at ``point``."""
 
 
 class AttributionMonitor(Callback):
@@ -144,15 +176,15 @@ class AttributionMonitor(Callback):
         gradcam: bool = True,
         probe: Any = None,
         num_probe_samples: int = 8,
-        target: str | int = "pred",
+        target: PredictionTarget | int = "pred",
         every_n_epochs: int | None = 1,
-        metrics: Sequence[str] = ("infidelity",),
+        metrics: Sequence[QualityMetric] | QualityMetric = ("infidelity",),
         display_mean: Sequence[float] | None = None,
         display_std: Sequence[float] | None = None,
         artifact_dir: str | None = None,
-        on_error: str = "warn",
+        on_error: OnError = "warn",
         seed: int = 0,
-        similarity: str = "spearman",
+        similarity: Similarity = "spearman",
         reference: int | str | None = None,
         save_reference: str | None = None,
         token_names: Sequence[str] | None = None,
@@ -166,8 +198,8 @@ class AttributionMonitor(Callback):
         display_samples: int = 8,
     ) -> None:
         super().__init__()
-        self.methods = _arguments.method_options(methods)
-        _arguments.check_scalars(
+        self.methods = arguments.method_options(methods)
+        arguments.check_scalars(
             layer=layer,
             gradcam=gradcam,
             num_probe_samples=num_probe_samples,
@@ -179,28 +211,33 @@ class AttributionMonitor(Callback):
             input_key=input_key,
             output_transform=output_transform,
         )
-        self.schedule = _arguments.schedule(every_n_epochs, every_n_steps, log_spaced_steps, log_at_start)
+        self.schedule = arguments.schedule(every_n_epochs, every_n_steps, log_spaced_steps, log_at_start)
         self.layer = layer
         self.gradcam = gradcam
         self.num_probe_samples = num_probe_samples
         self.target = target
-        self.metrics = _arguments.metric_names(metrics)
-        self.display_mean = _arguments.display_statistics("display_mean", display_mean)
-        self.display_std = _arguments.display_statistics("display_std", display_std)
+        self.metrics = arguments.metric_names(metrics)
+        self.display_mean = arguments.display_statistics("display_mean", display_mean)
+        self.display_std = arguments.display_statistics("display_std", display_std)
         self.artifact_dir = artifact_dir
         self.on_error = on_error
         self._errors = ErrorPolicy(on_error)
         self.seed = seed
         self.similarity = similarity
         self.save_reference = save_reference
-        self.token_names = _arguments.names("token_names", token_names)
-        self.class_names = _arguments.names("class_names", class_names)
-        self.probe_chunk_size = _arguments.optional_count("probe_chunk_size", probe_chunk_size)
-        self.display_samples = _arguments.optional_count("display_samples", display_samples)
+        self.token_names = arguments.names("token_names", token_names)
+        self.class_names = arguments.names("class_names", class_names)
+        self.probe_chunk_size = arguments.optional_count("probe_chunk_size", probe_chunk_size)
+        self.display_samples = arguments.optional_count("display_samples", display_samples)
         self.input_key = input_key
         self.output_transform = output_transform
         self._given_probe: Probe | None = None if probe is None else probe_from_value(probe, input_key)
-        self._pinned_reference, self._given_probe = _arguments.reference(reference, self._given_probe)
+        self._pinned_reference, self._given_probe = drift.reference(reference, self._given_probe)
+        self._given_probe_name = (
+            "the probe passed as probe="
+            if probe is not None
+            else f"the probe of the golden reference {str(reference)!r}"
+        )
         self._fit_scope = ExitStack()  # what the monitor holds while a fit runs
         self._start_history()
 
@@ -257,14 +294,9 @@ class AttributionMonitor(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        strategy = type(trainer.strategy).__name__
-        if strategy in SHARDED_STRATEGIES:
-            raise MisconfigurationException(
-                f"AttributionMonitor: {strategy} shards the model's parameters across processes, so no process can "
-                f"run the model alone; use a strategy that keeps full replicas (e.g. 'ddp')"
-            )
+        arguments.check_strategy(trainer.strategy)
         if self.layer is not None:
-            _arguments.misconfigured(resolve_layer, pl_module, self.layer)
+            arguments.misconfigured(resolve_layer, pl_module, self.layer)
         if trainer.fast_dev_run:
             rank_zero_info(
                 "AttributionMonitor: the probe is not explained in this fit: fast_dev_run is a smoke test of the "
@@ -323,9 +355,25 @@ class AttributionMonitor(Callback):
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("probe") is not None:
-            self._probe = Probe.from_state_dict(state_dict["probe"])
+            saved = Probe.from_state_dict(state_dict["probe"])
+            self._warn_if_replaced(saved)
+            self._probe = saved
         self._history = History.from_state_dict(state_dict.get("history", {}))
         self._drift.load_state_dict(state_dict.get("drift", {}))
+
+    def _warn_if_replaced(self, saved: Probe) -> None:
+        """A resumed run goes on with the checkpoint's probe (``saved``): say so when it is not the one given."""
+        given = self._given_probe
+        if given is None or given.same_as(saved):
+            return
+        given_text, saved_text = given.describe(), saved.describe()
+        if given_text == saved_text:
+            given_text += ", other values"
+        rank_zero_warn(
+            f"AttributionMonitor: the checkpoint's probe ({saved_text}) replaces {self._given_probe_name} "
+            f"({given_text}): a resumed run goes on explaining the probe it started with, so that its history, "
+            f"drift and checks stay comparable; pass that probe, or none, to silence this"
+        )
 
     # ------------------------------------------------------------------ helpers: compute, record, log
 
@@ -338,14 +386,14 @@ class AttributionMonitor(Callback):
         point = Point(step, trainer.current_epoch)
         self._errors.guarded(point.label, self._probe_shape, self._monitor_point, trainer, pl_module, point)
         for callback in trainer.callbacks:  # every rank, whatever happened above: their votes must match
-            if getattr(callback, "monitor_read", None) is self:
+            if isinstance(callback, MonitorReader) and callback.monitor_read is self:
                 callback.on_monitor_point(trainer, point)
 
     def _prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Run the probe through the model once and decide how to feed, read and explain it, in what chunks."""
         probe = self._probe
-        _arguments.check_materialised(pl_module)
-        _arguments.check_probe(probe, self.methods, self.display_mean, self.display_std)
+        arguments.check_materialised(pl_module)
+        arguments.check_probe(probe, self.methods, self.display_mean, self.display_std)
         records = [registry.record(name) for name in self.methods]
         inputs = model_inputs(pl_module, probe.inputs)
         with untouched_training_state(pl_module, self.seed):
@@ -467,8 +515,8 @@ class AttributionMonitor(Callback):
         history.directory = str(writer.directory)
 
     def _log(self, trainer: pl.Trainer, writer: ExplanationWriter, point: Point, results: list[Explanation]) -> None:
-        scalars = {_tags.metric_tag(m, r.method): v for r in results for m, v in r.metrics.items()}
-        scalars |= {_tags.metric_tag(m): v for m, v in self._history.point_metrics.get(point.step, {}).items()}
+        scalars = {tags.metric_tag(m, r.method): v for r in results for m, v in r.metrics.items()}
+        scalars |= {tags.metric_tag(m): v for m, v in self._history.point_metrics.get(point.step, {}).items()}
         writer.scalars(scalars, point.step)
         writer.layout(self._plan.logged())
         self._visuals.point(writer, point, results, self._history)

@@ -12,12 +12,11 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
-from lightning_xai._history import Point
-from lightning_xai._tags import EPOCH_METRICS, METHOD_METRICS
-from lightning_xai.monitor import AttributionMonitor
-
-DIRECTIONS = ("above", "below")
-ON_FAIL = ("warn", "stop", "raise")
+from lightning_xai._compute.history import Point
+from lightning_xai._config.arguments import check_literal
+from lightning_xai._config.choices import Direction, OnFail
+from lightning_xai._config.tags import EPOCH_METRICS, METHOD_METRICS
+from lightning_xai.monitor import AttributionMonitor, MonitorValues
 
 
 class AttributionRegressionError(RuntimeError):
@@ -57,18 +56,17 @@ class AttributionRegressionCheck(Callback):
         self,
         metric: str,
         threshold: float,
-        direction: str = "above",
+        direction: Direction = "above",
         patience: int = 0,
         start_epoch: int = 0,
-        on_fail: str = "warn",
+        on_fail: OnFail = "warn",
     ) -> None:
         super().__init__()
         self.method, self.metric = _parse_metric(metric)
         if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not math.isfinite(threshold):
             raise MisconfigurationException(f"threshold: expected a finite number, got {threshold!r}")
-        for name, value, choices in (("direction", direction, DIRECTIONS), ("on_fail", on_fail, ON_FAIL)):
-            if value not in choices:
-                raise MisconfigurationException(f"{name}: unknown value {value!r}; choose one of {list(choices)}")
+        check_literal(direction, "direction", Direction)
+        check_literal(on_fail, "on_fail", OnFail)
         for name, value in (("patience", patience), ("start_epoch", start_epoch)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise MisconfigurationException(f"{name}: expected an int >= 0, got {value!r}")
@@ -79,7 +77,7 @@ class AttributionRegressionCheck(Callback):
         self.on_fail = on_fail
         self.violations = 0
         self.history: list[dict[str, Any]] = []
-        self._monitor: AttributionMonitor | None = None
+        self._monitor: MonitorValues | None = None
         self._warned_missing = False
 
     @property
@@ -99,8 +97,9 @@ class AttributionRegressionCheck(Callback):
         )
 
     @property
-    def monitor_read(self) -> AttributionMonitor | None:
-        """The monitor this check reads; it calls :meth:`on_monitor_point` after each logged point."""
+    def monitor_read(self) -> MonitorValues | None:
+        """The monitor this check reads; it calls :meth:`on_monitor_point` after each logged point (this check
+        is a :class:`~lightning_xai.monitor.MonitorReader`)."""
         return self._monitor
 
     @override

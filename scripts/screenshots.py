@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from lightning_xai import _tags
+from lightning_xai._config import tags as _tags
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from attribution import FeatureAblation, FeaturePermutation, ShapleyValues, ShapleyValueSampling
-from attribution._local_forward import LocalForward
+from attribution._internal.local_forward import LocalForward
 from tests.models import MLP, Linear, SmallCNN, TwoInput, seeded
 
 # --------------------------------------------------------------------------- helpers

@@ -27,7 +27,7 @@ from attribution import (
     ShapleyValues,
     ShapleyValueSampling,
 )
-from attribution.surrogate import LinearRegression
+from attribution.methods.surrogate import LinearRegression
 
 A = torch.tensor([[1.0, -2.0], [0.5, 3.0], [-1.5, 0.25]])  # (D=3 features, K=2 outputs)
 X = torch.tensor([[1.0, 2.0, -1.0], [0.5, -3.0, 2.0], [4.0, 1.0, 0.5]])

@@ -201,7 +201,7 @@ def test_deep_lift_shap_with_one_baseline_is_deep_lift():
 
 
 def test_deep_lift_shap_averages_and_chunks_many_baselines(monkeypatch):
-    import attribution._chunking as chunking
+    import attribution._internal.chunking as chunking
 
     model, shape = ZOO["cnn_inplace_reused_relu"]
     x, dist = torch.randn(2, *shape), torch.randn(100, *shape)

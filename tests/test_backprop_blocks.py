@@ -365,7 +365,7 @@ def test_an_op_without_a_rule_warns_once_with_the_unexplained_share():
 
 
 def test_deep_lift_shap_warns_once_over_all_chunks(monkeypatch):
-    import attribution._chunking as chunking
+    import attribution._internal.chunking as chunking
 
     monkeypatch.setattr(chunking, "CPU_MEMORY_BUDGET", 4 * 1024)  # a few baselines per chunk
     chunks = []

@@ -13,7 +13,13 @@ from attribution import (
     Occlusion,
     Saliency,
 )
-from attribution._canonical import Target, format_baseline_distribution, format_baselines, format_inputs, format_target
+from attribution._internal.canonical import (
+    Target,
+    format_baseline_distribution,
+    format_baselines,
+    format_inputs,
+    format_target,
+)
 
 
 def test_target_forms_pick_the_same_values():

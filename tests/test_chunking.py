@@ -5,9 +5,9 @@ import itertools
 import pytest
 import torch
 
-import attribution._chunking as chunking
+import attribution._internal.chunking as chunking
 from attribution import IntegratedGradients, Occlusion
-from attribution._chunking import CoreUsage, ThreadGovernor, balanced_chunks, choose_threads, run_chunked
+from attribution._internal.chunking import CoreUsage, ThreadGovernor, balanced_chunks, choose_threads, run_chunked
 from tests.models import SmallCNN, seeded
 
 

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from attribution import DataLoaderAttribution, FeatureAblation, Saliency
-from attribution.dataloader import InputRole
+from attribution.methods.dataloader import InputRole
 from tests.models import MLP, seeded
 
 N, D = 10, 4

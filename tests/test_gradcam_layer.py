@@ -19,9 +19,9 @@ from attribution import LayerGradCam
 from attribution.outputs import ModelScores
 from attribution.utils import resolve_layer
 from lightning_xai import AttributionMonitor
-from lightning_xai._gradcam_layer import choose_layer, gradient_reach
-from lightning_xai._model import inspect_model
-from lightning_xai._probe import Probe
+from lightning_xai._compute.gradcam_layer import choose_layer, gradient_reach
+from lightning_xai._compute.model import inspect_model
+from lightning_xai._config.probe import Probe
 
 
 def _choose(model, x, layer=None, gradcam_named=False):

@@ -64,7 +64,7 @@ def test_integrated_gradients_does_not_depend_on_internal_batch_size(cnn, method
 
 
 def test_memory_budget_splits_steps_into_chunks(cnn, monkeypatch):
-    import attribution._chunking as chunking
+    import attribution._internal.chunking as chunking
 
     x = torch.randn(2, 3, 8, 8)
     reference = IntegratedGradients(cnn).attribute(x, target=0, n_steps=20)

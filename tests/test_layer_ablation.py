@@ -22,7 +22,7 @@ from attribution import (
     PerturbationAttribution,
     registry,
 )
-from attribution.layer_perturbation import layer_cells
+from attribution.methods.layer.perturbation import layer_cells
 from tests.models import SmallCNN, TwoInput, seeded
 
 

@@ -11,15 +11,16 @@ import pytest
 import torch
 from torch import nn
 
-from attribution import IntegratedGradients, registry
-from attribution.functional import integration_nodes
-from attribution.layer import (
+from attribution import (
+    IntegratedGradients,
     InternalInfluence,
     LayerActivation,
     LayerConductance,
     LayerGradientXActivation,
     LayerIntegratedGradients,
+    registry,
 )
+from attribution.functional import integration_nodes
 from tests.models import MLP, SmallCNN, seeded
 
 PATH_METHODS = (InternalInfluence, LayerConductance, LayerIntegratedGradients)
@@ -212,7 +213,7 @@ def test_results_do_not_depend_on_internal_batch_size(cls, mlp):
 
 @pytest.mark.parametrize("cls", PATH_METHODS)
 def test_memory_budget_splits_steps_into_chunks(cls, cnn, monkeypatch):
-    import attribution._chunking as chunking
+    import attribution._internal.chunking as chunking
 
     x = torch.randn(2, 3, 8, 8)
     reference = cls(cnn, cnn.conv2).attribute(x, target=0, n_steps=10)
@@ -223,7 +224,7 @@ def test_memory_budget_splits_steps_into_chunks(cls, cnn, monkeypatch):
     def spy(total, work, **kwargs):
         original(total, lambda lo, hi: (calls.append(hi - lo), work(lo, hi)), **kwargs)
 
-    monkeypatch.setattr("attribution.functional.layer.run_chunked", spy)
+    monkeypatch.setattr("attribution.functional.layer.path.run_chunked", spy)
     attr = cls(cnn, cnn.conv2).attribute(x, target=0, n_steps=10)
     assert calls == [1] * (11 if cls is LayerConductance else 10)
     torch.testing.assert_close(attr, reference, atol=1e-6, rtol=1e-5)

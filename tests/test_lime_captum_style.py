@@ -17,11 +17,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import attribution
+from attribution import Lime, LimeBase
 from attribution.functional.surrogate import BATCHED, PER_SAMPLE, function_form, lime_coalitions
-from attribution.surrogate import (
+from attribution.methods.surrogate import (
     Lasso,
-    Lime,
-    LimeBase,
     LinearRegression,
     batched,
     get_exp_kernel_similarity_function,

@@ -7,7 +7,7 @@ import torchvision
 from torch import nn
 
 from attribution import Occlusion
-from attribution._local_forward import LocalForward
+from attribution._internal.local_forward import LocalForward
 from tests.models import SmallCNN, seeded
 
 

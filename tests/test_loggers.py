@@ -20,8 +20,9 @@ from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
 from PIL import Image
 
 from lightning_xai import AttributionMonitor
-from lightning_xai._image_sinks import FileSink, MlflowSink, TensorBoardSink, WandbSink, image_sinks
-from lightning_xai._writers import ExplanationWriter, Picture
+from lightning_xai._write.image_sinks import FileSink, MlflowSink, TensorBoardSink, WandbSink, image_sinks
+from lightning_xai._write.picture import Picture
+from lightning_xai._write.writers import ExplanationWriter
 from lightning_xai.demos.shapes import CLASSES, ShapesDataModule, ShapesNet
 
 METHODS = ("integrated_gradients", "layer_gradcam")

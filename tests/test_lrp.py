@@ -21,7 +21,7 @@ from attribution import (
     LayerLRP,
     registry,
 )
-from attribution.lrp import DEFAULT_RULE_TYPES
+from attribution.methods.lrp import DEFAULT_RULE_TYPES
 from tests.models import SmallCNN, seeded
 
 

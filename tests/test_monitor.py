@@ -113,7 +113,7 @@ def test_tensorboard_gets_every_entry_at_the_global_step_of_its_point(tmp_path):
     monitor = AttributionMonitor(["integrated_gradients", "occlusion"], every_n_epochs=2, num_probe_samples=3)
     spy = _RecordWriterSpy()
     _fit(tmp_path, [monitor, spy], max_epochs=4, num_sanity_val_steps=2)
-    assert spy.fast_during_fit and "write" not in vars(spy.record_writer)  # lightning_xai._records: the fit only
+    assert spy.fast_during_fit and "write" not in vars(spy.record_writer)  # lightning_xai._write.records: the fit only
     events = _events(tmp_path)
     images, scalars = set(events.Tags()["images"]), set(events.Tags()["scalars"])
     points = [0, 6, 12]  # before training, then the ends of epochs 1 and 3 (3 steps an epoch)
@@ -143,7 +143,7 @@ def test_tensorboard_gets_every_entry_at_the_global_step_of_its_point(tmp_path):
 
 
 class _RecordWriterSpy(Callback):
-    """Sees whether the logger's TensorBoard record writer checksums with lightning_xai._records."""
+    """Sees whether the logger's TensorBoard record writer checksums with lightning_xai._write.records."""
 
     def on_train_end(self, trainer, pl_module):
         self.record_writer = trainer.logger.experiment._get_file_writer().event_writer._async_writer._writer
@@ -392,7 +392,7 @@ def test_probe_selection_leaves_every_rng_alone_even_with_random_transforms():
 
     import numpy as np
 
-    from lightning_xai._probe import select_probe
+    from lightning_xai._config.probe import select_probe
 
     class Augmented(torch.utils.data.Dataset):
         def __len__(self):
@@ -410,7 +410,7 @@ def test_probe_selection_leaves_every_rng_alone_even_with_random_transforms():
 
 
 def test_probe_from_an_iterable_dataset():
-    from lightning_xai._probe import select_probe
+    from lightning_xai._config.probe import select_probe
 
     class Stream(torch.utils.data.IterableDataset):
         def __iter__(self):
@@ -460,3 +460,79 @@ def test_the_first_point_explains_the_untrained_model_before_any_step(tmp_path):
     expected = Saliency(untrained).attribute(monitor.probe.inputs, target=monitor.history[0]["target"])
     logged = torch.load(tmp_path / "logs" / "version_0" / "xai" / "maps_step_0000000.pt", weights_only=True)
     torch.testing.assert_close(logged["saliency"].float(), expected, rtol=1e-2, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "callback, init_args, key, choices",
+    [
+        ("AttributionMonitor", "{on_error: ignore}", "on_error", "'warn', 'raise'"),
+        ("AttributionMonitor", "{similarity: pearson}", "similarity", "'spearman', 'top_k', 'cosine', 'ssim'"),
+        ("AttributionMonitor", "{target: predicted}", "target", "'pred', 'label'"),
+        ("AttributionMonitor", "{metrics: [fidelity]}", "metrics", "'infidelity', 'sensitivity'"),
+        ("AttributionRegressionCheck", "{metric: occlusion/mass_in_mask, threshold: 0.5, direction: up}", "direction",
+         "'above', 'below'"),
+        ("AttributionRegressionCheck", "{metric: occlusion/mass_in_mask, threshold: 0.5, on_fail: exit}", "on_fail",
+         "'warn', 'stop', 'raise'"),
+    ],
+)  # fmt: skip
+def test_the_cli_parser_refuses_a_choice_outside_the_literal_and_names_the_choices(
+    tmp_path, capsys, callback, init_args, key, choices
+):
+    from lightning.pytorch.cli import LightningCLI
+
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"""
+trainer:
+  accelerator: cpu
+  default_root_dir: {tmp_path}
+  callbacks:
+    - class_path: lightning_xai.{callback}
+      init_args: {init_args}
+model:
+  class_path: lightning_xai.demos.shapes.ShapesNet
+data:
+  class_path: lightning_xai.demos.shapes.ShapesDataModule
+"""
+    )
+    with warnings.catch_warnings(), pytest.raises(SystemExit):
+        warnings.simplefilter("ignore")
+        LightningCLI(args=["--config", str(config)], run=False)
+    error = capsys.readouterr().err
+    assert f'Parser key "{key}"' in error and f"Literal[{choices}]" in error
+
+
+def test_the_literal_choices_are_the_engines_and_the_tags():
+    from typing import get_args
+
+    from attribution.metrics import SIMILARITY_MEASURES
+    from lightning_xai._config import tags
+    from lightning_xai._config.choices import QualityMetric, Similarity
+
+    assert get_args(Similarity) == tuple(SIMILARITY_MEASURES)
+    assert get_args(QualityMetric) == tags.QUALITY_METRICS
+
+
+def test_a_resumed_run_keeps_the_checkpoints_probe_and_warns_when_another_was_given(tmp_path):
+    first = AttributionMonitor(["saliency"], gradcam=False, num_probe_samples=3)
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    _fit(tmp_path / "a", [first, checkpoints], max_epochs=1, enable_checkpointing=True)
+    last = str(tmp_path / "ckpt" / "last.ckpt")
+    resumed = AttributionMonitor(["saliency"], gradcam=False, probe=torch.rand(2, 3, 16, 16))
+    replaced = (
+        r"the checkpoint's probe \(3 examples of shape \(3, 16, 16\), float32\) replaces the probe passed as "
+        r"probe= \(2 examples of shape \(3, 16, 16\), float32\): a resumed run goes on explaining the probe it "
+        r"started with"
+    )
+    with pytest.warns(UserWarning, match=replaced):
+        _trainer(tmp_path / "b", [resumed], max_epochs=2).fit(ShapesNet(), datamodule=_data(), ckpt_path=last)
+    assert torch.equal(resumed.probe.inputs, first.probe.inputs)
+
+    probe = first.probe
+    same = {"image": probe.inputs, "label": probe.labels, **({} if probe.masks is None else {"mask": probe.masks})}
+    again = AttributionMonitor(["saliency"], gradcam=False, probe=same)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _trainer(tmp_path / "c", [again], max_epochs=2).fit(ShapesNet(), datamodule=_data(), ckpt_path=last)
+    assert not [w for w in caught if "checkpoint's probe" in str(w.message)]
+    assert torch.equal(again.probe.inputs, first.probe.inputs)

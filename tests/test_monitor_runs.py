@@ -16,7 +16,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_xai import AttributionMonitor, _progress
+from lightning_xai import AttributionMonitor
+from lightning_xai._compute import progress as _progress
 from lightning_xai.demos.shapes import ShapesDataModule, ShapesNet
 
 

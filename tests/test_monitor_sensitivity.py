@@ -4,7 +4,7 @@ import torch
 
 from attribution import IntegratedGradients
 from attribution.metrics import sensitivity_max
-from lightning_xai._explain import PERTURBATION_SAMPLES, _sensitivity
+from lightning_xai._compute.explain import PERTURBATION_SAMPLES, _sensitivity
 from tests.models import SmallCNN, seeded
 
 

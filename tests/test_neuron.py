@@ -4,14 +4,15 @@ import pytest
 import torch
 from torch import nn
 
-from attribution import LayerConductance, registry
-from attribution.neuron import (
+from attribution import (
+    LayerConductance,
     NeuronConductance,
     NeuronDeepLift,
     NeuronDeepLiftShap,
     NeuronGradient,
     NeuronGradientShap,
     NeuronIntegratedGradients,
+    registry,
 )
 from tests.models import MLP, SmallCNN, seeded
 

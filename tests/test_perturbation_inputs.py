@@ -25,7 +25,7 @@ from attribution import (
     ShapleyValueSampling,
     registry,
 )
-from attribution.surrogate import LinearRegression
+from attribution.methods.surrogate import LinearRegression
 from tests.models import MLP, TwoInput, seeded
 
 PERTURBATION = {

@@ -1,4 +1,4 @@
-"""Tests for lightning_xai._records: the numpy CRC-32C equals TensorBoard's own, event files written with it
+"""Tests for lightning_xai._write.records: the numpy CRC-32C equals TensorBoard's own, event files written with it
 read back through TensorBoard's checksum-verifying reader, and the writer is put back as it was."""
 
 import os
@@ -9,7 +9,7 @@ from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c a
 from tensorboard.summary.writer.record_writer import RecordWriter
 from torch.utils.tensorboard import SummaryWriter
 
-from lightning_xai._records import LANE, SHORT, crc32c, fast_checksums, masked_crc32c
+from lightning_xai._write.records import LANE, SHORT, crc32c, fast_checksums, masked_crc32c
 
 
 def test_known_check_value():

@@ -186,3 +186,36 @@ def test_bad_references(tmp_path):
         _monitor(reference=str(golden), probe=torch.zeros(2, 3, 8, 8))
     with pytest.raises(MisconfigurationException, match="reference: expected None, a global step"):
         _monitor(reference=-1)
+
+
+def test_the_monitor_hands_each_point_to_the_readers_of_it_and_only_to_those(tmp_path):
+    from lightning.pytorch.callbacks import Callback
+
+    from lightning_xai.monitor import MonitorReader, MonitorValues
+
+    class Reader(Callback):  # any callback with both members of the protocol is a MonitorReader
+        def __init__(self, monitor):
+            self.monitor, self.steps = monitor, []
+
+        @property
+        def monitor_read(self):
+            return self.monitor
+
+        def on_monitor_point(self, trainer, point):
+            self.steps.append(point.step)
+
+    class HalfAReader(Callback):  # names the monitor, but has nothing to call: not a MonitorReader
+        def __init__(self, monitor):
+            self.monitor_read = monitor
+
+    monitor = _monitor(num_probe_samples=2)
+    reader, elsewhere, half = Reader(monitor), Reader(_monitor()), HalfAReader(monitor)
+    check = AttributionRegressionCheck(METRIC, 0.0)
+    assert isinstance(monitor, MonitorValues) and not isinstance(reader, MonitorValues)
+    assert (
+        isinstance(reader, MonitorReader) and isinstance(check, MonitorReader) and not isinstance(half, MonitorReader)
+    )
+    _fit(tmp_path, [reader, half, check, monitor, elsewhere], max_epochs=2)
+    assert reader.steps == [p.step for p in monitor.points] == [0, 4, 8]
+    assert check.monitor_read is monitor and len(check.history) == 2  # the untrained point is not checked
+    assert elsewhere.steps == []

@@ -9,10 +9,13 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lightning_xai import AttributionMonitor, _render, _tags
-from lightning_xai._history import History, Point
-from lightning_xai._probe import Probe
-from lightning_xai._visuals import Visuals
+from lightning_xai import AttributionMonitor
+from lightning_xai._compute import heat as _heat
+from lightning_xai._compute.history import History, Point
+from lightning_xai._config import tags as _tags
+from lightning_xai._config.probe import Probe
+from lightning_xai._draw import render as _render
+from lightning_xai._draw.visuals import Visuals
 from lightning_xai.demos.shapes import ShapesDataModule, ShapesNet
 
 CARD_WIDTH = _render.CARD_WIDTH
@@ -37,7 +40,7 @@ def _visuals(size=8, samples=3, labels=True, class_names=("cat", "dog", "owl")):
 
 def _history(visuals, steps, signed=True):
     history, count = History(), len(visuals.probe)
-    side = min(visuals.probe.inputs.shape[-1], _render.THUMBNAIL)
+    side = min(visuals.probe.inputs.shape[-1], _heat.THUMBNAIL)
     for k, step in enumerate(steps):
         history.points.append(Point(step, k))
         history.targets[step] = torch.arange(count) % 3
@@ -72,7 +75,7 @@ def test_small_inputs_are_enlarged_by_nearest_neighbour():
 @pytest.mark.parametrize("size", [8, 32, 100, 300])
 def test_grids_keep_tiles_whole_and_two_a_row_for_tiny_and_large_inputs(size):
     visuals = _visuals(size=size, samples=5)
-    heat = _render.heat(torch.randn(5, 3, size, size))
+    heat = _heat.heat(torch.randn(5, 3, size, size))
     image = visuals.grid("saliency", heat, Point(3, 1), torch.arange(5) % 3, torch.zeros(5, dtype=torch.long))
     tile = _tile(size)
     assert tile >= _render.TILE_SIDE
@@ -112,10 +115,10 @@ def test_signed_maps_keep_their_sign_on_one_scale_unsigned_maps_use_a_sequential
     attributions = torch.zeros(2, 3, 10, 10)
     attributions[0, :, :5] = 1.0
     attributions[1, :, 5:] = -2.0
-    signed = _render.heat(attributions)
+    signed = _heat.heat(attributions)
     assert signed.signed and signed.scale == pytest.approx(6.0)  # channels summed with their sign; one scale
     assert signed.maps[0, 0, 0] == pytest.approx(0.5) and signed.maps[1, 9, 9] == pytest.approx(-1.0)
-    unsigned = _render.heat(attributions.abs(), size=(20, 20))
+    unsigned = _heat.heat(attributions.abs(), size=(20, 20))
     assert not unsigned.signed and unsigned.maps.shape == (2, 20, 20) and unsigned.maps.min() >= 0
     assert _render.Legend(True, "6", "").ends == ("-6", "+6") and _render.Legend(False, "6", "").ends == ("0", "6")
     low, zero, high = _render.colorize(torch.tensor([[[-1.0, 0.0, 1.0]]]), signed=True)[0, :, 0].T  # RGB each
@@ -137,16 +140,16 @@ def test_the_legend_bar_matches_the_sign():
 def test_sparse_and_empty_maps_get_a_finite_scale():
     sparse = torch.zeros(1, 1, 20, 20)
     sparse[0, 0, 3, 4] = 5.0  # one pixel in 400: the 99th percentile is zero
-    heat = _render.heat(sparse)
+    heat = _heat.heat(sparse)
     assert heat.scale == 5.0 and heat.maps.max() == 1.0
-    empty = _render.heat(torch.zeros(2, 1, 8, 8))
+    empty = _heat.heat(torch.zeros(2, 1, 8, 8))
     assert empty.scale == 1.0 and not empty.signed and torch.isfinite(empty.maps).all()
 
 
 def test_thumbnails_stay_small():
-    heat = _render.heat(torch.randn(3, 3, 224, 224))
-    thumbnail = _render.thumbnail(heat)
-    assert thumbnail.dtype == torch.float16 and max(thumbnail.shape[-2:]) <= _render.THUMBNAIL
+    heat = _heat.heat(torch.randn(3, 3, 224, 224))
+    thumbnail = _heat.thumbnail(heat)
+    assert thumbnail.dtype == torch.float16 and max(thumbnail.shape[-2:]) <= _heat.THUMBNAIL
 
 
 def test_filmstrips_show_at_most_max_frames_evenly_spaced_with_the_first_and_the_latest():
@@ -238,7 +241,7 @@ def test_png_encoding_round_trips(dtype, kind):
     import numpy as np
     from PIL import Image
 
-    from lightning_xai._writers import _encode_png
+    from lightning_xai._write.picture import _encode_png
 
     image = torch.randint(0, 256, (3, 37, 53), dtype=torch.uint8)
     if kind == "enlarged":  # repeated rows and pixels: the filters' zero runs
@@ -265,5 +268,5 @@ def test_a_coarse_layer_map_is_drawn_where_its_units_look(factor):
     mask = torch.zeros(1, 32, 32)
     mask[0, 5:13, 18:26] = 1.0  # an object on the unit grid of every factor
     units = torch.nn.functional.avg_pool2d(mask[:, None], factor)  # what a stride-f layer's units see of it
-    drawn = _render.heat(units, size=(32, 32)).maps
+    drawn = _heat.heat(units, size=(32, 32)).maps
     torch.testing.assert_close(_centroid(drawn), _centroid(mask), atol=0.3, rtol=0)

@@ -20,8 +20,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from attribution.metrics import mass_in_mask, pointing_game
-from lightning_xai import AttributionMonitor, _render
-from lightning_xai._self_check import ALL_ZERO, CONSTANT, NOT_FINITE, Flag, map_problems, summarise
+from lightning_xai import AttributionMonitor
+from lightning_xai._compute import heat as _heat
+from lightning_xai._compute.self_check import ALL_ZERO, CONSTANT, NOT_FINITE, Flag, map_problems, summarise
+from lightning_xai._draw import render as _render
 
 
 def test_each_examples_map_is_checked_for_being_finite_non_zero_and_varied():
@@ -72,7 +74,7 @@ def test_a_half_empty_mask_set_gives_the_mean_over_the_non_empty_ones():
 
 def test_a_failed_map_is_drawn_as_a_hatched_grey_tile_with_its_label():
     images = torch.rand(2, 3, 8, 8)
-    heat = _render.heat(torch.stack([torch.rand(1, 8, 8), torch.zeros(1, 8, 8)]), blank=torch.tensor([False, True]))
+    heat = _heat.heat(torch.stack([torch.rand(1, 8, 8), torch.zeros(1, 8, 8)]), blank=torch.tensor([False, True]))
     assert torch.isfinite(heat.maps[0]).all() and torch.isnan(heat.maps[1]).all()
     assert heat.scale > 0  # set by the map that is shown
     tiles = _render.overlay(images, heat.maps, heat.signed)

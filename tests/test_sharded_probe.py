@@ -16,7 +16,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_xai import AttributionMonitor
-from lightning_xai._shards import Shards, chunk_size
+from lightning_xai._compute.shards import Shards, chunk_size
 from lightning_xai.demos.shapes import ShapesDataModule, ShapesNet
 
 SCRIPT = Path(__file__).with_name("ddp_monitor_script.py")
@@ -135,7 +135,7 @@ def test_ddp_processes_share_the_probe_log_once_resume_and_match_one_process(tmp
 
 
 def test_a_long_explanation_shows_a_bar_of_the_trainers_progress_bar(tmp_path, monkeypatch, capsys):
-    from lightning_xai import _progress
+    from lightning_xai._compute import progress as _progress
 
     monkeypatch.setattr(_progress, "SHOW_AFTER", 0.0)  # every explanation counts as long
     monkeypatch.setattr(_progress, "_is_terminal", lambda stream: True)  # captured output stands for a terminal
@@ -149,7 +149,7 @@ def test_a_long_explanation_shows_a_bar_of_the_trainers_progress_bar(tmp_path, m
 
 def test_the_bar_is_a_task_of_lightnings_rich_progress_bar_while_it_runs(tmp_path, monkeypatch):
     pytest.importorskip("rich")
-    from lightning_xai import _progress
+    from lightning_xai._compute import progress as _progress
 
     monkeypatch.setattr(_progress, "SHOW_AFTER", 0.0)
     seen = []
@@ -170,7 +170,7 @@ def test_the_bar_is_a_task_of_lightnings_rich_progress_bar_while_it_runs(tmp_pat
 
 
 def test_a_large_probe_is_chunked_to_the_memory_budget(tmp_path, monkeypatch):
-    from lightning_xai import _shards
+    from lightning_xai._compute import shards as _shards
 
     monkeypatch.setattr(_shards, "memory_budget", lambda device: 1)  # nothing fits: one example a chunk
     monitor, maps = _fit(tmp_path, methods=["saliency"], metrics=())

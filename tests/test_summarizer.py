@@ -19,7 +19,7 @@ from attribution import (
     SummarizerSingleTensor,
     Var,
 )
-from attribution.stat import GeneralAccumFn, Stat
+from attribution.helpers.stat import GeneralAccumFn, Stat
 
 DATA = torch.randn(23, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 3 + 1
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from attribution import ShapleyValues, registry
+from attribution import KernelShap, Lime, ShapleyValues, registry
 from attribution.functional.surrogate import kernel_shap_coalitions, lasso, least_squares, lime_coalitions, ridge
-from attribution.surrogate import KernelShap, Lasso, Lime, LinearRegression, Ridge, get_exp_kernel_similarity_function
+from attribution.methods.surrogate import Lasso, LinearRegression, Ridge, get_exp_kernel_similarity_function
 from tests.models import TwoInput, seeded
 
 W = torch.tensor([1.5, -2.0, 0.5, 3.0, -1.0, 0.25])

@@ -1,4 +1,4 @@
-"""Tests for lightning_xai._timeline: size for TensorBoard's card, steps and epochs over the columns, point
+"""Tests for lightning_xai._draw.timeline: size for TensorBoard's card, steps and epochs over the columns, point
 subsampling, missing metric values, pyplot untouched, argument checks."""
 
 import matplotlib
@@ -9,9 +9,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from lightning_xai import _curves, _render  # noqa: E402
-from lightning_xai._history import Point  # noqa: E402
-from lightning_xai._timeline import COLUMNS, column_heads, timeline_image  # noqa: E402
+from lightning_xai._compute import heat as _heat  # noqa: E402
+from lightning_xai._compute.history import Point  # noqa: E402
+from lightning_xai._draw import curves as _curves  # noqa: E402
+from lightning_xai._draw import render as _render  # noqa: E402
+from lightning_xai._draw.timeline import COLUMNS, column_heads, timeline_image  # noqa: E402
 
 CARD_WIDTH = 350
 """TensorBoard's default image card, CSS pixels (measured in Chromium with scripts/screenshots)."""
@@ -33,11 +35,11 @@ def test_image_fits_the_card_and_grows_with_samples_and_curves():
     image = timeline_image("saliency", images, thumbnails, points, curves)
     assert image.dim() == 3 and image.shape[0] == 3 and image.dtype == torch.uint8
     assert image.min() < 64 and image.max() == 255  # bytes: dark ink on white
-    assert 4 * _render.THUMBNAIL < image.shape[2] <= CARD_WIDTH  # input + 4 points of 64 pixels, shown unshrunk
+    assert 4 * _heat.THUMBNAIL < image.shape[2] <= CARD_WIDTH  # input + 4 points of 64 pixels, shown unshrunk
     bare = timeline_image("saliency", images, thumbnails, points, {})
     more = timeline_image("saliency", torch.rand(5, 3, 32, 32), torch.rand(4, 5, 16, 16).half(), points, {})
     assert bare.shape[2] == image.shape[2] and bare.shape[1] < image.shape[1] < 10 * image.shape[2]
-    assert more.shape[1] - bare.shape[1] == 2 * (_render.THUMBNAIL + _render.LINE + _render.PAD)  # a row a sample
+    assert more.shape[1] - bare.shape[1] == 2 * (_heat.THUMBNAIL + _render.LINE + _render.PAD)  # a row a sample
 
 
 def test_columns_show_steps_and_epochs_and_many_points_are_subsampled_keeping_first_and_last():

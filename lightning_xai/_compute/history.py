@@ -9,16 +9,19 @@ step.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import torch
 from torch import Tensor
 
-from lightning_xai import _render
-from lightning_xai._writers import MAP_DTYPE
+from lightning_xai._compute.explanation import Explanation
+from lightning_xai._compute.heat import thumbnail
+from lightning_xai._compute.self_check import Flag
 
-if TYPE_CHECKING:
-    from lightning_xai._explain import Explanation
-    from lightning_xai._self_check import Flag
+MAP_DTYPE = torch.bfloat16
+"""Saved maps (the maps files beside the logs, golden references, maps kept for one) keep float32's range at
+half its size: float16 turns attributions below 6e-8 (common on untrained or deep models) into zeros;
+bfloat16 keeps three significant digits of any magnitude."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ class History:
         for result in results:
             if result.heat is not None:
                 maps = result.heat.maps if shown is None else result.heat.maps[shown]
-                self.thumbnails.setdefault(result.method, {})[point.step] = _render.thumbnail(maps)
+                self.thumbnails.setdefault(result.method, {})[point.step] = thumbnail(maps)
             failed = {i: problem for i, problem in enumerate(result.problems) if problem is not None}
             if failed:
                 self.problems.setdefault(result.method, {})[point.step] = failed

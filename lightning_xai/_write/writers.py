@@ -1,5 +1,5 @@
 """Where the monitor's output goes: images to every logger that shows them (see
-:mod:`lightning_xai._image_sinks`), scalars to every logger, maps and a manifest beside the logs.
+:mod:`lightning_xai._write.image_sinks`), scalars to every logger, maps and a manifest beside the logs.
 
 Only the global-zero process writes; the others compute the same results
 (identical weights, probe and seeds) and stay silent.
@@ -9,27 +9,21 @@ from __future__ import annotations
 
 import json
 import shutil
-import struct
-import zlib
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
-import numpy as np
 import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-from lightning_xai import _tags
-from lightning_xai._image_sinks import image_sinks
-
-MAP_DTYPE = torch.bfloat16
-"""Saved maps keep float32's range at half its size: float16 turns attributions below 6e-8 (common on
-untrained or deep models) into zeros; bfloat16 keeps three significant digits of any magnitude."""
+from lightning_xai._compute.history import MAP_DTYPE
+from lightning_xai._config import tags
+from lightning_xai._write.image_sinks import image_sinks
+from lightning_xai._write.picture import Picture
 
 
 def default_artifact_dir(trainer: Trainer) -> Path:
@@ -68,70 +62,6 @@ def tensorboard_writer(trainer: Trainer) -> Any:
     return None
 
 
-def _encode_png(image: Tensor) -> bytes:
-    """PNG bytes of a ``(3, H, W)`` image, uint8 (as the renderer makes them) or floats in [0, 1].
-
-    Written directly: rows unfiltered, deflated at level 1.  Encoding is most of the monitor's logging
-    time; on the monitor's images (flat colour, pixel blocks repeated by nearest-neighbour enlargement)
-    this takes a third to half of Pillow's time at level 1 for files a tenth larger.  PNG's row filters
-    (sub/up) and deflate's run-length mode were measured too: at most 5% smaller or faster, or (run-length)
-    half as large again.
-    """
-    return _png_of_pixels(_pixels(image))
-
-
-def _pixels(image: Tensor) -> np.ndarray:
-    """``(H, W, 3)`` uint8 pixels of a ``(3, H, W)`` image, uint8 or floats in [0, 1]."""
-    if image.dtype != torch.uint8:
-        image = (image.detach().clamp(0, 1) * 255).round().to(torch.uint8)
-    return image.cpu().permute(1, 2, 0).numpy()
-
-
-def _png_of_pixels(pixels: np.ndarray) -> bytes:
-    height, width, _ = pixels.shape
-    rows = np.zeros((height, 1 + 3 * width), dtype=np.uint8)  # each row: filter type 0 (none), then RGB
-    rows[:, 1:] = pixels.reshape(height, -1)
-    data = zlib.compress(rows.tobytes(), 1)
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
-    return b"".join(
-        (
-            PNG_SIGNATURE,
-            _chunk(b"IHDR", header),
-            _chunk(b"IDAT", data),
-            _chunk(b"IEND", b""),
-        )
-    )
-
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-class Picture:
-    """One image in the forms the sinks take, each made once and only when a sink asks for it."""
-
-    def __init__(self, image: Tensor) -> None:
-        self.image = image
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """Height and width."""
-        return self.image.shape[1], self.image.shape[2]
-
-    @cached_property
-    def pixels(self) -> np.ndarray:
-        """``(H, W, 3)`` uint8, as W&B and MLflow take images."""
-        return _pixels(self.image)
-
-    @cached_property
-    def png(self) -> bytes:
-        """PNG bytes (see :func:`_encode_png`)."""
-        return _png_of_pixels(self.pixels)
-
-
 class ExplanationWriter:
     """Images to every logger that shows them (PNG files when none does), scalars to every logger, maps and
     a manifest to ``directory``.
@@ -145,7 +75,6 @@ class ExplanationWriter:
         self.tensorboard = tensorboard_writer(trainer) if self.enabled else None
         self.sinks = image_sinks(trainer, directory) if self.enabled else []
         self.directory = directory
-        self.probe_shown = False  # the probe's own image is logged once per fit
         self._layout_written = False
 
     def image(
@@ -196,7 +125,7 @@ class ExplanationWriter:
         if self._layout_written or not (validation or no_validation or final):
             return
         if self.enabled and self.tensorboard is not None:
-            self.tensorboard.add_custom_scalars(_tags.custom_scalars_layout(logged, validation))
+            self.tensorboard.add_custom_scalars(tags.custom_scalars_layout(logged, validation))
         self._layout_written = True
 
     def artifacts(

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
+from typing import get_args
+
+from lightning_xai._config.choices import QualityMetric
 
 PREFIX = "xai"
-QUALITY_METRICS = ("infidelity", "sensitivity")
+QUALITY_METRICS: tuple[str, ...] = get_args(QualityMetric)
 """The metrics a user can ask the monitor for (``metrics=``); each costs extra passes of the method."""
 CHARTS: dict[str, dict[str, str]] = {
     "quality": {

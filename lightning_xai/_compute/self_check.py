@@ -13,16 +13,14 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from attribution import registry
-from lightning_xai._gradcam_layer import Candidate, Reach, gradient_reach
-
-if TYPE_CHECKING:
-    from lightning_xai._explain import Explanation
+from lightning_xai._compute.explanation import Explanation, MetricValues
+from lightning_xai._compute.gradcam_layer import Candidate, Reach, gradient_reach
 
 NOT_FINITE, ALL_ZERO, CONSTANT = "not finite", "all zero", "constant"
 """What can be wrong with a map, in the words the images and warnings use."""
@@ -46,17 +44,6 @@ def map_problems(maps: Tensor) -> list[str | None]:
     code = torch.where(~finite, 1, torch.where(zero, 2, torch.where(constant, 3, 0)))
     names = (None, NOT_FINITE, ALL_ZERO, CONSTANT)
     return [names[c] for c in code.tolist()]
-
-
-@dataclass
-class MetricValues:
-    """A method's metrics at one point: the means that are logged, how many examples each averages over,
-    and why a metric is not logged."""
-
-    means: dict[str, float] = field(default_factory=dict)
-    examples: dict[str, int] = field(default_factory=dict)
-    undefined: dict[str, str] = field(default_factory=dict)
-    partly: dict[str, list[int]] = field(default_factory=dict)  # examples left out for a non-finite value
 
 
 def summarise(per_example: dict[str, Tensor], usable: Tensor, has_mask: Tensor | None = None) -> MetricValues:

@@ -52,6 +52,20 @@ class Probe:
         tensors = {k: t[index] for k, t in self.forward_tensors.items()}
         return Probe(self.inputs[index], pick(self.labels), pick(self.masks), tensors, self.input_key)
 
+    def same_as(self, other: Probe) -> bool:
+        """Whether ``other`` holds the same examples: equal inputs, labels, masks and forward tensors (on any
+        device)."""
+        return (
+            all(_equal(getattr(self, key), getattr(other, key)) for key in ("inputs", "labels", "masks"))
+            and self.forward_tensors.keys() == other.forward_tensors.keys()
+            and all(_equal(t, other.forward_tensors[key]) for key, t in self.forward_tensors.items())
+        )
+
+    def describe(self) -> str:
+        """The probe in a few words, for messages: ``8 examples of shape (3, 16, 16), float32``."""
+        dtype = str(self.inputs.dtype).removeprefix("torch.")
+        return f"{len(self)} examples of shape {tuple(self.inputs.shape[1:])}, {dtype}"
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "inputs": self.inputs,
@@ -70,6 +84,12 @@ class Probe:
             dict(state.get("forward_tensors") or {}),
             state.get("input_key"),
         )
+
+
+def _equal(a: Tensor | None, b: Tensor | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a.cpu(), b.cpu())
 
 
 def _is_labels(value: Any, n: int) -> bool:

@@ -1,7 +1,7 @@
 """GradCAM's layer: where the layer methods and GradCAM look, how that layer's output becomes a
 ``(N, C, h, w)`` map, and proof on the probe that gradient reaches the map's positions.
 
-Decided once, at the start of fit, from the probe forward (:class:`lightning_xai._model.ModelView`).
+Decided once, at the start of fit, from the probe forward (:class:`lightning_xai._compute.model.ModelView`).
 The default is the last convolution, or a transformer's last block; for a class-token transformer the
 last block's first normalisation (after the last block the classifier reads only the class token, so
 the patch tokens there get no gradient and GradCAM would be exactly zero, as pytorch-grad-cam's docs
@@ -21,7 +21,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torch import Tensor, nn
 
 from attribution.utils import channels_last_reshape, token_grid_reshape
-from lightning_xai._model import LayerOutput, ModelView
+from lightning_xai._compute.model import LayerOutput, ModelView
 
 NORMALIZATION = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 ASPECT_TOLERANCE = 0.5

@@ -8,6 +8,9 @@ from typing import Any
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.rank_zero import WarningCache
+
+from lightning_xai._config.choices import OnError
 
 
 class AttributionMonitorError(RuntimeError):
@@ -17,13 +20,13 @@ class AttributionMonitorError(RuntimeError):
 class ErrorPolicy:
     """``on_error`` applied: failures raise or warn (each kind of warning once per fit)."""
 
-    def __init__(self, on_error: str) -> None:
+    def __init__(self, on_error: OnError) -> None:
         self.on_error = on_error
-        self._warned: set[str] = set()
+        self._warnings = WarningCache()
 
     def reset(self) -> None:
         """Warn again in the next fit."""
-        self._warned.clear()
+        self._warnings.clear()
 
     def guarded(self, what: str, shape: tuple[int, ...] | None, action: Callable[..., Any], *args: Any) -> None:
         """Run ``action``; a failure warns (or raises, naming ``what`` and the probe's ``shape``)."""
@@ -52,7 +55,12 @@ class ErrorPolicy:
             f"(later failures of {name} are not reported; pass on_error='raise' to stop training instead)",
         )
 
-    def warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            rank_zero_warn(f"AttributionMonitor: {message}")
+    def warn_once(self, kind: str, message: str) -> None:
+        """Warn (on global rank zero) the first time this ``kind`` of trouble happens in a fit.
+
+        Lightning's ``WarningCache`` says each text once; the texts of one kind differ in where it happened
+        (a point's label, an error's details), so the cache remembers the kind.
+        """
+        if kind not in self._warnings:
+            self._warnings.add(kind)
+            self._warnings.warn(f"AttributionMonitor: {message}")

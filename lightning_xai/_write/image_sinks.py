@@ -11,14 +11,13 @@ from __future__ import annotations
 import inspect
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
 from tensorboard.compat.proto.summary_pb2 import Summary
 
-if TYPE_CHECKING:
-    from lightning_xai._writers import Picture
+from lightning_xai._write.picture import Picture
 
 MLFLOW_CAPTIONS = "xai_captions"
 """The MLflow artifact folder that holds, per step, ``step_NNNNNNN.json``: image key -> caption."""

@@ -8,6 +8,7 @@ explains the very same inputs and compares point by point (by global step).
 
 from __future__ import annotations
 
+import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,9 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torch import Tensor
 
 from attribution.metrics import similarity
-from lightning_xai._writers import MAP_DTYPE
+from lightning_xai._compute.history import MAP_DTYPE
+from lightning_xai._config.arguments import is_int
+from lightning_xai._config.probe import Probe
 
 GOLDEN_VERSION = 2  # 2: maps by global step (1: by epoch)
 
@@ -67,6 +70,29 @@ def load_golden(path: str | Path) -> Golden:
             f"reference: {str(path)!r} is not a golden reference saved by AttributionMonitor(save_reference=...)"
         )
     return Golden(content["probe"], content["maps"], content.get("target"))
+
+
+def reference(value: Any, given_probe: Probe | None) -> tuple[int | Golden | None, Probe | None]:
+    """The monitor's ``reference`` argument checked: None, a global step or a golden file, whose probe is
+    used unless one is given (then the shapes must agree).
+
+    Returns:
+        The reference (a golden file loaded), and the probe.
+    """
+    if value is None or (is_int(value) and value >= 0):
+        return value, given_probe
+    if not isinstance(value, (str, os.PathLike)):
+        raise MisconfigurationException(
+            f"reference: expected None, a global step >= 0 or the path of a golden reference, got {value!r}"
+        )
+    golden = load_golden(value)
+    saved = Probe.from_state_dict(golden.probe)
+    if given_probe is not None and given_probe.inputs.shape != saved.inputs.shape:
+        raise MisconfigurationException(
+            f"reference: the golden reference explains a probe of shape {tuple(saved.inputs.shape)}, "
+            f"but probe has shape {tuple(given_probe.inputs.shape)}"
+        )
+    return golden, given_probe if given_probe is not None else saved
 
 
 @dataclass

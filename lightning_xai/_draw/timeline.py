@@ -1,9 +1,9 @@
 """The end-of-fit timeline: each probe sample's heat map at a few logged points, above the metric curves.
 
-It is laid out for TensorBoard's default image card (``_render.CARD_WIDTH``, where it shows at about its
+It is laid out for TensorBoard's default image card (``render.CARD_WIDTH``, where it shows at about its
 own size): one row per sample (the input, then up to ``COLUMNS`` points, evenly spaced, the first and the
 latest included), then one small plot per metric against the global step.  The mosaic is drawn with
-:mod:`lightning_xai._render`, the curves with :mod:`lightning_xai._curves`.
+:mod:`lightning_xai._draw.render`, the curves with :mod:`lightning_xai._draw.curves`.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from lightning_xai import _curves, _render
-from lightning_xai._history import Point
+from lightning_xai._compute.heat import THUMBNAIL, is_signed
+from lightning_xai._compute.history import Point
+from lightning_xai._draw import render
+from lightning_xai._draw.curves import curves_image
 
 COLUMNS = 4
-"""Logged points shown per sample (the filmstrips show up to ``_render.MAX_FRAMES``)."""
-CELL = _render.THUMBNAIL
+"""Logged points shown per sample (the filmstrips show up to ``render.MAX_FRAMES``)."""
+CELL = THUMBNAIL
 """Side of a cell, pixels: the thumbnails' own size."""
 
 
@@ -28,7 +30,7 @@ def timeline_image(
     thumbnails: Tensor,
     points: Sequence[Point],
     curves: Mapping[str, Sequence[float | None]],
-    row_labels: Sequence[_render.Caption] | None = None,
+    row_labels: Sequence[render.Caption] | None = None,
     max_columns: int = COLUMNS,
     problems: Sequence[Sequence[str | None]] | None = None,
 ) -> Tensor:
@@ -36,7 +38,7 @@ def timeline_image(
 
     Args:
         method: attribution method name, the title.
-        images: ``(N, 3, H, W)`` display images in [0, 1] (what ``_render.displayable`` returns).
+        images: ``(N, 3, H, W)`` display images in [0, 1] (what ``render.displayable`` returns).
         thumbnails: ``(P, N, h, w)`` heat maps (in [-1, 1], or [0, 1] when unsigned), one slice per point.
         points: the ``P`` logged points (global step and epoch).
         curves: metric name to one value per point (``None`` where missing); all-``None`` curves are skipped.
@@ -53,22 +55,22 @@ def timeline_image(
         >>> image = timeline_image("saliency", images, thumbs, points, curves)  # doctest: +SKIP
     """
     _check(images, thumbnails, points, curves, max_columns, row_labels)
-    columns = _render.pick(len(points), max_columns)
+    columns = render.pick(len(points), max_columns)
     count = images.shape[0]
     maps = thumbnails[columns].float()  # (C, N, h, w)
-    signed = _render.is_signed(maps)
-    small = _render.resize(images.float().cpu(), _cell_size(images.shape[-2:]))
-    cells = _render.overlay(small.repeat(len(columns), 1, 1, 1), maps.flatten(0, 1), signed)
+    signed = is_signed(maps)
+    small = render.resize(images.float().cpu(), _cell_size(images.shape[-2:]))
+    cells = render.overlay(small.repeat(len(columns), 1, 1, 1), maps.flatten(0, 1), signed)
     cells = cells.view(len(columns), count, *cells.shape[1:]).transpose(0, 1)  # (N, C, 3, h, w)
     tiles = torch.cat([small[:, None], cells], dim=1).flatten(0, 1)
     marks = []
     for i in range(count):
         row = problems[i] if problems is not None else [None] * len(points)
-        marks += [None] + [None if row[c] is None else (row[c], _render.WRONG) for c in columns]
-    mosaic = _render.sheet(
+        marks += [None] + [None if row[c] is None else (row[c], render.WRONG) for c in columns]
+    mosaic = render.sheet(
         tiles,
-        title=[method, ("each column (step) on its own scale", _render.MUTED)],
-        legend=_render.Legend(signed, "max", _meaning(signed)),
+        title=[method, ("each column (step) on its own scale", render.MUTED)],
+        legend=render.Legend(signed, "max", _meaning(signed)),
         per_row=len(columns) + 1,
         column_heads=column_heads([points[c] for c in columns]),
         row_heads=list(row_labels) if row_labels is not None else [f"#{i}" for i in range(count)],
@@ -78,14 +80,14 @@ def timeline_image(
     shown = {name: values for name, values in curves.items() if any(v is not None for v in values)}
     if not shown:
         return mosaic
-    plots = _curves.curves_image([p.step for p in points], shown, mosaic.shape[-1])
+    plots = curves_image([p.step for p in points], shown, mosaic.shape[-1])
     return torch.cat([mosaic, plots], dim=1)
 
 
-def column_heads(shown: Sequence[Point]) -> tuple[list[_render.Caption], list[_render.Caption]]:
+def column_heads(shown: Sequence[Point]) -> tuple[list[render.Caption], list[render.Caption]]:
     """The two lines over the columns: ``input``, then the global step of each point shown; then its epoch."""
-    steps = [("input", _render.MUTED)] + [f"step {point.step}" for point in shown]
-    return steps, [""] + [(f"epoch {point.epoch}", _render.MUTED) for point in shown]
+    steps = [("input", render.MUTED)] + [f"step {point.step}" for point in shown]
+    return steps, [""] + [(f"epoch {point.epoch}", render.MUTED) for point in shown]
 
 
 def _meaning(signed: bool) -> str:
@@ -104,7 +106,7 @@ def _check(
     points: Sequence[Point],
     curves: Mapping[str, Sequence],
     max_columns: int,
-    row_labels: Sequence[_render.Caption] | None,
+    row_labels: Sequence[render.Caption] | None,
 ) -> None:
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images: expected (N, 3, H, W) display images, got shape {tuple(images.shape)}")

@@ -1,5 +1,5 @@
-"""The monitor's constructor arguments, checked when it is built: a mistake fails at once, naming the
-argument, not at the first logged epoch (or at every one)."""
+"""The callbacks' arguments, checked when they are built (the trainer's strategy and the model at the start
+of fit): a mistake fails at once, naming the argument, not at the first logged epoch (or at every one)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ import inspect
 import numbers
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, get_args
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, Strategy
 
 from attribution import registry
-from attribution.metrics import SIMILARITY_MEASURES
 from attribution.utils import check_choice, check_int
-from lightning_xai import _tags
-from lightning_xai._drift import Golden, load_golden
-from lightning_xai._probe import Probe
-from lightning_xai._schedule import Schedule
+from lightning_xai._config import tags
+from lightning_xai._config.choices import OnError, PredictionTarget, Similarity
+from lightning_xai._config.probe import Probe
+from lightning_xai._config.schedule import Schedule
 
 
 def misconfigured(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -28,7 +28,13 @@ def misconfigured(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         raise MisconfigurationException(str(error)) from error
 
 
-def _is_int(value: Any) -> bool:
+def check_literal(value: Any, name: str, choices: Any) -> None:
+    """Refuse ``value`` unless it is one of the values of the ``Literal`` type ``choices`` (listed if not)."""
+    misconfigured(check_choice, value, name, get_args(choices))
+
+
+def is_int(value: Any) -> bool:
+    """A whole number that is not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
@@ -47,15 +53,17 @@ def check_scalars(
 ) -> None:
     """Validate the monitor's single-valued arguments."""
     misconfigured(check_int, num_probe_samples, "num_probe_samples")
-    misconfigured(check_choice, on_error, "on_error", ("warn", "raise"))
-    misconfigured(check_choice, similarity, "similarity", SIMILARITY_MEASURES)
-    if not (target in ("pred", "label") or (_is_int(target) and target >= 0)):
-        raise MisconfigurationException(f"target: expected 'pred', 'label' or a class index >= 0, got {target!r}")
+    check_literal(on_error, "on_error", OnError)
+    check_literal(similarity, "similarity", Similarity)
+    named = get_args(PredictionTarget)
+    if not (target in named or (is_int(target) and target >= 0)):
+        expected = ", ".join(repr(name) for name in named)
+        raise MisconfigurationException(f"target: expected {expected} or a class index >= 0, got {target!r}")
     if layer is not None and not (isinstance(layer, str) and layer):
         raise MisconfigurationException(f"layer: expected a dotted module name such as 'layer4', got {layer!r}")
     if not isinstance(gradcam, bool):
         raise MisconfigurationException(f"gradcam: expected True or False, got {gradcam!r}")
-    if not _is_int(seed):
+    if not is_int(seed):
         raise MisconfigurationException(f"seed: expected an int, got {seed!r}")
     if artifact_dir is not None and not isinstance(artifact_dir, (str, os.PathLike)):
         raise MisconfigurationException(f"artifact_dir: expected a path or None, got {type(artifact_dir).__name__}")
@@ -74,7 +82,7 @@ def metric_names(metrics: Any) -> tuple[str, ...]:
     if not isinstance(names, Sequence):
         raise MisconfigurationException(f"metrics: expected a list of names, got {type(metrics).__name__}")
     for name in names:
-        misconfigured(check_choice, name, "metrics", _tags.QUALITY_METRICS)
+        misconfigured(check_choice, name, "metrics", tags.QUALITY_METRICS)
     return tuple(names)
 
 
@@ -176,6 +184,25 @@ def _checked_options(method: registry.MethodRecord, options: dict[str, Any]) -> 
     return options
 
 
+def _sharded_strategies() -> tuple[type[Strategy], ...]:
+    """The Trainer's strategies that shard the parameters across processes (ModelParallelStrategy: lightning
+    >= 2.3)."""
+    try:
+        from lightning.pytorch.strategies import ModelParallelStrategy
+    except ImportError:
+        return FSDPStrategy, DeepSpeedStrategy
+    return FSDPStrategy, DeepSpeedStrategy, ModelParallelStrategy
+
+
+def check_strategy(strategy: Strategy) -> None:
+    """Refuse a strategy that shards the model's parameters: no process could run the model alone."""
+    if isinstance(strategy, _sharded_strategies()):
+        raise MisconfigurationException(
+            f"AttributionMonitor: {type(strategy).__name__} shards the model's parameters across processes, so no "
+            f"process can run the model alone; use a strategy that keeps full replicas (e.g. 'ddp')"
+        )
+
+
 def check_materialised(module: Any) -> None:
     """Refuse a model whose parameters hold no data (the meta device): nothing could be explained."""
     name = next((name for name, p in module.named_parameters() if p.is_meta), None)
@@ -210,26 +237,3 @@ def check_probe(
                 f"{name}: expected one value per channel of the probe's images, or one for all; got "
                 f"{len(values)} for inputs of shape {shape}" + ("" if channels else " (no images)")
             )
-
-
-def reference(value: Any, given_probe: Probe | None) -> tuple[int | Golden | None, Probe | None]:
-    """``reference`` checked: None, a global step or a golden file, whose probe is used unless one is given
-    (then the shapes must agree).
-
-    Returns:
-        The reference (a golden file loaded), and the probe.
-    """
-    if value is None or (_is_int(value) and value >= 0):
-        return value, given_probe
-    if not isinstance(value, (str, os.PathLike)):
-        raise MisconfigurationException(
-            f"reference: expected None, a global step >= 0 or the path of a golden reference, got {value!r}"
-        )
-    golden = load_golden(value)
-    saved = Probe.from_state_dict(golden.probe)
-    if given_probe is not None and given_probe.inputs.shape != saved.inputs.shape:
-        raise MisconfigurationException(
-            f"reference: the golden reference explains a probe of shape {tuple(saved.inputs.shape)}, "
-            f"but probe has shape {tuple(given_probe.inputs.shape)}"
-        )
-    return golden, given_probe if given_probe is not None else saved

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from attribution import registry
-from lightning_xai import _tags
-from lightning_xai._history import History
-from lightning_xai._probe import Probe
+from lightning_xai._compute.history import History
+from lightning_xai._config import tags
+from lightning_xai._config.probe import Probe
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class MetricPlan:
 
     def logged(self) -> set[str]:
         """Every metric name the run logs (what the custom-scalars layout charts)."""
-        metrics = set(_tags.EPOCH_METRICS)
+        metrics = set(tags.EPOCH_METRICS)
         for name in self.methods:
             metrics |= self.for_method(name)
         return metrics

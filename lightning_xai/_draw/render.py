@@ -1,4 +1,5 @@
-"""Turning attribution maps into images: heat maps, overlays, and labelled sheets of tiles with a colour scale.
+"""Turning heat maps (:mod:`lightning_xai._compute.heat`) into images: coloured overlays, and labelled sheets of
+tiles with a colour scale.
 
 Maps and overlays are computed in torch at the inputs' own resolution; a sheet is then laid out as uint8
 pixels (small inputs enlarged by repeating pixels), its text pasted in from patches that PIL renders once
@@ -13,7 +14,6 @@ short side; the card then shows each tile at about 165 pixels and the text unshr
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -33,9 +33,6 @@ UNSIGNED_CMAP = "inferno"
 OVERLAY_ALPHA = 0.7
 LUMA = torch.tensor([0.299, 0.587, 0.114])
 """Weights of the grey the maps are drawn over (ITU-R BT.601 luma)."""
-OUTLIER_QUANTILE = 0.99
-THUMBNAIL = 64
-"""Side of the maps kept per point for filmstrips and timelines (history must stay small)."""
 TILE_SIDE = 128
 """Every tile is at least this many pixels on its short side (small inputs: nearest neighbour, integer factor)."""
 TILE_MAX_SIDE = 160
@@ -66,21 +63,6 @@ Caption = str | tuple[str, tuple[int, int, int]]
 
 
 @dataclass(frozen=True)
-class Heat:
-    """Attribution maps ready to colour.
-
-    Attributes:
-        maps: ``(N, H, W)``: in [-1, 1] when ``signed``, else in [0, 1]; 1 stands for ``scale``.
-        scale: the attribution value drawn at full colour: the batch's 99th percentile of ``|map|``.
-        signed: whether any value is negative (then shown with the diverging colour map).
-    """
-
-    maps: Tensor
-    scale: float
-    signed: bool
-
-
-@dataclass(frozen=True)
 class Legend:
     """The colour scale drawn above a sheet: the bar, the values at its ends, and what the colours mean."""
 
@@ -91,55 +73,6 @@ class Legend:
     @property
     def ends(self) -> tuple[str, str]:
         return (f"-{self.high}", f"+{self.high}") if self.signed else ("0", self.high)
-
-
-def heat(attributions: Tensor, size: Sequence[int] | None = None, blank: Tensor | None = None) -> Heat:
-    """Attribution per pixel (channels summed, sign kept), on one scale for the whole batch.
-
-    The scale is the batch's 99th percentile of the magnitude, so a few extreme pixels do not wash out
-    the rest, and tiles of one image compare with each other.
-
-    Args:
-        attributions: ``(N, C, H, W)`` (input or layer maps) or ``(N, H, W)``.
-        size: resize the maps to this ``(H, W)`` (bilinear), e.g. the input's.
-        blank: ``(N,)`` bool, the maps that are no explanation (they failed the monitor's self-check): they
-            become NaN, which :func:`overlay` draws as a grey "no map" tile, and do not set the scale.
-
-    Returns:
-        The maps in [-1, 1] (or [0, 1] when none is negative), with their scale and sign.
-    """
-    maps = attributions.detach().float()
-    maps = maps.sum(1) if maps.dim() == 4 else maps
-    if size is not None and tuple(maps.shape[-2:]) != tuple(size):
-        maps = F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
-    blank = torch.zeros(maps.shape[0], dtype=torch.bool) if blank is None else blank.to(torch.bool).cpu()
-    shown = maps[~blank.to(maps.device)]
-    magnitude = shown.abs().flatten()
-    scale = 1.0
-    if magnitude.numel():
-        scale = float(magnitude.kthvalue(max(1, math.ceil(OUTLIER_QUANTILE * magnitude.numel()))).values)
-        if scale <= 0:  # sparse maps: fewer than 1% of the pixels are non-zero
-            scale = float(magnitude.max()) or 1.0
-    signed = is_signed(shown)
-    maps = (maps / scale).clamp(-1 if signed else 0, 1)
-    maps[blank.to(maps.device)] = float("nan")
-    return Heat(maps, scale, signed)
-
-
-def is_signed(maps: Tensor) -> bool:
-    """Whether the maps hold negative evidence, so need the diverging colour map."""
-    return bool((maps < 0).any())
-
-
-def thumbnail(heat: Heat | Tensor) -> Tensor:
-    """Maps ``(N, H, W)`` shrunk to at most ``THUMBNAIL`` pixels a side, stored as float16."""
-    maps = heat.maps if isinstance(heat, Heat) else heat
-    height, width = maps.shape[-2:]
-    scale = min(1.0, THUMBNAIL / max(height, width))
-    if scale < 1:
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        maps = F.interpolate(maps[:, None].float(), size=size, mode="area")[:, 0]
-    return maps.to(torch.float16).cpu()
 
 
 def displayable(images: Tensor, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Tensor:
@@ -225,7 +158,8 @@ def colorize(maps: Tensor, signed: bool) -> Tensor:
 def overlay(images: Tensor, maps: Tensor, signed: bool, alpha: float = OVERLAY_ALPHA) -> Tensor:
     """Heat maps blended over the images in grey (so that the colours read as the map's alone); stronger
     evidence (either sign) is more opaque. ``(N, 3, H, W)``.  A map holding NaN (no explanation, see
-    :func:`heat`) gives a hatched grey tile instead, which no heat map or image looks like."""
+    :func:`lightning_xai._compute.heat.heat`) gives a hatched grey tile instead, which no heat map or image
+    looks like."""
     maps = resize(maps.cpu(), images.shape[-2:])
     blank = torch.isnan(maps).flatten(1).any(dim=1)
     maps = torch.nan_to_num(maps)

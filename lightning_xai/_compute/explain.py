@@ -21,10 +21,11 @@ from torch import Tensor, nn
 
 from attribution import registry
 from attribution.metrics import infidelity, mass_in_mask, pointing_game, sensitivity_max
-from lightning_xai import _render
-from lightning_xai._progress import Progress
-from lightning_xai._self_check import MetricValues, map_problems, summarise
-from lightning_xai._shards import Shards, seeded_chunks
+from lightning_xai._compute.explanation import Explanation
+from lightning_xai._compute.heat import heat
+from lightning_xai._compute.progress import Progress
+from lightning_xai._compute.self_check import map_problems, summarise
+from lightning_xai._compute.shards import Shards, seeded_chunks
 
 PERTURBATION_SAMPLES = 8
 """Perturbations per probe example for infidelity and sensitivity (Captum's default is 10).
@@ -103,20 +104,6 @@ def resolve_targets(target: str | int, inputs: Tensor, labels: Tensor | None) ->
             raise ValueError("target: 'label' needs labels, but the probe has none; use target='pred' or an int")
         return labels.to(inputs.device)
     return torch.full((inputs.shape[0],), int(target), device=inputs.device, dtype=torch.long)
-
-
-@dataclass
-class Explanation:
-    """One method's result on the probe at one point, checked (see :mod:`lightning_xai._self_check`)."""
-
-    method: str
-    attributions: Tensor  # as the method returns them: input-shaped, or layer-shaped for layer methods
-    heat: _render.Heat | None  # maps (N, H, W) at the input's resolution, scale and sign, for image inputs;
-    # NaN for the examples whose map failed the check
-    metrics: dict[str, float] = field(default_factory=dict)  # the means that are logged
-    token_scores: Tensor | None = None  # (N, T) signed attribution per token, for token inputs
-    problems: list[str | None] = field(default_factory=list)  # per example: why its map failed the check
-    checked: MetricValues = field(default_factory=MetricValues)  # examples per metric, and what is undefined
 
 
 def token_scores(attributions: Tensor, inputs: Tensor) -> Tensor | None:
@@ -336,8 +323,8 @@ def _summarised(
         values["pointing_game"] = pointing_game(located, masks_like)
         has_mask = masks.flatten(1).ne(0).any(dim=1).cpu()
     checked = summarise(values, usable, has_mask)
-    heat = None if maps is None else _render.heat(maps, inputs.shape[-2:], blank=~usable)
-    return Explanation(method.name, attributions, heat, checked.means, scores, problems, checked)
+    heated = None if maps is None else heat(maps, inputs.shape[-2:], blank=~usable)
+    return Explanation(method.name, attributions, heated, checked.means, scores, problems, checked)
 
 
 def _takes_reshape(method: registry.MethodRecord) -> bool:

@@ -1,5 +1,5 @@
 """How the monitor meets the user's model: what to feed it and how to read its output (where GradCAM
-looks: :mod:`lightning_xai._gradcam_layer`).
+looks: :mod:`lightning_xai._compute.gradcam_layer`).
 
 Decided once, at the start of fit, from one forward of the probe with every module's output shape
 recorded: a probe that does not fit the model is an error before training starts, not a warning at
@@ -18,7 +18,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torch import Tensor, nn
 
 from attribution.outputs import ModelScores, default_output_transform
-from lightning_xai._probe import Probe
+from lightning_xai._config.probe import Probe
 
 
 @dataclass(frozen=True)

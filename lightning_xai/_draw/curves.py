@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_xai import _render
+from lightning_xai._draw import render
 
 PER_ROW = 2
 HEIGHT = 115
@@ -48,10 +48,10 @@ def curve_plot(name: str, steps: Sequence[int], values: Sequence[float | None], 
     values marked, the line with a dot per point."""
     canvas = np.full((HEIGHT, width, 3), 255, dtype=np.uint8)
     known = [(step, float(value)) for step, value in zip(steps, values) if value is not None]
-    line = _render.LINE
+    line = render.LINE
     top, bottom, right = line + line // 2 + 2, HEIGHT - 2 * line - 2, width - 16
-    _render.write_text(canvas, ((width - _render.text_width(name)) / 2, 0), name, width)
-    _render.write_text(canvas, ((LEFT + right - _render.text_width("step")) / 2, bottom + line), "step", width)
+    render.write_text(canvas, ((width - render.text_width(name)) / 2, 0), name, width)
+    render.write_text(canvas, ((LEFT + right - render.text_width("step")) / 2, bottom + line), "step", width)
     if not known:
         return canvas
     x_low, x_high = _span([steps[0], steps[-1]], pad=0.0)
@@ -61,11 +61,11 @@ def curve_plot(name: str, steps: Sequence[int], values: Sequence[float | None], 
     for value in _round_values(y_low, y_high):
         y, label = round(to_y(value)), f"{value:.3g}"
         canvas[y, LEFT:right] = GRID_COLOUR
-        _render.write_text(canvas, (LEFT - 3 - _render.text_width(label), y - line // 2), (label, _render.MUTED), LEFT)
+        render.write_text(canvas, (LEFT - 3 - render.text_width(label), y - line // 2), (label, render.MUTED), LEFT)
     for step in _round_values(x_low, x_high):
         x, label = round(to_x(step)), f"{step:.0f}"
         canvas[bottom : bottom + 3, x] = AXIS_COLOUR
-        _render.write_text(canvas, (x - _render.text_width(label) / 2, bottom + 2), (label, _render.MUTED), width)
+        render.write_text(canvas, (x - render.text_width(label) / 2, bottom + 2), (label, render.MUTED), width)
     canvas[top:bottom, LEFT] = AXIS_COLOUR
     canvas[bottom, LEFT:right] = AXIS_COLOUR
     points = np.array([(to_x(step), to_y(value)) for step, value in known])

@@ -1,0 +1,22 @@
+"""The callbacks' closed string options, each a ``Literal`` type defined once: the signatures use it (so
+the LightningCLI, through jsonargparse, lists the choices and refuses others) and the checks at
+construction read its values (``typing.get_args``), so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+OnError = Literal["warn", "raise"]
+"""``AttributionMonitor(on_error=...)``: warn once and go on, or stop training with an error."""
+PredictionTarget = Literal["pred", "label"]
+"""``AttributionMonitor(target=...)``, besides a class index: explain the prediction, or the label."""
+Similarity = Literal["spearman", "top_k", "cosine", "ssim"]
+"""``AttributionMonitor(similarity=...)``: ``attribution.metrics.SIMILARITY_MEASURES``, spelled out for the
+signature (a test keeps the two equal)."""
+QualityMetric = Literal["infidelity", "sensitivity"]
+"""``AttributionMonitor(metrics=...)``: the quality metrics a user can ask for; each costs extra passes."""
+Direction = Literal["above", "below"]
+"""``AttributionRegressionCheck(direction=...)``: the side of the threshold the metric must stay on."""
+OnFail = Literal["warn", "stop", "raise"]
+"""``AttributionRegressionCheck(on_fail=...)``: what a violation does."""
