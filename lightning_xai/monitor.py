@@ -37,8 +37,6 @@ from lightning_xai._write.writers import ExplanationWriter, default_artifact_dir
 
 __all__ = ["AttributionMonitor", "AttributionMonitorError", "MonitorReader", "MonitorValues"]
 
-GRADCAM_METHODS = ("layer_gradcam", "guided_gradcam")
-
 
 @runtime_checkable
 class MonitorValues(Protocol):
@@ -407,10 +405,11 @@ class AttributionMonitor(Callback):
                 self.layer,
                 self.gradcam,
                 needs_layer=any(r.needs_layer for r in records),
-                gradcam_named=any(name in self.methods for name in GRADCAM_METHODS),
+                gradcam_named=any(r.needs_spatial_layer for r in records),
             )
-        if choice.note and (self.gradcam or any(name in self.methods for name in GRADCAM_METHODS)):
-            left_out = not choice.gradcam and "layer_gradcam" not in self.methods
+        spatial = any(r.needs_spatial_layer for r in records)
+        if choice.note and (self.gradcam or spatial):
+            left_out = not choice.gradcam and not spatial
             rank_zero_warn(
                 f"AttributionMonitor: GradCAM is left out: {choice.note}; pass gradcam=False to silence"
                 if left_out

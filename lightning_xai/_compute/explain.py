@@ -9,7 +9,6 @@ after a resume), and the engine itself never writes ``param.grad``,
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -199,7 +198,7 @@ def _attribute(
     progress: Progress,
 ) -> _Attributed:
     """``method`` on each of this process's chunks, each from its own seed."""
-    reshape = {"reshape_transform": subject.reshape_transform} if _takes_reshape(method) else {}
+    reshape = {"reshape_transform": subject.reshape_transform} if method.takes_reshape_transform else {}
     explainer = registry.build(method.name, subject.forward, layer=subject.layer, **reshape)
     parts: list[Tensor] = []
     values: dict[str, list[Tensor]] = {}
@@ -310,7 +309,7 @@ def _summarised(
     """The explanation of the whole probe, checked: heat maps on one scale (failed maps left blank), token
     scores, and each metric's mean over the examples whose map passed the check (and, for the localisation
     metrics, whose mask is not empty)."""
-    reshape = _takes_reshape(method)
+    reshape = method.takes_reshape_transform
     scores = token_scores(attributions, inputs)
     maps = spatial_maps(attributions, inputs, None if reshape or not method.attributes_to_layer else subject)
     shown = maps.sum(1) if maps is not None else scores if scores is not None else attributions
@@ -325,10 +324,6 @@ def _summarised(
     checked = summarise(values, usable, has_mask)
     heated = None if maps is None else heat(maps, inputs.shape[-2:], blank=~usable)
     return Explanation(method.name, attributions, heated, checked.means, scores, problems, checked)
-
-
-def _takes_reshape(method: registry.MethodRecord) -> bool:
-    return "reshape_transform" in inspect.signature(method.cls).parameters
 
 
 def spatial_maps(attributions: Tensor, inputs: Tensor, layer_subject: Subject | None = None) -> Tensor | None:
