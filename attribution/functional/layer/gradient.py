@@ -28,6 +28,7 @@ def layer_gradcam(
     reshape_transform: Callable[[Tensor], Tensor] | None = None,
     grad_kwargs: Mapping[str, Any] | None = None,
     refuse_tokens: bool = True,
+    channel_weights: ChannelWeights | None = None,
 ) -> tuple[tuple[Tensor, ...], bool]:
     """GradCAM: activations weighted by the spatial mean of their gradients.
 
@@ -36,7 +37,10 @@ def layer_gradcam(
     use the gradient itself.  The weighted activations are summed over
     channels unless ``attr_dim_summation`` is False.  ``reshape_transform``
     turns activations and gradients alike into ``(N, C, *spatial)`` first
-    (e.g. :func:`token_grid_reshape` for ViT tokens).
+    (e.g. :func:`~attribution.utils.token_grid_reshape` for ViT tokens).
+    ``channel_weights`` replaces the spatial mean: a function of the
+    ``(N, C, *spatial)`` activations and gradients giving weights that
+    broadcast against them (other CAM variants differ only there).
 
     Returns:
         ``(attributions, layer_returned_tuple)``, one attribution per tensor
@@ -57,14 +61,23 @@ def layer_gradcam(
     else:
         activations = tuple(reshape_transform(a) for a in activations)
         grads = tuple(reshape_transform(g) for g in grads)
+    weigh = channel_weights or gradient_mean_weights
     cams = []
     for a, g in zip(activations, grads):
-        weights = g.mean(dim=tuple(range(2, g.dim())), keepdim=True) if g.dim() > 2 else g
-        cam = weights * a
+        cam = weigh(a, g) * a
         if attr_dim_summation:
             cam = cam.sum(dim=1, keepdim=True)
         cams.append(F.relu(cam) if relu_attributions else cam)
     return tuple(cams), was_tuple
+
+
+ChannelWeights = Callable[[Tensor, Tensor], Tensor]
+"""``(activations, gradients) -> weights``: a CAM's per-channel (or per-position) weights of the activations."""
+
+
+def gradient_mean_weights(activations: Tensor, gradients: Tensor) -> Tensor:
+    """GradCAM's channel weights: the gradient's mean over the spatial dims (the gradient itself without any)."""
+    return gradients.mean(dim=tuple(range(2, gradients.dim())), keepdim=True) if gradients.dim() > 2 else gradients
 
 
 def _check_spatial(activations: tuple[Tensor, ...], x: Tensor, layer: nn.Module) -> None:

@@ -10,7 +10,11 @@ from torch import Tensor, nn
 from attribution import functional
 from attribution._internal.canonical import TargetType, TensorOrTuple, canonical_call
 from attribution._internal.checks import ArgumentTypeError, check_grad_kwargs
-from attribution.functional.layer.gradient import layer_activation, layer_gradient_x_activation
+from attribution.functional.layer.gradient import (
+    gradient_mean_weights,
+    layer_activation,
+    layer_gradient_x_activation,
+)
 from attribution.methods.base import GradientAttribution, LayerAttribution, MultipliedLayerAttribution, layer_output
 from attribution.registry import register
 
@@ -31,10 +35,25 @@ class LayerGradCam(LayerAttribution, GradientAttribution):
             (pytorch-grad-cam's convention).
 
     Example:
-        >>> cam = LayerGradCam(model, model.layer3[1].conv2).attribute(image, target=3)  # doctest: +SKIP
-        >>> heat = LayerAttribution.interpolate(cam, image.shape[2:])  # doctest: +SKIP
-        >>> grid = token_grid_reshape(14, 14)  # 1 class token + 14 x 14 patches  # doctest: +SKIP
-        >>> vit_cam = LayerGradCam(vit, "encoder.layers.encoder_layer_11", reshape_transform=grid)  # doctest: +SKIP
+        >>> import torch
+        >>> from torch import nn
+        >>> from torchvision.models import VisionTransformer
+        >>> from attribution import LayerAttribution, LayerGradCam
+        >>> from attribution.utils import token_grid_reshape
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        ...                       nn.Flatten(), nn.Linear(4, 3))
+        >>> images = torch.rand(2, 3, 8, 8)
+        >>> cam = LayerGradCam(model, model[0]).attribute(images, target=2)
+        >>> cam.shape  # one map per example at the layer's resolution
+        torch.Size([2, 1, 4, 4])
+        >>> LayerAttribution.interpolate(cam, images.shape[2:]).shape  # upsampled onto the image
+        torch.Size([2, 1, 8, 8])
+        >>> vit = VisionTransformer(image_size=8, patch_size=4, num_layers=1, num_heads=1, hidden_dim=4, mlp_dim=8)
+        >>> grid = token_grid_reshape(2, 2)  # 1 class token + 2 x 2 patches
+        >>> vit_cam = LayerGradCam(vit, "encoder.layers.encoder_layer_0", reshape_transform=grid)
+        >>> vit_cam.attribute(images, target=2).shape
+        torch.Size([2, 1, 2, 2])
     """
 
     needs_spatial_layer = True
@@ -95,8 +114,16 @@ class LayerGradCam(LayerAttribution, GradientAttribution):
             attr_dim_summation=attr_dim_summation,
             reshape_transform=self.reshape_transform,
             grad_kwargs=grad_kwargs,
+            channel_weights=self.channel_weights,
         )
         return cams if was_tuple else cams[0]
+
+    @staticmethod
+    def channel_weights(activations: Tensor, gradients: Tensor) -> Tensor:
+        """The weights of the ``(N, C, *spatial)`` activations, from them and the target's gradients: GradCAM's
+        spatial mean of the gradient. A CAM variant overrides this and nothing else (pytorch-grad-cam's
+        ``get_cam_weights``); see the docs' how-to "Add a method"."""
+        return gradient_mean_weights(activations, gradients)
 
 
 @register("layer_activation")
@@ -109,7 +136,15 @@ class LayerActivation(LayerAttribution):
             entry per layer). It must run exactly once per forward.
 
     Example:
-        >>> features = LayerActivation(model, "layer3").attribute(images)  # doctest: +SKIP
+        >>> import torch
+        >>> from torch import nn
+        >>> from attribution import LayerActivation
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        ...                       nn.Linear(4, 3))
+        >>> images = torch.rand(2, 3, 8, 8)
+        >>> LayerActivation(model, "2").attribute(images).shape  # the output of model[2], the pooling
+        torch.Size([2, 4, 1, 1])
     """
 
     takes_target = False
