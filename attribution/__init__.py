@@ -1,5 +1,7 @@
 """attribution: an attribution engine for PyTorch models, Captum-compatible.
 
+Example::
+
     from attribution import IntegratedGradients, GradientShap, Occlusion, \\
         LayerGradCam, NoiseTunnel, LayerAttribution
     from attribution import visualization as viz

@@ -14,9 +14,26 @@ callable ``target``).  :class:`ModelScores` turns any model into one:
   explains the logit and class 0 its negation.
 
 Example:
-    >>> scores = ModelScores(bert, input_key="input_ids", forward_keys=("attention_mask",))  # doctest: +SKIP
-    >>> lig = LayerIntegratedGradients(scores, bert.bert.embeddings.word_embeddings)  # doctest: +SKIP
-    >>> attr = lig.attribute(input_ids, target=1, additional_forward_args=(attention_mask,))  # doctest: +SKIP
+    >>> import torch
+    >>> from torch import nn
+    >>> from attribution import LayerIntegratedGradients
+    >>> from attribution.outputs import ModelScores
+    >>> _ = torch.manual_seed(0)
+    >>> word_embeddings, head = nn.Embedding(10, 4), nn.Linear(4, 2)
+    >>> def bert(input_ids, attention_mask):  # a Hugging Face-style classifier: keywords in, "logits" out
+    ...     hidden = word_embeddings(input_ids) * attention_mask[..., None]
+    ...     return {"logits": head(hidden.mean(1))}
+    >>> input_ids, attention_mask = torch.randint(1, 10, (2, 5)), torch.ones(2, 5)
+    >>> scores = ModelScores(bert, input_key="input_ids", forward_keys=("attention_mask",))
+    >>> scores(input_ids, attention_mask).shape  # (N, C)
+    torch.Size([2, 2])
+    >>> lig = LayerIntegratedGradients(scores, word_embeddings)
+    >>> attr = lig.attribute(input_ids, target=1, additional_forward_args=(attention_mask,))
+    >>> attr.shape  # per token and embedding dimension
+    torch.Size([2, 5, 4])
+    >>> segmentation = nn.Conv2d(3, 2, 1)  # (N, 2, H, W) maps: each class's score is summed over the pixels
+    >>> ModelScores(lambda x: {"out": segmentation(x)})(torch.rand(2, 3, 8, 8)).shape
+    torch.Size([2, 2])
 """
 
 from __future__ import annotations

@@ -5,7 +5,10 @@
 ['deconvolution', 'deep_lift', 'deep_lift_shap']
 >>> registry.record("occlusion").perturbs_feature_groups
 False
->>> explainer = registry.build("integrated_gradients", model)  # doctest: +SKIP
+>>> import torch
+>>> explainer = registry.build("integrated_gradients", torch.nn.Linear(4, 3))
+>>> type(explainer).__name__
+'IntegratedGradients'
 
 Callers such as the Lightning callbacks ask a method's :class:`MethodRecord`
 (does it need a layer, take a ``target`` or a ``neuron_selector``, return a
@@ -104,12 +107,12 @@ def register(name: str, probe_options: ProbeOptions | None = None) -> Callable[[
     def add(cls: A) -> A:
         if name in _RECORDS and _RECORDS[name].cls is not cls:
             raise ArgumentError(f"name: {name!r} is already registered for {_RECORDS[name].cls.__name__}")
-        needs_layer = issubclass(cls, InternalAttribution)
+        layered = cls if issubclass(cls, InternalAttribution) else None
         _RECORDS[name] = MethodRecord(
             name=name,
             cls=cls,
-            needs_layer=needs_layer,
-            attributes_to_layer=needs_layer and cls.attributes_to_layer,
+            needs_layer=layered is not None,
+            attributes_to_layer=layered is not None and layered.attributes_to_layer,
             takes_target=cls.takes_target,
             takes_neuron_selector=cls.takes_neuron_selector,
             multiplies_by_inputs=_default_multiplies_by_inputs(cls),
@@ -117,7 +120,7 @@ def register(name: str, probe_options: ProbeOptions | None = None) -> Callable[[
             perturbs_feature_groups=cls.perturbs_feature_groups,
             needs_float_inputs=cls.needs_float_inputs,
             draws_random_numbers=cls.draws_random_numbers,
-            needs_spatial_layer=needs_layer and cls.needs_spatial_layer,
+            needs_spatial_layer=layered is not None and layered.needs_spatial_layer,
             takes_reshape_transform=_takes_reshape_transform(cls),
             _probe_options=probe_options or {},
         )
@@ -162,8 +165,9 @@ def build(
         ValueError: unknown name, or a layer method without ``layer``.
     """
     method = record(name)
+    make: Callable[..., Attribution] = method.cls  # constructors differ by family: the record says which takes a layer
     if method.needs_layer:
         if layer is None:
             raise ArgumentError(f"layer: method {name!r} attributes to a layer; pass layer=<module or dotted name>")
-        return method.cls(forward_func, layer, **kwargs)
-    return method.cls(forward_func, **kwargs)
+        return make(forward_func, layer, **kwargs)
+    return make(forward_func, **kwargs)

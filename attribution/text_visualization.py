@@ -3,7 +3,11 @@
 Each token is shaded by its score, green for evidence for the target and red
 against it, scaled per sentence by its largest magnitude.
 
-    >>> html = token_html([["a", "great", "film"]], torch.tensor([[0.0, 0.9, 0.1]]))  # doctest: +SKIP
+    >>> import torch
+    >>> from attribution.text_visualization import token_html
+    >>> html = token_html([["a", "great", "film"]], torch.tensor([[0.0, 0.9, 0.1]]))
+    >>> html.startswith("<!doctype html>"), html.count("<span")  # a page, one span per token
+    (True, 3)
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ def _normalised(scores: Tensor | np.ndarray, tokens: Sequence[Sequence[str]]) ->
 def _colour(weight: float) -> tuple[float, float, float]:
     """White blended toward green (positive) or red (negative) by ``|weight|``."""
     base = POSITIVE_RGB if weight >= 0 else NEGATIVE_RGB
-    return tuple(1 - abs(weight) * (1 - c) for c in base)
+    red, green, blue = (1 - abs(weight) * (1 - c) for c in base)
+    return red, green, blue
 
 
 def token_html(

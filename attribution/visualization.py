@@ -231,12 +231,11 @@ def _show_image(ax: Axes, image: np.ndarray) -> None:
 def _draw(ax: Axes, panel: _Panel, image: np.ndarray | None) -> AxesImage | None:
     """Draw one panel; return the image a colorbar should describe, if there is one."""
     method = panel.method
-    heat = {"cmap": panel.cmap, "vmin": panel.vmin, "vmax": 1.0}
     if method is ImageVisualizationMethod.heat_map or image is None:
-        return ax.imshow(panel.norm, **heat)
+        return ax.imshow(panel.norm, cmap=panel.cmap, vmin=panel.vmin, vmax=1.0)
     if method is ImageVisualizationMethod.blended_heat_map:
         ax.imshow(image if image.ndim == 2 else image.mean(axis=2), cmap="gray", vmin=0.0, vmax=1.0)
-        return ax.imshow(panel.norm, alpha=panel.alpha_overlay, **heat)
+        return ax.imshow(panel.norm, alpha=panel.alpha_overlay, cmap=panel.cmap, vmin=panel.vmin, vmax=1.0)
     weight = np.abs(panel.norm)  # masks and alphas live in [0, 1]: sign "all" uses the magnitude
     if method is ImageVisualizationMethod.original_image:
         _show_image(ax, image)
@@ -334,8 +333,14 @@ def visualize_image_attr(
             height and width than ``attr``; an option out of range.
 
     Example:
+        >>> import numpy as np
+        >>> from attribution.visualization import visualize_image_attr
+        >>> rng = np.random.default_rng(0)
+        >>> attr_hwc, image_hwc = rng.normal(size=(8, 8, 3)), rng.random((8, 8, 3))  # channels last
         >>> fig, ax = visualize_image_attr(attr_hwc, image_hwc, "blended_heat_map", "all",
         ...                                show_colorbar=True, use_pyplot=False)
+        >>> type(fig).__name__, type(ax).__name__
+        ('Figure', 'Axes')
     """
     attr, image = _prepare_inputs(attr, original_image)
     panel = _prepare_panel(attr, image, method, sign, outlier_perc, cmap, alpha_overlay)
@@ -383,9 +388,15 @@ def visualize_image_attr_multiple(
         ValueError: Lists of different lengths, or bad options as for :func:`visualize_image_attr`.
 
     Example:
+        >>> import numpy as np
+        >>> from attribution.visualization import visualize_image_attr_multiple
+        >>> rng = np.random.default_rng(0)
+        >>> attr_hwc, image_hwc = rng.normal(size=(8, 8, 3)), rng.random((8, 8, 3))  # channels last
         >>> fig, axes = visualize_image_attr_multiple(
         ...     attr_hwc, image_hwc, ["original_image", "heat_map"], ["all", "positive"],
-        ...     titles=["Image", "Positive"], fig_size=(12, 6), show_colorbar=True)
+        ...     titles=["Image", "Positive"], fig_size=(12, 6), show_colorbar=True, use_pyplot=False)
+        >>> [ax.get_title() for ax in axes]
+        ['Image', 'Positive']
     """
     unknown = sorted(set(kwargs) - set(_PANEL_OPTIONS))
     if unknown:

@@ -164,7 +164,20 @@ class AttributionMonitor(Callback):
             See :mod:`attribution.outputs`.
 
     Example:
-        >>> trainer = L.Trainer(callbacks=[AttributionMonitor(["integrated_gradients", "occlusion"])])  # doctest: +SKIP
+        >>> import lightning as L
+        >>> from lightning_xai import AttributionMonitor
+        >>> trainer = L.Trainer(callbacks=[AttributionMonitor(["integrated_gradients", "occlusion"])])
+        >>> monitor = AttributionMonitor(
+        ...     {"integrated_gradients": {"n_steps": 32}, "occlusion": {}},  # options of attribute()
+        ...     every_n_epochs=2, metrics=("infidelity", "sensitivity"), target="label",
+        ... )
+        >>> monitor.methods
+        {'integrated_gradients': {'n_steps': 32}, 'occlusion': {}}
+        >>> AttributionMonitor(["integrated_gradient"])  # doctest: +ELLIPSIS, +NORMALIZE_WHITESPACE
+        Traceback (most recent call last):
+            ...
+        lightning.fabric.utilities.exceptions.MisconfigurationException: method: unknown value 'integrated_gradient'
+        (did you mean 'integrated_gradients' or ...?); choose one of [...]
     """
 
     def __init__(
@@ -295,7 +308,8 @@ class AttributionMonitor(Callback):
         arguments.check_strategy(trainer.strategy)
         if self.layer is not None:
             arguments.misconfigured(resolve_layer, pl_module, self.layer)
-        if trainer.fast_dev_run:
+        # Lightning sets Trainer.fast_dev_run (and .callbacks) in its connectors without declaring them.
+        if trainer.fast_dev_run:  # type: ignore[attr-defined]
             rank_zero_info(
                 "AttributionMonitor: the probe is not explained in this fit: fast_dev_run is a smoke test of the "
                 "training loop (logging is suppressed too); run without it to see explanations"
@@ -340,7 +354,7 @@ class AttributionMonitor(Callback):
         if visuals.images and self._writer.enabled:
             self._errors.guarded("the timelines", self._probe_shape, visuals.timelines, self._writer, self._history)
         if self.save_reference is not None and trainer.is_global_zero:
-            save_golden(self.save_reference, self._probe.state_dict(), self._history.golden_maps, self.target)
+            save_golden(self.save_reference, self._fit_probe.state_dict(), self._history.golden_maps, self.target)
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -378,18 +392,36 @@ class AttributionMonitor(Callback):
     def _explain_point(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Explain the probe at this step (once), then let the regression checks reading this monitor act."""
         step = trainer.global_step
-        if trainer.sanity_checking or trainer.fast_dev_run or step in self._attempted or self._history.logged(step):
+        smoke_test = trainer.fast_dev_run  # type: ignore[attr-defined]  # (undeclared by Lightning, see setup)
+        if trainer.sanity_checking or smoke_test or step in self._attempted or self._history.logged(step):
             return
         self._attempted.add(step)
         point = Point(step, trainer.current_epoch)
         self._errors.guarded(point.label, self._probe_shape, self._monitor_point, trainer, pl_module, point)
-        for callback in trainer.callbacks:  # every rank, whatever happened above: their votes must match
+        # Every rank, whatever happened above: their votes must match.  (.callbacks: undeclared, see setup)
+        for callback in trainer.callbacks:  # type: ignore[attr-defined]
             if isinstance(callback, MonitorReader) and callback.monitor_read is self:
                 callback.on_monitor_point(trainer, point)
 
+    @property
+    def _fit_probe(self) -> Probe:
+        """The probe of this fit: given, restored from the checkpoint, or chosen by :meth:`on_fit_start`."""
+        if self._probe is None:
+            raise AttributionMonitorError("AttributionMonitor: no probe yet; it is chosen at the start of fit")
+        return self._probe
+
+    @property
+    def _fit_subject(self) -> Subject:
+        """What this fit explains, decided by :meth:`_prepare` at the start of fit."""
+        if self._subject is None:
+            raise AttributionMonitorError(
+                "AttributionMonitor: the model is not inspected yet; that is done at the start of fit"
+            )
+        return self._subject
+
     def _prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Run the probe through the model once and decide how to feed, read and explain it, in what chunks."""
-        probe = self._probe
+        probe = self._fit_probe
         arguments.check_materialised(pl_module)
         arguments.check_probe(probe, self.methods, self.display_mean, self.display_std)
         records = [registry.record(name) for name in self.methods]
@@ -431,10 +463,10 @@ class AttributionMonitor(Callback):
         return methods
 
     def _monitor_point(self, trainer: pl.Trainer, pl_module: pl.LightningModule, point: Point) -> None:
-        probe = self._probe
+        probe = self._fit_probe
         device = pl_module.device
         inputs = model_inputs(pl_module, probe.inputs)
-        subject = self._subject.on(device)
+        subject = self._fit_subject.on(device)
         shards = shards_for(len(probe), self._chunk_size, trainer.global_rank, trainer.world_size)
         with untouched_training_state(pl_module, self.seed + point.step):
             scores = subject.scores(inputs, self._chunk_size)
@@ -482,7 +514,7 @@ class AttributionMonitor(Callback):
     def _visuals(self) -> Visuals:
         if self._visuals_cache is None or self._visuals_cache.source is not self._probe:
             self._visuals_cache = Visuals(
-                self._probe,
+                self._fit_probe,
                 self.display_mean,
                 self.display_std,
                 self.token_names,
@@ -510,7 +542,7 @@ class AttributionMonitor(Callback):
         shown = self._visuals.shown
         maps = self._history.record(point, targets, predictions, results, maps_file, keep, shown, flags)
         history = self._history
-        writer.artifacts(point.step, maps, self._probe.state_dict(), history.manifest, history.directory)
+        writer.artifacts(point.step, maps, self._fit_probe.state_dict(), history.manifest, history.directory)
         history.directory = str(writer.directory)
 
     def _log(self, trainer: pl.Trainer, writer: ExplanationWriter, point: Point, results: list[Explanation]) -> None:

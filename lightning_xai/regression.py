@@ -49,7 +49,12 @@ class AttributionRegressionCheck(Callback):
             ``"raise"`` (:class:`AttributionRegressionError`).
 
     Example:
-        >>> AttributionRegressionCheck("integrated_gradients/mass_in_mask", 0.5, on_fail="stop")  # doctest: +SKIP
+        >>> import lightning as L
+        >>> from lightning_xai import AttributionMonitor, AttributionRegressionCheck
+        >>> check = AttributionRegressionCheck("integrated_gradients/mass_in_mask", 0.5, on_fail="stop")
+        >>> check.method, check.metric, check.direction
+        ('integrated_gradients', 'mass_in_mask', 'above')
+        >>> trainer = L.Trainer(callbacks=[AttributionMonitor(["integrated_gradients"]), check])
     """
 
     def __init__(
@@ -70,15 +75,15 @@ class AttributionRegressionCheck(Callback):
         for name, value in (("patience", patience), ("start_epoch", start_epoch)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise MisconfigurationException(f"{name}: expected an int >= 0, got {value!r}")
-        self.threshold = float(threshold)
-        self.direction = direction
-        self.patience = patience
-        self.start_epoch = start_epoch
-        self.on_fail = on_fail
-        self.violations = 0
+        self.threshold: float = float(threshold)
+        self.direction: Direction = direction
+        self.patience: int = patience
+        self.start_epoch: int = start_epoch
+        self.on_fail: OnFail = on_fail
+        self.violations: int = 0
         self.history: list[dict[str, Any]] = []
         self._monitor: MonitorValues | None = None
-        self._warned_missing = False
+        self._warned_missing: bool = False
 
     @property
     def name(self) -> str:
@@ -105,7 +110,8 @@ class AttributionRegressionCheck(Callback):
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
-            self._monitor = self._find_monitor(trainer.callbacks)
+            # Lightning sets Trainer.callbacks in a connector without declaring it.
+            self._monitor = self._find_monitor(trainer.callbacks)  # type: ignore[attr-defined]
             self._warned_missing = False
 
     def _find_monitor(self, callbacks: list[Callback]) -> AttributionMonitor:
@@ -124,11 +130,18 @@ class AttributionRegressionCheck(Callback):
             )
         return running[0]
 
+    @property
+    def _read(self) -> MonitorValues:
+        """The monitor found at setup."""
+        if self._monitor is None:
+            raise MisconfigurationException("AttributionRegressionCheck: no monitor yet; it is found when fit starts")
+        return self._monitor
+
     def on_monitor_point(self, trainer: pl.Trainer, point: Point) -> None:
         """Check the value the monitor logged at ``point`` (called on every rank at every point)."""
         checked = point.step > 0 and point.epoch >= self.start_epoch
-        value = self._monitor.value(self.method, self.metric, point.step) if checked else None
-        if checked and value is None and self._monitor.value_expected(point.step):
+        value = self._read.value(self.method, self.metric, point.step) if checked else None
+        if checked and value is None and self._read.value_expected(point.step):
             self._warn_missing(point)
         if value is not None:
             violated = value < self.threshold if self.direction == "above" else value > self.threshold
@@ -140,7 +153,7 @@ class AttributionRegressionCheck(Callback):
             self._act(trainer, point, value)
 
     def _warn_missing(self, point: Point) -> None:
-        reason = self._monitor.missing_reason(self.method, self.metric, point.step)
+        reason = self._read.missing_reason(self.method, self.metric, point.step)
         if reason is not None and not self._warned_missing:
             self._warned_missing = True
             rank_zero_warn(

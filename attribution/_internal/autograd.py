@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -105,17 +105,18 @@ def _grad_switched_off(wanted: bool) -> bool:
     return wanted and not torch.is_grad_enabled()
 
 
-def resolve_layer(model: nn.Module | object, layer: nn.Module | str) -> nn.Module:
+def resolve_layer(model: object, layer: nn.Module | str) -> nn.Module:
     """The layer as a module; a dotted name (``"layer3.1.conv2"``) is looked up in ``model`` (or in the
     module a forward function wraps as ``.model``, e.g. :class:`attribution.outputs.ModelScores`)."""
     if isinstance(layer, nn.Module):
         return layer
     if isinstance(layer, str):
-        if not isinstance(model, nn.Module) and isinstance(getattr(model, "model", None), nn.Module):
-            model = model.model
+        wrapped = getattr(model, "model", None)
+        if not isinstance(model, nn.Module) and isinstance(wrapped, nn.Module):
+            model = wrapped
         if not isinstance(model, nn.Module):
             raise ArgumentTypeError(f"layer: a layer name needs an nn.Module forward_func, got {type(model).__name__}")
-        names = dict(model.named_modules())
+        names: dict[str, nn.Module] = dict(model.named_modules())
         if layer not in names:
             import difflib
 
@@ -136,14 +137,14 @@ class _Captured:
     grad_off: bool = False  # the layer ran without autograd while the forward wanted gradients
 
 
-def _detach_tensors(values: tuple, with_grad: bool) -> tuple[tuple, tuple[Tensor, ...]]:
+def _detach_tensors(values: tuple[Any, ...], with_grad: bool) -> tuple[tuple[Any, ...], tuple[Tensor, ...]]:
     """Replace every tensor by a fresh leaf; return the new values and the leaves.
 
     With ``with_grad`` the values passed on join the graph even where the model turned gradients off
     around the layer: what runs downstream outside that region still reaches the leaf.
     """
-    leaves = []
-    replaced = []
+    leaves: list[Tensor] = []
+    replaced: list[Any] = []
     for v in values:
         if isinstance(v, Tensor) and v.is_floating_point():
             leaf = fresh_leaf(v)
@@ -168,18 +169,18 @@ def capture_layer(layer: nn.Module, use_input: bool = False) -> Iterator[_Captur
     captured = _Captured()
     wanted = torch.is_grad_enabled()
 
-    def on_input(module: nn.Module, args: tuple) -> tuple:
+    def on_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
         captured.calls += 1
         captured.grad_off |= _grad_switched_off(wanted)
         replaced, captured.activations = _detach_tensors(args, wanted)
         captured.was_tuple = len(captured.activations) > 1
         return replaced
 
-    def on_output(module: nn.Module, args: tuple, output: Tensor | tuple) -> Tensor | tuple:
+    def on_output(module: nn.Module, args: tuple[Any, ...], output: Tensor | tuple[Any, ...]) -> Any:
         captured.calls += 1
         captured.grad_off |= _grad_switched_off(wanted)
         captured.was_tuple = isinstance(output, tuple)
-        replaced, captured.activations = _detach_tensors(output if captured.was_tuple else (output,), wanted)
+        replaced, captured.activations = _detach_tensors(output if isinstance(output, tuple) else (output,), wanted)
         return replaced if captured.was_tuple else replaced[0]
 
     handle = layer.register_forward_pre_hook(on_input) if use_input else layer.register_forward_hook(on_output)
@@ -202,8 +203,12 @@ def _check_single_run(layer: nn.Module, calls: int) -> None:
         )
 
 
+RowValues = Callable[[tuple[Tensor, ...], int], Tensor]
+"""``(inputs, repeats) -> the target value of every row``: an :class:`Objective`, or a wrapper of one."""
+
+
 def layer_gradients(
-    objective: Objective,
+    objective: RowValues,
     inputs: tuple[Tensor, ...],
     layer: nn.Module,
     use_input: bool = False,
@@ -286,8 +291,8 @@ def layer_output_forward(
     """
 
     def forward(*args: Any) -> Tensor:
-        captured: list = []
-        grad_off = []
+        captured: list[Any] = []
+        grad_off: list[bool] = []
         wanted = torch.is_grad_enabled()
 
         def stop(module: nn.Module, *hook_args: Any) -> None:
@@ -314,7 +319,9 @@ def layer_output_forward(
             )
         if grad_off[0] and not any(v.requires_grad for v in (value if several else (value,))):
             raise no_gradient_error(layer, use_input)
-        return value  # several tensors: a callable neuron_selector picks the unit from the tuple
+        # Several tensors: a callable neuron_selector picks the unit from the tuple (Target.select takes it);
+        # the type names the usual case, which the Objective's forward_func is declared with.
+        return cast(Tensor, value)
 
     return forward
 
@@ -332,12 +339,14 @@ def substitute_layer(layer: nn.Module, values: tuple[Tensor, ...], use_input: bo
     record = _Captured(activations=values)
     wanted = torch.is_grad_enabled()
 
-    def replace_input(module: nn.Module, args: tuple) -> tuple:
+    def replace_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
         record.calls += 1
         record.grad_off |= _grad_switched_off(wanted)
         return values + tuple(args[len(values) :])
 
-    def replace_output(module: nn.Module, args: tuple, output: Tensor | tuple) -> Tensor | tuple:
+    def replace_output(
+        module: nn.Module, args: tuple[Any, ...], output: Tensor | tuple[Any, ...]
+    ) -> Tensor | tuple[Tensor, ...]:
         record.calls += 1
         record.grad_off |= _grad_switched_off(wanted)
         return values if isinstance(output, tuple) else values[0]

@@ -25,7 +25,7 @@ import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Union, overload
 
 import torch
 from torch import Tensor
@@ -57,7 +57,7 @@ def format_inputs(
         ValueError: no batch dimension, an empty batch, batch sizes that differ, or NaN / infinite values.
     """
     given_as_tensor = isinstance(inputs, Tensor)
-    values = (inputs,) if given_as_tensor else inputs
+    values: tuple[Tensor, ...] = (inputs,) if isinstance(inputs, Tensor) else inputs
     if not isinstance(values, (tuple, list)) or len(values) == 0:
         raise ArgumentTypeError(f"inputs: expected a tensor or a non-empty tuple of tensors, got {describe(inputs)}")
     for i, x in enumerate(values):
@@ -107,7 +107,7 @@ def restore_structure(values: Sequence[Tensor], given_as_tensor: bool) -> Tensor
     return values[0] if given_as_tensor else tuple(values)
 
 
-def _per_input(value: Any, n_inputs: int, name: str) -> tuple:
+def _per_input(value: Any, n_inputs: int, name: str) -> tuple[Any, ...]:
     """Spread a single value over all inputs, or check a per-input tuple's length."""
     if isinstance(value, (tuple, list)):
         if len(value) != n_inputs:
@@ -216,13 +216,17 @@ def format_baseline_distribution(baselines: BaselineType, inputs: tuple[Tensor, 
     return tuple(formatted)
 
 
-def format_additional_args(args: Any) -> tuple:
+def format_additional_args(args: Any) -> tuple[Any, ...]:
     """``additional_forward_args`` as a tuple appended to the inputs in each forward."""
     if args is None:
         return ()
     return tuple(args) if isinstance(args, tuple) else (args,)
 
 
+@overload
+def repeat_rows(value: Tensor, repeats: int) -> Tensor: ...
+@overload
+def repeat_rows(value: Any, repeats: int) -> Any: ...
 def repeat_rows(value: Any, repeats: int) -> Any:
     """Repeat a batched tensor ``repeats`` times along dim 0 (repeat-major); leave other values."""
     if repeats == 1 or not isinstance(value, Tensor) or value.dim() == 0:
@@ -247,7 +251,7 @@ class Objective:
 
     forward_func: Callable[..., Tensor]
     target: Target
-    additional_args: tuple = ()
+    additional_args: tuple[Any, ...] = ()
     aggregate: bool = False
     output_shape: tuple[int, ...] | None = None
     """The shape the forward gives one batch's values in, when there are several per example or per batch
@@ -443,7 +447,9 @@ def format_stdevs(stdevs: float | Sequence[float], n_inputs: int) -> tuple[float
 
 # --------------------------------------------------------------------------- targets
 
-TargetType = Union[None, int, tuple, list, Tensor, Callable[[Tensor], Tensor], "Target"]
+TargetType = Union[
+    None, int, tuple[int, ...], list[int], list[tuple[int, ...]], Tensor, Callable[[Tensor], Tensor], "Target"
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -457,7 +463,7 @@ class Target:
 
     n: int
     index: Tensor | None = None
-    fn: Callable[[Tensor], Tensor] | None = None
+    fn: Callable[[Any], Tensor] | None = None  # from the output; for a layer of several tensors, from the tuple
     name: str = "target"  # the argument's name in error messages (e.g. "neuron_selector")
     outputs: int = 1
     """Values per example: more than 1 explains every element of each example's output (``target=None`` on
@@ -469,7 +475,7 @@ class Target:
         index = None if self.index is None else self.index.repeat(repeats, 1)
         return Target(self.n * repeats, index, self.fn, self.name, self.outputs)
 
-    def select(self, output: Tensor, repeats: int = 1) -> Tensor:
+    def select(self, output: Tensor | tuple[Tensor, ...], repeats: int = 1) -> Tensor:
         """The target scalar of every row of ``output`` (``n * repeats`` rows)."""
         rows = self.n * repeats
         if self.fn is not None and isinstance(output, tuple) and all(isinstance(o, Tensor) for o in output):
@@ -505,7 +511,7 @@ class Target:
                     f"{tuple(output.shape)}; pass target=<class index> or a callable"
                 )
             return output.reshape(rows)
-        return self._gather(output, repeats)
+        return self._gather(self.index, output, repeats)
 
     def _picked(self, picked: Any, rows: int) -> Tensor:
         if isinstance(picked, Tensor) and picked.dim() > 1 and picked.shape[0] == rows and picked[0].numel() == 1:
@@ -516,8 +522,9 @@ class Target:
             )
         return picked
 
-    def _gather(self, output: Tensor, repeats: int) -> Tensor:
-        k = self.index.shape[1]
+    def _gather(self, index: Tensor, output: Tensor, repeats: int) -> Tensor:
+        """Each row's value at ``index`` (this target's ``index``), for ``repeats`` copies of the batch."""
+        k = index.shape[1]
         if output.dim() - 1 > k and all(size == 1 for size in output.shape[1 + k :]):
             output = output.reshape(output.shape[: 1 + k])  # trailing dimensions of size 1 (N, C, 1): as (N, C)
         dims = output.shape[1:]
@@ -526,14 +533,14 @@ class Target:
                 f"{self.name}: selects {k} output dimension(s) but the output has shape {tuple(output.shape)}; "
                 f"a target must pick exactly one value per example (use a tuple index or a callable)"
             )
-        upper = self.index.max(dim=0).values.tolist()
+        upper = index.max(dim=0).values.tolist()
         for d, (largest, size) in enumerate(zip(upper, dims)):
             if largest >= size:
                 raise ArgumentError(
                     f"{self.name}: index {largest} is out of range for output dimension {d + 1} of size {size} "
                     f"(output shape {tuple(output.shape)})"
                 )
-        index = self.index.to(output.device)
+        index = index.to(output.device)
         strides = torch.tensor([math.prod(dims[d + 1 :]) for d in range(k)], device=output.device)
         flat_index = (index * strides).sum(dim=1).repeat(repeats)
         return output.reshape(output.shape[0], -1).gather(1, flat_index[:, None]).squeeze(1)
@@ -591,7 +598,7 @@ def format_target(target: TargetType, n: int, name: str = "target") -> Target:
     raise ArgumentTypeError(f"{name}: expected an int, tuple, list, tensor or callable, got {describe(target)}")
 
 
-def _index_rows(entries: list, n: int, name: str = "target") -> Tensor:
+def _index_rows(entries: Sequence[int | tuple[int, ...]], n: int, name: str = "target") -> Tensor:
     """Per-example index rows from ints or tuples of ints, validated."""
     if len(entries) not in (1, n):
         raise ArgumentError(f"{name}: expected one entry per example ({n}), got {len(entries)}")

@@ -60,6 +60,9 @@ def memory_budget(device: torch.device) -> int:
 
 @dataclass
 class _Meter:
+    """What :func:`~attribution.utils.saved_bytes_meter` yields: ``bytes``, the bytes autograd has saved for
+    backward so far inside the block (read it during or after the block)."""
+
     bytes: int = 0
 
 

@@ -63,7 +63,7 @@ class FeatureMasks:
         """Per-feature values ``(rows, F)`` onto the elements of every input (each element gets its
         feature's), as ``(rows, *input.shape[1:])``: ``rows`` is ``n``, ``n * K`` for ``K`` outputs per
         example (example-major), or 1 for a batch explained as a whole (shared masks).  Floating for
-        integer and bool inputs (see :func:`attribution_dtype`)."""
+        integer and bool inputs (at least float32)."""
         rows = values.shape[0]
         result = []
         for mask, x in zip(self.masks, inputs):
@@ -180,6 +180,6 @@ def feature_boxes(masks: FeatureMasks, x: Tensor) -> tuple[Tensor, tuple[int, in
     coords = torch.stack([rows.flatten(), cols.flatten()], dim=1)
     lo.scatter_reduce_(0, ids[:, None].expand(-1, 2), coords, reduce="amin")
     hi.scatter_reduce_(0, ids[:, None].expand(-1, 2), coords, reduce="amax")
-    size = tuple(int(v) for v in (hi - lo + 1).amax(0).tolist())
-    bound = torch.tensor([height - size[0], width - size[1]], device=x.device)
-    return torch.minimum(lo, bound), size
+    box_height, box_width = (int(v) for v in (hi - lo + 1).amax(0).tolist())
+    bound = torch.tensor([height - box_height, width - box_width], device=x.device)
+    return torch.minimum(lo, bound), (box_height, box_width)

@@ -22,13 +22,16 @@ the input) or :class:`_Box` (a patch per row plus where it sits).
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from attribution._internal.checks import ArgumentError
 
 _POINTWISE_MODULES = (
     nn.ReLU,
@@ -84,38 +87,53 @@ def _read(
     return torch.where(inside[:, None], from_patch.permute(0, 3, 1, 2), from_base)
 
 
+def _spatial_size(t: Tensor) -> tuple[int, int]:
+    """``(height, width)`` of an activation."""
+    height, width = t.shape[-2:]
+    return height, width
+
+
 def _full(value: Any, base: Any) -> Any:
     """A box value as the full activation of every row."""
     if not isinstance(value, _Box):
         return value
     zero = torch.zeros_like(value.starts)
     # Contiguous, as a plain forward would give: models may .view() it.
-    return _read(value, base, zero, tuple(base.shape[-2:]), (0, 0), 0.0).contiguous()
+    return _read(value, base, zero, _spatial_size(base), (0, 0), 0.0).contiguous()
 
 
 def _uniform_boxes(lo: Tensor, hi: Tensor, limit: tuple[int, int]) -> tuple[Tensor, tuple[int, int]]:
     """One box size for all rows covering ``[lo, hi]`` per row, shifted to stay inside the map."""
     lo = lo.clamp_min(0)
-    size = tuple(int(v) for v in (hi - lo + 1).amax(0).clamp_min(1).tolist())
-    size = (min(size[0], limit[0]), min(size[1], limit[1]))
+    height, width = (int(v) for v in (hi - lo + 1).amax(0).clamp_min(1).tolist())
+    size = (min(height, limit[0]), min(width, limit[1]))
     bound = torch.tensor([limit[0] - size[0], limit[1] - size[1]], device=lo.device)
     return torch.minimum(lo, bound), size
+
+
+def _pair(v: int | Sequence[int]) -> tuple[int, int]:
+    """A module's ``kernel_size``, ``stride``, ... as a pair."""
+    if isinstance(v, int):
+        return v, v
+    first, second = v
+    return first, second
 
 
 class _WindowOp:
     """A sliding-window op (convolution or max pooling) evaluated on boxes."""
 
-    def __init__(self, module: nn.Module) -> None:
-        pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+    def __init__(self, module: nn.Conv2d | nn.MaxPool2d) -> None:
+        if isinstance(module.padding, str):
+            raise ArgumentError(f"{type(module).__name__}: padding={module.padding!r} is not supported (see supports)")
         self.module = module
-        self.kernel = pair(module.kernel_size)
-        self.stride = pair(module.stride if module.stride is not None else module.kernel_size)
-        self.padding = pair(module.padding)
-        self.dilation = pair(module.dilation)
+        self.kernel = _pair(module.kernel_size)
+        self.stride = _pair(module.stride if module.stride is not None else module.kernel_size)
+        self.padding = _pair(module.padding)
+        self.dilation = _pair(module.dilation)
         self.fill = float("-inf") if isinstance(module, nn.MaxPool2d) else 0.0
 
     @staticmethod
-    def supports(module: nn.Module) -> bool:
+    def supports(module: nn.Module) -> TypeGuard[nn.Conv2d | nn.MaxPool2d]:
         if type(module) is nn.Conv2d:
             return module.padding_mode == "zeros" and not isinstance(module.padding, str)
         return type(module) is nn.MaxPool2d and not module.ceil_mode and not module.return_indices
@@ -127,7 +145,7 @@ class _WindowOp:
         return F.max_pool2d(crop, self.kernel, self.stride, 0, self.dilation)
 
     def __call__(self, value: _Box, base_in: Tensor, base_out: Tensor) -> _Box | Tensor:
-        out_size = tuple(base_out.shape[-2:])
+        out_size = _spatial_size(base_out)
         k, s, p, d = (
             torch.tensor(v, device=value.starts.device) for v in (self.kernel, self.stride, self.padding, self.dilation)
         )
@@ -136,10 +154,12 @@ class _WindowOp:
         hi = torch.div(value.starts + torch.tensor(value.size, device=s.device) - 1 + p, s, rounding_mode="floor")
         starts, size = _uniform_boxes(lo, hi.clamp(max=torch.tensor(out_size, device=s.device) - 1), out_size)
         if size == out_size:
-            return self.module(_full(value, base_in))
-        crop_size = tuple(
+            full: Tensor = self.module(_full(value, base_in))
+            return full
+        crop_height, crop_width = (
             (n - 1) * st + (kk - 1) * dd + 1 for n, st, kk, dd in zip(size, self.stride, self.kernel, self.dilation)
         )
+        crop_size = (crop_height, crop_width)
         crop = _read(value, base_in, starts * s, crop_size, self.padding, self.fill)
         return _Box(self.apply(crop), starts)
 
@@ -147,12 +167,13 @@ class _WindowOp:
 def _add(a: Any, b: Any, base_a: Any, base_b: Any) -> _Box | Tensor:
     """``a + b`` on the union of their boxes."""
     if not (isinstance(a, _Box) and isinstance(b, _Box)):
-        return _full(a, base_a) + _full(b, base_b)
+        total: Tensor = _full(a, base_a) + _full(b, base_b)
+        return total
     size_a = torch.tensor(a.size, device=a.starts.device)
     size_b = torch.tensor(b.size, device=b.starts.device)
     lo = torch.minimum(a.starts, b.starts)
     hi = torch.maximum(a.starts + size_a, b.starts + size_b) - 1
-    starts, size = _uniform_boxes(lo, hi, tuple(base_a.shape[-2:]))
+    starts, size = _uniform_boxes(lo, hi, _spatial_size(base_a))
     return _Box(_read(a, base_a, starts, size, (0, 0), 0.0) + _read(b, base_b, starts, size, (0, 0), 0.0), starts)
 
 
@@ -187,14 +208,16 @@ class LocalForward(fx.Interpreter):
     def _base_pass(self, image: Tensor) -> Tensor:
         self._recording = True
         try:
-            return self.run(image)
+            output: Tensor = self.run(image)
+            return output
         finally:
             self._recording = False
 
     def __call__(self, patch: Tensor, starts: Tensor) -> Tensor:
         """Model output for rows equal to the image except ``patch`` at ``starts`` (R rows)."""
         out = self.run(_Box(patch, starts))
-        return _full(out, self.base_output)
+        full: Tensor = _full(out, self.base_output)
+        return full
 
     def run_node(self, node: fx.Node) -> Any:
         self._node = node
@@ -204,23 +227,30 @@ class LocalForward(fx.Interpreter):
             self.base[node] = result.clone() if isinstance(result, Tensor) else result
         return result
 
-    def _arg_bases(self) -> tuple:
-        """Base values of the current node's positional arguments."""
-        return tuple(self.base[a] if isinstance(a, fx.Node) else a for a in self._node.args)
+    @property
+    def _current(self) -> fx.Node:
+        """The node being run: :meth:`run_node` sets it before any ``call_*`` method runs."""
+        assert self._node is not None
+        return self._node
 
-    def call_module(self, target: str, args: tuple, kwargs: dict) -> Any:
+    def _arg_bases(self) -> tuple[Any, ...]:
+        """Base values of the current node's positional arguments."""
+        return tuple(self.base[a] if isinstance(a, fx.Node) else a for a in self._current.args)
+
+    def call_module(self, target: fx.node.Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        assert isinstance(target, str)  # fx: a call_module node's target is the module's qualified name
         module = self.modules_by_name[target]
         value = args[0] if args else None
         if self._recording or not isinstance(value, _Box) or kwargs or len(args) != 1:
             return super().call_module(target, self._materialize(args), self._materialize(kwargs))
         base_in = self._arg_bases()[0]
         if _WindowOp.supports(module):
-            return _WindowOp(module)(value, base_in, self.base[self._node])
+            return _WindowOp(module)(value, base_in, self.base[self._current])
         if _is_pointwise(module):
             return _Box(module(value.patch.clone()), value.starts)
         return module(_full(value, base_in))
 
-    def call_function(self, target: Any, args: tuple, kwargs: dict) -> Any:
+    def call_function(self, target: fx.node.Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not self._recording and any(isinstance(a, _Box) for a in args):
             if target in _ADD_FUNCTIONS and len(args) == 2 and not kwargs:
                 return _add(*args, *self._arg_bases())
@@ -228,14 +258,14 @@ class LocalForward(fx.Interpreter):
                 return _Box(target(args[0].patch.clone()), args[0].starts)
         return super().call_function(target, self._materialize(args), self._materialize(kwargs))
 
-    def call_method(self, target: str, args: tuple, kwargs: dict) -> Any:
+    def call_method(self, target: fx.node.Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return super().call_method(target, self._materialize(args), self._materialize(kwargs))
 
     def _materialize(self, values: Any) -> Any:
         """Replace box values by full tensors (for ops whose locality is unknown)."""
         if self._recording:
             return values
-        nodes = self._node.kwargs if isinstance(values, dict) else self._node.args
+        nodes = self._current.kwargs if isinstance(values, dict) else self._current.args
         return self._materialize_nested(values, nodes)
 
     def _materialize_nested(self, value: Any, node: Any) -> Any:

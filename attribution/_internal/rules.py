@@ -76,7 +76,7 @@ import types
 import weakref
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -86,9 +86,11 @@ from torch.overrides import TorchFunctionMode
 # ---------------------------------------------------------------- the rules and the functions they apply to
 
 EPS = 1e-10
+_T = TypeVar("_T")
+_Fn = Callable[..., Any]  # a torch function, as a mode or a table sees it
 
-RELU = {F.relu, torch.relu, torch.relu_, Tensor.relu, Tensor.relu_, F.relu_}
-ACTIVATIONS = {
+RELU: set[_Fn] = {F.relu, torch.relu, torch.relu_, Tensor.relu, Tensor.relu_, F.relu_}
+ACTIVATIONS: dict[_Fn, _Fn] = {
     **dict.fromkeys(RELU, F.relu),
     **dict.fromkeys((torch.sigmoid, Tensor.sigmoid, Tensor.sigmoid_, F.sigmoid), torch.sigmoid),
     **dict.fromkeys((torch.tanh, Tensor.tanh, Tensor.tanh_, F.tanh), torch.tanh),
@@ -125,15 +127,15 @@ ACTIVATIONS = {
     **dict.fromkeys((torch.clamp_max, Tensor.clamp_max, Tensor.clamp_max_), torch.clamp_max),
 }
 """Elementwise nonlinearities of their first argument, each mapped to an out-of-place function with the same values."""
-SOFTMAX = {F.softmax, torch.softmax, Tensor.softmax, F.log_softmax, torch.log_softmax, Tensor.log_softmax}
-LOG_SOFTMAX = {F.log_softmax, torch.log_softmax, Tensor.log_softmax}
-MULTIPLY = {torch.mul, torch.multiply, Tensor.mul, Tensor.multiply, Tensor.mul_, Tensor.__mul__, Tensor.__rmul__}
-MULTIPLY.add(Tensor.__imul__)
-MATMUL = {torch.matmul, Tensor.matmul, Tensor.__matmul__, torch.bmm, Tensor.bmm, torch.mm, Tensor.mm}
-DIVIDE = {torch.div, torch.divide, torch.true_divide, Tensor.div, Tensor.divide, Tensor.true_divide, Tensor.div_}
-DIVIDE.update((Tensor.__truediv__, Tensor.__itruediv__))
-POWER = {torch.pow, Tensor.pow, Tensor.__pow__, Tensor.pow_, Tensor.__ipow__}
-_POOL_WITH_INDICES = {
+SOFTMAX: set[_Fn] = {F.softmax, torch.softmax, Tensor.softmax, F.log_softmax, torch.log_softmax, Tensor.log_softmax}
+LOG_SOFTMAX: set[_Fn] = {F.log_softmax, torch.log_softmax, Tensor.log_softmax}
+MULTIPLY: set[_Fn] = {torch.mul, torch.multiply, Tensor.mul, Tensor.multiply, Tensor.mul_, Tensor.__mul__}
+MULTIPLY.update((Tensor.__rmul__, Tensor.__imul__))
+MATMUL: set[_Fn] = {torch.matmul, Tensor.matmul, Tensor.__matmul__, torch.bmm, Tensor.bmm, torch.mm, Tensor.mm}
+DIVIDE: set[_Fn] = {torch.div, torch.divide, torch.true_divide, Tensor.div, Tensor.divide, Tensor.true_divide}
+DIVIDE.update((Tensor.div_, Tensor.__truediv__, Tensor.__itruediv__))
+POWER: set[_Fn] = {torch.pow, Tensor.pow, Tensor.__pow__, Tensor.pow_, Tensor.__ipow__}
+_POOL_WITH_INDICES: dict[tuple[str, int], _Fn] = {
     ("max", 1): F.max_pool1d_with_indices,
     ("max", 2): F.max_pool2d_with_indices,
     ("max", 3): F.max_pool3d_with_indices,
@@ -142,17 +144,17 @@ _POOL_WITH_INDICES = {
     ("adaptive", 3): F.adaptive_max_pool3d_with_indices,
 }
 """Each max pooling's form that returns ``(out, indices)``, by kind and number of spatial dims."""
-MAX_POOL = {
+MAX_POOL: dict[_Fn, int] = {
     **dict.fromkeys((F.max_pool1d, torch.max_pool1d, F.max_pool1d_with_indices, torch.max_pool1d_with_indices), 1),
     **dict.fromkeys((F.max_pool2d, torch.max_pool2d, F.max_pool2d_with_indices), 2),
     **dict.fromkeys((F.max_pool3d, torch.max_pool3d, F.max_pool3d_with_indices), 3),
 }
-ADAPTIVE_MAX_POOL = {
+ADAPTIVE_MAX_POOL: dict[_Fn, int] = {
     **dict.fromkeys((F.adaptive_max_pool1d, F.adaptive_max_pool1d_with_indices, torch.adaptive_max_pool1d), 1),
     **dict.fromkeys((F.adaptive_max_pool2d, F.adaptive_max_pool2d_with_indices), 2),
     **dict.fromkeys((F.adaptive_max_pool3d, F.adaptive_max_pool3d_with_indices), 3),
 }
-_RETURNS_INDICES = {*_POOL_WITH_INDICES.values(), torch.max_pool1d_with_indices, torch.adaptive_max_pool1d}
+_RETURNS_INDICES: set[_Fn] = {*_POOL_WITH_INDICES.values(), torch.max_pool1d_with_indices, torch.adaptive_max_pool1d}
 
 LINEAR_OPS = frozenset(
     """
@@ -201,7 +203,7 @@ def _pairable(t: Any) -> bool:
     return isinstance(t, Tensor) and t.is_floating_point() and t.dim() > 0 and t.shape[0] % 2 == 0
 
 
-def _bind(names: tuple[str, ...], args: tuple, kwargs: dict, **defaults: Any) -> dict:
+def _bind(names: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any], **defaults: Any) -> dict[str, Any]:
     """Arguments by name, whether given by position or keyword."""
     return {**defaults, **dict(zip(names, args)), **kwargs}
 
@@ -255,7 +257,9 @@ class _RowSecant(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, op: Callable, dims: tuple[int, ...], eps: float, at_counterpart: Tensor | None):
+    def forward(
+        ctx, x: Tensor, op: Callable[[Tensor], Tensor], dims: tuple[int, ...], eps: float, at_counterpart: Tensor | None
+    ) -> Tensor:
         y = op(x)
         ctx.op, ctx.dims, ctx.eps = op, dims, eps
         ctx.save_for_backward(x, y, at_counterpart)
@@ -281,7 +285,7 @@ def _larger_spread(x: Tensor, dims: tuple[int, ...], center: bool) -> Tensor:
     return _halves_swapped(spread) > spread
 
 
-def _softmax_call(func: Callable, args: tuple, kwargs: dict) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+def _softmax_call(func: _Fn, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Tensor, partial[Tensor]]:
     """The input of a softmax call and the softmax as a function of it (dim and dtype resolved)."""
     names = (
         ("input", "dim", "_stacklevel", "dtype") if func in (F.softmax, F.log_softmax) else ("input", "dim", "dtype")
@@ -295,11 +299,13 @@ def _softmax_call(func: Callable, args: tuple, kwargs: dict) -> tuple[Tensor, Ca
     return x, partial(torch.log_softmax if func in LOG_SOFTMAX else torch.softmax, dim=dim)
 
 
-def _call_with(fn: Callable, rest: tuple, kwargs: dict, x: Tensor) -> Tensor:
+def _call_with(fn: Callable[..., Tensor], rest: tuple[Any, ...], kwargs: dict[str, Any], x: Tensor) -> Tensor:
     return fn(x, *rest, **kwargs)
 
 
-def _activation_call(func: Callable, args: tuple, kwargs: dict) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+def _activation_call(
+    func: _Fn, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
     """The input of an activation call and an out-of-place function of it with the call's other arguments."""
     canonical = ACTIVATIONS[func]
     try:
@@ -348,7 +354,9 @@ class _RoutedMax(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, pool: Callable, spatial: int, eps: float) -> tuple[Tensor, Tensor]:
+    def forward(
+        ctx, x: Tensor, pool: Callable[[Tensor], tuple[Tensor, Tensor]], spatial: int, eps: float
+    ) -> tuple[Tensor, Tensor]:
         out, index = pool(x)
         ctx.spatial, ctx.eps = spatial, eps
         ctx.save_for_backward(x, out, index)
@@ -383,7 +391,9 @@ def _route_max(x: Tensor, out: Tensor, index: Tensor, grad: Tensor, spatial: int
     return torch.where(safe, routed / torch.where(safe, dx, torch.ones_like(dx)), gradient).reshape(x.shape)
 
 
-def _pool_call(func: Callable, args: tuple, kwargs: dict) -> tuple[Tensor, Callable, int, bool]:
+def _pool_call(
+    func: _Fn, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Tensor, Callable[[Tensor], tuple[Tensor, Tensor]], int, bool]:
     """``(input, pool returning (out, indices), spatial dims, whether the call returns indices)``."""
     if func in MAX_POOL:
         spatial = MAX_POOL[func]
@@ -419,7 +429,7 @@ def _body(func: types.FunctionType) -> types.FunctionType:
     return body
 
 
-COMPOSITE = {F.multi_head_attention_forward}
+COMPOSITE: set[_Fn] = {F.multi_head_attention_forward}
 
 
 # ---------------------------------------------------------------- guided backprop and deconvolution
@@ -466,12 +476,12 @@ class ReLURules(TorchFunctionMode):
 # ---------------------------------------------------------------- the mode
 
 
-def _on_input(handler: Callable) -> Callable:
+def _on_input(handler: _Fn) -> _Fn:
     """For ops nonlinear in their first argument: calls where only other arguments depend on the input
     (a norm's weight, say) run unchanged."""
 
     @functools.wraps(handler)
-    def checked(self: DeepLiftRules, func: Callable, args: tuple, kwargs: dict) -> Any:
+    def checked(self: DeepLiftRules, func: _Fn, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not self.depends(args[0] if args else kwargs.get("input")):
             return self._unruled(func, args, kwargs)
         return handler(self, func, args, kwargs)
@@ -498,8 +508,8 @@ class DeepLiftRules(TorchFunctionMode):
         super().__init__()
         self.eps = eps
         self.unruled: set[str] = set()
-        self._tracked: dict[int, weakref.ref] = {}  # by identity: a WeakSet would compare tensors with ==
-        self._inside: set[Callable] = set()
+        self._tracked: dict[int, weakref.ref[Tensor]] = {}  # by identity: a WeakSet would compare tensors with ==
+        self._inside: set[_Fn] = set()
 
     def track(self, *tensors: Any) -> None:
         """Mark tensors (and everything later computed from them) as input-dependent."""
@@ -512,7 +522,7 @@ class DeepLiftRules(TorchFunctionMode):
         ref = self._tracked.get(id(t)) if isinstance(t, Tensor) else None
         return ref is not None and ref() is t
 
-    def _touches(self, args: tuple, kwargs: dict) -> bool:
+    def _touches(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         for a in (*args, *kwargs.values()):
             if isinstance(a, (list, tuple)):
                 if any(self.depends(b) for b in a):
@@ -530,13 +540,13 @@ class DeepLiftRules(TorchFunctionMode):
         self._track_result(func, args, result)
         return result
 
-    def _track_result(self, func: Callable, args: tuple, result: Any) -> None:
+    def _track_result(self, func: _Fn, args: tuple[Any, ...], result: Any) -> None:
         self.track(*(result if isinstance(result, (tuple, list)) else (result,)))
         name = getattr(func, "__name__", "")
         if args and (name in _INPLACE_DUNDERS or (name.endswith("_") and not name.startswith("__"))):
             self.track(args[0])  # written in place: now it depends on the input too
 
-    def _unruled(self, func: Callable, args: tuple, kwargs: dict, why: str | None = None) -> Any:
+    def _unruled(self, func: _Fn, args: tuple[Any, ...], kwargs: dict[str, Any], why: str | None = None) -> Any:
         """Run ``func`` with its gradient; remember it if it may be nonlinear."""
         result = func(*args, **kwargs)
         name = getattr(func, "__name__", repr(func))
@@ -550,7 +560,7 @@ class DeepLiftRules(TorchFunctionMode):
     # -- primitives the handlers compose.  Each tracks what it returns, so that a handler's
     # intermediate results (computed while the mode is paused) meet the rules too.
 
-    def derived(self, result: Any, *sources: Any) -> Any:
+    def derived(self, result: _T, *sources: Any) -> _T:
         """``result``, tracked if any of ``sources`` depends on the input (for linear steps)."""
         if any(self.depends(s) for s in sources):
             self.track(result)
@@ -563,7 +573,8 @@ class DeepLiftRules(TorchFunctionMode):
         if not _pairable(x):
             self.unruled.add(f"{getattr(op, '__name__', 'elementwise op')} (no reference pair on dim 0)")
             return self.derived(op(x), x)
-        return self.derived(_Secant.apply(x, op, self.eps), x)
+        y: Tensor = _Secant.apply(x, op, self.eps)
+        return self.derived(y, x)
 
     def product(self, op: Callable[[Any, Any], Tensor], a: Any, b: Any) -> Tensor:
         """``op(a, b)`` for a bilinear ``op``: the Shapley split when both factors depend on the input."""
@@ -572,7 +583,8 @@ class DeepLiftRules(TorchFunctionMode):
         if not (_pairable(a) and _pairable(b) and a.dim() == b.dim() and a.shape[0] == b.shape[0]):
             self.unruled.add("product (no reference pair on dim 0)")
             return self.derived(op(a, b), a)
-        return self.derived(_Bilinear.apply(a, b, op), a)
+        y: Tensor = _Bilinear.apply(a, b, op)
+        return self.derived(y, a)
 
     def rows(self, op: Callable[[Tensor], Tensor], x: Tensor, dims: tuple[int, ...], spread: str = "") -> Tensor:
         """``op(x)`` for an op on rows along ``dims``, with the row secant.  ``spread`` ("variance" or
@@ -583,11 +595,12 @@ class DeepLiftRules(TorchFunctionMode):
             self.unruled.add(f"{getattr(op, '__name__', 'row op')} (no reference pair on dim 0)")
             return self.derived(op(x), x)
         at_counterpart = _larger_spread(x.detach(), dims, spread == "variance") if spread else None
-        return self.derived(_RowSecant.apply(x, op, dims, self.eps, at_counterpart), x)
+        y: Tensor = _RowSecant.apply(x, op, dims, self.eps, at_counterpart)
+        return self.derived(y, x)
 
     # -- handlers: (self, func, args, kwargs) -> result
 
-    def _both_depend(self, args: tuple, kwargs: dict) -> bool:
+    def _both_depend(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         return len(args) == 2 and not kwargs and self.depends(args[0]) and self.depends(args[1])
 
     @_on_input
@@ -755,17 +768,20 @@ class DeepLiftRules(TorchFunctionMode):
 
 
 def _divided_into(numerator: Any, x: Tensor) -> Tensor:
-    return numerator / x
+    quotient: Tensor = numerator / x
+    return quotient
 
 
 def _raised(base: Any, x: Tensor) -> Tensor:
-    return torch.pow(base, x)
+    raised: Tensor = torch.pow(base, x)
+    return raised
 
 
-def _per_channel(bound: dict, x: Tensor) -> tuple[Tensor | None, Tensor | None]:
+def _per_channel(bound: dict[str, Any], x: Tensor) -> tuple[Tensor | None, Tensor | None]:
     """A norm's per-channel weight and bias, shaped to broadcast over ``(N, C, *spatial)``."""
     shape = (-1, *([1] * (x.dim() - 2)))
-    return tuple(None if bound[k] is None else bound[k].reshape(shape) for k in ("weight", "bias"))
+    weight, bias = (None if bound[k] is None else bound[k].reshape(shape) for k in ("weight", "bias"))
+    return weight, bias
 
 
 def _affine(y: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
@@ -773,8 +789,8 @@ def _affine(y: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
     return y if bias is None else y + bias
 
 
-_MATMUL_OP = {torch.bmm: torch.bmm, Tensor.bmm: torch.bmm, torch.mm: torch.mm, Tensor.mm: torch.mm}
-_HANDLERS: dict[Callable, Callable] = {
+_MATMUL_OP: dict[_Fn, _Fn] = {torch.bmm: torch.bmm, Tensor.bmm: torch.bmm, torch.mm: torch.mm, Tensor.mm: torch.mm}
+_HANDLERS: dict[_Fn, _Fn] = {
     **dict.fromkeys(ACTIVATIONS, DeepLiftRules._activation),
     **dict.fromkeys(SOFTMAX, DeepLiftRules._softmax),
     **dict.fromkeys(MULTIPLY, DeepLiftRules._multiply),

@@ -1,11 +1,11 @@
 """The functional core: plain functions over canonical tuples of tensors.
 
-Each function takes an :class:`attribution._internal.canonical.Objective` (model,
+Each function takes an :class:`~attribution._internal.canonical.Objective` (model,
 target and forward arguments already normalised) and tuples of tensors, and
-returns tuples of tensors.  The public classes in :mod:`attribution.methods`
-do the argument handling and call these; each file here mirrors the class file
-of the same path there (layer methods in :mod:`.layer`, neuron methods in
-:mod:`.neuron`).  (``lrp`` is the module's name here: its
+returns tuples of tensors.  The public classes (:mod:`attribution`, defined under
+``attribution/methods/``) do the argument handling and call these; each file here
+mirrors the class file of the same path there (layer methods in ``layer/``, neuron
+methods in ``neuron/``).  (``lrp`` is the module's name here: its
 function is ``attribution.functional.lrp.lrp``.)
 """
 

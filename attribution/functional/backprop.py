@@ -25,7 +25,7 @@ from attribution.functional.path import convergence_delta
 
 
 @contextmanager
-def batch_norm_in_eval(model: Callable) -> Iterator[None]:
+def batch_norm_in_eval(model: Callable[..., Any]) -> Iterator[None]:
     """Batch statistics would let examples (and references) influence each other; use running ones."""
     modules = model.modules() if isinstance(model, nn.Module) else ()
     norms = [m for m in modules if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
@@ -43,7 +43,7 @@ def _forward_under(objective: Objective, mode: Callable[[], torch.overrides.Torc
     and batch normalisation in eval mode."""
     forward_func = objective.forward_func
 
-    def forward(*args):
+    def forward(*args: Any) -> Tensor:
         with mode(), batch_norm_in_eval(forward_func):
             return forward_func(*args)
 
@@ -58,7 +58,7 @@ def _forward_with_rules(objective: Objective, rules: DeepLiftRules, n_inputs: in
     """The objective with DeepLift's rules active during the model's forward, tracking the stacked inputs."""
     forward_func = objective.forward_func
 
-    def forward(*args):
+    def forward(*args: Any) -> Tensor:
         with rules, batch_norm_in_eval(forward_func):
             rules.track(*args[:n_inputs])
             return forward_func(*args)
@@ -130,6 +130,7 @@ def _deep_lift_pass(
         acts, grads, was_tuple = layer_gradients(
             recording, stacked, at.layer, at.use_input, 2 * repeats, seed, grad_kwargs=at.grad_kwargs
         )
+        assert recording.values is not None  # layer_gradients ran the objective
         outputs = recording.values
         ends, starts = tuple(a[:rows] for a in acts), tuple(a[rows:] for a in acts)
     multipliers = tuple(g[:rows] for g in grads)
@@ -153,10 +154,10 @@ def _warn_if_incomplete(delta: Tensor, start: Tensor, end: Tensor, unruled: set[
     share = (unexplained / difference).nan_to_num(0.0, posinf=math.inf).max()
     if not share > UNEXPLAINED_TOLERANCE:  # one host sync per call, for the warning only
         return
-    share = min(float(share), 1.0)
+    worst = min(float(share), 1.0)
     ops = ", ".join(sorted(unruled)) if unruled else "none seen; does every op keep the batch on dim 0?"
     warnings.warn(
-        f"DeepLift: attributions explain {100 * (1 - share):.3g}% of f(x) - f(baseline); {100 * share:.3g}% is "
+        f"DeepLift: attributions explain {100 * (1 - worst):.3g}% of f(x) - f(baseline); {100 * worst:.3g}% is "
         f"left unexplained (worst example) by ops without an exact rule ({ops})",
         UserWarning,
         stacklevel=5,  # the user's call: _warn_if_incomplete, _single or _averaged, the core function, attribute
@@ -193,7 +194,9 @@ def _custom_attributions(
     return attrs
 
 
-def _attributions(result: _DeepLiftPass, multiply_by_inputs: bool, custom: CustomAttribution | None):
+def _attributions(
+    result: _DeepLiftPass, multiply_by_inputs: bool, custom: CustomAttribution | None
+) -> tuple[Tensor, ...]:
     if custom is not None:
         return _custom_attributions(custom, result.multipliers, result.ends, result.starts)
     return result.contributions if multiply_by_inputs else result.multipliers
@@ -234,10 +237,10 @@ def deep_lift(
     custom_attribution_func: CustomAttribution | None = None,
 ) -> tuple[tuple[Tensor, ...], Tensor | None]:
     """DeepLift (Rescale rule, and exact rules for products, norms, attention and pooling; see
-    :mod:`attribution._internal.rules`), from one forward and one backward of ``[inputs; baselines]``.
+    ``attribution/_internal/rules.py``), from one forward and one backward of ``[inputs; baselines]``.
 
     Warns (a ``UserWarning``, once) when the attributions leave more than
-    :data:`UNEXPLAINED_TOLERANCE` of ``f(x) - f(baseline)`` unexplained, naming
+    0.1% (``UNEXPLAINED_TOLERANCE``) of ``f(x) - f(baseline)`` unexplained, naming
     the ops that had no rule.
 
     Args:
@@ -252,8 +255,17 @@ def deep_lift(
         ``(attributions, delta)``; the delta (per row) comes from the same
         forward, so it costs nothing extra.
     """
-    options = dict(multiply_by_inputs=multiply_by_inputs, return_convergence_delta=return_convergence_delta, eps=eps)
-    attrs, delta, _ = _single(objective, inputs, baselines, repeats, custom_attribution_func, None, **options)
+    attrs, delta, _ = _single(
+        objective,
+        inputs,
+        baselines,
+        repeats,
+        custom_attribution_func,
+        None,
+        multiply_by_inputs=multiply_by_inputs,
+        return_convergence_delta=return_convergence_delta,
+        eps=eps,
+    )
     return attrs, delta
 
 
@@ -287,8 +299,17 @@ def layer_deep_lift(
         ValueError: the layer does not run exactly once per forward.
     """
     at = _AtLayer(layer, attribute_to_layer_input, grad_kwargs)
-    options = dict(multiply_by_inputs=multiply_by_inputs, return_convergence_delta=return_convergence_delta, eps=eps)
-    return _single(objective, inputs, baselines, 1, custom_attribution_func, at, **options)
+    return _single(
+        objective,
+        inputs,
+        baselines,
+        1,
+        custom_attribution_func,
+        at,
+        multiply_by_inputs=multiply_by_inputs,
+        return_convergence_delta=return_convergence_delta,
+        eps=eps,
+    )
 
 
 def _averaged(
@@ -331,7 +352,8 @@ def _averaged(
             deltas.append(convergence_delta(attrs, result.start, result.end).view(copies, n))
 
     run_chunked(k, attribute, rows_per_item=2 * n, internal_batch_size=None, device=inputs[0].device)
-    _warn_if_incomplete(*(torch.cat(parts) for parts in zip(*checks)), unruled)
+    complete, start, end = (torch.cat(parts) for parts in zip(*checks))
+    _warn_if_incomplete(complete, start, end, unruled)
     attrs = tuple(t / k for t in totals)
     return attrs, (torch.cat(deltas).t().reshape(-1) if deltas else None), was_tuple
 
@@ -356,8 +378,16 @@ def deep_lift_shap(
         ``(attributions, delta)``; the delta has one entry per (example,
         baseline), example-major.
     """
-    options = dict(multiply_by_inputs=multiply_by_inputs, return_convergence_delta=return_convergence_delta, eps=eps)
-    attrs, delta, _ = _averaged(objective, inputs, baseline_distribution, custom_attribution_func, None, **options)
+    attrs, delta, _ = _averaged(
+        objective,
+        inputs,
+        baseline_distribution,
+        custom_attribution_func,
+        None,
+        multiply_by_inputs=multiply_by_inputs,
+        return_convergence_delta=return_convergence_delta,
+        eps=eps,
+    )
     return attrs, delta
 
 
@@ -381,8 +411,16 @@ def layer_deep_lift_shap(
         entry per (example, baseline), example-major.
     """
     at = _AtLayer(layer, attribute_to_layer_input, grad_kwargs)
-    options = dict(multiply_by_inputs=multiply_by_inputs, return_convergence_delta=return_convergence_delta, eps=eps)
-    return _averaged(objective, inputs, baseline_distribution, custom_attribution_func, at, **options)
+    return _averaged(
+        objective,
+        inputs,
+        baseline_distribution,
+        custom_attribution_func,
+        at,
+        multiply_by_inputs=multiply_by_inputs,
+        return_convergence_delta=return_convergence_delta,
+        eps=eps,
+    )
 
 
 def guided_backprop(objective: Objective, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:

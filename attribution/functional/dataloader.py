@@ -36,13 +36,13 @@ from attribution.functional.perturbation import auto_perturbations_per_eval
 NEED_ATTR, NEED_FORWARD, NO_FORWARD = 0, 1, 2
 """Roles of a batch's elements: attributed and passed to the forward; passed only; neither (a label)."""
 
-Reduce = Callable[[Any, Any, tuple], Any]
+Reduce = Callable[[Any, Any, tuple[Any, ...]], Any]
 """``reduce(accumulated, output, batch_elements) -> accumulated``; ``accumulated`` starts as None."""
 
 _END = object()
 
 
-def batch_elements(batch: Any, name: str = "dataloader") -> tuple[tuple, bool]:
+def batch_elements(batch: Any, name: str = "dataloader") -> tuple[tuple[Any, ...], bool]:
     """A batch as ``(elements, given_as_tensor)``: a tensor is one element, a tuple or list its items.
 
     Raises:
@@ -63,7 +63,9 @@ def attributed(elements: Sequence[Any], roles: Sequence[int]) -> tuple[Tensor, .
     return tuple(e for e, r in zip(elements, roles) if r == NEED_ATTR)
 
 
-def check_batch(elements: tuple, roles: Sequence[int], shapes: Sequence[tuple[int, ...]] | None, index: int) -> int:
+def check_batch(
+    elements: tuple[Any, ...], roles: Sequence[int], shapes: Sequence[tuple[int, ...]] | None, index: int
+) -> int:
     """Raise unless a batch fits the roles and the per-example ``shapes`` of the first batch (None: any
     shapes); returns its size."""
     if len(elements) != len(roles):
@@ -127,6 +129,8 @@ class DataPasses:
         self._restore()
 
     def _restore(self) -> None:
+        if self._states is None:
+            raise RuntimeError("DataPasses: enter it (with DataPasses(loader) as passes: ...) before a traversal")
         cpu, own = self._states
         torch.set_rng_state(cpu)
         for generator, state in zip(self._generators, own):
@@ -226,12 +230,14 @@ class _Copies:
         with self.governor.chunk():
             return self.forward_func(*(e for e, r in zip(elements, self.roles) if r != NO_FORWARD))
 
-    def _replace(self, elements: tuple, attr: Sequence[Tensor]) -> tuple:
+    def _replace(self, elements: tuple[Any, ...], attr: Sequence[Tensor]) -> tuple[Any, ...]:
         """``elements`` with the attributed ones replaced by ``attr`` in order."""
         replacements = iter(attr)
         return tuple(next(replacements) if r == NEED_ATTR else e for e, r in zip(elements, self.roles))
 
-    def run(self, elements: tuple, present: Tensor, base_first: bool) -> tuple[list[Any], list[tuple]]:
+    def run(
+        self, elements: tuple[Any, ...], present: Tensor, base_first: bool
+    ) -> tuple[list[Any], list[tuple[Any, ...]]]:
         """Outputs of the copies ``present`` (``(k, F)``: which features each keeps) of one batch, and the
         batch elements each copy saw.  With ``base_first`` row 0 keeps every feature: it sees ``elements``."""
         attr = attributed(elements, self.roles)
@@ -241,13 +247,14 @@ class _Copies:
         total = present.shape[0]
         cap = auto_perturbations_per_eval(tuple(forwarded) if stackable else attr, total)
         outputs: list[Any] = []
-        seen: list[tuple] = []
+        seen: list[tuple[Any, ...]] = []
         lo = 0
         while lo < total:
             stacking = stackable and self.stacked is not False
             k = min(self.per_forward.choose(cap) if stacking else cap, total - lo)
             copies = [
-                p.unflatten(0, (k, n)) for p in self.features.perturbed(present[lo : lo + k], attr, self.baselines)
+                torch.unflatten(p, 0, (k, n))
+                for p in self.features.perturbed(present[lo : lo + k], attr, self.baselines)
             ]
             inputs = [self._replace(elements, [c[j] for c in copies]) for j in range(k)]
             if base_first and lo == 0:
@@ -263,7 +270,7 @@ class _Copies:
             lo += k
         return outputs, seen
 
-    def _stacked(self, elements: tuple, copies: list[Tensor], k: int, n: int) -> list[Any] | None:
+    def _stacked(self, elements: tuple[Any, ...], copies: list[Tensor], k: int, n: int) -> list[Any] | None:
         """Outputs of ``k`` copies from one forward, or None when the forward pools over its batch."""
         stacked = iter(c.flatten(0, 1) for c in copies)
         batch = [next(stacked) if r == NEED_ATTR else repeat_rows(e, k) for e, r in zip(elements, self.roles)]
@@ -271,7 +278,7 @@ class _Copies:
         if isinstance(output, Tensor) and output.dim() > 0 and output.shape[0] == k * n:
             if k > 1:
                 self.stacked = True
-            return list(output.unflatten(0, (k, n)).unbind(0))
+            return list(torch.unflatten(output, 0, (k, n)).unbind(0))
         if k == 1:  # a single copy is the batch itself: whatever the forward returns is its output
             return [output]
         if self.stacked:
@@ -360,9 +367,11 @@ def dataloader_ablation(
     """Per feature, the metric's drop when the feature is set to its baseline in every example.
 
     Args:
-        forward_func: called with a batch's elements whose role is not :data:`NO_FORWARD`, in order.
-        passes: the loader; its first traversal may already be begun (:meth:`DataPasses.first_batch`).
-        roles: one of :data:`NEED_ATTR`, :data:`NEED_FORWARD`, :data:`NO_FORWARD` per batch element.
+        forward_func: called with a batch's elements whose role is not 2 (not passed), in order.
+        passes: the loader; its first traversal may already be begun
+            (:meth:`~attribution.functional.dataloader.DataPasses.first_batch`).
+        roles: per batch element, 0 (attributed: ``NEED_ATTR``), 1 (passed to the forward only:
+            ``NEED_FORWARD``) or 2 (not passed: ``NO_FORWARD``).
         baselines: per attributed element, a tensor broadcastable to it with a first dimension of 1.
         features: masks with a first dimension of 1, shared by every batch.
         shapes: per attributed element, the per-example shape every batch must have.

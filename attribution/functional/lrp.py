@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import inspect
+import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -44,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
+from torch.utils.hooks import RemovableHandle
 
 from attribution._internal.autograd import (
     _check_single_run,
@@ -58,7 +61,7 @@ from attribution._internal.checks import ArgumentError
 from attribution._internal.rules import ACTIVATIONS, _activation_call, _vjp
 from attribution.functional.backprop import batch_norm_in_eval
 
-ParameterRule = Callable[[nn.Module, tuple, Tensor], Mapping[str, Tensor]]
+ParameterRule = Callable[[nn.Module, tuple[Any, ...], Tensor], Mapping[str, Tensor]]
 """``(module, inputs, output) -> {parameter name: modified value}`` for one call of a module."""
 
 
@@ -105,7 +108,10 @@ def positive_parameters(module: nn.Module, zero_bias: bool) -> dict[str, Tensor]
 
 
 def manipulated_parameters(
-    manipulate: Callable[[nn.Module, tuple, Tensor], Any], module: nn.Module, inputs: tuple, output: Tensor
+    manipulate: Callable[[nn.Module, tuple[Any, ...], Tensor], Any],
+    module: nn.Module,
+    inputs: tuple[Any, ...],
+    output: Tensor,
 ) -> dict[str, Tensor]:
     """Parameters as a Captum-style ``_manipulate_weights(module, inputs, outputs)`` leaves them, run on a
     copy of the module whose parameters are copies: the caller's module and weights are never written."""
@@ -119,10 +125,14 @@ def manipulated_parameters(
     return {name: p.detach() for name, p in twin._parameters.items() if p is not None}
 
 
-def _forward_with(module: nn.Module, parameters: Mapping[str, Tensor], args: tuple, kwargs: dict) -> Any:
+def _forward_with(
+    module: nn.Module, parameters: Mapping[str, Tensor], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     """``module.forward`` with some parameters replaced, on a shallow copy (no hooks run, nothing written)."""
     twin = copy.copy(module)
-    twin._parameters = {**module._parameters, **parameters}
+    # Plain tensors where torch keeps Parameters: the module's forward reads both alike (module.weight).
+    replaced: dict[str, Any] = {**module._parameters, **parameters}
+    twin._parameters = replaced
     return twin.forward(*args, **kwargs)
 
 
@@ -138,14 +148,14 @@ class _Ruled(torch.autograd.Function):
     """Returns ``z``; backward sends ``grad * z / stab(z')`` into ``z'`` (the modified output), none into ``z``."""
 
     @staticmethod
-    def forward(ctx, z: Tensor, modified: Tensor, epsilon: float) -> Tensor:
+    def forward(ctx: Any, z: Tensor, modified: Tensor, epsilon: float) -> Tensor:
         denominator = _stabilized(modified.detach(), epsilon)
         ratio = z.detach() / denominator
         ctx.ratio = ratio if epsilon > 0 else torch.where(denominator == 0, 0.0, ratio)  # LRP-0: 0 / 0 is 0
         return z.clone()
 
     @staticmethod
-    def backward(ctx, grad_output: Tensor):
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[None, Tensor, None]:
         return None, grad_output * ctx.ratio, None
 
 
@@ -156,13 +166,13 @@ class _PassThrough(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z: Tensor, a: Tensor) -> Tensor:
+    def forward(ctx: Any, z: Tensor, a: Tensor) -> Tensor:
         a = a.detach()
         ctx.ratio = torch.where(a == 0, 0.0, z.detach() / torch.where(a == 0, 1.0, a))
         return z.clone()
 
     @staticmethod
-    def backward(ctx, grad_output: Tensor):
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[None, Tensor]:
         return None, grad_output * ctx.ratio
 
 
@@ -174,29 +184,38 @@ class _PassRelevance(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, op: Callable[[Tensor], Tensor]) -> Tensor:
+    def forward(ctx: Any, x: Tensor, op: Callable[[Tensor], Tensor]) -> Tensor:
         y = op(x)
         ctx.op = op
         ctx.save_for_backward(x, y)
         return y
 
     @staticmethod
-    def backward(ctx, grad_output: Tensor):
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor, None]:
         x, y = ctx.saved_tensors
         safe = x.abs() >= torch.finfo(x.dtype).tiny
         ratio = y / torch.where(safe, x, torch.ones_like(x))
         return torch.where(safe, grad_output * ratio, _vjp(ctx.op, x, grad_output)), None
 
 
-_GRADIENT_IS_THE_RATIO = {F.relu, F.leaky_relu, F.rrelu, F.prelu}
+_GRADIENT_IS_THE_RATIO: set[Callable[..., Any]] = {F.relu, F.leaky_relu, F.rrelu, F.prelu}
 """Activations whose gradient already is ``y / x``: they run natively (in-place ReLU included)."""
-_NOT_UNITS = {torch.exp, torch.log, torch.sqrt, torch.rsqrt, torch.reciprocal, torch.square, torch.erf, torch.abs}
+_NOT_UNITS: set[Callable[..., Any]] = {
+    torch.exp,
+    torch.log,
+    torch.sqrt,
+    torch.rsqrt,
+    torch.reciprocal,
+    torch.square,
+    torch.erf,
+    torch.abs,
+}
 """Math ops that :data:`ACTIVATIONS` also lists: parts of larger computations (norms, softmax), not units."""
 PASS_RELEVANCE = {func: op for func, op in ACTIVATIONS.items() if op not in _GRADIENT_IS_THE_RATIO | _NOT_UNITS}
 """Elementwise activations through which relevance passes unchanged, each mapped to its out-of-place form."""
 
 
-def _in_place(func: Callable, args: tuple, kwargs: dict) -> bool:
+def _in_place(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     name = getattr(func, "__name__", "")
     if name.endswith("_") and not name.startswith("__"):
         return True
@@ -209,7 +228,13 @@ def _in_place(func: Callable, args: tuple, kwargs: dict) -> bool:
 class _ActivationsPassRelevance(TorchFunctionMode):
     """Every elementwise activation, however it is called, passes relevance unchanged."""
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
         kwargs = kwargs or {}
         if func not in PASS_RELEVANCE:
             return func(*args, **kwargs)
@@ -225,8 +250,8 @@ class _ActivationsPassRelevance(TorchFunctionMode):
 # ---------------------------------------------------------------- hooks for one forward
 
 
-def _rule_hook(rule: LayerRule, cache: dict[nn.Module, Mapping[str, Tensor]]) -> Callable:
-    def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Tensor | None:
+def _rule_hook(rule: LayerRule, cache: dict[nn.Module, Mapping[str, Tensor]]) -> Callable[..., Tensor | None]:
+    def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Tensor | None:
         if not isinstance(output, Tensor) or not output.is_floating_point():
             raise ArgumentError(
                 f"rule: LRP rules apply to modules that return one floating-point tensor; "
@@ -246,7 +271,8 @@ def _rule_hook(rule: LayerRule, cache: dict[nn.Module, Mapping[str, Tensor]]) ->
             return _Ruled.apply(output, output, rule.epsilon) if rule.epsilon else None
         if module not in cache:
             cache[module] = rule.parameters(module, args, output)
-        return _Ruled.apply(output, _forward_with(module, cache[module], args, kwargs), rule.epsilon)
+        ruled: Tensor = _Ruled.apply(output, _forward_with(module, cache[module], args, kwargs), rule.epsilon)
+        return ruled
 
     return hook
 
@@ -262,7 +288,7 @@ class _Tap:
     grad_off: bool = False  # the layer ran without autograd (no_grad, reentrant checkpointing) in the forward
 
 
-def _tapped(values: tuple, tap: _Tap, wanted: bool) -> tuple:
+def _tapped(values: tuple[Any, ...], tap: _Tap, wanted: bool) -> tuple[Any, ...]:
     """``values`` with a zero leaf added to each floating tensor: its gradient is the ratio there.
 
     ``wanted``: gradients were on when the forward began; the sums join the graph then even where the
@@ -270,7 +296,9 @@ def _tapped(values: tuple, tap: _Tap, wanted: bool) -> tuple:
     """
     tap.calls += 1
     tap.grad_off |= _grad_switched_off(wanted)
-    replaced, activations, zeros = [], [], []
+    replaced: list[Any] = []
+    activations: list[Tensor] = []
+    zeros: list[Tensor] = []
     for v in values:
         if isinstance(v, Tensor) and v.is_floating_point():
             zero = torch.zeros_like(v, requires_grad=True)
@@ -284,15 +312,15 @@ def _tapped(values: tuple, tap: _Tap, wanted: bool) -> tuple:
     return tuple(replaced)
 
 
-def _register_tap(layer: nn.Module, use_input: bool, tap: _Tap) -> Any:
+def _register_tap(layer: nn.Module, use_input: bool, tap: _Tap) -> RemovableHandle:
     wanted = torch.is_grad_enabled()
 
-    def on_input(module: nn.Module, args: tuple) -> tuple:
+    def on_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
         replaced = _tapped(args, tap, wanted)
         tap.was_tuple = len(tap.zeros) > 1
         return replaced
 
-    def on_output(module: nn.Module, args: tuple, output: Any) -> Any:
+    def on_output(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
         tap.was_tuple = isinstance(output, tuple)
         replaced = _tapped(output if tap.was_tuple else (output,), tap, wanted)
         return replaced if tap.was_tuple else replaced[0]
@@ -357,9 +385,9 @@ def lrp(
 class LayerRelevance:
     """Relevance at each layer: per layer, one tensor per floating input (or output) of the layer."""
 
+    outputs: Tensor
     relevances: list[tuple[Tensor, ...]] = field(default_factory=list)
     was_tuple: list[bool] = field(default_factory=list)
-    outputs: Tensor | None = None
 
 
 def layer_lrp(
@@ -396,5 +424,5 @@ def layer_lrp(
 
 def relevance_delta(relevances: Sequence[Tensor], outputs: Tensor) -> Tensor:
     """Per example: the output minus the relevances' total (Captum's sign), 0 where relevance is conserved."""
-    total = sum(r.reshape(r.shape[0], -1).sum(1) for r in relevances)
+    total = functools.reduce(operator.add, (r.reshape(r.shape[0], -1).sum(1) for r in relevances))
     return outputs.flatten() - total.flatten()

@@ -25,8 +25,8 @@ def integration_nodes(n_steps: int, method: str = "gausslegendre") -> tuple[Tens
     """
     k = torch.arange(n_steps, dtype=torch.float64)
     if method == "gausslegendre":
-        nodes, weights = np.polynomial.legendre.leggauss(n_steps)
-        return torch.from_numpy((nodes + 1) / 2), torch.from_numpy(weights / 2)
+        nodes, gauss_weights = np.polynomial.legendre.leggauss(n_steps)
+        return torch.from_numpy((nodes + 1) / 2), torch.from_numpy(gauss_weights / 2)
     if method == "riemann_trapezoid":
         weights = torch.full((n_steps,), 1.0 / (n_steps - 1), dtype=torch.float64)
         weights[[0, -1]] /= 2
@@ -47,7 +47,8 @@ def endpoint_outputs(
     with torch.inference_mode():
         rows = tuple(torch.cat([s.expand_as(e), e]) for s, e in zip(starts, ends))
         out = objective(rows, 2 * repeats)
-    return out.chunk(2)
+    start, end = out.chunk(2)
+    return start, end
 
 
 def convergence_delta(attrs: tuple[Tensor, ...], start_out: Tensor, end_out: Tensor) -> Tensor:
@@ -149,7 +150,8 @@ def gradient_shap(
 
     Each of the ``n_samples`` samples per example adds Gaussian noise of
     ``stdevs`` to the input, draws a baseline from the distribution and a
-    point uniformly on the segment between them (:func:`gradient_shap_draws`).
+    point uniformly on the segment between them (all drawn up front from torch's global generator,
+    baselines and points before the noise, so results do not depend on how the work is chunked).
 
     Returns:
         ``(attributions, delta)``; ``delta`` has one entry per (example,

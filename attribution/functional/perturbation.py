@@ -157,7 +157,7 @@ class _CopyForward:
         self.boxes = boxes
 
     def __call__(self, batch: tuple[Tensor, ...], lo: int, hi: int) -> Tensor:
-        if self.local is None:
+        if self.local is None or self.boxes is None:  # (the local pass is built only with boxes)
             return self.layout.run(self.objective, batch, hi - lo)
         starts_of, size = self.boxes
         starts = starts_of(lo, hi).repeat_interleave(self.n, dim=0)
@@ -223,7 +223,7 @@ def occlusion(
     feature covered by several windows gets the mean of their drops.  For a
     forward that returns values for the whole batch, each window is
     occluded in every example at once and the attributions have one row
-    per value (see :meth:`Objective.resolve` for the rows).
+    per value (see :meth:`~attribution._internal.canonical.Objective.resolve` for the rows).
 
     Args:
         perturbations_per_eval: occluded copies per forward (at most); chosen
@@ -237,12 +237,16 @@ def occlusion(
         for i, (x, b, window, stride) in enumerate(zip(inputs, baselines, windows, strides)):
             grid = SlidingWindows(tuple(x.shape[1:]), window, stride)
 
-            def occluded(lo: int, hi: int, i=i, x=x, b=b, grid=grid) -> tuple[Tensor, ...]:
+            def occluded(
+                lo: int, hi: int, i: int = i, x: Tensor = x, b: Tensor = b, grid: SlidingWindows = grid
+            ) -> tuple[Tensor, ...]:
                 mask = grid.masks(lo, hi, x.device).unsqueeze(1)
                 copies = torch.where(mask, b.unsqueeze(0), x.unsqueeze(0)).flatten(0, 1)
                 return tuple(copies if j == i else repeat_rows(other, hi - lo) for j, other in enumerate(inputs))
 
-            boxes = (lambda lo, hi, grid=grid, x=x: grid.starts(lo, hi, x.device)[:, 1:], grid.window[1:])
+            def box_starts(lo: int, hi: int, grid: SlidingWindows = grid, x: Tensor = x) -> Tensor:
+                return grid.starts(lo, hi, x.device)[:, 1:]
+
             values = evaluate_copies(
                 objective,
                 inputs,
@@ -250,7 +254,7 @@ def occlusion(
                 occluded,
                 perturbations_per_eval=perturbations_per_eval,
                 progress=progress,
-                boxes=boxes if x.dim() == 4 else None,
+                boxes=(box_starts, (grid.window[-2], grid.window[-1])) if x.dim() == 4 else None,
             )
             drops_per_input.append((grid, reference[:, None] - values))
     # Outside inference mode, so that callers get ordinary tensors back.

@@ -36,7 +36,8 @@ def shapley_value_sampling(
     evaluated many per forward.  A forward that returns values for the
     whole batch switches features in every example at once (shared masks).
     Attributions are laid out like the forward's output (see
-    :meth:`Objective.unflatten`): a first dimension of 1 for one value per batch.
+    :meth:`~attribution._internal.canonical.Objective.unflatten`): a first dimension of 1 for one value per
+    batch.
     """
     inputs = tuple(x.detach() for x in inputs)
     device, count = inputs[0].device, features.count
@@ -83,7 +84,7 @@ def shapley_values(
     the layout is that of :func:`shapley_value_sampling`.
 
     Raises:
-        ValueError: more than :data:`MAX_EXACT_FEATURES` features.
+        ValueError: more than 20 features (``MAX_EXACT_FEATURES``: ``2^F`` coalitions).
     """
     count = features.count
     if count > MAX_EXACT_FEATURES:

@@ -22,8 +22,9 @@ import functools
 import inspect
 import itertools
 import numbers
+import operator
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,17 +94,23 @@ def draw_coalitions(perturb: Callable[..., object] | None, examples: Examples, n
     if function_form(perturb, BATCHED) == PER_SAMPLE:
         coalitions = draw_design(perturb, PER_SAMPLE, examples, n_samples, count)
     else:
-        coalitions = perturb(examples.given, n_samples, count)
-        if not isinstance(coalitions, Tensor) or coalitions.shape != (n_samples, examples.rows, count):
+        drawn = perturb(examples.given, n_samples, count)
+        if not isinstance(drawn, Tensor) or drawn.shape != (n_samples, examples.rows, count):
             raise ArgumentError(
                 f"perturb_func: expected a tensor of shape ({n_samples}, {examples.rows}, {count}) "
-                f"(n_samples, examples, features), got {describe(coalitions)}"
+                f"(n_samples, examples, features), got {describe(drawn)}"
             )
+        coalitions = drawn
     if coalitions.dtype != torch.bool:
         if not bool(((coalitions == 0) | (coalitions == 1)).all()):
             raise ArgumentError("perturb_func: expected coalitions of 0/1 or bool values")
         coalitions = coalitions == 1
     return coalitions.to(device)
+
+
+def _total(terms: Iterable[Tensor]) -> Tensor:
+    """The sum of tensors (``sum`` would type it ``Tensor | 0``)."""
+    return functools.reduce(operator.add, terms)
 
 
 def get_exp_kernel_similarity_function(distance_mode: str = "cosine", kernel_width: float = 1.0) -> Similarity:
@@ -128,11 +135,14 @@ def get_exp_kernel_similarity_function(distance_mode: str = "cosine", kernel_wid
         dtype = torch.promote_types(pairs[0][0].dtype, torch.float32)
         pairs = [(x.to(dtype), p.to(dtype)) for x, p in pairs]
         if distance_mode == "cosine":
-            dot = sum((p * x).sum(-1) for x, p in pairs)
-            norms = sum(x.square().sum(-1) for x, _ in pairs).sqrt() * sum(p.square().sum(-1) for _, p in pairs).sqrt()
+            dot = _total((p * x).sum(-1) for x, p in pairs)
+            norms = (
+                _total(x.square().sum(-1) for x, _ in pairs).sqrt()
+                * _total(p.square().sum(-1) for _, p in pairs).sqrt()
+            )
             distance = 1 - dot / norms.clamp_min(1e-8)
         else:
-            distance = sum((p - x).square().sum(-1) for x, p in pairs).sqrt()
+            distance = _total((p - x).square().sum(-1) for x, p in pairs).sqrt()
         return torch.exp(-distance.square() / (2 * kernel_width**2))
 
     return batched(similarity)
@@ -160,10 +170,11 @@ def surrogate(
 
     ``sample`` gives designs and weights per example (``n``, or 1 when ``objective`` is aggregate); the
     objective has ``rows`` values per copy, ``K`` per example (several outputs, see
-    :meth:`Objective.resolve`), and each gets a surrogate of its own, fitted on its example's design.
+    :meth:`~attribution._internal.canonical.Objective.resolve`), and each gets a surrogate of its own, fitted on
+    its example's design.
 
     Args:
-        objective: resolved (see :meth:`Objective.resolve`).
+        objective: resolved (see :meth:`~attribution._internal.canonical.Objective.resolve`).
         sample: builds copies with their designs and weights, chunk by chunk (see :data:`Sample`).
         fit: the interpretable model, see :data:`Fit`.
         first: the target values ``(rows,)`` of copy 0 when they are already known.
@@ -220,7 +231,11 @@ def coalition_sample(
         chunk = coalitions[lo:hi]
         flat = features.perturbed(chunk, inputs, baselines)
         copies = tuple(c.reshape(hi - lo, *x.shape) for c, x in zip(flat, inputs))
-        return copies, chunk, weights[lo:hi] if weigh is None else weigh(copies, chunk)
+        if weigh is not None:
+            return copies, chunk, weigh(copies, chunk)
+        if weights is None:
+            raise ArgumentError("coalition_sample: pass weigh or weights")
+        return copies, chunk, weights[lo:hi]
 
     return sample
 
@@ -271,7 +286,8 @@ def lime(
     A forward that returns one value for the whole batch gets ``(1, F)`` (the batch explained as one
     example, as in the reference).  With several values per example (``target=None``) or per batch, every
     value gets a surrogate of its own on its example's coalitions, laid out like the forward's output:
-    ``(n, K, F)`` for ``(n, K)`` outputs, ``(K, F)`` for ``(K,)`` per batch (see :meth:`Objective.unflatten`).
+    ``(n, K, F)`` for ``(n, K)`` outputs, ``(K, F)`` for ``(K,)`` per batch (see
+    :meth:`~attribution._internal.canonical.Objective.unflatten`).
 
     Args:
         prepare: given the resolved objective, the coalitions bool ``(S, rows, F)`` and how to weigh the
@@ -312,7 +328,8 @@ def kernel_shap(
     progress: Callable[[int], None] | None = None,
 ) -> Tensor:
     """KernelShap's coefficients ``(n, F)``: weighted least squares over coalitions drawn from the Shapley
-    kernel (see :func:`kernel_shap_coalitions`); they estimate the features' Shapley values.  A forward
+    kernel (all features, none, then random subsets with sizes ``k`` drawn with probability proportional
+    to ``(F - 1) / (k (F - k))``); they estimate the features' Shapley values.  A forward
     that returns values for the whole batch, or several per example, gets them laid out as in :func:`lime`.
     """
     # The first coalition keeps every feature: the unperturbed batch, which also settles the output mode.
@@ -421,7 +438,7 @@ def function_form(func: Callable[..., Any], default: str) -> str:
     per-sample for a generator function or one that accepts ``**kwargs`` (Captum passes keyword arguments
     to such functions, so a Captum-style one accepts them); else ``default``."""
     marked = getattr(func, _FORM, None)
-    if marked is not None:
+    if isinstance(marked, str):
         return marked
     if inspect.isgeneratorfunction(inspect.unwrap(func)):
         return PER_SAMPLE
@@ -575,7 +592,9 @@ def draw_copies(func: Callable[..., Any], form: str, examples: Examples, n_sampl
     return examples.assemble([[examples.copy(d, r, "perturb_func") for d in row] for r, row in enumerate(draws)])
 
 
-def from_interpretable(func: Callable[..., Any], form: str, examples: Examples) -> Callable[[Tensor], tuple]:
+def from_interpretable(
+    func: Callable[..., Any], form: str, examples: Examples
+) -> Callable[[Tensor], tuple[Tensor, ...]]:
     """``design (P, rows, F) -> copies`` by ``from_interp_rep_transform``: batched ``func(design, inputs,
     **kwargs)``, or per-sample ``func(sample (1, F), example, **kwargs)`` giving one copy of the example."""
     name = "from_interp_rep_transform"
@@ -595,7 +614,7 @@ def from_interpretable(func: Callable[..., Any], form: str, examples: Examples) 
     return transform
 
 
-def to_interpretable(func: Callable[..., Any], form: str, examples: Examples) -> Callable[[tuple], Tensor]:
+def to_interpretable(func: Callable[..., Any], form: str, examples: Examples) -> Callable[[tuple[Tensor, ...]], Tensor]:
     """``copies -> design (P, rows, F)`` by ``to_interp_rep_transform``: batched ``func(copies, inputs,
     **kwargs)``, or per-sample ``func(copy of example r, example r, **kwargs) -> (1, F)``."""
     name = "to_interp_rep_transform"
@@ -723,11 +742,13 @@ def lasso(
     lam = (alpha * total)[:, None]  # the same problem scaled by sum(w): 0.5 |b - A beta|^2 + lam |beta|_1
     corr = (A.mT @ b[..., None])[..., 0]
     step = 1 / torch.linalg.matrix_norm(A, ord=2).square().clamp_min(torch.finfo(A.dtype).tiny)[:, None]
-    if count <= samples:
-        gram = A.mT @ A
-        at_residual = lambda beta: corr - (gram @ beta[..., None])[..., 0]  # noqa: E731
-    else:  # no F x F Gram matrix for many features
-        at_residual = lambda beta: (A.mT @ (b - (A @ beta[..., None])[..., 0])[..., None])[..., 0]  # noqa: E731
+    gram = A.mT @ A if count <= samples else None  # no F x F Gram matrix for many features
+
+    def at_residual(beta: Tensor) -> Tensor:
+        if gram is not None:
+            return corr - (gram @ beta[..., None])[..., 0]
+        return (A.mT @ (b - (A @ beta[..., None])[..., 0])[..., None])[..., 0]
+
     bb = b.square().sum(-1)
 
     def gap(beta: Tensor) -> Tensor:
@@ -798,16 +819,19 @@ def model_fit(model: Any) -> Fit:
     """
     if callable(getattr(model, "representation", None)) and callable(getattr(model, "fit", None)):
         return CaptumModelFit(model)
-    fit = getattr(model, "fit", None)
+    fit: object = getattr(model, "fit", None)
+    expected = (
+        f"interpretable_model: expected an object with fit(X (n, S, F), y (n, S), weights (n, S)) "
+        f"-> (coef (n, F), intercept (n,)) (batched), such as Lasso(), Ridge() or LinearRegression() from "
+        f"attribution.methods.surrogate, or a Captum-style model with fit(DataLoader) and representation() "
+        f"(such as Captum's SkLearnLasso), got {describe(model)}"
+    )
+    if not callable(fit):
+        raise ArgumentTypeError(expected)
     try:
         inspect.signature(fit).bind(None, None, None)
     except (TypeError, ValueError):
-        raise ArgumentTypeError(
-            f"interpretable_model: expected an object with fit(X (n, S, F), y (n, S), weights (n, S)) "
-            f"-> (coef (n, F), intercept (n,)) (batched), such as Lasso(), Ridge() or LinearRegression() from "
-            f"attribution.methods.surrogate, or a Captum-style model with fit(DataLoader) and representation() "
-            f"(such as Captum's SkLearnLasso), got {describe(model)}"
-        ) from None
+        raise ArgumentTypeError(expected) from None
     return fit
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from typing import Any, Union
 
 from attribution._internal.checks import ArgumentError, ArgumentTypeError, check_int
@@ -33,14 +33,21 @@ class ProductBaselines:
         ValueError: an empty candidate list, or a joint candidate whose length differs from its key's.
 
     Example:
-        >>> from attribution import ProductBaselines
+        >>> import torch
+        >>> from attribution import FeatureAblation, ProductBaselines
         >>> baselines = ProductBaselines([[0.0, 0.5], [-1.0, 1.0]], seed=0)
-        >>> attr = FeatureAblation(model).attribute((x1, x2), baselines=baselines)  # doctest: +SKIP
+        >>> baselines()  # one draw: a baseline for each of the two inputs
+        [0.5, 1.0]
+        >>> model = lambda x1, x2: x1.sum(1) + 2 * x2.sum(1)  # two inputs, one output per example
+        >>> x1, x2 = torch.rand(2, 3), torch.rand(2, 4)
+        >>> attr = FeatureAblation(model).attribute((x1, x2), baselines=baselines)  # a fresh draw per call
+        >>> [a.shape for a in attr]
+        [torch.Size([2, 3]), torch.Size([2, 4])]
     """
 
     def __init__(self, baseline_values: BaselineValues, *, seed: int | None = None) -> None:
         if isinstance(baseline_values, dict):
-            self.dict_keys: list[Hashable] = list(baseline_values)
+            self.dict_keys: list[str | tuple[str, ...]] = list(baseline_values)
             values = [baseline_values[key] for key in self.dict_keys]
         elif isinstance(baseline_values, (list, tuple)):
             self.dict_keys = []

@@ -63,6 +63,10 @@ class InterpretableEmbeddingBase(nn.Module):
     Args:
         embedding: the original embedding layer (any module).
         full_name: its dotted name in the model, where :func:`remove_interpretable_embedding_layer` puts it back.
+
+    Attributes:
+        embedding: the original embedding layer.
+        full_name: its dotted name in the model.
     """
 
     def __init__(self, embedding: nn.Module, full_name: str) -> None:
@@ -89,7 +93,8 @@ class InterpretableEmbeddingBase(nn.Module):
 
     def indices_to_embeddings(self, *inputs: Any, **kwargs: Any) -> Tensor:
         """The original layer's output for ``inputs`` (token ids and whatever else it takes)."""
-        return self.embedding(*inputs, **kwargs)
+        embedded: Tensor = self.embedding(*inputs, **kwargs)
+        return embedded
 
 
 def _submodule(model: nn.Module, name: str) -> nn.Module:
@@ -124,11 +129,25 @@ def configure_interpretable_embedding_layer(
         ValueError: no such layer (close matches are listed), or it is already configured.
 
     Example:
-        >>> emb = configure_interpretable_embedding_layer(model, "embedding")  # doctest: +SKIP
-        >>> try:  # doctest: +SKIP
-        ...     attr = IntegratedGradients(model).attribute(emb.indices_to_embeddings(ids), target=1)
+        >>> from collections import OrderedDict
+        >>> import torch
+        >>> from torch import nn
+        >>> from attribution import IntegratedGradients, LayerIntegratedGradients
+        >>> from attribution import configure_interpretable_embedding_layer, remove_interpretable_embedding_layer
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(OrderedDict(embedding=nn.Embedding(10, 4), flat=nn.Flatten(), fc=nn.Linear(20, 2)))
+        >>> ids = torch.randint(1, 10, (2, 5))  # 5 tokens; id 0 is padding
+        >>> emb = configure_interpretable_embedding_layer(model, "embedding")
+        >>> try:
+        ...     inputs, pads = emb.indices_to_embeddings(ids), emb.indices_to_embeddings(torch.zeros_like(ids))
+        ...     attr = IntegratedGradients(model).attribute(inputs, baselines=pads, target=1)
         ... finally:
         ...     remove_interpretable_embedding_layer(model, emb)
+        >>> attr.shape
+        torch.Size([2, 5, 4])
+        >>> lig = LayerIntegratedGradients(model, model.embedding)  # the same, with the model left as it is
+        >>> torch.allclose(attr, lig.attribute(ids, baselines=0, target=1), atol=1e-6)
+        True
     """
     if not isinstance(model, nn.Module):
         raise ArgumentTypeError(f"model: expected an nn.Module, got {type(model).__name__}")

@@ -13,7 +13,7 @@ term is a deviation from a running mean, so data far from zero (``1e6 + noise``)
 
 Statistics that need others declare them (:meth:`Stat.dependencies`): ``StdDev(k) -> Var(k) -> MSE, Count``,
 ``MSE -> Mean -> Count``.  A summarizer adds what is missing, updates dependencies first and links each
-statistic to the instances it shares (:meth:`Stat._get_stat`).
+statistic to the instances it shares (``Stat._get_stat``).
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ class Stat:
         return ()
 
     def init(self) -> None:
-        """Called once the summarizer has linked this statistic to its dependencies (see :meth:`_get_stat`)."""
+        """Called once the summarizer has linked this statistic to its dependencies: a subclass looks up
+        here the summarizer's instances of the statistics it reads."""
 
     def _get_stat(self, stat: Stat) -> Stat | None:
         """The summarizer's own instance equal to ``stat``, or None if it tracks no such statistic."""
@@ -80,7 +81,7 @@ class Stat:
         """The current value; None before the first observation."""
         raise NotImplementedError(f"{type(self).__name__} must implement get")
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         return (type(self), frozenset(self.params.items()))
 
     def __hash__(self) -> int:
@@ -188,6 +189,7 @@ class MSE(Stat):
         if old is None:
             self.mse = _sum0((xs - new) ** 2)
         else:
+            assert self.mse is not None  # set with the first batch, before Mean had a previous value
             self.mse = self.mse + _sum0((xs - old) * (xs - new))
 
     def get(self) -> Tensor | None:
@@ -296,7 +298,7 @@ class GeneralAccumFn(Stat):
         self.result: Tensor | None = None
         self.fn = fn
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         return (*super()._key(), self.fn)
 
     def update(self, x: Tensor) -> None:

@@ -2,11 +2,17 @@
 ``ClassSummarizer``: streaming, elementwise statistics (:mod:`attribution.helpers.stat`) over observations of one
 shape, per input for a tuple, and per class.
 
-    >>> from attribution import CommonStats, Summarizer
+    >>> import torch
+    >>> from attribution import CommonStats, IntegratedGradients, Summarizer
+    >>> ig = IntegratedGradients(torch.nn.Linear(3, 2))
+    >>> loader = [torch.rand(4, 3), torch.rand(4, 3)]  # two batches of four examples
     >>> summarizer = Summarizer(CommonStats())
-    >>> for batch in loader:  # doctest: +SKIP
+    >>> for batch in loader:
     ...     summarizer.update_batch(ig.attribute(batch, target=0))
-    >>> summarizer.summary["mean"]  # doctest: +SKIP
+    >>> summarizer.summary["mean"].shape  # elementwise over the eight attributions
+    torch.Size([3])
+    >>> sorted(summarizer.summary)
+    ['max', 'mean', 'min', 'sample_std_dev', 'sample_variance']
 
 ``update(x)`` adds one observation (Captum's unit); ``update_batch(x)`` adds ``x[0], x[1], ...`` at once,
 with the same result as adding them one by one.
@@ -244,7 +250,7 @@ class ClassSummarizer(Summarizer):
         self.summaries: dict[Any, Summarizer] = {}
 
     def update(  # type: ignore[override]
-        self, x: Tensor | tuple[Tensor, ...], labels: Hashable | list | Tensor | None = None
+        self, x: Tensor | tuple[Tensor, ...], labels: Hashable | list[Any] | Tensor | None = None
     ) -> None:
         """Add ``x``: one observation without labels; with labels, a batch whose examples go to their class.
 
@@ -276,26 +282,27 @@ class ClassSummarizer(Summarizer):
         return {label: summarizer.summary for label, summarizer in self.summaries.items()}
 
 
-def _per_example(labels: Any, batch_size: int) -> list:
+def _per_example(labels: Any, batch_size: int) -> list[Any]:
     """One label per example: a single label is repeated; a tensor becomes Python values, so that
     ``tensor([0, 1])`` and ``[0, 1]`` give the same classes."""
     if isinstance(labels, Tensor):
         labels = labels.item() if labels.dim() == 0 else labels.tolist()
+    per_example: list[Any]
     if isinstance(labels, list):
         if len(labels) not in (1, batch_size):
             raise ArgumentError(
                 f"labels: expected one label, or one per example ({batch_size}), got {len(labels)} labels"
             )
-        labels = labels * batch_size if len(labels) == 1 else labels
+        per_example = labels * batch_size if len(labels) == 1 else labels
     else:
-        labels = [labels] * batch_size
-    unhashable = [label for label in labels if not isinstance(label, Hashable)]
+        per_example = [labels] * batch_size
+    unhashable = [label for label in per_example if not isinstance(label, Hashable)]
     if unhashable:
         raise ArgumentTypeError(f"labels: expected hashable labels (numbers, strings), got {unhashable[0]!r}")
-    return labels
+    return per_example
 
 
-def _group_rows(labels: list) -> dict[Any, Tensor | None]:
+def _group_rows(labels: list[Any]) -> dict[Any, Tensor | None]:
     """Label -> the rows of the batch that carry it (None: all rows), in order of first appearance."""
     rows: dict[Any, list[int]] = {}
     for i, label in enumerate(labels):  # over label values, not tensors: no compute here

@@ -9,12 +9,13 @@ inside ``forward``); see :mod:`attribution._internal.rules`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor
 
 from attribution._internal.canonical import (
     BaselineType,
+    Objective,
     TargetType,
     TensorOrTuple,
     canonical_call,
@@ -22,7 +23,7 @@ from attribution._internal.canonical import (
     format_baselines,
 )
 from attribution.functional import backprop
-from attribution.methods.base import GradientAttribution, InternalAttribution, with_delta
+from attribution.methods.base import GradientAttribution, InternalAttribution, WithDelta, with_delta
 from attribution.registry import register
 
 
@@ -45,7 +46,7 @@ class DeepLift(_ReferenceAttribution):
     reused or in place), softmax, max pooling, LayerNorm / GroupNorm /
     RMSNorm, products of two activations (squeeze-and-excite gating,
     attention) and ``F.scaled_dot_product_attention`` / ``nn.MultiheadAttention``;
-    see :mod:`attribution._internal.rules` for each rule.  The model must keep the
+    see ``attribution/_internal/rules.py`` for each rule.  The model must keep the
     batch on dim 0.  Where an op has no exact rule, a ``UserWarning`` says how
     much of ``f(x) - f(baseline)`` is left unexplained, and by which ops.
 
@@ -57,7 +58,17 @@ class DeepLift(_ReferenceAttribution):
             gradient is used instead of the ratio of differences.
 
     Example:
-        >>> attr, delta = DeepLift(model).attribute(images, target=3, return_convergence_delta=True)  # doctest: +SKIP
+        >>> import torch
+        >>> from torch import nn
+        >>> from attribution import DeepLift
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        ...                       nn.Linear(4, 3))
+        >>> images = torch.rand(2, 3, 8, 8)
+        >>> attr, delta = DeepLift(model).attribute(images, target=2, return_convergence_delta=True)
+        >>> gap = model(images)[:, 2] - model(torch.zeros_like(images))[:, 2]  # f(x) - f(baseline)
+        >>> torch.allclose(attr.sum((1, 2, 3)), gap, atol=1e-5)
+        True
     """
 
     def attribute(
@@ -68,7 +79,7 @@ class DeepLift(_ReferenceAttribution):
         additional_forward_args: Any = None,
         return_convergence_delta: bool = False,
         custom_attribution_func: Callable[..., Any] | None = None,
-    ):
+    ) -> WithDelta:
         """Attribute ``f(inputs) - f(baselines)`` to the input features.
 
         Args:
@@ -114,7 +125,7 @@ class DeepLiftShap(_ReferenceAttribution):
         additional_forward_args: Any = None,
         return_convergence_delta: bool = False,
         custom_attribution_func: Callable[..., Any] | None = None,
-    ):
+    ) -> WithDelta:
         """Average DeepLift attributions over the baseline distribution.
 
         Args:
@@ -146,7 +157,7 @@ class DeepLiftShap(_ReferenceAttribution):
 
 
 class _ReLURuleAttribution(GradientAttribution):
-    _rule: Callable
+    _rule: ClassVar[staticmethod[[Objective, tuple[Tensor, ...]], tuple[Tensor, ...]]]
     needs_float_inputs = True
 
     def attribute(
@@ -199,7 +210,7 @@ class GuidedGradCam(InternalAttribution, GradientAttribution):
             backprop.guided_gradcam(
                 call.objective,
                 call.inputs,
-                self.layer,
+                self._one_layer(),
                 interpolate_mode=interpolate_mode,
                 attribute_to_layer_input=attribute_to_layer_input,
             )

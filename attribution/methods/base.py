@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, TypeVar, Union
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +36,11 @@ from attribution._internal.checks import ArgumentError, ArgumentTypeError, check
 from attribution.functional.layer.maps import interpolate
 from attribution.functional.neuron.selection import neuron_objective
 from attribution.functional.path import convergence_delta, endpoint_outputs
+
+WithDelta = Union[TensorOrTuple, tuple[TensorOrTuple, Tensor]]
+"""What ``attribute`` returns: the attributions, or ``(attributions, delta)`` with ``return_convergence_delta=True``."""
+_A = TypeVar("_A")
+_D = TypeVar("_D")
 
 
 class Attribution:
@@ -66,6 +71,8 @@ class Attribution:
     _multiply_by_inputs: bool = False
     """Whether attributions are multiplied by ``inputs - baselines``: a class trait, set per instance by the
     constructors that take ``multiply_by_inputs``."""
+    registry_name: ClassVar[str]  # set by attribution.registry.register on the classes it registers
+    attribute: Callable[..., Any]  # every method defines its own attribute(inputs, ...), as in Captum
 
     def __init__(self, forward_func: Callable[..., Tensor]) -> None:
         if not callable(forward_func):
@@ -75,10 +82,11 @@ class Attribution:
         _check_materialized(forward_func)
         self.forward_func = forward_func
 
-    def attribute_future(self, *args: Any, **kwargs: Any) -> torch.futures.Future:
-        """Captum's ``attribute`` for forwards that return a ``torch.futures.Future``: only the classes with
-        :class:`FutureForward` (FeatureAblation, FeaturePermutation, the Shapley classes) have it, as in
-        Captum."""
+    def attribute_future(self, *args: Any, **kwargs: Any) -> torch.futures.Future[Any]:
+        """Captum's ``attribute`` for forwards that return a ``torch.futures.Future``: only
+        :class:`~attribution.FeatureAblation`, :class:`~attribution.FeaturePermutation`,
+        :class:`~attribution.ShapleyValueSampling` and :class:`~attribution.ShapleyValues` have it, as in
+        Captum; the others raise ``NotImplementedError``."""
         raise NotImplementedError(
             f"attribute_future is not implemented for {type(self).__name__} (FeatureAblation, "
             f"FeaturePermutation and the Shapley classes take a forward that returns a torch.futures.Future)"
@@ -179,16 +187,26 @@ class InternalAttribution(Attribution):
 
     def __init__(self, forward_func: Callable[..., Tensor], layer: nn.Module | str | list[nn.Module | str]) -> None:
         super().__init__(forward_func)
+        self.layer: nn.Module | list[nn.Module]
         if isinstance(layer, list) and self.accepts_layer_lists:
             if not layer:
                 raise ArgumentError("layer: expected a layer or a non-empty list of layers, got []")
             self.layer = [resolve_layer(forward_func, one) for one in layer]
+        elif isinstance(layer, list):  # (resolve_layer's message)
+            raise ArgumentTypeError(f"layer: expected an nn.Module or a dotted module name, got {type(layer).__name__}")
         else:
             self.layer = resolve_layer(forward_func, layer)
 
     def layers(self) -> list[nn.Module]:
         """The layers to attribute to: ``[self.layer]``, or the list it was given."""
         return self.layer if isinstance(self.layer, list) else [self.layer]
+
+    def _one_layer(self) -> nn.Module:
+        """``self.layer`` of a method that takes one layer (without ``accepts_layer_lists`` the constructor
+        refuses a list)."""
+        if isinstance(self.layer, list):
+            raise ArgumentTypeError(f"layer: {type(self).__name__} takes one layer, got a list")
+        return self.layer
 
 
 class LayerAttribution(InternalAttribution):
@@ -220,7 +238,10 @@ class MultipliedLayerAttribution(LayerAttribution, GradientAttribution):
     attribution)."""
 
     def __init__(
-        self, forward_func: Callable[..., Tensor], layer: nn.Module | str, multiply_by_inputs: bool = True
+        self,
+        forward_func: Callable[..., Tensor],
+        layer: nn.Module | str | list[nn.Module | str],
+        multiply_by_inputs: bool = True,
     ) -> None:
         super().__init__(forward_func, layer)
         self._multiply_by_inputs = multiply_by_inputs
@@ -249,7 +270,7 @@ class NeuronAttribution(InternalAttribution):
         values, given_as_tensor = format_inputs(inputs, require_float=self.needs_float_inputs)
         objective = neuron_objective(
             self.forward_func,
-            self.layer,
+            self._one_layer(),
             neuron_selector,
             values[0].shape[0],
             format_additional_args(additional_forward_args),
@@ -274,17 +295,25 @@ class GlobalNeuronAttribution(GradientNeuronAttribution):
         self._multiply_by_inputs = multiply_by_inputs
 
 
+class _Attributes(Protocol):
+    """What :func:`attribute_with_future_forward` needs of a method."""
+
+    forward_func: Callable[..., Any]
+
+    def attribute(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
 class FutureForward:
     """Captum's ``attribute_future`` for a method that only runs the model forward: it takes a forward that
     returns ``torch.futures.Future`` values (see :func:`attribute_with_future_forward`)."""
 
-    def attribute_future(self, *args: Any, **kwargs: Any) -> torch.futures.Future:
+    def attribute_future(self: _Attributes, *args: Any, **kwargs: Any) -> torch.futures.Future[Any]:
         """:meth:`attribute` (same arguments) for a forward that returns ``torch.futures.Future`` values;
         returns the attributions as a completed future (Captum's method)."""
         return attribute_with_future_forward(self, *args, **kwargs)
 
 
-def attribute_with_future_forward(method: Attribution, *args: Any, **kwargs: Any) -> torch.futures.Future:
+def attribute_with_future_forward(method: _Attributes, *args: Any, **kwargs: Any) -> torch.futures.Future[Any]:
     """``method.attribute(*args, **kwargs)`` for a forward that returns futures: each is waited for as the
     evaluator needs its values, and the attributions come back as a completed future."""
     forward = method.forward_func
@@ -304,7 +333,7 @@ def attribute_with_future_forward(method: Attribution, *args: Any, **kwargs: Any
     twin = copy.copy(method)  # the caller's object keeps its forward
     twin.forward_func = waited
     attributions = twin.attribute(*args, **kwargs)
-    done: torch.futures.Future = torch.futures.Future()
+    done: torch.futures.Future[None] = torch.futures.Future()
     done.set_result(None)
     return done.then(lambda _: attributions)  # a torch.Future, the type Captum returns
 
@@ -322,6 +351,10 @@ def check_path_arguments(n_steps: int, method: str, internal_batch_size: int | N
     check_int(internal_batch_size, "internal_batch_size", allow_none=True)
 
 
-def with_delta(attributions, delta: Tensor | None, requested: bool):
+def with_delta(attributions: _A, delta: _D | None, requested: bool) -> _A | tuple[_A, _D]:
     """``(attributions, delta)`` when the caller asked for the convergence delta, else the attributions."""
-    return (attributions, delta) if requested else attributions
+    if not requested:
+        return attributions
+    if delta is None:  # the cores compute the delta whenever it is asked for
+        raise RuntimeError("with_delta: the convergence delta was requested but not computed")
+    return attributions, delta

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from typing import Any
 
 from torch import Tensor
@@ -63,8 +63,10 @@ def _shared_by_batches(values: tuple[Tensor, ...], name: str) -> None:
 
 def _length(dataloader: Iterable[Any]) -> int:
     """Batches per traversal, or 0 when the loader cannot tell (an unsized iterable dataset)."""
+    if not isinstance(dataloader, Sized):
+        return 0
     try:
-        return len(dataloader)
+        return len(dataloader)  # a DataLoader of an iterable dataset has __len__ and raises TypeError
     except TypeError:
         return 0
 
@@ -97,12 +99,20 @@ class DataLoaderAttribution(Attribution):
         ArgumentTypeError: ``attr_method`` is not a :class:`FeatureAblation`.
 
     Example:
-        >>> loader = DataLoader(TensorDataset(features, labels), batch_size=64)  # doctest: +SKIP
-        >>> def correct(total, logits, batch):  # doctest: +SKIP
+        >>> import torch
+        >>> from torch.utils.data import DataLoader, TensorDataset
+        >>> from attribution import DataLoaderAttribution, FeatureAblation
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Linear(6, 3)
+        >>> features, labels = torch.rand(100, 6), torch.randint(3, (100,))
+        >>> loader = DataLoader(TensorDataset(features, labels), batch_size=64)
+        >>> def correct(total, logits, batch):  # the number of correct predictions over the loader
         ...     hits = (logits.argmax(1) == batch[1]).sum()
         ...     return hits if total is None else total + hits
-        >>> dl = DataLoaderAttribution(FeatureAblation(model))  # doctest: +SKIP
-        >>> drops = dl.attribute(loader, input_roles=(0, 2), reduce=correct, perturbations_per_pass=8)  # doctest: +SKIP
+        >>> dl = DataLoaderAttribution(FeatureAblation(model))
+        >>> (drops,) = dl.attribute(loader, input_roles=(0, 2), reduce=correct, perturbations_per_pass=3)
+        >>> drops.shape  # per feature, the drop in correct predictions when it is set to 0
+        torch.Size([1, 6])
     """
 
     takes_target = False
@@ -125,7 +135,7 @@ class DataLoaderAttribution(Attribution):
         input_roles: Sequence[int] | None = None,
         baselines: BaselineType = None,
         feature_mask: TensorOrTuple | None = None,
-        reduce: Callable[[Any, Any, tuple], Any] | None = None,
+        reduce: Callable[[Any, Any, tuple[Any, ...]], Any] | None = None,
         to_metric: Callable[[Any], Tensor] | None = None,
         perturbations_per_pass: int = 1,
         show_progress: bool = False,
@@ -136,7 +146,8 @@ class DataLoaderAttribution(Attribution):
         Args:
             dataloader: a ``DataLoader`` or any iterable that can be traversed several times, yielding
                 the same batches each time: tensors, or tuples / lists of elements.
-            input_roles: per element of a batch, :class:`InputRole` 0 (attributed), 1 (passed to the
+            input_roles: per element of a batch, its role (an int, or an ``InputRole`` of
+                ``attribution.methods.dataloader``): 0 (attributed), 1 (passed to the
                 forward only) or 2 (not passed: a label for ``reduce``); default: all 0.  The forward
                 gets the elements of roles 0 and 1 in batch order.
             baselines: what ablated features are set to, per attributed element: a number or a tensor

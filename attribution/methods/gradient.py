@@ -15,7 +15,16 @@ class Saliency(GradientAttribution):
     """Gradient of the target with respect to the inputs (Simonyan et al., 2013).
 
     Example:
-        >>> attr = Saliency(model).attribute(images, target=labels)  # doctest: +SKIP
+        >>> import torch
+        >>> from torch import nn
+        >>> from attribution import Saliency
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        ...                       nn.Linear(4, 3))
+        >>> images, labels = torch.rand(2, 3, 8, 8), torch.tensor([0, 2])  # one target per example
+        >>> attr = Saliency(model).attribute(images, target=labels)
+        >>> attr.shape, bool((attr >= 0).all())  # |gradient| unless abs=False
+        (torch.Size([2, 3, 8, 8]), True)
     """
 
     needs_float_inputs = True

@@ -30,7 +30,7 @@ from attribution._internal.canonical import TargetType, TensorOrTuple, canonical
 from attribution._internal.checks import ArgumentError, ArgumentTypeError
 from attribution.functional import lrp
 from attribution.functional.lrp import LayerRule
-from attribution.methods.base import GradientAttribution, with_delta
+from attribution.methods.base import GradientAttribution, WithDelta, with_delta
 from attribution.registry import register
 
 # ---------------------------------------------------------------- rules
@@ -45,7 +45,7 @@ class PropagationRule:
 
     STABILITY_FACTOR: float = 1e-9
 
-    def _manipulate_weights(self, module: nn.Module, inputs: tuple, outputs: Tensor) -> None:
+    def _manipulate_weights(self, module: nn.Module, inputs: tuple[Any, ...], outputs: Tensor) -> None:
         """Modify ``module.weight.data`` / ``module.bias.data`` in place (Captum's hook for custom rules).
         It is only ever called on a copy of the module whose parameters are copies."""
 
@@ -170,7 +170,7 @@ def _foreign_rule(rule: Any) -> LayerRule | None:
     return LayerRule(epsilon, partial(lrp.manipulated_parameters, manipulate))
 
 
-def root_module(forward_func: Callable) -> nn.Module | None:
+def root_module(forward_func: Callable[..., Any]) -> nn.Module | None:
     """The module whose submodules carry the rules: the model, or the module a wrapper calls."""
     for candidate in (forward_func, getattr(forward_func, "__self__", None), getattr(forward_func, "model", None)):
         if isinstance(candidate, nn.Module):
@@ -246,12 +246,13 @@ class Relevance:
 
 
 @register("lrp")
-class LRP(Relevance, GradientAttribution):
+# Captum's LRP API: compute_convergence_delta(attributions, output) replaces the base's signature on purpose.
+class LRP(Relevance, GradientAttribution):  # type: ignore[misc]
     """Layer-wise relevance propagation (Bach et al., 2015): the target output is distributed backwards
     over the inputs by each module's rule.
 
     Works with activations called as functions, in-place and reused modules, and residual additions
-    (torchvision ResNets): see :mod:`attribution.functional.lrp`.  Batch norm uses its running statistics.
+    (torchvision ResNets): see ``attribution/functional/lrp.py``.  Batch norm uses its running statistics.
 
     Args:
         model: the model; rules are read from the ``rule`` attribute of its modules.
@@ -260,7 +261,17 @@ class LRP(Relevance, GradientAttribution):
         TypeError: a module's ``rule`` is not an LRP rule.
 
     Example:
-        >>> relevance, delta = LRP(model).attribute(images, target=3, return_convergence_delta=True)  # doctest: +SKIP
+        >>> import torch
+        >>> from torch import nn
+        >>> from attribution import LRP, GammaRule
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        ...                       nn.Linear(4, 3))
+        >>> model[0].rule = GammaRule(gamma=0.25)  # the other modules keep the default rule
+        >>> images = torch.rand(2, 3, 8, 8)
+        >>> relevance, delta = LRP(model).attribute(images, target=2, return_convergence_delta=True)
+        >>> relevance.shape, delta.shape
+        (torch.Size([2, 3, 8, 8]), torch.Size([2]))
     """
 
     def __init__(self, model: Callable[..., Tensor]) -> None:
@@ -275,7 +286,7 @@ class LRP(Relevance, GradientAttribution):
         additional_forward_args: Any = None,
         return_convergence_delta: bool = False,
         verbose: bool = False,
-    ):
+    ) -> WithDelta:
         """Relevance of every input feature for the target output.
 
         Args:

@@ -19,7 +19,7 @@ from attribution._internal.canonical import (
     restore_structure,
 )
 from attribution._internal.checks import ArgumentError, ArgumentTypeError, check_choice, check_int
-from attribution.methods.base import Attribution
+from attribution.methods.base import Attribution, WithDelta, with_delta
 
 
 class NoiseTunnel(Attribution):
@@ -30,8 +30,17 @@ class NoiseTunnel(Attribution):
             ``IntegratedGradients(model)``.
 
     Example:
-        >>> nt = NoiseTunnel(IntegratedGradients(model))  # doctest: +SKIP
-        >>> attr = nt.attribute(image, nt_type="smoothgrad_sq", nt_samples=10, target=3)  # doctest: +SKIP
+        >>> import torch
+        >>> from torch import nn
+        >>> from attribution import IntegratedGradients, NoiseTunnel
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        ...                       nn.Linear(4, 3))
+        >>> images = torch.rand(2, 3, 8, 8)
+        >>> nt = NoiseTunnel(IntegratedGradients(model))
+        >>> attr = nt.attribute(images, nt_type="smoothgrad_sq", nt_samples=10, target=2)
+        >>> attr.shape, bool((attr >= 0).all())  # the mean of squared attributions
+        (torch.Size([2, 3, 8, 8]), True)
     """
 
     draws_random_numbers = True
@@ -61,7 +70,7 @@ class NoiseTunnel(Attribution):
         stdevs: float | tuple[float, ...] = 1.0,
         draw_baseline_from_distrib: bool = False,
         **kwargs: Any,
-    ):
+    ) -> WithDelta:
         """Aggregate the wrapped method's attributions over noisy inputs.
 
         Args:
@@ -111,9 +120,11 @@ class NoiseTunnel(Attribution):
         # Input methods answer the tuple we pass with a tuple; layer methods follow the layer's output.
         returned_tensor = False
 
-        def attribute_noisy(noisy: tuple[Tensor, ...], k: int, row_baselines: tuple[Tensor, ...] | None):
+        def attribute_noisy(
+            noisy: tuple[Tensor, ...], k: int, row_baselines: tuple[Tensor, ...] | None
+        ) -> tuple[tuple[Tensor, ...], Tensor | None]:
             nonlocal returned_tensor
-            extra = {} if row_baselines is None else {"baselines": row_baselines}
+            extra: dict[str, Any] = {} if row_baselines is None else {"baselines": row_baselines}
             if "feature_mask" in kwargs:
                 extra["feature_mask"] = _repeat_per_example(kwargs["feature_mask"], values, k)
             result = self.attribution_method.attribute(
@@ -138,7 +149,7 @@ class NoiseTunnel(Attribution):
             draw_baseline_from_distrib=draw_baseline_from_distrib,
         )
         result = attrs[0] if returned_tensor else restore_structure(attrs, given_as_tensor)
-        return (result, delta) if want_delta else result
+        return with_delta(result, delta, want_delta)
 
 
 def _repeat_per_example(mask: Any, inputs: tuple[Tensor, ...], repeats: int) -> Any:

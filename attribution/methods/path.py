@@ -18,7 +18,7 @@ from attribution._internal.canonical import (
     format_stdevs,
 )
 from attribution._internal.checks import check_int
-from attribution.methods.base import GradientAttribution, check_path_arguments, with_delta
+from attribution.methods.base import GradientAttribution, WithDelta, check_path_arguments, with_delta
 from attribution.registry import register
 
 
@@ -45,8 +45,20 @@ class IntegratedGradients(_PathAttribution):
             ``inputs - baselines`` (default); False gives the bare integral.
 
     Example:
-        >>> ig = IntegratedGradients(model)  # doctest: +SKIP
-        >>> attr, delta = ig.attribute(images, target=3, return_convergence_delta=True)  # doctest: +SKIP
+        >>> import torch
+        >>> from torch import nn
+        >>> from attribution import IntegratedGradients
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        ...                       nn.Linear(4, 3))
+        >>> images = torch.rand(2, 3, 8, 8)
+        >>> ig = IntegratedGradients(model)
+        >>> attr, delta = ig.attribute(images, target=2, return_convergence_delta=True)
+        >>> attr.shape, delta.shape
+        (torch.Size([2, 3, 8, 8]), torch.Size([2]))
+        >>> gap = model(images)[:, 2] - model(torch.zeros_like(images))[:, 2]  # f(x) - f(baseline)
+        >>> torch.allclose(attr.sum((1, 2, 3)), gap, atol=1e-3)
+        True
     """
 
     def attribute(
@@ -59,7 +71,7 @@ class IntegratedGradients(_PathAttribution):
         method: str = "gausslegendre",
         internal_batch_size: int | None = None,
         return_convergence_delta: bool = False,
-    ):
+    ) -> WithDelta:
         """Integrate gradients from ``baselines`` to ``inputs``.
 
         Args:
@@ -122,7 +134,7 @@ class GradientShap(_PathAttribution):
         target: TargetType = None,
         additional_forward_args: Any = None,
         return_convergence_delta: bool = False,
-    ):
+    ) -> WithDelta:
         """Estimate SHAP values with ``n_samples`` samples per example.
 
         Args:

@@ -20,7 +20,9 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _per_input_shapes(value: Any, inputs: tuple[Tensor, ...], name: str, default: int | None = None) -> tuple:
+def _per_input_shapes(
+    value: Any, inputs: tuple[Tensor, ...], name: str, default: int | None = None
+) -> tuple[tuple[int, ...], ...]:
     """One int tuple per input (one int per dimension after the batch), as the reference reads them.
 
     Accepted: an int (every dimension of every input); for a single input a
@@ -40,7 +42,7 @@ def _per_input_shapes(value: Any, inputs: tuple[Tensor, ...], name: str, default
         per_input = tuple(value)
     if len(per_input) != len(inputs):
         raise ArgumentError(f"{name}: expected one entry per input ({len(inputs)}), got {len(per_input)}: {value!r}")
-    shapes = []
+    shapes: list[tuple[int, ...]] = []
     for i, (entry, x) in enumerate(zip(per_input, inputs)):
         entry = (entry,) * (x.dim() - 1) if _is_int(entry) else entry
         if not isinstance(entry, (tuple, list)) or len(entry) != x.dim() - 1 or not all(map(_is_int, entry)):
@@ -52,7 +54,9 @@ def _per_input_shapes(value: Any, inputs: tuple[Tensor, ...], name: str, default
     return tuple(shapes)
 
 
-def _check_windows(windows: tuple, strides: tuple, inputs: tuple[Tensor, ...]) -> None:
+def _check_windows(
+    windows: tuple[tuple[int, ...], ...], strides: tuple[tuple[int, ...], ...], inputs: tuple[Tensor, ...]
+) -> None:
     for i, (window, stride, x) in enumerate(zip(windows, strides, inputs)):
         for d, (w, s, size) in enumerate(zip(window, stride, x.shape[1:])):
             if w < 1 or w > size:
@@ -83,15 +87,24 @@ class Occlusion(PerturbationAttribution):
     A ``(n,)`` input (one number per example) takes the window ``()``.
 
     Example:
-        >>> occ = Occlusion(model)  # doctest: +SKIP
-        >>> attr = occ.attribute(image, (3, 15, 15), strides=(3, 8, 8), target=3)  # doctest: +SKIP
+        >>> import torch
+        >>> from torch import nn
+        >>> from attribution import Occlusion
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        ...                       nn.Linear(4, 3))
+        >>> images = torch.rand(2, 3, 8, 8)
+        >>> occ = Occlusion(model)
+        >>> attr = occ.attribute(images, (3, 4, 4), strides=(3, 2, 2), target=2)  # 4 x 4 windows over all channels
+        >>> attr.shape
+        torch.Size([2, 3, 8, 8])
     """
 
     def attribute(
         self,
         inputs: TensorOrTuple,
-        sliding_window_shapes: tuple,
-        strides: int | tuple | None = None,
+        sliding_window_shapes: tuple[int, ...] | tuple[tuple[int, ...], ...],
+        strides: int | tuple[int, ...] | tuple[int | tuple[int, ...], ...] | None = None,
         baselines: BaselineType = None,
         target: TargetType = None,
         additional_forward_args: Any = None,
@@ -152,9 +165,18 @@ class FeatureAblation(FutureForward, PerturbationAttribution):
     replaced by the baseline.
 
     Example:
-        >>> cells = torch.arange(49).view(7, 7).repeat_interleave(32, 0).repeat_interleave(32, 1)  # doctest: +SKIP
-        >>> superpixels = cells[None, None]  # (1, 1, 224, 224): shared by the batch and the channels  # doctest: +SKIP
-        >>> attr = FeatureAblation(model).attribute(images, feature_mask=superpixels, target=3)  # doctest: +SKIP
+        >>> import torch
+        >>> from torch import nn
+        >>> from attribution import FeatureAblation
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        ...                       nn.Linear(4, 3))
+        >>> images = torch.rand(2, 3, 8, 8)
+        >>> cells = torch.arange(4).view(2, 2).repeat_interleave(4, 0).repeat_interleave(4, 1)  # 2 x 2 cells of 4 x 4
+        >>> superpixels = cells[None, None]  # (1, 1, 8, 8): shared by the batch and the channels
+        >>> attr = FeatureAblation(model).attribute(images, feature_mask=superpixels, target=2)
+        >>> attr.shape, attr[0, :, :4, :4].unique().numel()  # one value per superpixel
+        (torch.Size([2, 3, 8, 8]), 1)
     """
 
     perturbs_feature_groups = True

@@ -70,7 +70,7 @@ from attribution.registry import register
 
 
 def _check_alpha(alpha: Any, model: str) -> None:
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha > 0:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not float(alpha) > 0:
         raise ArgumentError(
             f"alpha: expected a number > 0, got {alpha!r} (for alpha=0 use LinearRegression, not {model})"
         )
@@ -96,7 +96,9 @@ class LinearRegression:
 @dataclass(frozen=True)
 class Ridge:
     """Weighted ridge regression with an intercept: ``sum_i w_i (y_i - X_i beta - c)^2 + alpha |beta|^2``
-    (scikit-learn's ``Ridge``); :meth:`fit` as in :class:`LinearRegression`."""
+    (scikit-learn's ``Ridge``).
+
+    :meth:`fit` as in :class:`LinearRegression`."""
 
     alpha: float = 1.0
 
@@ -104,6 +106,7 @@ class Ridge:
         _check_alpha(self.alpha, "Ridge")
 
     def fit(self, X: Tensor, y: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+        """Fit one model per example: arguments and result as :meth:`LinearRegression.fit`."""
         return ridge(X, y, weights, float(self.alpha))
 
 
@@ -125,6 +128,7 @@ class Lasso:
         check_int(self.max_iter, "max_iter")
 
     def fit(self, X: Tensor, y: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+        """Fit one model per example: arguments and result as :meth:`LinearRegression.fit`."""
         return lasso(X, y, weights, float(self.alpha), tol=float(self.tol), max_iter=self.max_iter)
 
 
@@ -142,8 +146,9 @@ class Lime(PerturbationAttribution):
     Args:
         forward_func: the model.
         interpretable_model: the linear model: batched (default ``Lasso(alpha=0.01)``, see
-            :class:`LinearRegression`) or Captum-style (see the module's docstring).
-        similarity_func: sample weights (see the module's docstring for the two forms):
+            :class:`~attribution.methods.surrogate.LinearRegression`) or Captum-style (see
+            :mod:`attribution.methods.surrogate`).
+        similarity_func: sample weights (see :mod:`attribution.methods.surrogate` for the two forms):
             batched ``similarity_func(inputs, perturbed, coalitions) -> (P, n)``, once per forward batch, where
             ``inputs`` has the structure the inputs were passed in, ``perturbed`` the same with ``P`` copies
             stacked in front (``perturbed[p, i]`` is copy ``p`` of example ``i``), ``coalitions`` is bool
@@ -162,8 +167,20 @@ class Lime(PerturbationAttribution):
         TypeError: an ``interpretable_model`` of neither kind, or callables that are not callable.
 
     Example:
-        >>> superpixels = cells[None, None]  # (1, 1, H, W) feature ids  # doctest: +SKIP
-        >>> attr = Lime(model).attribute(images, target=3, feature_mask=superpixels, n_samples=200)  # doctest: +SKIP
+        >>> import torch
+        >>> from torch import nn
+        >>> from attribution import Lime
+        >>> from attribution.utils import grid_feature_mask
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        ...                       nn.Linear(4, 3))
+        >>> images = torch.rand(2, 3, 8, 8)
+        >>> superpixels = grid_feature_mask(images, 2)  # (1, 1, H, W) ids of 2 x 2 cells
+        >>> attr = Lime(model).attribute(images, target=2, feature_mask=superpixels, n_samples=50)
+        >>> attr.shape
+        torch.Size([2, 3, 8, 8])
+        >>> Lime(model).attribute(images, target=2, feature_mask=superpixels, return_input_shape=False).shape
+        torch.Size([2, 4])
     """
 
     draws_random_numbers = True
@@ -257,11 +274,12 @@ class LimeBase(PerturbationAttribution):
     ``perturb_func`` in the interpretable space (mapped to inputs by ``from_interp_rep_transform``) or in
     the input space (mapped to the interpretable space by ``to_interp_rep_transform``).  :meth:`attribute`
     returns the fitted model's representation.  Unmarked functions are per-sample, as Captum calls them;
-    batched ones (marked with :func:`batched`) take all ``P`` copies of the ``n`` examples at once.
+    batched ones (marked with :func:`~attribution.methods.surrogate.batched`) take all ``P`` copies of the
+    ``n`` examples at once.
 
     Args:
         forward_func: the model.
-        interpretable_model: batched or Captum-style (see the module's docstring).
+        interpretable_model: batched or Captum-style (see :mod:`attribution.methods.surrogate`).
         similarity_func: ``(original_input, perturbed_input, interpretable_sample (1, F), **kwargs) -> number``;
             batched ``(inputs, perturbed (P, ...), samples (P, n, F), **kwargs) -> (P, n)``.
         perturb_func: ``(original_input, **kwargs) -> one sample`` (or a generator of samples); batched
@@ -277,10 +295,17 @@ class LimeBase(PerturbationAttribution):
         ValueError: the transform that ``perturb_interpretable_space`` needs is None.
 
     Example:
-        >>> noise = lambda x, **kwargs: x + 0.1 * torch.randn_like(x)  # doctest: +SKIP
-        >>> explainer = LimeBase(model, LinearRegression(), lambda x, p, z, **kw: 1.0, noise,  # doctest: +SKIP
+        >>> import torch
+        >>> from attribution import LimeBase
+        >>> from attribution.methods.surrogate import LinearRegression
+        >>> _ = torch.manual_seed(0)
+        >>> model, x = torch.nn.Linear(4, 3), torch.rand(2, 4)
+        >>> noise = lambda x, **kwargs: x + 0.1 * torch.randn_like(x)  # samples in the input space
+        >>> explainer = LimeBase(model, LinearRegression(), lambda x, p, z, **kw: 1.0, noise,
         ...                      False, None, lambda p, x, **kw: p)
-        >>> weights = explainer.attribute(x, target=0, n_samples=200)  # doctest: +SKIP
+        >>> weights = explainer.attribute(x, target=0, n_samples=50)
+        >>> torch.allclose(weights, model.weight[0].expand(2, 4), atol=1e-4)  # a linear model's own weights
+        True
     """
 
     _multiply_by_inputs = False
@@ -306,17 +331,23 @@ class LimeBase(PerturbationAttribution):
             raise ArgumentTypeError(
                 f"perturb_interpretable_space: expected a bool, got {perturb_interpretable_space!r}"
             )
-        needed = "from_interp_rep_transform" if perturb_interpretable_space else "to_interp_rep_transform"
-        if transforms[needed] is None:
-            raise ArgumentError(
-                f"{needed}: expected a callable for perturb_interpretable_space={perturb_interpretable_space}, got None"
-            )
         self.interpretable_model = interpretable_model
         self.similarity_func = similarity_func
         self.perturb_func = perturb_func
         self.perturb_interpretable_space = perturb_interpretable_space
         self.from_interp_rep_transform = from_interp_rep_transform
         self.to_interp_rep_transform = to_interp_rep_transform
+        self._needed_transform()
+
+    def _needed_transform(self) -> Callable[..., Any]:
+        """The transform that ``perturb_interpretable_space`` needs: ``from_interp_rep_transform`` for
+        interpretable samples, else ``to_interp_rep_transform``."""
+        space = self.perturb_interpretable_space
+        needed = "from_interp_rep_transform" if space else "to_interp_rep_transform"
+        transform = self.from_interp_rep_transform if space else self.to_interp_rep_transform
+        if transform is None:
+            raise ArgumentError(f"{needed}: expected a callable for perturb_interpretable_space={space}, got None")
+        return transform
 
     def attribute(
         self,
@@ -357,13 +388,12 @@ class LimeBase(PerturbationAttribution):
             form = function_form(self.similarity_func, PER_SAMPLE)
             weigh = similarity_weights(self.similarity_func, form, examples)
             perturb, perturb_form = self.perturb_func, function_form(self.perturb_func, PER_SAMPLE)
+            transform = self._needed_transform()
             if self.perturb_interpretable_space:
                 design = draw_design(perturb, perturb_form, examples, n_samples)
-                transform = self.from_interp_rep_transform
                 to_inputs = from_interpretable(transform, function_form(transform, PER_SAMPLE), examples)
                 return design.shape[0], interpretable_sample(design, to_inputs, weigh)
             copies = draw_copies(perturb, perturb_form, examples, n_samples)
-            transform = self.to_interp_rep_transform
             to_design = to_interpretable(transform, function_form(transform, PER_SAMPLE), examples)
             return copies[0].shape[0], input_space_sample(copies, to_design, weigh)
 
@@ -416,7 +446,21 @@ class KernelShap(PerturbationAttribution):
         arguments and result as in :meth:`Lime.attribute`.
 
         Example:
-            >>> attr = KernelShap(model).attribute(images, target=3, feature_mask=cells)  # doctest: +SKIP
+            >>> import torch
+            >>> from torch import nn
+            >>> from attribution import KernelShap
+            >>> from attribution.utils import grid_feature_mask
+            >>> _ = torch.manual_seed(0)
+            >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+            ...                       nn.Flatten(), nn.Linear(4, 3))
+            >>> images = torch.rand(2, 3, 8, 8)
+            >>> cells = grid_feature_mask(images, 2)  # 2 x 2 superpixels
+            >>> shap = KernelShap(model).attribute(images, target=2, feature_mask=cells, return_input_shape=False)
+            >>> shap.shape  # one value per cell
+            torch.Size([2, 4])
+            >>> gap = model(images)[:, 2] - model(torch.zeros_like(images))[:, 2]  # f(x) - f(baseline)
+            >>> torch.allclose(shap.sum(1), gap, atol=1e-5)
+            True
         """
         check_int(n_samples, "n_samples")
         check_int(perturbations_per_eval, "perturbations_per_eval", allow_none=True)

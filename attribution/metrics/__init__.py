@@ -1,11 +1,11 @@
 """Metrics of explanations, by family.
 
-* quality (:mod:`.quality`): ``infidelity`` and ``sensitivity_max`` (Yeh et al., 2019) and their
+* quality (``quality.py``): :func:`infidelity` and :func:`sensitivity_max` (Yeh et al., 2019) and their
   perturbation functions;
-* similarity between two sets of maps (:mod:`.similarity`): ``spearman_correlation``,
-  ``top_k_intersection``, ``cosine_similarity``, ``ssim`` and the ``similarity`` dispatcher;
-* localization against ground-truth masks (:mod:`.localization`): ``mass_in_mask``, ``pointing_game``;
-* sanity checks (:mod:`.sanity`): ``model_randomization_check`` (Adebayo et al., 2018).
+* similarity between two sets of maps (``similarity.py``): :func:`spearman_correlation`,
+  :func:`top_k_intersection`, :func:`cosine_similarity`, :func:`ssim` and the :func:`similarity` dispatcher;
+* localization against ground-truth masks (``localization.py``): :func:`mass_in_mask`, :func:`pointing_game`;
+* sanity checks (``sanity.py``): :func:`model_randomization_check` (Adebayo et al., 2018).
 
 Every metric returns one score per example, a tensor of shape ``(N,)``.
 """

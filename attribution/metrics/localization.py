@@ -41,7 +41,12 @@ def mass_in_mask(attributions: Tensor, masks: Tensor) -> Tensor:
         ValueError: shapes that do not fit (see the module docstring) or empty maps.
 
     Example:
-        >>> mass_in_mask(IntegratedGradients(model).attribute(x, target=y), object_masks)  # doctest: +SKIP
+        >>> import torch
+        >>> from attribution.metrics import mass_in_mask
+        >>> maps = torch.tensor([[[3.0, -1.0], [1.0, 0.0]], [[1.0, 2.0], [3.0, 4.0]]])  # (N, H, W)
+        >>> object_masks = torch.tensor([[[True, False], [False, False]], [[False, False], [False, False]]])
+        >>> mass_in_mask(maps, object_masks)  # 3 of 4; the second mask is empty
+        tensor([0.7500,    nan])
     """
     maps, inside = _maps_and_masks(attributions, masks)
     positive = maps.clamp_min(0).flatten(1)

@@ -23,9 +23,10 @@ import functools
 import inspect
 import math
 import numbers
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import Tensor
@@ -74,9 +75,15 @@ def infidelity_perturb_func_decorator(multiply_by_inputs: bool = True) -> Callab
     ones such as Saliency.
 
     Example:
-        >>> @infidelity_perturb_func_decorator(multiply_by_inputs=False)  # doctest: +SKIP
+        >>> import torch
+        >>> from attribution.metrics import infidelity_perturb_func_decorator
+        >>> @infidelity_perturb_func_decorator(multiply_by_inputs=False)
         ... def perturb(inputs):
         ...     return inputs - 0.003 * torch.randn_like(inputs)
+        >>> x = torch.rand(2, 4)
+        >>> perturbations, perturbed = perturb(x)
+        >>> torch.allclose(perturbations, x - perturbed)  # I = x - x'
+        True
     """
 
     def decorate(perturb_func: PerturbFunc) -> PerturbFunc:
@@ -98,6 +105,36 @@ def infidelity_perturb_func_decorator(multiply_by_inputs: bool = True) -> Callab
     return decorate
 
 
+@overload
+def infidelity(
+    forward_func: Callable[..., Tensor],
+    perturb_func: PerturbFunc,
+    inputs: TensorOrTuple,
+    attributions: TensorOrTuple,
+    baselines: BaselineType = ...,
+    additional_forward_args: Any = ...,
+    target: TargetType = ...,
+    n_perturb_samples: int = ...,
+    max_examples_per_batch: int | None = ...,
+    normalize: bool = ...,
+) -> Tensor: ...
+
+
+@overload
+def infidelity(
+    forward_func: Callable[..., Tensor],
+    perturb_func: PerturbFunc,
+    inputs: TensorOrTuple,
+    attributions: Mapping[str, TensorOrTuple],
+    baselines: BaselineType = ...,
+    additional_forward_args: Any = ...,
+    target: TargetType = ...,
+    n_perturb_samples: int = ...,
+    max_examples_per_batch: int | None = ...,
+    normalize: bool = ...,
+) -> dict[str, Tensor]: ...
+
+
 def infidelity(
     forward_func: Callable[..., Tensor],
     perturb_func: PerturbFunc,
@@ -110,7 +147,7 @@ def infidelity(
     max_examples_per_batch: int | None = None,
     normalize: bool = False,
 ) -> Tensor | dict[str, Tensor]:
-    """Explanation infidelity: ``E_I[(I . attr - (f(x) - f(x - I)))^2]`` per example.
+    """Explanation infidelity: ``E_I[(I·attr - (f(x) - f(x - I)))^2]`` per example.
 
     Args:
         forward_func: the model.
@@ -126,9 +163,9 @@ def infidelity(
         attributions: shaped like ``inputs``; or several explanations of the same inputs and target by
             name (``{"saliency": a, "occlusion": b}``), scored on the same perturbations with the forwards
             done once (a paired comparison, at the cost of one).
-        baselines: passed on to ``perturb_func`` (see :class:`IntegratedGradients`).
+        baselines: passed on to ``perturb_func`` (see :class:`~attribution.IntegratedGradients`).
         additional_forward_args: extra arguments passed to the model.
-        target: which output to explain (see :meth:`Saliency.attribute`).
+        target: which output to explain (see :meth:`~attribution.Saliency.attribute`).
         n_perturb_samples: perturbations per example (>= 1).
         max_examples_per_batch: rows per forward (at least one copy of the
             batch); None evaluates everything in one forward.
@@ -145,17 +182,30 @@ def infidelity(
             the inputs, or a bad target.
 
     Example:
-        >>> attr = Saliency(model).attribute(x, target=3, abs=False)  # doctest: +SKIP
-        >>> infidelity(model, default_infidelity_perturb_func, x, attr, target=3)  # doctest: +SKIP
+        >>> import torch
+        >>> from torch import nn
+        >>> from attribution import IntegratedGradients, Saliency
+        >>> from attribution.metrics import default_infidelity_perturb_func, infidelity
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        ...                       nn.Linear(4, 3))
+        >>> x = torch.rand(2, 3, 8, 8)
+        >>> attr = Saliency(model).attribute(x, target=2, abs=False)
+        >>> infidelity(model, default_infidelity_perturb_func, x, attr, target=2).shape
+        torch.Size([2])
+        >>> both = {"saliency": attr, "ig": IntegratedGradients(model).attribute(x, target=2)}
+        >>> scores = infidelity(model, default_infidelity_perturb_func, x, both, target=2)  # same perturbations
+        >>> sorted(scores)
+        ['ig', 'saliency']
     """
     check_int(n_perturb_samples, "n_perturb_samples")
     check_int(max_examples_per_batch, "max_examples_per_batch", allow_none=True)
     _check_callable(perturb_func, "perturb_func")
     call = canon.canonical_call(forward_func, inputs, target, additional_forward_args)
     named = isinstance(attributions, Mapping)
+    given = attributions.items() if isinstance(attributions, Mapping) else [("", attributions)]
     explanations = {
-        name: _like(value, call.inputs, f"attributions[{name!r}]" if named else "attributions")
-        for name, value in (attributions.items() if named else [("", attributions)])
+        name: _like(value, call.inputs, f"attributions[{name!r}]" if named else "attributions") for name, value in given
     }
     with torch.no_grad():
         stacked = _stack(call.inputs, n_perturb_samples)
@@ -221,7 +271,19 @@ def sensitivity_max(
             ``norm_ord``, or perturbed inputs or explanations not shaped like the inputs.
 
     Example:
-        >>> sensitivity_max(Saliency(model).attribute, x, target=labels)  # doctest: +SKIP
+        >>> import torch
+        >>> from torch import nn
+        >>> from attribution import Saliency
+        >>> from attribution.metrics import sensitivity_max
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        ...                       nn.Linear(4, 3))
+        >>> x, labels = torch.rand(2, 3, 8, 8), torch.tensor([0, 2])
+        >>> sensitivity_max(Saliency(model).attribute, x, target=labels).shape
+        torch.Size([2])
+        >>> linear = nn.Linear(4, 3)  # its saliency is the same everywhere
+        >>> sensitivity_max(Saliency(linear).attribute, torch.rand(2, 4), target=0)
+        tensor([0., 0.])
     """
     _check_callable(explanation_func, "explanation_func")
     _check_callable(perturb_func, "perturb_func")
@@ -262,9 +324,9 @@ class _Explainer:
     explanation_func: Callable[..., TensorOrTuple]
     given_as_tensor: bool
     n: int
-    kwargs: dict
+    kwargs: dict[str, Any]
     row_shapes: list[torch.Size] | None = None
-    expanded: dict[int, dict] = field(default_factory=dict)
+    expanded: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def __call__(self, rows: tuple[Tensor, ...], repeats: int) -> tuple[Tensor, ...]:
         if repeats not in self.expanded:  # per-example arguments, stacked like the copies of the batch
@@ -336,7 +398,8 @@ def _perturbations(result: Any, stacked: tuple[Tensor, ...]) -> tuple[tuple[Tens
             f"perturb_func: expected it to return (perturbations, perturbed_inputs), got {canon.describe(result)}; "
             "decorate a function that returns only perturbed inputs with infidelity_perturb_func_decorator"
         )
-    return tuple(_like(r, stacked, f"perturb_func ({what})") for r, what in zip(result, PAIR))
+    perturbations, perturbed = (_like(r, stacked, f"perturb_func ({what})") for r, what in zip(result, PAIR))
+    return perturbations, perturbed
 
 
 def _like(value: Any, reference: tuple[Tensor, ...], name: str) -> tuple[Tensor, ...]:
@@ -358,7 +421,7 @@ def _check_radius(radius: Any) -> None:
     number = radius
     if isinstance(radius, Tensor) and radius.dim() == 0 and radius.is_floating_point():
         number = float(radius)
-    if isinstance(number, bool) or not isinstance(number, numbers.Real) or not 0 < number < math.inf:
+    if isinstance(number, bool) or not isinstance(number, numbers.Real) or not 0 < float(number) < math.inf:
         raise ArgumentError(
             f"perturb_radius: expected a finite number > 0 (the radius of the perturbation ball), "
             f"got {canon.describe(radius)}{f' holding {number}' if number is not radius else ''}"
@@ -370,7 +433,7 @@ def _check_callable(func: Any, name: str) -> None:
         raise ArgumentTypeError(f"{name}: expected a callable, got {canon.describe(func)}")
 
 
-def _takes_two(func: Callable) -> bool:
+def _takes_two(func: Callable[..., Any]) -> bool:
     """Whether ``func`` declares a second parameter (the reference passes the radius then)."""
     try:
         return len(inspect.signature(func).parameters) > 1
@@ -389,7 +452,7 @@ INFIDELITY_BUDGET_SCALE = 0.5
 def _infidelity_samples_per_forward(max_examples_per_batch: int | None, inputs: tuple[Tensor, ...], total: int) -> int:
     """Copies per forward: the caller's bound, or sized for the device (one huge batch is slow on CPU)."""
     if max_examples_per_batch is not None:
-        return _samples_per_forward(max_examples_per_batch, inputs[0].shape[0])
+        return max(1, max_examples_per_batch // inputs[0].shape[0])  # as _samples_per_forward
     return auto_perturbations_per_eval(inputs, total, INFIDELITY_BUDGET_SCALE)
 
 
@@ -453,8 +516,10 @@ def infidelity_of(
     polynomial) can never come out negative.
     """
     n, n_samples = changes.shape
-    dots = sum((p.reshape(n, n_samples, -1) * a.reshape(n, 1, -1)).sum(-1) for p, a in zip(perturbations, attributions))
-    dots = dots.to(changes)
+    dots = functools.reduce(
+        operator.add,
+        ((p.reshape(n, n_samples, -1) * a.reshape(n, 1, -1)).sum(-1) for p, a in zip(perturbations, attributions)),
+    ).to(changes)
     if normalize:
         squares = (dots * dots).sum(1, keepdim=True)
         beta = (dots * changes).sum(1, keepdim=True) / torch.where(squares == 0, torch.ones_like(squares), squares)
@@ -464,7 +529,8 @@ def infidelity_of(
 
 def vector_norm(rows: Tensor, norm_ord: str | float) -> Tensor:
     """The norm of each row of a 2-D (or the last dim of any) tensor; ``"fro"`` is the 2-norm."""
-    return torch.linalg.vector_norm(rows, ord=2 if norm_ord == "fro" else norm_ord, dim=-1)
+    norms: Tensor = torch.linalg.vector_norm(rows, ord=2 if norm_ord == "fro" else norm_ord, dim=-1)
+    return norms
 
 
 def _flatten(explanations: tuple[Tensor, ...], rows: int) -> Tensor:
@@ -513,4 +579,5 @@ def sensitivity_of(
         explained = _flatten(explain(_copies(perturbed_inputs, n, lo, hi), copies), n * copies)
         change = vector_norm(explained.view(n, copies, -1) - reference.to(explained)[:, None], norm_ord).amax(1)
         largest = change if largest is None else torch.maximum(largest, change)
+    assert largest is not None  # n_samples >= 1, checked where the arguments come in
     return largest / scale.to(largest)

@@ -27,6 +27,7 @@ reads as a changed one (DESIGN.md §8):
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -67,7 +68,13 @@ def spearman_correlation(a: Tensor, b: Tensor, absolute: bool = True) -> Tensor:
         ValueError: the shapes or devices differ, or the maps are empty.
 
     Example:
-        >>> spearman_correlation(saliency_epoch_1, saliency_epoch_2)  # doctest: +SKIP
+        >>> import torch
+        >>> from attribution.metrics import spearman_correlation
+        >>> saliency_epoch_1 = torch.tensor([[0.1, 0.4, 0.2, 0.9]])
+        >>> spearman_correlation(saliency_epoch_1, 2 * saliency_epoch_1 + 1)  # the same ranking
+        tensor([1.])
+        >>> spearman_correlation(saliency_epoch_1, -saliency_epoch_1, absolute=False)  # the reverse ranking
+        tensor([-1.])
     """
     x, y = _flat_pair(a, b)
     if absolute:
@@ -103,7 +110,11 @@ def top_k_intersection(a: Tensor, b: Tensor, k: float = 0.1, absolute: bool = Tr
             is not in (0, 1].
 
     Example:
-        >>> top_k_intersection(attr_before, attr_after, k=0.05)  # doctest: +SKIP
+        >>> import torch
+        >>> from attribution.metrics import top_k_intersection
+        >>> attr_before, attr_after = torch.tensor([[4.0, 3.0, 2.0, 1.0]]), torch.tensor([[4.0, 1.0, 2.0, 3.0]])
+        >>> top_k_intersection(attr_before, attr_after, k=0.5)  # top 2: {0, 1} and {0, 3}
+        tensor([0.5000])
     """
     if isinstance(k, bool) or not isinstance(k, numbers.Real) or not 0 < k <= 1:
         raise ArgumentError(f"k: expected a fraction of the features in (0, 1], got {k!r}")
@@ -234,13 +245,24 @@ def similarity(a: Tensor, b: Tensor, measure: str = "spearman", **kwargs: Any) -
         TypeError: a keyword the measure does not take, or the measure's own errors.
 
     Example:
-        >>> similarity(reference, current, measure="top_k", k=0.05)  # doctest: +SKIP
+        >>> import torch
+        >>> from attribution.metrics import similarity
+        >>> reference, current = torch.tensor([[4.0, 3.0, 2.0, 1.0]]), torch.tensor([[4.0, 1.0, 2.0, 3.0]])
+        >>> similarity(reference, current, measure="top_k", k=0.5)
+        tensor([0.5000])
+        >>> similarity(reference, reference, measure="cosine")  # every measure scores identical maps 1
+        tensor([1.])
     """
     check_choice(measure, "measure", SIMILARITY_MEASURES)
     return _MEASURES[measure](a, b, **kwargs)
 
 
-_MEASURES = {"spearman": spearman_correlation, "top_k": top_k_intersection, "cosine": cosine_similarity, "ssim": ssim}
+_MEASURES: dict[str, Callable[..., Tensor]] = {
+    "spearman": spearman_correlation,
+    "top_k": top_k_intersection,
+    "cosine": cosine_similarity,
+    "ssim": ssim,
+}
 
 
 def _flat_pair(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:

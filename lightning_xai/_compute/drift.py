@@ -40,7 +40,9 @@ class Golden:
         return self.maps[max(earlier) if earlier else min(self.maps)]
 
 
-def save_golden(path: str | Path, probe: dict[str, Tensor | None], maps: dict[int, dict[str, Tensor]], target: Any):
+def save_golden(
+    path: str | Path, probe: dict[str, Tensor | None], maps: dict[int, dict[str, Tensor]], target: Any
+) -> None:
     """Write a golden reference file (maps as ``MAP_DTYPE``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,7 +50,7 @@ def save_golden(path: str | Path, probe: dict[str, Tensor | None], maps: dict[in
     torch.save({"version": GOLDEN_VERSION, "probe": probe, "maps": compact, "target": target}, path)
 
 
-def load_golden(path: str | Path) -> Golden:
+def load_golden(path: str | os.PathLike[str]) -> Golden:
     """Read a golden reference file.
 
     Raises:
@@ -111,7 +113,9 @@ class DriftTracker:
     previous_predictions: Tensor | None = None
     pinned: dict[str, Tensor] = field(default_factory=dict)
 
-    def update(self, step: int, maps: dict[str, Tensor], predictions: Tensor) -> tuple[dict[str, dict], int | None]:
+    def update(
+        self, step: int, maps: dict[str, Tensor], predictions: Tensor
+    ) -> tuple[dict[str, dict[str, float]], int | None]:
         """Compare the maps of the point at ``step``; returns per-method similarities and the prediction flips."""
         if (self.reference is None and not self.pinned) or self.reference == step:
             self.pinned = {m: t.detach().cpu() for m, t in maps.items()}

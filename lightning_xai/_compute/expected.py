@@ -30,9 +30,9 @@ class MetricPlan:
 
     @classmethod
     def for_probe(
-        cls, methods: tuple[str, ...], requested: tuple[str, ...], probe: Probe, gradcam_note: str
+        cls, methods: tuple[str, ...], requested: tuple[str, ...], probe: Probe, gradcam_note: str | None
     ) -> MetricPlan:
-        """The plan for ``probe``; ``gradcam_note`` says why GradCAM is left out (empty: it is not)."""
+        """The plan for ``probe``; ``gradcam_note`` says why GradCAM is left out (None or empty: it is not)."""
         inputs = probe.inputs
         images_or_tokens = inputs.dim() == 4 or not inputs.is_floating_point()
         return cls(

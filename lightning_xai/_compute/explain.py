@@ -53,7 +53,7 @@ def untouched_training_state(model: nn.Module, seed: int) -> Iterator[None]:
                 module.training = training
 
 
-def _eager() -> AbstractContextManager:
+def _eager() -> AbstractContextManager[Any]:
     """Compiled modules run as plain eager code: the monitor's batch sizes and grad modes would otherwise
     make dynamo recompile the user's ``torch.compile``-d model, up to its recompile limit (torch >= 2.6;
     earlier versions have no way to say this)."""
@@ -159,7 +159,11 @@ def explain(
             local[name] = error
     infidelities: dict[str, Tensor] | Exception = {}
     if infidelity_wanted:
-        explained = {n: a.attributions for n, a in local.items() if n in scored and isinstance(a, _Attributed)}
+        explained = {
+            n: a.attributions
+            for n, a in local.items()
+            if n in scored and isinstance(a, _Attributed) and a.attributions is not None  # None: no chunk here
+        }
         try:
             infidelities = _infidelity(subject, explained, inputs, targets, shards, seed, progress)
         except Exception as error:  # the maps stand without it
@@ -226,7 +230,7 @@ def _attribute(
 
 def _infidelity(
     subject: Subject,
-    explained: dict[str, Tensor | None],
+    explained: dict[str, Tensor],
     inputs: Tensor,
     targets: Tensor,
     shards: Shards,
@@ -270,7 +274,8 @@ def _combine(
 ) -> tuple[list[Explanation], dict[str, Exception]]:
     """The whole probe's explanations from every process's chunks (in rank order); a method that failed on
     any process fails everywhere, so that every process logs and decides alike."""
-    results, failures = [], {}
+    results: list[Explanation] = []
+    failures: dict[str, Exception] = {}
     infidelities = [scores for _, scores in gathered]
     failed = [(r, scores) for r, scores in enumerate(infidelities) if isinstance(scores, (Exception, str))]
     if failed:
@@ -281,11 +286,15 @@ def _combine(
         if failed:
             failures[name] = _error(failed, rank)
             continue
-        present = [part for part in parts if part.attributions is not None]
-        attributions = torch.cat([part.attributions.to(inputs.device) for part in present])
-        values = {metric: torch.cat([p.values[metric] for p in present]) for metric in present[0].values}
+        present = [
+            (part.attributions, part.values)
+            for part in parts
+            if isinstance(part, _Attributed) and part.attributions is not None  # None: a process without a chunk
+        ]
+        attributions = torch.cat([a.to(inputs.device) for a, _ in present])
+        values = {metric: torch.cat([v[metric] for _, v in present]) for metric in present[0][1]}
         if "infidelity" in metrics and "infidelity" not in failures:
-            per_rank = [scores[name] for scores in infidelities if name in scores]
+            per_rank = [scores[name] for scores in infidelities if isinstance(scores, dict) and name in scores]
             if per_rank:
                 values["infidelity"] = torch.cat(per_rank)
         results.append(_summarised(subject, method, inputs, masks, attributions, values))
@@ -293,9 +302,12 @@ def _combine(
 
 
 def _error(failed: list[tuple[int, Exception | str]], rank: int) -> Exception:
-    """The failure as this process raised it, or as the first process that failed reported it."""
-    own = [error for r, error in failed if r == rank]
-    return own[0] if own else RuntimeError(f"{failed[0][1]} (on process {failed[0][0]})")
+    """The failure as this process raised it, or as the first process that failed reported it (errors travel
+    between processes as text, this process's own too)."""
+    where, error = next(((r, error) for r, error in failed if r == rank), failed[0])
+    if isinstance(error, Exception):
+        return error
+    return RuntimeError(error if where == rank else f"{error} (on process {where})")
 
 
 def _summarised(
@@ -316,8 +328,9 @@ def _summarised(
     problems = map_problems(shown)
     usable = torch.tensor([problem is None for problem in problems])
     has_mask = None
-    if masks is not None and (maps is not None or scores is not None):
-        located, masks_like = (maps, masks) if scores is None else (scores[:, None], masks[:, None])
+    located = maps if scores is None else scores[:, None]
+    if masks is not None and located is not None:
+        masks_like = masks if scores is None else masks[:, None]
         values["mass_in_mask"] = mass_in_mask(located, masks_like)
         values["pointing_game"] = pointing_game(located, masks_like)
         has_mask = masks.flatten(1).ne(0).any(dim=1).cpu()

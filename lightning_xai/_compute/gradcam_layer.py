@@ -37,7 +37,9 @@ CHECKED_EXAMPLES = 2
 Layout = Literal["channels_first", "channels_last", "tokens", ""]
 
 
-def gradcam_reshape(shape: tuple[int, ...], input_size: tuple[int, int]) -> tuple[Callable | None, Layout]:
+def gradcam_reshape(
+    shape: tuple[int, ...], input_size: tuple[int, int]
+) -> tuple[Callable[[Tensor], Tensor] | None, Layout]:
     """How to make a layer output of ``shape`` a ``(N, C, h, w)`` map for images of ``input_size``.
 
     A 4-D output is read channels-first or channels-last, whichever puts a grid shaped like the input
@@ -48,7 +50,10 @@ def gradcam_reshape(shape: tuple[int, ...], input_size: tuple[int, int]) -> tupl
         ``"tokens"``; ``(None, "")`` when the output cannot be read as a spatial map.
     """
     if len(shape) == 4:
-        candidates = [(shape[2:], "channels_first"), (shape[1:3], "channels_last")]
+        candidates: list[tuple[tuple[int, ...], Layout]] = [
+            (shape[2:], "channels_first"),
+            (shape[1:3], "channels_last"),
+        ]
         fits = [(_aspect_error(grid, input_size), layout) for grid, layout in candidates if grid[0] * grid[1] > 1]
         fits = [fit for fit in fits if fit[0] <= ASPECT_TOLERANCE]
         if fits:
@@ -102,7 +107,9 @@ class Candidate:
         elif layout == "channels_last":
             grid = out.shape[1], out.shape[2]
         elif layout == "tokens":
-            grid, prefix = token_grid(out.shape[1], input_size)
+            tokens = token_grid(out.shape[1], input_size)  # not None: it gave the layout
+            if tokens is not None:
+                grid, prefix = tokens
         return cls(name or out.name, out.module, out.shape, reshape, layout, grid, prefix)
 
     @property
@@ -338,7 +345,7 @@ def choose_layer(
             whose output is no spatial map while GradCAM was asked for by name.
     """
     images = inputs.dim() == 4
-    size = tuple(inputs.shape[-2:])
+    size = (inputs.shape[-2], inputs.shape[-1])
     if layer is not None:
         return _users_layer(view, inputs, layer, gradcam, gradcam_named)
     candidates, why_none = default_candidates(view, size) if images else ([], "")
@@ -371,8 +378,8 @@ def _users_layer(view: ModelView, inputs: Tensor, layer: str, gradcam: bool, gra
     out = layer_output(view, layer)
     if out is None:
         raise MisconfigurationException(f"layer: {layer!r} does not run in the model's forward on the probe")
-    images = inputs.dim() == 4
-    candidate = Candidate.of(out, tuple(inputs.shape[-2:])) if images else None
+    images, size = inputs.dim() == 4, (inputs.shape[-2], inputs.shape[-1])
+    candidate = Candidate.of(out, size) if images else None
     if candidate is None or not candidate.layout:
         if gradcam_named:
             raise MisconfigurationException(
@@ -388,7 +395,7 @@ def _users_layer(view: ModelView, inputs: Tensor, layer: str, gradcam: bool, gra
     if reach.usable:
         return LayerChoice(layer, candidate.reshape_transform, gradcam, candidate=candidate)
     better = next(
-        (c.name for c in default_candidates(view, tuple(inputs.shape[-2:]))[0][:MAX_TRIES] if c.name != layer
+        (c.name for c in default_candidates(view, size)[0][:MAX_TRIES] if c.name != layer
          and gradient_reach(view.forward, view.forward_args, inputs, c).usable),
         None,
     )  # fmt: skip
@@ -405,7 +412,7 @@ def _remark(view: ModelView, chosen: Candidate, failed: list[tuple[Candidate, Re
     convs = [out for out in view.layers if isinstance(out.module, nn.modules.conv._ConvNd)]
     last = convs[-1] if convs else None
     too_small = last is not None and len(last.shape) == 4 and min(last.shape[2:]) < MIN_GRID
-    if chosen.layout == "channels_first" and too_small:
+    if chosen.layout == "channels_first" and last is not None and too_small:
         reasons.insert(0, f"the last convolution, {last.name!r}, outputs shape {last.shape}: fewer than "
                        f"{MIN_GRID}x{MIN_GRID} positions")  # fmt: skip
     if not reasons:

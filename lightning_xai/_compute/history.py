@@ -78,8 +78,8 @@ class History:
         self.predictions[point.step] = predictions.cpu()
         for result in results:
             if result.heat is not None:
-                maps = result.heat.maps if shown is None else result.heat.maps[shown]
-                self.thumbnails.setdefault(result.method, {})[point.step] = thumbnail(maps)
+                heat_maps = result.heat.maps if shown is None else result.heat.maps[shown]
+                self.thumbnails.setdefault(result.method, {})[point.step] = thumbnail(heat_maps)
             failed = {i: problem for i, problem in enumerate(result.problems) if problem is not None}
             if failed:
                 self.problems.setdefault(result.method, {})[point.step] = failed
@@ -114,7 +114,8 @@ class History:
             return self.point_metrics.get(step, {}).get(metric)
         for record in self.manifest:
             if record["step"] == step and record["method"] == method:
-                return record["metrics"].get(metric)
+                value: float | None = record["metrics"].get(metric)
+                return value
         return None
 
     def curves(self, method: str) -> tuple[list[int], dict[str, list[float | None]]]:

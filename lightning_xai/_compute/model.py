@@ -49,7 +49,10 @@ def keyword_inputs(model: nn.Module, probe: Probe) -> tuple[str | None, tuple[st
     argument) and the names of the other tensors it accepts by keyword."""
     parameters = inspect.signature(model.forward).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    accepts = lambda key: takes_any or key in parameters  # noqa: E731
+
+    def accepts(key: str) -> bool:
+        return takes_any or key in parameters
+
     input_key = probe.input_key if probe.input_key is not None and probe.input_key in parameters else None
     if probe.input_key is not None and input_key is None and takes_any and not _positional(parameters):
         input_key = probe.input_key  # a forward(**kwargs) only: every tensor goes by keyword
@@ -97,7 +100,7 @@ def inspect_model(
     tensors = tuple(probe.forward_tensors[k].to(device) for k in keys)
     seen: list[tuple[str, nn.Module, Tensor]] = []  # tensors are held, so their ids stay unique
 
-    def record(name: str):
+    def record(name: str) -> Callable[[nn.Module, Any, Any], None]:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
             first = output[0] if isinstance(output, (tuple, list)) and output else output
             if isinstance(first, Tensor):
@@ -133,11 +136,15 @@ def inspect_model(
             f"output_transform: expected scores with one row per probe example ({len(probe)}), got "
             f"{tuple(raw.shape) if isinstance(raw, Tensor) else type(raw).__name__}"
         )
-    region = probe.masks is not None and raw.dim() > 2  # segmentation: explain class scores inside the mask
-    forward = ModelScores(model, transform, input_key, keys, with_region=region)
-    if transform is default_output_transform and not (input_key or keys or region) and _class_scores(outputs[-1]):
+    region = probe.masks if raw.dim() > 2 else None  # segmentation: explain class scores inside the mask
+    forward: Callable[..., Tensor] = ModelScores(model, transform, input_key, keys, with_region=region is not None)
+    if (
+        transform is default_output_transform
+        and not (input_key or keys or region is not None)
+        and _class_scores(outputs[-1])
+    ):
         forward = model  # the model itself: the engine's fast paths (occlusion's local re-evaluation) see it
-    args = tuple(probe.forward_tensors[k] for k in keys) + ((probe.masks,) if region else ())
+    args = tuple(probe.forward_tensors[k] for k in keys) + ((region,) if region is not None else ())
     with torch.no_grad():
         scores = forward(inputs, *(t.to(device) for t in args))
     return ModelView(forward, args, scores, layers)
@@ -148,6 +155,8 @@ def _class_scores(output: Any) -> bool:
     return isinstance(output, Tensor) and output.dim() == 2 and output.shape[1] > 1
 
 
-def _call(model: nn.Module, inputs: Tensor, input_key: str | None, keys: tuple[str, ...], tensors: tuple) -> Any:
+def _call(
+    model: nn.Module, inputs: Tensor, input_key: str | None, keys: tuple[str, ...], tensors: tuple[Tensor, ...]
+) -> Any:
     keywords = dict(zip(keys, tensors))
     return model(inputs, **keywords) if input_key is None else model(**{input_key: inputs}, **keywords)

@@ -95,6 +95,8 @@ class _TqdmBar:
 
 class _RichBar:
     def __init__(self, callback: RichProgressBar, description: str, total: int) -> None:
+        if callback.progress is None:
+            raise RuntimeError("RichProgressBar: its progress display is not running")  # checked by the caller
         self.progress = callback.progress
         self.task = self.progress.add_task(description, total=total)
 

@@ -258,7 +258,7 @@ def _constant(method: registry.MethodRecord, options: Mapping[str, Any], inputs:
     mask = options.get("feature_mask")
     spatial = tuple(inputs.shape[-2:])
     whole = isinstance(window, Sequence) and all(w >= s for w, s in zip(tuple(window)[-2:], spatial))
-    if whole or (isinstance(mask, Tensor) and mask.unique().numel() == 1):
+    if whole or (isinstance(mask, Tensor) and torch.unique(mask).numel() == 1):
         return (
             "one occlusion window (or feature group) covers the whole input, so every position gets the same value",
             "use smaller sliding_window_shapes (or a feature_mask with several groups)",

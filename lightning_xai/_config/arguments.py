@@ -107,7 +107,7 @@ def display_statistics(name: str, values: Any) -> tuple[float, ...] | None:
 def optional_count(argument: str, value: Any) -> int | None:
     """None, or a whole number >= 1 (``probe_chunk_size``)."""
     misconfigured(check_int, value, argument, allow_none=True)
-    return value
+    return None if value is None else int(value)
 
 
 def names(argument: str, values: Any) -> list[str] | None:

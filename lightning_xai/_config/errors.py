@@ -8,7 +8,7 @@ from typing import Any
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities import rank_zero_warn
-from lightning.pytorch.utilities.rank_zero import WarningCache
+from lightning_utilities.core.rank_zero import WarningCache  # (lightning re-exports it, undeclared)
 
 from lightning_xai._config.choices import OnError
 
@@ -44,7 +44,7 @@ class ErrorPolicy:
                 f"(pass on_error='raise' to stop training instead)"
             )
 
-    def method_failed(self, name: str, error: Exception, where: str, shape: tuple[int, ...]) -> None:
+    def method_failed(self, name: str, error: Exception, where: str, shape: tuple[int, ...] | None) -> None:
         """Method ``name`` failed at ``where`` (a point's label): raise, or warn the first time."""
         failed = f"{name} failed at {where} on a probe of shape {shape}"
         if self.on_error == "raise":

@@ -11,7 +11,7 @@ import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard, overload
 
 import lightning.pytorch as pl
 import numpy as np
@@ -48,9 +48,10 @@ class Probe:
 
     def rows(self, index: Tensor | slice) -> Probe:
         """The probe restricted to some examples."""
-        pick = lambda t: None if t is None else t[index]  # noqa: E731
+        labels = None if self.labels is None else self.labels[index]
+        masks = None if self.masks is None else self.masks[index]
         tensors = {k: t[index] for k, t in self.forward_tensors.items()}
-        return Probe(self.inputs[index], pick(self.labels), pick(self.masks), tensors, self.input_key)
+        return Probe(self.inputs[index], labels, masks, tensors, self.input_key)
 
     def same_as(self, other: Probe) -> bool:
         """Whether ``other`` holds the same examples: equal inputs, labels, masks and forward tensors (on any
@@ -92,11 +93,11 @@ def _equal(a: Tensor | None, b: Tensor | None) -> bool:
     return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a.cpu(), b.cpu())
 
 
-def _is_labels(value: Any, n: int) -> bool:
+def _is_labels(value: object, n: int) -> TypeGuard[Tensor]:
     return isinstance(value, Tensor) and value.shape == (n,) and not value.is_floating_point()
 
 
-def _is_masks(value: Any, inputs: Tensor) -> bool:
+def _is_masks(value: object, inputs: Tensor) -> TypeGuard[Tensor]:
     """Ground-truth masks: per pixel of an image batch, or per token of a token batch."""
     if not isinstance(value, Tensor):
         return False
@@ -106,7 +107,7 @@ def _is_masks(value: Any, inputs: Tensor) -> bool:
     return inputs.dim() >= 3 and value.shape in ((inputs.shape[0], *spatial), (inputs.shape[0], 1, *spatial))
 
 
-def _first(mapping: Mapping, keys: Iterable[str]) -> Any:
+def _first(mapping: Mapping[str, Any], keys: Iterable[str]) -> Any:
     return next((mapping[k] for k in keys if k in mapping), None)
 
 
@@ -120,6 +121,9 @@ def unpack_batch(batch: Any, input_key: str | None = None, strict: bool = False)
         strict: labels that do not fit the inputs are an error instead of being ignored (explicit probes).
     """
     tensors: dict[str, Tensor] = {}
+    inputs: object
+    labels: object
+    masks: object
     if isinstance(batch, Tensor):
         inputs, labels, masks = batch, None, None
     elif isinstance(batch, Mapping):
@@ -177,12 +181,13 @@ def probe_from_value(value: Any, input_key: str | None = None) -> Probe:
     return probe
 
 
-def round_robin(labels: list[int | None], count: int) -> list[int]:
+def round_robin(labels: Sequence[int | None], count: int) -> list[int]:
     """Positions picking ``count`` items, cycling over the classes in order of first appearance."""
-    if any(label is None for label in labels):
+    known = [label for label in labels if label is not None]
+    if len(known) < len(labels):
         return list(range(min(count, len(labels))))
     by_class: dict[int, list[int]] = {}
-    for position, label in enumerate(labels):
+    for position, label in enumerate(known):
         by_class.setdefault(label, []).append(position)
     queues = list(by_class.values())
     picked: list[int] = []
@@ -205,7 +210,7 @@ def _preserved_rng() -> Iterator[None]:
             np.random.set_state(numpy_state)
 
 
-def select_probe(dataloader: DataLoader, count: int, input_key: str | None = None) -> Probe:
+def select_probe(dataloader: DataLoader[Any], count: int, input_key: str | None = None) -> Probe:
     """``count`` examples from ``dataloader``'s dataset, at least one per class where possible.
 
     Fewer when the dataset holds fewer (a warning says so).
@@ -227,12 +232,12 @@ def select_probe(dataloader: DataLoader, count: int, input_key: str | None = Non
     return probe
 
 
-def _label_of(dataloader: DataLoader, item: Any, input_key: str | None) -> int | None:
+def _label_of(dataloader: DataLoader[Any], item: Any, input_key: str | None) -> int | None:
     labels = unpack_batch(dataloader.collate_fn([item]), input_key).labels
     return None if labels is None else int(labels[0])
 
 
-def _select_from_iterable(dataloader: DataLoader, count: int, input_key: str | None) -> Probe:
+def _select_from_iterable(dataloader: DataLoader[Any], count: int, input_key: str | None) -> Probe:
     # Iterating a DataLoader draws its base seed from the global generator; the caller preserves it.
     batches: list[Probe] = []
     seen = 0
@@ -248,26 +253,38 @@ def _select_from_iterable(dataloader: DataLoader, count: int, input_key: str | N
     return _detached(merged.rows(torch.tensor(round_robin(labels, count))))
 
 
+def _joined(parts: list[Tensor | None]) -> Tensor | None:
+    """The parts concatenated, or None when any is missing."""
+    present = [p for p in parts if p is not None]
+    return torch.cat(present) if len(present) == len(parts) else None
+
+
 def _concatenated(batches: list[Probe]) -> Probe:
-    join = lambda parts: None if any(p is None for p in parts) else torch.cat(parts)  # noqa: E731
     keys = set.intersection(*(set(b.forward_tensors) for b in batches))
     return Probe(
         torch.cat([b.inputs for b in batches]),
-        join([b.labels for b in batches]),
-        join([b.masks for b in batches]),
+        _joined([b.labels for b in batches]),
+        _joined([b.masks for b in batches]),
         {k: torch.cat([b.forward_tensors[k] for b in batches]) for k in keys},
         batches[0].input_key,
     )
 
 
+@overload
+def _cpu_copy(t: Tensor) -> Tensor: ...
+@overload
+def _cpu_copy(t: None) -> None: ...
+def _cpu_copy(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.detach().to("cpu").clone()
+
+
 def _detached(probe: Probe) -> Probe:
     """CPU copies, outside any inference mode, so the probe can join autograd graphs later."""
-    copy = lambda t: None if t is None else t.detach().to("cpu").clone()  # noqa: E731
-    tensors = {k: copy(t) for k, t in probe.forward_tensors.items()}
-    return Probe(copy(probe.inputs), copy(probe.labels), copy(probe.masks), tensors, probe.input_key)
+    tensors = {k: _cpu_copy(t) for k, t in probe.forward_tensors.items()}
+    return Probe(_cpu_copy(probe.inputs), _cpu_copy(probe.labels), _cpu_copy(probe.masks), tensors, probe.input_key)
 
 
-def validation_dataloader(trainer: pl.Trainer) -> DataLoader:
+def validation_dataloader(trainer: pl.Trainer) -> DataLoader[Any]:
     """The first validation dataloader, for picking the probe; a clear error when there is none."""
     source = trainer.fit_loop.epoch_loop.val_loop._data_source
     loaders = source.dataloader() if source.is_defined() and trainer.limit_val_batches != 0 else None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
-from typing import get_args
+from typing import Any, get_args
 
 from lightning_xai._config.choices import QualityMetric
 
@@ -82,7 +82,9 @@ def _tag_pattern(metric: str) -> str:
     return f"^{PREFIX}/{re.escape(metric)}$" if metric in EPOCH_METRICS else f"^{PREFIX}/[^/]+/{re.escape(metric)}$"
 
 
-def custom_scalars_layout(metrics: Collection[str], validation: Collection[str] = ()) -> dict[str, dict[str, list]]:
+def custom_scalars_layout(
+    metrics: Collection[str], validation: Collection[str] = ()
+) -> dict[str, dict[str, list[Any]]]:
     """The custom-scalars layout for the ``metrics`` that the run logs: one chart per metric (all
     methods in it), grouped, with no chart for a metric that is never logged; then one chart per
     validation metric of the trainer (``validation``: their tags, e.g. ``val_acc``)."""

@@ -56,8 +56,13 @@ def curve_plot(name: str, steps: Sequence[int], values: Sequence[float | None], 
         return canvas
     x_low, x_high = _span([steps[0], steps[-1]], pad=0.0)
     y_low, y_high = _span([value for _, value in known], pad=0.08)
-    to_x = lambda step: LEFT + (step - x_low) / (x_high - x_low) * (right - LEFT)
-    to_y = lambda value: bottom - (value - y_low) / (y_high - y_low) * (bottom - top)
+
+    def to_x(step: float) -> float:
+        return LEFT + (step - x_low) / (x_high - x_low) * (right - LEFT)
+
+    def to_y(value: float) -> float:
+        return bottom - (value - y_low) / (y_high - y_low) * (bottom - top)
+
     for value in _round_values(y_low, y_high):
         y, label = round(to_y(value)), f"{value:.3g}"
         canvas[y, LEFT:right] = GRID_COLOUR

@@ -167,7 +167,7 @@ def overlay(images: Tensor, maps: Tensor, signed: bool, alpha: float = OVERLAY_A
     weight = alpha * maps.abs()[:, None]
     blended = (1 - weight) * grey + weight * colorize(maps, signed)
     if blank.any():
-        blended[blank] = no_map_tile(tuple(images.shape[-2:]))
+        blended[blank] = no_map_tile((images.shape[-2], images.shape[-1]))
     return blended
 
 

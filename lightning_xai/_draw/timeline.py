@@ -51,8 +51,16 @@ def timeline_image(
         ValueError: if the shapes, points and curves disagree, or ``max_columns`` < 2.
 
     Example:
+        >>> import torch
+        >>> from lightning_xai._compute.history import Point
+        >>> from lightning_xai._draw import render
+        >>> images = torch.rand(2, 3, 32, 32)  # two probe samples
+        >>> thumbs = torch.rand(3, 2, 64, 64) * 2 - 1  # their signed maps at three points
+        >>> points = [Point(step=0, epoch=0), Point(step=10, epoch=0), Point(step=20, epoch=1)]
         >>> curves = {"infidelity": [0.3, 0.2, None]}
-        >>> image = timeline_image("saliency", images, thumbs, points, curves)  # doctest: +SKIP
+        >>> image = timeline_image("saliency", images, thumbs, points, curves)
+        >>> image.shape[0], image.dtype, image.shape[2] <= render.CARD_WIDTH  # fits TensorBoard's image card
+        (3, torch.uint8, True)
     """
     _check(images, thumbnails, points, curves, max_columns, row_labels)
     columns = render.pick(len(points), max_columns)
@@ -63,10 +71,12 @@ def timeline_image(
     cells = render.overlay(small.repeat(len(columns), 1, 1, 1), maps.flatten(0, 1), signed)
     cells = cells.view(len(columns), count, *cells.shape[1:]).transpose(0, 1)  # (N, C, 3, h, w)
     tiles = torch.cat([small[:, None], cells], dim=1).flatten(0, 1)
-    marks = []
+    marks: list[render.Caption | None] = []
     for i in range(count):
         row = problems[i] if problems is not None else [None] * len(points)
-        marks += [None] + [None if row[c] is None else (row[c], render.WRONG) for c in columns]
+        marks += [None] + [
+            None if problem is None else (problem, render.WRONG) for problem in (row[c] for c in columns)
+        ]
     mosaic = render.sheet(
         tiles,
         title=[method, ("each column (step) on its own scale", render.MUTED)],
@@ -104,7 +114,7 @@ def _check(
     images: Tensor,
     thumbnails: Tensor,
     points: Sequence[Point],
-    curves: Mapping[str, Sequence],
+    curves: Mapping[str, Sequence[float | None]],
     max_columns: int,
     row_labels: Sequence[render.Caption] | None,
 ) -> None:

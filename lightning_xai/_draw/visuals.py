@@ -125,14 +125,14 @@ class Visuals:
         """Every probe sample with ``method``'s map overlaid at one point, labelled, under its colour scale;
         a map that failed the self-check (``problems``, per shown sample) is a grey tile that says why."""
         overlays = render.overlay(self.display(), heat.maps, heat.signed)
-        targets = targets.tolist()
-        predicted = [None] * len(targets) if predictions is None else predictions.tolist()
-        problems = problems or [None] * len(targets)
-        captions = [self.caption(i, predicted[i], targets[i]) for i in range(len(self.probe))]
+        target_list: list[int] = targets.tolist()
+        predicted = _listed(predictions, len(target_list))
+        problems = problems or [None] * len(target_list)
+        captions = [self.caption(i, predicted[i], target_list[i]) for i in range(len(self.probe))]
         for lines, problem in zip(captions, problems):
             if problem is not None:
                 lines.append((f"no map: {problem}", render.WRONG))
-        what = self._explained([targets], [predicted])
+        what = self._explained([target_list], [predicted])
         legend = render.Legend(heat.signed, render.value_text(heat.scale), _meaning(heat.signed, what))
         marks = [_mark(problem) for problem in problems]
         return render.sheet(overlays, captions, [f"{method}: {point.label}"], legend, marks=marks)
@@ -153,11 +153,14 @@ class Visuals:
             legend = render.Legend(signed, "max", _meaning(signed, self._explained(targets, predicted)))
             problems = history.problems.get(method, {})
             for i in range(len(inputs)):
-                captions = [self.caption(i, prefix="input")] + [
+                captions: list[list[render.Caption]] = [self.caption(i, prefix="input")] + [
                     [f"step {s} (epoch {epochs.get(s, '?')})", *self.caption(i, p[i], t[i])[1:]]
                     for s, p, t in zip(steps_shown, predicted, targets)
                 ]
-                title = [f"{method}: sample #{self.shown[i]}", ("each step on its own scale", render.MUTED)]
+                title: list[render.Caption] = [
+                    f"{method}: sample #{self.shown[i]}",
+                    ("each step on its own scale", render.MUTED),
+                ]
                 tiles = np.stack([inputs[i], *(frame[i] for frame in frames)])
                 marks = [None] + [_mark(problems.get(s, {}).get(self.shown[i])) for s in steps_shown]
                 image = render.sheet(tiles, captions, title, legend, marks=marks)

@@ -44,7 +44,8 @@ def _table() -> np.ndarray:
 def _apply(images: np.ndarray, values: np.ndarray) -> np.ndarray:
     """A linear map of 32-bit registers, given by the ``images`` of its 32 unit vectors, applied to ``values``."""
     bits = ((values[:, None] >> _BITS) & 1).astype(bool)
-    return np.bitwise_xor.reduce(np.where(bits, images, np.uint32(0)), axis=1)
+    mapped: np.ndarray = np.bitwise_xor.reduce(np.where(bits, images, np.uint32(0)), axis=1)
+    return mapped
 
 
 @lru_cache(maxsize=32)
@@ -63,12 +64,13 @@ def _shift_tables(length: int) -> np.ndarray:
 
 def _shift(registers: np.ndarray, length: int) -> np.ndarray:
     tables = _shift_tables(length)
-    return (
+    shifted: np.ndarray = (
         tables[0][registers & 0xFF]
         ^ tables[1][(registers >> 8) & 0xFF]
         ^ tables[2][(registers >> 16) & 0xFF]
         ^ tables[3][registers >> 24]
     )
+    return shifted
 
 
 def crc32c(data: bytes) -> int:

@@ -133,7 +133,7 @@ class ExplanationWriter:
         step: int,
         maps: dict[str, Tensor],
         probe: dict[str, Any],
-        manifest: list[dict],
+        manifest: list[dict[str, Any]],
         earlier_directory: str | None = None,
     ) -> None:
         """The point's maps (as ``MAP_DTYPE``), the probe (once) and the whole manifest so far.
@@ -155,7 +155,7 @@ class ExplanationWriter:
         if self.tensorboard is not None:
             self.tensorboard.flush()
 
-    def _adopt(self, manifest: list[dict], earlier: Path) -> None:
+    def _adopt(self, manifest: list[dict[str, Any]], earlier: Path) -> None:
         for record in manifest:
             name = record.get("maps")
             if name is None or (self.directory / name).exists():

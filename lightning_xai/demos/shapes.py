@@ -8,8 +8,17 @@ perfectly: a shortcut ("Clever Hans") that a model learns instead of the shape.
 
 Example:
     >>> import lightning as L
-    >>> dm = ShapesDataModule(n_train=1200, n_val=300)
-    >>> L.Trainer(max_epochs=3, accelerator="cpu", logger=False).fit(ShapesNet(), datamodule=dm)
+    >>> from lightning_xai.demos.shapes import ShapesDataModule, ShapesNet
+    >>> dm = ShapesDataModule(n_train=64, n_val=32)
+    >>> dm.setup()
+    >>> batch = next(iter(dm.train_dataloader()))
+    >>> batch["image"].shape, batch["mask"].shape  # normalised images and their object masks
+    (torch.Size([64, 3, 32, 32]), torch.Size([64, 32, 32]))
+    >>> trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+    ...                     enable_progress_bar=False, enable_model_summary=False)
+    >>> trainer.fit(ShapesNet(), datamodule=dm)
+    >>> sorted(trainer.callback_metrics)
+    ['train_loss', 'val_acc', 'val_loss']
 """
 
 from __future__ import annotations
@@ -99,7 +108,10 @@ def make_shapes(
         raise ValueError(f"expected n >= 1, size >= 16 and noise >= 0, got n={n}, size={size}, noise={noise}")
 
     g = torch.Generator().manual_seed(seed)
-    u = lambda *shape: torch.rand(*shape, generator=g)
+
+    def u(*shape: int) -> Tensor:
+        return torch.rand(*shape, generator=g)
+
     labels = (torch.arange(n) % len(classes))[torch.randperm(n, generator=g)]
 
     # Background: a low-contrast colour plus a faint oriented sine texture.
@@ -132,7 +144,9 @@ def make_shapes(
 
 
 def _stats(x: Tensor) -> tuple[Tensor, Tensor]:
-    as_channels = lambda v: torch.tensor(v, dtype=x.dtype, device=x.device).view(3, 1, 1)  # broadcasts over N too
+    def as_channels(v: tuple[float, ...]) -> Tensor:
+        return torch.tensor(v, dtype=x.dtype, device=x.device).view(3, 1, 1)  # broadcasts over N too
+
     return as_channels(SHAPES_MEAN), as_channels(SHAPES_STD)
 
 
@@ -148,7 +162,7 @@ def denormalize_images(images: Tensor) -> Tensor:
     return images * std + mean
 
 
-class ShapesDataset(Dataset):
+class ShapesDataset(Dataset[dict[str, Tensor]]):
     """Images, labels and masks from :func:`make_shapes`, as dict items.
 
     Args:
@@ -210,27 +224,30 @@ class ShapesDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.n_train, self.n_val, self.size, self.batch_size = n_train, n_val, size, batch_size
+        self.seed, self.spurious_mark, self.num_workers, self.noise = seed, spurious_mark, num_workers, noise
         self.train_set: ShapesDataset | None = None
         self.val_set: ShapesDataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:  # generated once, whatever the stage
-            hp = self.hparams
-            make = lambda n, seed: ShapesDataset(
-                *make_shapes(n, hp.size, seed, hp.spurious_mark, noise=hp.noise), normalize=True
-            )
-            self.train_set, self.val_set = make(hp.n_train, 2 * hp.seed), make(hp.n_val, 2 * hp.seed + 1)
 
-    def _loader(self, ds: ShapesDataset | None, shuffle: bool) -> DataLoader:
+            def make(n: int, seed: int) -> ShapesDataset:
+                images = make_shapes(n, self.size, seed, self.spurious_mark, noise=self.noise)
+                return ShapesDataset(*images, normalize=True)
+
+            self.train_set, self.val_set = make(self.n_train, 2 * self.seed), make(self.n_val, 2 * self.seed + 1)
+
+    def _loader(self, ds: ShapesDataset | None, shuffle: bool) -> DataLoader[dict[str, Tensor]]:
         if ds is None:
             raise RuntimeError("call `setup()` before asking for a dataloader")
-        w = self.hparams.num_workers
-        return DataLoader(ds, self.hparams.batch_size, shuffle=shuffle, num_workers=w, persistent_workers=w > 0)
+        w = self.num_workers
+        return DataLoader(ds, self.batch_size, shuffle=shuffle, num_workers=w, persistent_workers=w > 0)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader[dict[str, Tensor]]:
         return self._loader(self.train_set, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader[dict[str, Tensor]]:
         return self._loader(self.val_set, shuffle=False)
 
 
@@ -252,7 +269,11 @@ class ShapesNet(L.LightningModule):
     def __init__(self, n_classes: int = 3, lr: float = 3e-3) -> None:
         super().__init__()
         self.save_hyperparameters()
-        block = lambda c_in, c_out: [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
+        self.lr = lr
+
+        def block(c_in: int, c_out: int) -> list[nn.Module]:
+            return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
+
         # BatchNorm lets a net this small learn the shapes in ~60 Adam steps.
         self.features = nn.Sequential(*block(3, 16), nn.MaxPool2d(2), *block(16, 32), nn.MaxPool2d(2), *block(32, 32))
         # Global max pooling asks "is this pattern anywhere?"; average pooling dilutes a small object
@@ -261,7 +282,8 @@ class ShapesNet(L.LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits (N, n_classes) for normalised images (N, 3, H, W)."""
-        return self.classifier(self.features(x))
+        logits: Tensor = self.classifier(self.features(x))
+        return logits
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = F.cross_entropy(self(batch["image"]), batch["label"])
@@ -275,4 +297,4 @@ class ShapesNet(L.LightningModule):
         self.log("val_acc", acc, batch_size=len(y), prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        return torch.optim.Adam(self.parameters(), lr=self.lr)

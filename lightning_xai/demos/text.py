@@ -49,7 +49,7 @@ def make_sentences(n: int, length: int = 12, seed: int = 0) -> tuple[Tensor, Ten
     return torch.where(planted, sentiment, tokens), labels, planted
 
 
-class SentenceDataset(Dataset):
+class SentenceDataset(Dataset[dict[str, Tensor]]):
     """Items ``{"tokens": (T,) long, "label": long, "mask": (T,) bool}`` (mask: the planted words)."""
 
     def __init__(self, tokens: Tensor, labels: Tensor, planted: Tensor) -> None:
@@ -68,17 +68,17 @@ class SentenceDataModule(L.LightningDataModule):
     def __init__(self, n_train: int = 2000, n_val: int = 200, length: int = 12, batch_size: int = 64, seed: int = 0):
         super().__init__()
         self.save_hyperparameters()
+        self.n_train, self.n_val, self.length, self.batch_size, self.seed = n_train, n_val, length, batch_size, seed
 
     def setup(self, stage: str | None = None) -> None:
-        h = self.hparams
-        self.train_set = SentenceDataset(*make_sentences(h.n_train, h.length, seed=2 * h.seed))
-        self.val_set = SentenceDataset(*make_sentences(h.n_val, h.length, seed=2 * h.seed + 1))
+        self.train_set = SentenceDataset(*make_sentences(self.n_train, self.length, seed=2 * self.seed))
+        self.val_set = SentenceDataset(*make_sentences(self.n_val, self.length, seed=2 * self.seed + 1))
 
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True)
+    def train_dataloader(self) -> DataLoader[dict[str, Tensor]]:
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.hparams.batch_size)
+    def val_dataloader(self) -> DataLoader[dict[str, Tensor]]:
+        return DataLoader(self.val_set, batch_size=self.batch_size)
 
 
 class TextClassifier(L.LightningModule):
@@ -87,13 +87,15 @@ class TextClassifier(L.LightningModule):
     def __init__(self, vocabulary_size: int = len(VOCABULARY), dim: int = 16, n_classes: int = 2, lr: float = 1e-2):
         super().__init__()
         self.save_hyperparameters()
+        self.lr = lr
         self.embedding = nn.Embedding(vocabulary_size, dim, padding_idx=0)
         self.head = nn.Sequential(nn.Linear(dim, 32), nn.ReLU(), nn.Linear(32, n_classes))
 
     def forward(self, tokens: Tensor) -> Tensor:
         vectors = self.embedding(tokens)
         present = (tokens != 0).unsqueeze(-1).to(vectors.dtype)
-        return self.head((vectors * present).sum(1) / present.sum(1).clamp_min(1))
+        logits: Tensor = self.head((vectors * present).sum(1) / present.sum(1).clamp_min(1))
+        return logits
 
     def _step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         logits = self(batch["tokens"])
@@ -110,4 +112,4 @@ class TextClassifier(L.LightningModule):
         self._step(batch, "val")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        return torch.optim.Adam(self.parameters(), lr=self.lr)

@@ -73,10 +73,8 @@ def interpolate(
             f"{tuple(layer_attribution.shape)} (a layer without spatial dims has no map)"
         )
     single = isinstance(interpolate_dims, numbers.Integral)
-    sizes = [interpolate_dims] if single else interpolate_dims
-    if not isinstance(sizes, Sequence) or not all(
-        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in sizes
-    ):
+    sizes = list(interpolate_dims) if isinstance(interpolate_dims, Sequence) else [interpolate_dims]
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in sizes):
         raise ArgumentTypeError(
             f"interpolate_dims: expected an int or a sequence of ints (e.g. inputs.shape[2:]), "
             f"got {describe(interpolate_dims)}"

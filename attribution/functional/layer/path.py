@@ -178,8 +178,8 @@ def layer_integrated_gradients(
         ``(attributions, delta, layer_returned_tuple)``, the first and last a list per layer when ``layer``
         is a list; ``delta`` is None unless requested.
     """
-    several = isinstance(layer, (list, tuple))
-    layers = tuple(layer) if several else (layer,)
+    several = not isinstance(layer, nn.Module)
+    layers = (layer,) if isinstance(layer, nn.Module) else tuple(layer)
     n = inputs[0].shape[0]
     alphas, weights = integration_nodes(n_steps, method)
     ends = tuple(torch.cat([b.expand_as(x), x]) for b, x in zip(baselines, inputs))
@@ -228,6 +228,7 @@ def layer_integrated_gradients(
     was_tuple = [tupled for _, tupled, _ in values]
     delta = None
     if return_convergence_delta:
+        assert outputs is not None  # the first layer's forward was asked for the target
         start_out, end_out = outputs.chunk(2)
         delta = convergence_delta(tuple(a for layer_attrs in attrs for a in layer_attrs), start_out, end_out)
     return (attrs, delta, was_tuple) if several else (attrs[0], delta, was_tuple[0])
@@ -291,11 +292,13 @@ def layer_gradient_shap(
             )
             if fixed is not None:
                 acts = tuple(torch.cat([repeat_rows(a, steps), b]) for a, b in zip(fixed[0], acts))
-                outputs = torch.cat([repeat_rows(fixed[2], steps), outputs]) if with_target else None
+                if fixed[2] is not None and outputs is not None:  # (with_target)
+                    outputs = torch.cat([repeat_rows(fixed[2], steps), outputs])
             if multiply_by_inputs:
                 contribs = tuple(g * (a[: steps * n] - a[steps * n :]) for g, a in zip(grads, acts))
         _accumulate(totals, tuple(c.view(steps, n, *c.shape[1:]).sum(0) for c in contribs))
         if return_convergence_delta:
+            assert outputs is not None  # with_target is return_convergence_delta
             row_deltas.append(convergence_delta(contribs, outputs[steps * n :], outputs[: steps * n]))
 
     run_chunked(n_samples, sample, rows_per_item=n, internal_batch_size=None, device=inputs[0].device)

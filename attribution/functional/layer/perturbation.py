@@ -29,14 +29,14 @@ class _LayerReached(Exception):
 
 
 @contextmanager
-def _capture(layer: nn.Module, use_input: bool, found: list) -> Iterator[None]:
+def _capture(layer: nn.Module, use_input: bool, found: list[Any]) -> Iterator[None]:
     """Record the layer's output (or the tensors its input starts with) in ``found``, then stop the forward."""
 
-    def on_input(module: nn.Module, args: tuple) -> None:
+    def on_input(module: nn.Module, args: tuple[Any, ...]) -> None:
         found.append(args)
         raise _LayerReached
 
-    def on_output(module: nn.Module, args: tuple, output: Any) -> None:
+    def on_output(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         found.append(output)
         raise _LayerReached
 
@@ -66,7 +66,7 @@ def layer_values(
     Raises:
         ValueError: the layer does not run, or its output (input) holds no tensor or non-tensors.
     """
-    found: list = []
+    found: list[Any] = []
     with torch.inference_mode(), _capture(layer, use_input, found):
         objective.forward(inputs)
     what = "input" if use_input else "output"
@@ -100,7 +100,7 @@ def _substituted(layer: nn.Module, values: tuple[Tensor, ...], use_input: bool) 
     A second run in the same forward is refused at once: the values of the
     first would otherwise reach a place whose shape they need not fit.
     """
-    calls = []
+    calls: list[int] = []
 
     def check(module: nn.Module) -> None:
         calls.append(1)
@@ -110,11 +110,11 @@ def _substituted(layer: nn.Module, values: tuple[Tensor, ...], use_input: bool) 
                 f"needs a module that runs exactly once (use a separate module instance per use)"
             )
 
-    def replace_input(module: nn.Module, args: tuple) -> tuple:
+    def replace_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
         check(module)
         return values + tuple(args[len(values) :])
 
-    def replace_output(module: nn.Module, args: tuple, output: Any) -> Any:
+    def replace_output(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
         check(module)
         return values if isinstance(output, tuple) else values[0]
 
@@ -172,7 +172,7 @@ def layer_feature_ablation(
 
     Args:
         objective: the model's target for the batch ``inputs``.
-        values: the layer's values for ``inputs`` (:func:`layer_values`).
+        values: the layer's values for ``inputs`` (its output, or input, from a forward that stops there).
         baselines, features: per layer tensor, broadcastable to ``values``; group ids shared across them.
         layer: the module whose output (input) ``values`` are.
 

@@ -18,7 +18,7 @@ def neuron_feature_ablation(
     forward_func: Callable[..., Any],
     layer: nn.Module,
     neuron: Target,
-    additional_args: tuple,
+    additional_args: tuple[Any, ...],
     inputs: tuple[Tensor, ...],
     baselines: tuple[Tensor, ...],
     features: FeatureMasks,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable
-from typing import Any, Union
+from typing import Any, TypeGuard, Union
 
 from torch import Tensor, nn
 
@@ -22,7 +22,7 @@ from attribution._internal.autograd import layer_output_forward
 from attribution._internal.canonical import Objective, Target, describe, format_target
 from attribution._internal.checks import ArgumentError, ArgumentTypeError
 
-NeuronSelector = Union[int, tuple, Callable[[Tensor], Tensor]]
+NeuronSelector = Union[int, tuple[Union[int, slice], ...], Callable[[Tensor], Tensor]]
 
 
 def neuron_target(neuron_selector: NeuronSelector, n: int) -> Target:
@@ -36,7 +36,7 @@ def neuron_target(neuron_selector: NeuronSelector, n: int) -> Target:
     Raises:
         TypeError: for any other kind of selector.
     """
-    if isinstance(neuron_selector, tuple) and any(isinstance(s, slice) for s in neuron_selector):
+    if isinstance(neuron_selector, tuple) and not _without_slices(neuron_selector):
         return Target(n, fn=SliceSum(neuron_selector), name="neuron_selector")
     is_int = isinstance(neuron_selector, numbers.Integral) and not isinstance(neuron_selector, bool)
     if not (is_int or isinstance(neuron_selector, tuple) or callable(neuron_selector)):
@@ -47,10 +47,14 @@ def neuron_target(neuron_selector: NeuronSelector, n: int) -> Target:
     return format_target(neuron_selector, n, name="neuron_selector")
 
 
+def _without_slices(selector: tuple[int | slice, ...]) -> TypeGuard[tuple[int, ...]]:
+    return not any(isinstance(s, slice) for s in selector)
+
+
 class SliceSum:
     """A selector with slices, as in Captum: the sum of the units it covers, per row."""
 
-    def __init__(self, selector: tuple) -> None:
+    def __init__(self, selector: tuple[int | slice, ...]) -> None:
         for s in selector:
             if not isinstance(s, slice) and (isinstance(s, bool) or not isinstance(s, numbers.Integral)):
                 raise ArgumentTypeError(f"neuron_selector: entries must be ints or slices, got {describe(s)}")
@@ -61,8 +65,9 @@ class SliceSum:
             raise ArgumentError(
                 f"neuron_selector: {len(self.selector)} indices for a layer output of shape {tuple(output.shape)}"
             )
+        index = (slice(None), *self.selector)  # (not inline: mypy reads x[(a, *b)] as 3.11's x[a, *b])
         try:
-            picked = output[(slice(None), *self.selector)]
+            picked = output[index]
         except IndexError as error:
             raise ArgumentError(
                 f"neuron_selector: {self.selector} does not fit the layer output of shape {tuple(output.shape)} "
@@ -89,7 +94,7 @@ def neuron_objective(
     layer: nn.Module,
     neuron_selector: NeuronSelector | Target,
     n: int,
-    additional_args: tuple = (),
+    additional_args: tuple[Any, ...] = (),
     *,
     attribute_to_neuron_input: bool = False,
 ) -> Objective:
@@ -101,14 +106,23 @@ def neuron_objective(
     Args:
         forward_func: the model.
         layer: the module whose output (or input) holds the unit.
-        neuron_selector: see :func:`neuron_target`, or a ready :class:`Target`.
+        neuron_selector: see :func:`neuron_target`, or a ready :class:`~attribution.Target`.
         n: the batch size.
         additional_args: extra forward arguments, already a tuple.
         attribute_to_neuron_input: select from the layer's input instead.
 
     Example:
-        >>> objective = neuron_objective(model, model.conv2, (1, 2, 3), len(x))  # doctest: +SKIP
-        >>> grads = saliency(objective, (x,), abs=False)  # doctest: +SKIP
+        >>> import torch
+        >>> from torch import nn
+        >>> from attribution.functional import neuron_objective, saliency
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        ...                       nn.Linear(4, 3))
+        >>> x = torch.rand(2, 3, 8, 8)
+        >>> objective = neuron_objective(model, model[0], (1, 2, 3), len(x))  # unit (channel, row, col) of model[0]
+        >>> (grads,) = saliency(objective, (x,), abs=False)
+        >>> torch.allclose(grads[:, :, 1:4, 2:5], model[0].weight[1].expand(2, 3, 3, 3))  # the unit's 3 x 3 kernel
+        True
     """
     cut = layer_output_forward(forward_func, layer, attribute_to_neuron_input)
     if isinstance(forward_func, nn.Module):

@@ -23,7 +23,7 @@ from attribution._internal.canonical import (
 )
 from attribution._internal.checks import check_grad_kwargs
 from attribution.functional.backprop import layer_deep_lift, layer_deep_lift_shap
-from attribution.methods.base import GradientAttribution, LayerAttribution, layer_output, with_delta
+from attribution.methods.base import GradientAttribution, LayerAttribution, WithDelta, layer_output, with_delta
 from attribution.registry import register
 
 
@@ -57,9 +57,21 @@ class LayerDeepLift(_LayerDeepLiftBase):
             ratio of differences.
 
     Example:
-        >>> attr, delta = LayerDeepLift(model, "layer4").attribute(  # doctest: +SKIP
-        ...     images, target=3, return_convergence_delta=True
+        >>> import torch
+        >>> from torch import nn
+        >>> from attribution import LayerDeepLift
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        ...                       nn.Linear(4, 3))
+        >>> images = torch.rand(2, 3, 8, 8)
+        >>> attr, delta = LayerDeepLift(model, model[1]).attribute(
+        ...     images, target=2, return_convergence_delta=True
         ... )
+        >>> attr.shape  # shaped like the ReLU's output
+        torch.Size([2, 4, 8, 8])
+        >>> gap = model(images)[:, 2] - model(torch.zeros_like(images))[:, 2]  # f(x) - f(baseline)
+        >>> torch.allclose(attr.sum((1, 2, 3)), gap, atol=1e-5)
+        True
     """
 
     def attribute(
@@ -72,7 +84,7 @@ class LayerDeepLift(_LayerDeepLiftBase):
         attribute_to_layer_input: bool = False,
         custom_attribution_func: Callable[..., Any] | None = None,
         grad_kwargs: dict[str, Any] | None = None,
-    ):
+    ) -> WithDelta:
         """Attribute ``f(inputs) - f(baselines)`` to the layer's output (or input) units.
 
         Args:
@@ -102,7 +114,7 @@ class LayerDeepLift(_LayerDeepLiftBase):
             call.objective,
             call.inputs,
             format_baselines(baselines, call.inputs),
-            self.layer,
+            self._one_layer(),
             multiply_by_inputs=self.multiplies_by_inputs,
             return_convergence_delta=return_convergence_delta,
             attribute_to_layer_input=attribute_to_layer_input,
@@ -134,7 +146,7 @@ class LayerDeepLiftShap(_LayerDeepLiftBase):
         attribute_to_layer_input: bool = False,
         custom_attribution_func: Callable[..., Any] | None = None,
         grad_kwargs: dict[str, Any] | None = None,
-    ):
+    ) -> WithDelta:
         """Average the layer's DeepLift attributions over ``k`` baseline rows.
 
         Args:
@@ -161,7 +173,7 @@ class LayerDeepLiftShap(_LayerDeepLiftBase):
             call.objective,
             call.inputs,
             format_baseline_distribution(baselines, call.inputs),
-            self.layer,
+            self._one_layer(),
             multiply_by_inputs=self.multiplies_by_inputs,
             return_convergence_delta=return_convergence_delta,
             attribute_to_layer_input=attribute_to_layer_input,

@@ -108,7 +108,7 @@ class LayerGradCam(LayerAttribution, GradientAttribution):
         cams, was_tuple = functional.layer_gradcam(
             call.objective,
             call.inputs,
-            self.layer,
+            self._one_layer(),
             attribute_to_layer_input=attribute_to_layer_input,
             relu_attributions=relu_attributions,
             attr_dim_summation=attr_dim_summation,
@@ -153,7 +153,7 @@ class LayerActivation(LayerAttribution):
 
     def attribute(
         self, inputs: TensorOrTuple, additional_forward_args: Any = None, attribute_to_layer_input: bool = False
-    ) -> TensorOrTuple:
+    ) -> TensorOrTuple | list[TensorOrTuple]:
         """The layer's output (or input) for ``inputs``, before any in-place op downstream changes it.
 
         Args:
@@ -197,7 +197,7 @@ class LayerGradientXActivation(MultipliedLayerAttribution):
         additional_forward_args: Any = None,
         attribute_to_layer_input: bool = False,
         grad_kwargs: dict[str, Any] | None = None,
-    ) -> TensorOrTuple:
+    ) -> TensorOrTuple | list[TensorOrTuple]:
         """Gradient times activation of the layer's output (or input).
 
         Args:

@@ -19,7 +19,8 @@ from attribution.registry import register
 
 
 @register("layer_lrp")
-class LayerLRP(Relevance, LayerAttribution, GradientAttribution):
+# Captum's LRP API: compute_convergence_delta(attributions, output) replaces the base's signature on purpose.
+class LayerLRP(Relevance, LayerAttribution, GradientAttribution):  # type: ignore[misc]
     """Layer-wise relevance propagation to a layer's outputs (or inputs): the relevance arriving there.
 
     Args:
@@ -45,7 +46,7 @@ class LayerLRP(Relevance, LayerAttribution, GradientAttribution):
         return_convergence_delta: bool = False,
         attribute_to_layer_input: bool = False,
         verbose: bool = False,
-    ):
+    ) -> TensorOrTuple | list[TensorOrTuple] | tuple[TensorOrTuple | list[TensorOrTuple], Tensor | list[Tensor]]:
         """Relevance at the layer, all layers from one forward and one backward.
 
         Args:

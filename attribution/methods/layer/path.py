@@ -28,6 +28,7 @@ from attribution.methods.base import (
     GradientAttribution,
     LayerAttribution,
     MultipliedLayerAttribution,
+    WithDelta,
     check_path_arguments,
     layer_output,
     with_delta,
@@ -63,8 +64,8 @@ class InternalInfluence(LayerAttribution, GradientAttribution):
         """Integrate the layer gradient from ``baselines`` to ``inputs``.
 
         Args:
-            inputs, baselines, target, additional_forward_args, n_steps, method,
-                internal_batch_size: as in :meth:`IntegratedGradients.attribute`.
+            inputs, baselines, target, additional_forward_args, n_steps, method, internal_batch_size: as in
+                :meth:`IntegratedGradients.attribute`.
             attribute_to_layer_input: attribute to the layer's input instead.
             grad_kwargs: further options of ``torch.autograd.grad`` (e.g. ``{"materialize_grads": True}``).
 
@@ -82,7 +83,7 @@ class InternalInfluence(LayerAttribution, GradientAttribution):
             call.objective,
             call.inputs,
             format_baselines(baselines, call.inputs),
-            self.layer,
+            self._one_layer(),
             n_steps=n_steps,
             method=method,
             internal_batch_size=internal_batch_size,
@@ -121,13 +122,12 @@ class LayerConductance(LayerAttribution, GradientAttribution):
         return_convergence_delta: bool = False,
         attribute_to_layer_input: bool = False,
         grad_kwargs: dict[str, Any] | None = None,
-    ):
+    ) -> WithDelta:
         """Conductance of every unit of the layer's output (or input).
 
         Args:
-            inputs, baselines, target, additional_forward_args, method,
-                internal_batch_size, return_convergence_delta: as in
-                :meth:`IntegratedGradients.attribute`.
+            inputs, baselines, target, additional_forward_args, method, internal_batch_size, return_convergence_delta:
+                as in :meth:`IntegratedGradients.attribute`.
             n_steps: number of steps; the rule places ``n_steps + 1`` points.
             attribute_to_layer_input: attribute to the layer's input instead.
             grad_kwargs: further options of ``torch.autograd.grad`` (e.g. ``{"materialize_grads": True}``).
@@ -147,7 +147,7 @@ class LayerConductance(LayerAttribution, GradientAttribution):
             call.objective,
             call.inputs,
             format_baselines(baselines, call.inputs),
-            self.layer,
+            self._one_layer(),
             n_steps=n_steps,
             method=method,
             internal_batch_size=internal_batch_size,
@@ -174,10 +174,20 @@ class LayerIntegratedGradients(MultipliedLayerAttribution):
         multiply_by_inputs: multiply by ``a(x) - a(baseline)`` (default).
 
     Example:
-        >>> lig = LayerIntegratedGradients(model, model.embedding)  # doctest: +SKIP
-        >>> attr, delta = lig.attribute(  # doctest: +SKIP
+        >>> import torch
+        >>> from torch import nn
+        >>> from attribution import LayerIntegratedGradients
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(5 * 4, 2))  # 5 tokens, 2 classes
+        >>> token_ids, pad_id = torch.randint(1, 10, (2, 5)), 0
+        >>> lig = LayerIntegratedGradients(model, model[0])
+        >>> attr, delta = lig.attribute(
         ...     token_ids, baselines=pad_id, target=1, return_convergence_delta=True
         ... )
+        >>> attr.shape, attr.sum(2).shape  # per embedding dimension; summed: one score per token
+        (torch.Size([2, 5, 4]), torch.Size([2, 5]))
+        >>> bool(delta.abs().max() < 1e-4)  # exact here: the model is linear in the embeddings
+        True
     """
 
     returns_delta = True
@@ -195,15 +205,15 @@ class LayerIntegratedGradients(MultipliedLayerAttribution):
         return_convergence_delta: bool = False,
         attribute_to_layer_input: bool = False,
         grad_kwargs: dict[str, Any] | None = None,
-    ):
+    ) -> TensorOrTuple | list[TensorOrTuple] | tuple[TensorOrTuple | list[TensorOrTuple], Tensor]:
         """Integrate the layer gradient from ``a(baselines)`` to ``a(inputs)``.
 
         Args:
             inputs: a tensor or tuple of tensors with the batch in dim 0, of any dtype.
             baselines: as in :meth:`IntegratedGradients.attribute`, in the
                 inputs' dtype (for token ids: a pad id, or a tensor of them).
-            target, additional_forward_args, n_steps, method, internal_batch_size,
-                return_convergence_delta: as in :meth:`IntegratedGradients.attribute`.
+            target, additional_forward_args, n_steps, method, internal_batch_size, return_convergence_delta: as in
+                :meth:`IntegratedGradients.attribute`.
             attribute_to_layer_input: integrate over the layer's input instead.
             grad_kwargs: further options of ``torch.autograd.grad`` (e.g. ``{"materialize_grads": True}``).
 
@@ -253,9 +263,18 @@ class LayerGradientShap(LayerAttribution, GradientAttribution):
         multiply_by_inputs: multiply by ``a(x') - a(b)`` (default); False averages the layer gradients.
 
     Example:
-        >>> attr = LayerGradientShap(model, "layer3").attribute(  # doctest: +SKIP
-        ...     images, baselines=background, n_samples=16, target=3
+        >>> import torch
+        >>> from torch import nn
+        >>> from attribution import LayerGradientShap
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        ...                       nn.Linear(4, 3))
+        >>> images, background = torch.rand(2, 3, 8, 8), torch.rand(5, 3, 8, 8)  # 5 baselines to draw from
+        >>> attr = LayerGradientShap(model, model[0]).attribute(
+        ...     images, baselines=background, n_samples=16, target=2
         ... )
+        >>> attr.shape  # shaped like the layer's output
+        torch.Size([2, 4, 8, 8])
     """
 
     draws_random_numbers = True
@@ -279,7 +298,7 @@ class LayerGradientShap(LayerAttribution, GradientAttribution):
         return_convergence_delta: bool = False,
         attribute_to_layer_input: bool = False,
         grad_kwargs: dict[str, Any] | None = None,
-    ):
+    ) -> WithDelta:
         """Estimate the layer units' SHAP values with ``n_samples`` samples per example.
 
         Args:
@@ -311,7 +330,7 @@ class LayerGradientShap(LayerAttribution, GradientAttribution):
             call.objective,
             call.inputs,
             format_baseline_distribution(baselines, call.inputs),
-            self.layer,
+            self._one_layer(),
             n_samples=n_samples,
             stdevs=format_stdevs(stdevs, len(call.inputs)),
             multiply_by_inputs=self.multiplies_by_inputs,

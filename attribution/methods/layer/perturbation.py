@@ -70,7 +70,7 @@ class _LayerPerturbation(LayerAttribution, PerturbationAttribution):
         self, inputs: TensorOrTuple, target: TargetType, additional_forward_args: Any, to_input: bool
     ) -> tuple[CanonicalCall, tuple[Tensor, ...], bool]:
         call = canonical_call(self.forward_func, inputs, target, additional_forward_args)
-        values, as_tuple = layer_values(call.objective, call.inputs, self.layer, use_input=to_input)
+        values, as_tuple = layer_values(call.objective, call.inputs, self._one_layer(), use_input=to_input)
         return call, values, as_tuple
 
 
@@ -84,9 +84,18 @@ class LayerFeatureAblation(_LayerPerturbation):
         layer: the module, or its dotted name (``"layer3.1.conv2"``). It must run exactly once per forward.
 
     Example:
-        >>> ablator = LayerFeatureAblation(model, model.layer4)  # doctest: +SKIP
-        >>> channels = torch.arange(512).view(1, 512, 1, 1)  # one group per channel  # doctest: +SKIP
-        >>> attr = ablator.attribute(images, target=3, layer_mask=channels)  # doctest: +SKIP
+        >>> import torch
+        >>> from torch import nn
+        >>> from attribution import LayerFeatureAblation
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        ...                       nn.Linear(4, 3))
+        >>> images = torch.rand(2, 3, 8, 8)
+        >>> ablator = LayerFeatureAblation(model, model[1])
+        >>> channels = torch.arange(4).view(1, 4, 1, 1)  # one group per channel
+        >>> attr = ablator.attribute(images, target=2, layer_mask=channels)
+        >>> attr.shape, attr[0, 0].unique().numel()  # shaped like the layer's output, one value per channel
+        (torch.Size([2, 4, 8, 8]), 1)
     """
 
     def attribute(
@@ -110,8 +119,9 @@ class LayerFeatureAblation(_LayerPerturbation):
             additional_forward_args: extra arguments passed to the model.
             layer_mask: integer group ids broadcastable to the layer's values (with or without the batch
                 dimension; one per tensor for a layer with several, ids shared across them), ids 0..G-1
-                without gaps; or a callable from the layer's values to such ids (e.g. :func:`layer_cells`),
-                for groups that depend on the layer's shape. Default: every unit its own group.
+                without gaps; or a callable from the layer's values to such ids, for groups that depend on
+                the layer's shape (the monitor's probe groups an ``(N, C, H, W)`` map into at most 8 x 8
+                cells, all channels of a cell together). Default: every unit its own group.
             attribute_to_layer_input: ablate the layer's input (the tensors its arguments start with).
             perturbations_per_eval: ablated copies per forward, at most; by default chosen from the size
                 of the inputs and the layer.
@@ -138,7 +148,7 @@ class LayerFeatureAblation(_LayerPerturbation):
                 values,
                 baselines,
                 features,
-                self.layer,
+                self._one_layer(),
                 attribute_to_layer_input=attribute_to_layer_input,
                 perturbations_per_eval=perturbations_per_eval,
                 progress=progress,
@@ -186,7 +196,7 @@ class LayerFeaturePermutation(_LayerPerturbation):
                 call.inputs,
                 values,
                 features,
-                self.layer,
+                self._one_layer(),
                 attribute_to_layer_input=attribute_to_layer_input,
                 perturbations_per_eval=perturbations_per_eval,
                 progress=progress,

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from attribution._internal.canonical import (
     BaselineType,
+    Objective,
     TensorOrTuple,
     format_baseline_distribution,
     format_baselines,
@@ -32,7 +33,7 @@ class _NeuronReLURuleAttribution(NeuronAttribution, GradientAttribution):
     """One unit of ``layer`` (module or dotted name) backpropagated to the inputs with a ReLU rule."""
 
     needs_float_inputs = True
-    _rule: ClassVar[Callable]
+    _rule: ClassVar[staticmethod[[Objective, tuple[Tensor, ...]], tuple[Tensor, ...]]]
 
     def __init__(self, model: Callable[..., Tensor], layer: nn.Module | str) -> None:
         super().__init__(model, layer)  # Captum names the model ``model`` here
@@ -72,8 +73,17 @@ class NeuronGuidedBackprop(_NeuronReLURuleAttribution):
         layer: the module holding the unit, or its dotted name.
 
     Example:
-        >>> explainer = NeuronGuidedBackprop(model, "features.8")  # doctest: +SKIP
-        >>> maps = explainer.attribute(images, neuron_selector=(5, 1, 1))  # doctest: +SKIP
+        >>> import torch
+        >>> from torch import nn
+        >>> from attribution import NeuronGuidedBackprop
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        ...                       nn.Linear(4, 3))
+        >>> images = torch.rand(2, 3, 8, 8)
+        >>> explainer = NeuronGuidedBackprop(model, model[1])
+        >>> maps = explainer.attribute(images, neuron_selector=(1, 2, 3))  # (channel, row, col) of the ReLU's output
+        >>> maps.shape
+        torch.Size([2, 3, 8, 8])
     """
 
     _rule = staticmethod(guided_backprop)

@@ -30,7 +30,18 @@ class NeuronGradient(GradientNeuronAttribution):
         layer: the module holding the unit, or its dotted name.
 
     Example:
-        >>> grads = NeuronGradient(model, "conv2").attribute(images, neuron_selector=(1, 2, 3))  # doctest: +SKIP
+        >>> import torch
+        >>> from torch import nn
+        >>> from attribution import NeuronGradient
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        ...                       nn.Linear(4, 3))
+        >>> images = torch.rand(2, 3, 8, 8)
+        >>> grads = NeuronGradient(model, model[0]).attribute(images, neuron_selector=(1, 2, 3))  # (channel, row, col)
+        >>> grads.shape
+        torch.Size([2, 3, 8, 8])
+        >>> torch.allclose(grads[:, :, 1:4, 2:5], model[0].weight[1].expand(2, 3, 3, 3))  # the unit's 3 x 3 kernel
+        True
     """
 
     def attribute(

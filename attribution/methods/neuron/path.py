@@ -128,7 +128,7 @@ class NeuronConductance(GlobalNeuronAttribution):
             call.objective,
             call.inputs,
             format_baselines(baselines, call.inputs),
-            self.layer,
+            self._one_layer(),
             n_steps=n_steps,
             method=method,
             internal_batch_size=internal_batch_size,

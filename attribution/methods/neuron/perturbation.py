@@ -31,8 +31,19 @@ class NeuronFeatureAblation(NeuronAttribution, PerturbationAttribution):
         layer: the module holding the unit, or its dotted name.
 
     Example:
-        >>> ablator = NeuronFeatureAblation(model, "layer2")  # doctest: +SKIP
-        >>> attr = ablator.attribute(images, neuron_selector=(4, 1, 2), feature_mask=superpixels)  # doctest: +SKIP
+        >>> import torch
+        >>> from torch import nn
+        >>> from attribution import NeuronFeatureAblation
+        >>> from attribution.utils import grid_feature_mask
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        ...                       nn.Linear(4, 3))
+        >>> images = torch.rand(2, 3, 8, 8)
+        >>> superpixels = grid_feature_mask(images, 2)  # 2 x 2 cells of 4 x 4 pixels
+        >>> ablator = NeuronFeatureAblation(model, model[1])
+        >>> attr = ablator.attribute(images, neuron_selector=(1, 2, 3), feature_mask=superpixels)  # (channel, row, col)
+        >>> attr.shape, bool((attr[:, :, 4:] == 0).all())  # the lower cells are outside the unit's receptive field
+        (torch.Size([2, 3, 8, 8]), True)
     """
 
     perturbs_feature_groups = True
@@ -75,7 +86,7 @@ class NeuronFeatureAblation(NeuronAttribution, PerturbationAttribution):
         with progress_bar(show_progress, features.count, "NeuronFeatureAblation") as progress:
             attrs = neuron_feature_ablation(
                 self.forward_func,
-                self.layer,
+                self._one_layer(),
                 neuron,
                 format_additional_args(additional_forward_args),
                 values,
