@@ -4,7 +4,7 @@ set -o pipefail
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)"
-python3 -m pytest tests/test_cuda.py -q -p no:cacheprovider 2>&1 | tee $OUT/cuda_tests.log
+python3 -m pytest tests/integration/test_cuda.py -q -p no:cacheprovider 2>&1 | tee $OUT/cuda_tests.log
 python3 - <<'PY' 2>&1 | tee $OUT/gpu_timings.log
 import time, torch, torchvision
 from attribution import IntegratedGradients, Occlusion, FeatureAblation, DeepLift

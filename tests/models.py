@@ -29,6 +29,18 @@ class MLP(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+class TwoLinear(nn.Module):
+    """x -> fc1 -> fc2: linear after fc1, so layer and neuron methods on fc1 have closed forms."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(5, 4)
+        self.fc2 = nn.Linear(4, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.fc1(x))
+
+
 class SmallCNN(nn.Module):
     """Conv net with an in-place ReLU module used twice and a pooling head."""
 
@@ -58,6 +70,18 @@ class TwoInput(nn.Module):
     def forward(self, image: Tensor, table: Tensor, scale: Tensor | float = 1.0) -> Tensor:
         h = F.relu(self.conv(image)).flatten(1)
         return torch.sigmoid(self.fc_img(h)) * scale + torch.tanh(self.fc_tab(table))
+
+
+class Text(nn.Module):
+    """Token ids -> embedding -> tanh -> mean over tokens -> linear: a text classifier in miniature."""
+
+    def __init__(self, vocab: int = 12, dim: int = 4, n_out: int = 3) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, dim)
+        self.fc = nn.Linear(dim, n_out)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.fc(torch.tanh(self.embedding(tokens)).mean(1))
 
 
 def seeded(model_cls: type[nn.Module], seed: int = 0, **kwargs) -> nn.Module:

@@ -24,6 +24,8 @@ pytest.importorskip("sphinx", reason="the docs extra is not installed: pip insta
 pytest.importorskip("myst_parser", reason="the docs extra is not installed: pip install -e '.[docs]'")
 pytest.importorskip("furo", reason="the docs extra is not installed: pip install -e '.[docs]'")
 
+pytestmark = pytest.mark.slow  # a Sphinx build and subprocesses
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 sys.path.insert(0, str(DOCS / "_ext"))
