@@ -401,7 +401,18 @@ def attribution_dtype(x: Tensor, values: Tensor) -> torch.dtype:
 def make_objective(
     forward_func: Callable[..., Tensor], target: TargetType, additional_forward_args: Any, n: int
 ) -> Objective:
-    """The canonical objective of one ``attribute`` call on a batch of ``n``."""
+    """The canonical objective of one ``attribute`` call on a batch of ``n``: what the functional core takes.
+
+    Args:
+        forward_func: the model.
+        target: which output to explain, in any form the classes' ``target`` takes.
+        additional_forward_args: further arguments of ``forward_func`` after the inputs (None: none).
+        n: the batch size (rows of the inputs).
+
+    Raises:
+        TypeError: ``forward_func`` is not callable, or ``target`` has a type no target form takes.
+        ValueError: ``target`` does not fit a batch of ``n`` (e.g. a list of another length).
+    """
     if not callable(forward_func):
         raise ArgumentTypeError(f"forward_func: expected a callable (e.g. an nn.Module), got {describe(forward_func)}")
     return Objective(forward_func, format_target(target, n), format_additional_args(additional_forward_args))

@@ -1,14 +1,27 @@
 """The functional core: plain functions over canonical tuples of tensors.
 
-Each function takes an :class:`~attribution._internal.canonical.Objective` (model,
-target and forward arguments already normalised) and tuples of tensors, and
+Each function takes an :class:`Objective` (model, target and forward arguments
+already normalised; :func:`make_objective` builds one) and tuples of tensors, and
 returns tuples of tensors.  The public classes (:mod:`attribution`, defined under
 ``attribution/methods/``) do the argument handling and call these; each file here
 mirrors the class file of the same path there (layer methods in ``layer/``, neuron
 methods in ``neuron/``).  (``lrp`` is the module's name here: its
 function is ``attribution.functional.lrp.lrp``.)
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from attribution import functional
+    >>> _ = torch.manual_seed(0)
+    >>> model = nn.Linear(4, 3)
+    >>> x = torch.rand(2, 4)
+    >>> objective = functional.make_objective(model, target=1, additional_forward_args=None, n=2)
+    >>> (attr,) = functional.input_x_gradient(objective, (x,))
+    >>> torch.allclose(attr, x * model.weight[1])  # a linear model's exact contributions
+    True
 """
 
+from attribution._internal.canonical import Objective, make_objective
 from attribution.functional.backprop import (
     deconvolution,
     deep_lift,
@@ -40,6 +53,8 @@ from attribution.functional.shapley import shapley_value_sampling, shapley_value
 from attribution.functional.surrogate import kernel_shap, lime
 
 __all__ = [
+    "Objective",
+    "make_objective",
     "dataloader_ablation",
     "deconvolution",
     "deep_lift",

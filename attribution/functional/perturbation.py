@@ -223,7 +223,7 @@ def occlusion(
     feature covered by several windows gets the mean of their drops.  For a
     forward that returns values for the whole batch, each window is
     occluded in every example at once and the attributions have one row
-    per value (see :meth:`~attribution._internal.canonical.Objective.resolve` for the rows).
+    per value (see :meth:`~attribution.functional.Objective.resolve` for the rows).
 
     Args:
         perturbations_per_eval: occluded copies per forward (at most); chosen

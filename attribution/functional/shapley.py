@@ -36,7 +36,7 @@ def shapley_value_sampling(
     evaluated many per forward.  A forward that returns values for the
     whole batch switches features in every example at once (shared masks).
     Attributions are laid out like the forward's output (see
-    :meth:`~attribution._internal.canonical.Objective.unflatten`): a first dimension of 1 for one value per
+    :meth:`~attribution.functional.Objective.unflatten`): a first dimension of 1 for one value per
     batch.
     """
     inputs = tuple(x.detach() for x in inputs)

@@ -170,11 +170,11 @@ def surrogate(
 
     ``sample`` gives designs and weights per example (``n``, or 1 when ``objective`` is aggregate); the
     objective has ``rows`` values per copy, ``K`` per example (several outputs, see
-    :meth:`~attribution._internal.canonical.Objective.resolve`), and each gets a surrogate of its own, fitted on
+    :meth:`~attribution.functional.Objective.resolve`), and each gets a surrogate of its own, fitted on
     its example's design.
 
     Args:
-        objective: resolved (see :meth:`~attribution._internal.canonical.Objective.resolve`).
+        objective: resolved (see :meth:`~attribution.functional.Objective.resolve`).
         sample: builds copies with their designs and weights, chunk by chunk (see :data:`Sample`).
         fit: the interpretable model, see :data:`Fit`.
         first: the target values ``(rows,)`` of copy 0 when they are already known.
@@ -287,7 +287,7 @@ def lime(
     example, as in the reference).  With several values per example (``target=None``) or per batch, every
     value gets a surrogate of its own on its example's coalitions, laid out like the forward's output:
     ``(n, K, F)`` for ``(n, K)`` outputs, ``(K, F)`` for ``(K,)`` per batch (see
-    :meth:`~attribution._internal.canonical.Objective.unflatten`).
+    :meth:`~attribution.functional.Objective.unflatten`).
 
     Args:
         prepare: given the resolved objective, the coalitions bool ``(S, rows, F)`` and how to weigh the

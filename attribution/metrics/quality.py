@@ -476,7 +476,7 @@ def _copies(rows: tuple[Tensor, ...], n: int, lo: int, hi: int) -> tuple[Tensor,
 
 def _repeat_major(rows: tuple[Tensor, ...], n: int, lo: int, hi: int) -> tuple[Tensor, ...]:
     """Copies ``lo`` to ``hi`` of each of ``n`` examples from an example-major stack, as the repeat-major
-    batch that an :class:`~attribution._internal.canonical.Objective` evaluates."""
+    batch that an :class:`~attribution.functional.Objective` evaluates."""
     return tuple(_by_example(r, n)[:, lo:hi].transpose(0, 1).reshape(n * (hi - lo), *r.shape[1:]) for r in rows)
 
 
