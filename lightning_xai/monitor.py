@@ -86,8 +86,8 @@ class AttributionMonitor(Callback):
     Each point writes, per method, a grid of the probe images with the
     attribution overlaid and labelled (``xai_per_step/<method>``), a filmstrip
     per probe sample over the logged points (``xai_per_sample/<method>/<i>``),
-    scalars ``xai/<method>/<metric>`` (infidelity, sensitivity, convergence
-    delta, drift, attribution mass inside ground-truth masks when the data
+    scalars ``xai/<method>/<metric>`` (infidelity, sensitivity, faithfulness and
+    complexity, convergence delta, drift, attribution mass inside ground-truth masks when the data
     has them) and, beside the logs, the maps as ``.pt`` files with a
     ``manifest.json``; at the end of fit an overview per method (samples x
     points, with the metric curves: ``xai_overview/<method>``).  Training is
@@ -120,7 +120,20 @@ class AttributionMonitor(Callback):
             shared by all methods) and ``"sensitivity"`` (each method explains
             every probe example 8 more times: the dearest option, up to 9 times
             a point's cost without it; see ``python -m benchmarks
-            --only monitor_sensitivity``).
+            --only monitor_sensitivity``); the faithfulness metrics ``"deletion"``
+            and ``"insertion"`` (the area under the curve of the explained class
+            score as the most attributed input elements are set to a zero
+            baseline, or revealed on it, in 10 steps: 11 forwards per probe
+            example and method each; logged as ``deletion_auc``/``insertion_auc``,
+            lower and higher is better) and ``"faithfulness_correlation"`` (Bhatt
+            et al.: correlation of attribution sums with score drops over 16
+            random subsets of a tenth of the input elements, drawn from ``seed``:
+            17 forwards per example and method); and ``"sparseness"`` (Gini
+            index, in [0, 1]) and ``"complexity"`` (entropy, in
+            [0, log(input elements)]) of the absolute map, which need no forward.
+            Every one is computed only for methods that attribute a class score
+            to the inputs (not layer methods or GradCAM) and averaged over the
+            probe examples whose map passed the self-check.
         display_mean: per-channel mean to undo for the overlays.
         display_std: per-channel std to undo for the overlays.
         artifact_dir: where maps and manifest go; default ``<log_dir>/xai``.

@@ -48,7 +48,7 @@ class MetricPlan:
         method = registry.record(name)
         metrics = {"similarity_previous", "similarity_reference"}
         if method.explains_output_at_inputs and self.floating:
-            metrics.update(self.requested)
+            metrics.update(tags.logged_name(metric) for metric in self.requested)
         if method.returns_delta:
             metrics.add("convergence_delta")
         if self.localised:
@@ -88,7 +88,7 @@ class MetricPlan:
             return "the probe has no ground-truth masks"
         if metric == "convergence_delta":
             return f"{method} has no convergence delta"
-        if metric not in self.requested:
+        if metric not in {tags.logged_name(requested) for requested in self.requested}:
             return f"it was not requested (metrics={list(self.requested)})"
         if not registry.record(method).explains_output_at_inputs:
             return f"{metric} measures attributions of a class score to the inputs, which {method} does not give"

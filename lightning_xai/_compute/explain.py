@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from attribution import registry
 from attribution.metrics import infidelity, mass_in_mask, pointing_game, sensitivity_max
 from lightning_xai._compute.explanation import Explanation
+from lightning_xai._compute.faithfulness import FAITHFULNESS_METRICS, faithfulness
 from lightning_xai._compute.heat import heat
 from lightning_xai._compute.progress import Progress
 from lightning_xai._compute.self_check import map_problems, summarise
@@ -221,6 +222,11 @@ def _attribute(
         if method.explains_output_at_inputs and rows.is_floating_point() and "sensitivity" in metrics:
             sensitivity = _sensitivity(explainer, rows, targets[chunk], options, attributions)
             values.setdefault("sensitivity", []).append(sensitivity)
+        if method.explains_output_at_inputs and rows.is_floating_point() and set(metrics) & set(FAITHFULNESS_METRICS):
+            forward_args = tuple(a[chunk] for a in subject.forward_args)
+            scores = faithfulness(subject.forward, rows, attributions, targets[chunk], forward_args, metrics, seed)
+            for name, per_example in scores.items():
+                values.setdefault(name, []).append(per_example)
         parts.append(attributions.detach())
         progress.advance()
     if not parts:

@@ -14,8 +14,11 @@ PredictionTarget = Literal["pred", "label"]
 Similarity = Literal["spearman", "top_k", "cosine", "ssim"]
 """``AttributionMonitor(similarity=...)``: ``attribution.metrics.SIMILARITY_MEASURES``, spelled out for the
 signature (a test keeps the two equal)."""
-QualityMetric = Literal["infidelity", "sensitivity"]
-"""``AttributionMonitor(metrics=...)``: the quality metrics a user can ask for; each costs extra passes."""
+QualityMetric = Literal[
+    "infidelity", "sensitivity", "deletion", "insertion", "faithfulness_correlation", "sparseness", "complexity"
+]
+"""``AttributionMonitor(metrics=...)``: the quality metrics a user can ask for; all but the last two cost extra
+passes of the model or the method (``tags.logged_name`` gives the name each is logged under)."""
 Direction = Literal["above", "below"]
 """``AttributionRegressionCheck(direction=...)``: the side of the threshold the metric must stay on."""
 OnFail = Literal["warn", "stop", "raise"]

@@ -20,12 +20,22 @@ from lightning_xai._config.choices import QualityMetric
 
 PREFIX = "xai"
 QUALITY_METRICS: tuple[str, ...] = get_args(QualityMetric)
-"""The metrics a user can ask the monitor for (``metrics=``); each costs extra passes of the method."""
+"""The metrics a user can ask the monitor for (``metrics=``); all but sparseness and complexity cost extra
+forwards or passes of the method."""
+_LOGGED_AS = {"deletion": "deletion_auc", "insertion": "insertion_auc"}
+"""The requested metrics logged under another name (the curves are logged as their area)."""
 CHARTS: dict[str, dict[str, str]] = {
     "quality": {
         "infidelity": "infidelity (lower is better)",
         "sensitivity": "max sensitivity (lower is better)",
         "convergence_delta": "convergence delta |sum(attr) - (f(x) - f(b))|",
+    },
+    "faithfulness": {
+        "deletion_auc": "area under the deletion curve (lower is better)",
+        "insertion_auc": "area under the insertion curve (higher is better)",
+        "faithfulness_correlation": "faithfulness correlation (higher is better)",
+        "sparseness": "sparseness, Gini index of |attribution| (higher: more concentrated)",
+        "complexity": "complexity, entropy of |attribution| shares (lower: more concentrated)",
     },
     "localisation": {
         "mass_in_mask": "attribution mass inside the mask",
@@ -51,6 +61,11 @@ IMAGE_GROUPS = (f"{PREFIX}_overview", f"{PREFIX}_per_sample", f"{PREFIX}_per_ste
 OVERVIEW, PER_SAMPLE, PER_STEP, TEXT = IMAGE_GROUPS
 PROBE_IMAGE = f"{PER_STEP}/probe"
 """The probe's inputs with their labels, logged once."""
+
+
+def logged_name(metric: str) -> str:
+    """The name a requested metric (``metrics=``) is logged under: ``"deletion"`` as ``"deletion_auc"``."""
+    return _LOGGED_AS.get(metric, metric)
 
 
 def timeline_tag(method: str) -> str:

@@ -470,7 +470,9 @@ def test_the_first_point_explains_the_untrained_model_before_any_step(tmp_path):
         ("AttributionMonitor", "{on_error: ignore}", "on_error", "'warn', 'raise'"),
         ("AttributionMonitor", "{similarity: pearson}", "similarity", "'spearman', 'top_k', 'cosine', 'ssim'"),
         ("AttributionMonitor", "{target: predicted}", "target", "'pred', 'label'"),
-        ("AttributionMonitor", "{metrics: [fidelity]}", "metrics", "'infidelity', 'sensitivity'"),
+        ("AttributionMonitor", "{metrics: [fidelity]}", "metrics",
+         "'infidelity', 'sensitivity', 'deletion', 'insertion', 'faithfulness_correlation', 'sparseness', "
+         "'complexity'"),
         ("AttributionRegressionCheck", "{metric: occlusion/mass_in_mask, threshold: 0.5, direction: up}", "direction",
          "'above', 'below'"),
         ("AttributionRegressionCheck", "{metric: occlusion/mass_in_mask, threshold: 0.5, on_fail: exit}", "on_fail",
