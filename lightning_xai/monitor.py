@@ -128,7 +128,19 @@ class AttributionMonitor(Callback):
             lower and higher is better) and ``"faithfulness_correlation"`` (Bhatt
             et al.: correlation of attribution sums with score drops over 16
             random subsets of a tenth of the input elements, drawn from ``seed``:
-            17 forwards per example and method); and ``"sparseness"`` (Gini
+            17 forwards per example and method); ``"road"`` (ROAD, Rong et al.,
+            images ``(N, C, H, W)`` only: the share of 10, 30, 50, 70 and 90% at
+            which the explained class is still predicted after that share of
+            the most relevant pixels is filled in by noisy linear imputation, in
+            [0, 1], lower is better; 5 forwards per example and method, and an
+            imputation that is slow on large images; other probes get one
+            warning and no value); ``"randomisation"`` (Adebayo et al.: the
+            ``similarity`` of each map to the same method's map on a copy of the
+            model whose last layer with parameters is re-initialised from
+            ``seed``, logged as ``randomisation_similarity``, lower is better: 1
+            means the map ignores what that layer learnt; one more explanation
+            per example, two for methods that draw noise, and a copy of the
+            model in memory); and ``"sparseness"`` (Gini
             index, in [0, 1]) and ``"complexity"`` (entropy, in
             [0, log(input elements)]) of the absolute map, which need no forward.
             Every one is computed only for methods that attribute a class score
@@ -502,6 +514,7 @@ class AttributionMonitor(Callback):
                 shards,
                 self.seed + point.step,
                 TrainerProgress(trainer, f"Explaining the probe at {point.label}"),
+                similarity=self.similarity,
             )
             diagnosis = Diagnosis(subject.forward, subject.forward_args, inputs, targets, self._layer_choice.candidate)
             flags = diagnosis.flags(results, self._active_methods())

@@ -11,7 +11,8 @@
   :func:`complexity` (Bhatt et al., 2020);
 * ROAD (``road.py``, Rong et al., 2022): :func:`road`, one score per example and percentage ``(N, P)``, and its
   :func:`noisy_linear_imputation`;
-* sanity checks (``sanity.py``): :func:`model_randomization_check` (Adebayo et al., 2018).
+* sanity checks (``sanity.py``): :func:`model_randomization_check` (Adebayo et al., 2018) and its one-number
+  form :func:`randomization_similarity`.
 
 Every metric returns one score per example, a tensor of shape ``(N,)``.
 """
@@ -33,7 +34,7 @@ from attribution.metrics.quality import (
     sensitivity_max,
 )
 from attribution.metrics.road import ROAD_ORDERS, ROAD_SCORES, noisy_linear_imputation, road
-from attribution.metrics.sanity import model_randomization_check
+from attribution.metrics.sanity import model_randomization_check, randomization_similarity
 from attribution.metrics.similarity import (
     SIMILARITY_MEASURES,
     cosine_similarity,
@@ -59,6 +60,7 @@ __all__ = [
     "noisy_linear_imputation",
     "PerturbationCurve",
     "pointing_game",
+    "randomization_similarity",
     "road",
     "ROAD_ORDERS",
     "ROAD_SCORES",

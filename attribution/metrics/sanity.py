@@ -4,7 +4,8 @@ An explanation method that ignores the model (an edge detector in disguise)
 gives the same maps after the weights are randomized; a faithful one does
 not.  :func:`model_randomization_check` re-initialises a copy of the model
 layer by layer from the output down and reports how similar the explanations
-stay to those of the intact model.
+stay to those of the intact model; :func:`randomization_similarity` is its
+one-number form, the similarity once the top layers are re-initialised.
 """
 
 from __future__ import annotations
@@ -111,6 +112,99 @@ def model_randomization_check(
             now = _explain(explain, twin, inputs, seed, devices)
             steps.append((name, similarity(reference, now, measure, **measure_kwargs)))
     return steps
+
+
+def randomization_similarity(
+    model: nn.Module,
+    explain: Explain,
+    inputs: Any,
+    *,
+    top_layers: int = 1,
+    measure: str = "spearman",
+    seed: int = 0,
+    explanations: Tensor | None = None,
+    **measure_kwargs: Any,
+) -> Tensor:
+    """Per example, the similarity of the explanation to that of a copy whose top layers are re-initialised.
+
+    The layers are the ``top_layers`` last modules that hold parameters directly, in reverse registration
+    order (for most models the classifier head first), exactly the first ``top_layers`` steps of
+    :func:`model_randomization_check` with its default layers: the same copy, the same re-initialisation
+    from a private RNG stream seeded with ``seed``, and each ``explain`` call from that same seeded state.
+    A low similarity says that the explanation depends on what those layers learnt; an explanation that
+    ignores the model scores 1.  The model itself, its modes, parameters, gradients and the global RNG
+    streams are left as they were.
+
+    Args:
+        model: the trained model.
+        explain: ``explain(model_copy, inputs) -> attributions``, as for :func:`model_randomization_check`.
+        inputs: passed to ``explain`` as they are.
+        top_layers: how many layers to re-initialise (>= 1), counted from the output.
+        measure: one of :data:`SIMILARITY_MEASURES`.
+        seed: seed of the re-initialisation stream and of each ``explain`` call.
+        explanations: the intact model's attributions, when the caller already has them (then ``explain``
+            runs once, on the randomized copy); None explains an intact copy first.  Give them only for a
+            method that draws no random numbers, or made from the same seeded state.
+        **measure_kwargs: passed to the measure (e.g. ``k=0.05`` for ``"top_k"``).
+
+    Returns:
+        A tensor of shape ``(N,)``.
+
+    Raises:
+        TypeError: ``model`` is not a module, ``explain`` is not callable or returns no tensor,
+            ``explanations`` is not a tensor.
+        ValueError: an unknown measure, a bad ``seed`` or ``top_layers`` (more than the model's layers
+            with parameters), or explanations that do not fit the measure.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from attribution import Saliency
+        >>> from attribution.metrics import randomization_similarity
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 3))
+        >>> x, y = torch.rand(3, 1, 4, 4), torch.tensor([0, 1, 2])
+        >>> randomization_similarity(model, lambda m, x: x.clone(), x)  # ignores the model: an edge detector
+        tensor([1., 1., 1.])
+        >>> similarity = randomization_similarity(model, lambda m, x: Saliency(m).attribute(x, target=y), x)
+        >>> bool((similarity < 1).all())  # the gradient depends on the last layer's weights
+        True
+    """
+    if not isinstance(model, nn.Module):
+        raise ArgumentTypeError(f"model: expected a torch.nn.Module, got {describe(model)}")
+    if not callable(explain):
+        raise ArgumentTypeError(
+            f"explain: expected a callable explain(model, inputs) -> attributions, got {describe(explain)}"
+        )
+    check_choice(measure, "measure", SIMILARITY_MEASURES)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ArgumentError(f"seed: expected an int >= 0, got {seed!r}")
+    names = _layer_names(model, None)
+    if isinstance(top_layers, bool) or not isinstance(top_layers, numbers.Integral) or not 1 <= top_layers:
+        raise ArgumentError(f"top_layers: expected an int >= 1, got {top_layers!r}")
+    if top_layers > len(names):
+        raise ArgumentError(
+            f"top_layers: expected at most {len(names)}, the model's layers with parameters ({names}), got {top_layers}"
+        )
+    if explanations is not None and not isinstance(explanations, Tensor):
+        raise ArgumentTypeError(
+            f"explanations: expected a tensor of attributions or None, got {describe(explanations)}"
+        )
+    twin = copy.deepcopy(model)
+    for parameter in twin.parameters():
+        parameter.grad = None  # the copy's gradients are never read: no need to hold them twice
+    modules = dict(twin.named_modules())
+    devices = _cuda_devices(twin, inputs)
+    if explanations is None:
+        reference = _explain(explain, twin, inputs, seed, devices)
+    else:
+        reference = explanations.detach()
+    similarity(reference, reference, measure, **measure_kwargs)  # bad options fail before the explanation
+    with _seeded(seed, devices):
+        for name in names[:top_layers]:
+            _reinitialise(modules[name], recurse=False)
+    randomized = _explain(explain, twin, inputs, seed, devices)
+    return similarity(reference, randomized, measure, **measure_kwargs)
 
 
 def _layer_names(model: nn.Module, layers: Sequence[str] | None) -> list[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -19,9 +19,10 @@ import torch
 from torch import Tensor, nn
 
 from attribution import registry
-from attribution.metrics import infidelity, mass_in_mask, pointing_game, sensitivity_max
+from attribution.metrics import infidelity, mass_in_mask, pointing_game, randomization_similarity, sensitivity_max
+from attribution.outputs import ModelScores
 from lightning_xai._compute.explanation import Explanation
-from lightning_xai._compute.faithfulness import FAITHFULNESS_METRICS, faithfulness
+from lightning_xai._compute.faithfulness import FAITHFULNESS_METRICS, faithfulness, road_unavailable
 from lightning_xai._compute.heat import heat
 from lightning_xai._compute.progress import Progress
 from lightning_xai._compute.self_check import map_problems, summarise
@@ -37,6 +38,10 @@ between probes and runs.  Sensitivity is made cheaper instead by reusing the exp
 already has and explaining all perturbed copies of a chunk in one call."""
 INFIDELITY_NOISE = 0.1
 """Standard deviation of the infidelity perturbations, in units of the probe's own standard deviation."""
+RANDOMISED_LAYERS = 1
+"""Layers the randomisation check re-initialises: the last module holding parameters (in registration order,
+for most models the classifier head), the top of Adebayo et al.'s cascade.  The one whose weights every
+explanation of a class score passes through; re-initialising more layers makes every method look good."""
 
 
 @contextmanager
@@ -136,15 +141,17 @@ def explain(
     shards: Shards | None = None,
     seed: int = 0,
     progress: Progress | None = None,
+    similarity: str = "spearman",
 ) -> tuple[list[Explanation], dict[str, Exception]]:
     """Run every method (and its metrics) on the probe; a method that fails is left out, with its error.
 
     Each process explains its chunks of the probe (``shards``; by default all of it at once) and
     receives everyone's results, so every process returns the same explanations. Call inside
-    :func:`untouched_training_state`.
+    :func:`untouched_training_state`.  ``similarity`` is the measure of the randomisation check.
 
     Returns:
-        The explanations, and the errors by method name.
+        The explanations, and the errors by method name (or by metric: ``"infidelity"``, and ``"road"``
+        when the probe holds no images).
     """
     shards = shards or Shards(len(inputs), len(inputs))
     progress = progress or Progress()
@@ -155,7 +162,9 @@ def explain(
     local: dict[str, _Attributed | Exception] = {}
     for name, options in methods.items():
         try:
-            local[name] = _attribute(subject, records[name], options, inputs, targets, metrics, shards, seed, progress)
+            local[name] = _attribute(
+                subject, records[name], options, inputs, targets, metrics, shards, seed, progress, similarity
+            )
         except Exception as error:  # one failing method must not cost the others their point
             local[name] = error
     infidelities: dict[str, Tensor] | Exception = {}
@@ -171,7 +180,11 @@ def explain(
             infidelities = error
     progress.close()
     gathered = shards.gather(_portable(shards, (local, infidelities)))
-    return _combine(subject, records, inputs, masks, metrics, gathered, shards.rank)
+    results, failures = _combine(subject, records, inputs, masks, metrics, gathered, shards.rank)
+    unavailable = road_unavailable(inputs)
+    if "road" in metrics and scored and unavailable is not None:  # the same on every process: nothing to agree
+        failures["road"] = ValueError(unavailable)
+    return results, failures
 
 
 def _portable(shards: Shards, value: Any) -> Any:
@@ -201,6 +214,7 @@ def _attribute(
     shards: Shards,
     seed: int,
     progress: Progress,
+    measure: str = "spearman",
 ) -> _Attributed:
     """``method`` on each of this process's chunks, each from its own seed."""
     reshape = {"reshape_transform": subject.reshape_transform} if method.takes_reshape_transform else {}
@@ -227,6 +241,20 @@ def _attribute(
             scores = faithfulness(subject.forward, rows, attributions, targets[chunk], forward_args, metrics, seed)
             for name, per_example in scores.items():
                 values.setdefault(name, []).append(per_example)
+        if method.explains_output_at_inputs and rows.is_floating_point() and "randomisation" in metrics:
+            explain_copy = partial(_explain_copy, subject, method, reshape, {**selection, **options})
+            reference = None if method.draws_random_numbers else attributions  # noise: redrawn for both
+            model = _model_of(subject.forward)
+            similar = randomization_similarity(
+                model,
+                explain_copy,
+                rows,
+                top_layers=RANDOMISED_LAYERS,
+                measure=measure,
+                seed=seed % 2**63,  # the engine takes seeds >= 0, the monitor any int
+                explanations=reference,
+            )
+            values.setdefault("randomisation_similarity", []).append(similar.detach().float())
         parts.append(attributions.detach())
         progress.advance()
     if not parts:
@@ -355,6 +383,38 @@ def spatial_maps(attributions: Tensor, inputs: Tensor, layer_subject: Subject | 
         maps = layer_subject.reshape_transform(maps)
     spatial = maps.dim() == 4 and maps.shape[-2] * maps.shape[-1] > 1
     return maps if spatial else None
+
+
+def _model_of(forward: Callable[..., Tensor]) -> nn.Module:
+    """The module behind the subject's forward function, the one the randomisation check copies."""
+    model = forward.model if isinstance(forward, ModelScores) else forward
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"'randomisation' re-initialises layers of a copy of the model, which needs a torch.nn.Module; the "
+            f"forward function is {type(model).__name__}"
+        )
+    return model
+
+
+def _explain_copy(
+    subject: Subject,
+    method: registry.MethodRecord,
+    constructor: dict[str, Any],
+    attribute: dict[str, Any],
+    model: nn.Module,
+    inputs: Tensor,
+) -> Tensor:
+    """``method`` on ``model``, a (re-initialised) copy of the subject's module, with the same options, forward
+    wrapper and layer (the copy's own module of that name)."""
+    forward = replace(subject.forward, model=model) if isinstance(subject.forward, ModelScores) else model
+    layer = None
+    if method.needs_layer and subject.layer is not None:
+        original = _model_of(subject.forward)
+        name = next(n for n, m in original.named_modules() if m is subject.layer)
+        layer = model.get_submodule(name)
+    explainer = registry.build(method.name, forward, layer=layer, **constructor)
+    attributions: Tensor = explainer.attribute(inputs, **attribute)
+    return attributions
 
 
 def _sensitivity(explainer: Any, inputs: Tensor, targets: Tensor, options: dict[str, Any], explained: Tensor) -> Tensor:

@@ -15,10 +15,20 @@ Similarity = Literal["spearman", "top_k", "cosine", "ssim"]
 """``AttributionMonitor(similarity=...)``: ``attribution.metrics.SIMILARITY_MEASURES``, spelled out for the
 signature (a test keeps the two equal)."""
 QualityMetric = Literal[
-    "infidelity", "sensitivity", "deletion", "insertion", "faithfulness_correlation", "sparseness", "complexity"
+    "infidelity",
+    "sensitivity",
+    "deletion",
+    "insertion",
+    "faithfulness_correlation",
+    "road",
+    "randomisation",
+    "sparseness",
+    "complexity",
 ]
 """``AttributionMonitor(metrics=...)``: the quality metrics a user can ask for; all but the last two cost extra
-passes of the model or the method (``tags.logged_name`` gives the name each is logged under)."""
+passes of the model or the method (``tags.logged_name`` gives the name each is logged under).  The monitor's
+names are British, like its chart groups (``"randomisation"``); the engine's function keeps the engine's
+spelling, ``attribution.metrics.randomization_similarity``, beside its ``model_randomization_check``."""
 Direction = Literal["above", "below"]
 """``AttributionRegressionCheck(direction=...)``: the side of the threshold the metric must stay on."""
 OnFail = Literal["warn", "stop", "raise"]

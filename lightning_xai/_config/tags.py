@@ -22,8 +22,9 @@ PREFIX = "xai"
 QUALITY_METRICS: tuple[str, ...] = get_args(QualityMetric)
 """The metrics a user can ask the monitor for (``metrics=``); all but sparseness and complexity cost extra
 forwards or passes of the method."""
-_LOGGED_AS = {"deletion": "deletion_auc", "insertion": "insertion_auc"}
-"""The requested metrics logged under another name (the curves are logged as their area)."""
+_LOGGED_AS = {"deletion": "deletion_auc", "insertion": "insertion_auc", "randomisation": "randomisation_similarity"}
+"""The requested metrics logged under another name (the curves as their area, the randomisation check as the
+similarity it measures)."""
 CHARTS: dict[str, dict[str, str]] = {
     "quality": {
         "infidelity": "infidelity (lower is better)",
@@ -34,8 +35,12 @@ CHARTS: dict[str, dict[str, str]] = {
         "deletion_auc": "area under the deletion curve (lower is better)",
         "insertion_auc": "area under the insertion curve (higher is better)",
         "faithfulness_correlation": "faithfulness correlation (higher is better)",
+        "road": "ROAD: explained class kept as the most relevant 10-90% of pixels are imputed (lower is better)",
         "sparseness": "sparseness, Gini index of |attribution| (higher: more concentrated)",
         "complexity": "complexity, entropy of |attribution| shares (lower: more concentrated)",
+    },
+    "sanity": {
+        "randomisation_similarity": "similarity to the maps with the top layer re-initialised (lower is better)",
     },
     "localisation": {
         "mass_in_mask": "attribution mass inside the mask",

@@ -5,6 +5,7 @@ import math
 
 import lightning as L
 import pytest
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
@@ -115,3 +116,62 @@ def test_the_values_do_not_depend_on_the_chunk_size(tmp_path):
     whole, chunked = run(tmp_path / "whole", None), run(tmp_path / "chunked", 1)
     for metric in LOGGED:
         assert chunked[metric] == pytest.approx(whole[metric], rel=1e-4, abs=1e-5), metric
+
+
+# ------------------------------------------------------------------ ROAD and the randomisation check
+
+SANITY = ["road", "randomisation"]
+SANITY_LOGGED = ["road", "randomisation_similarity"]
+
+
+def test_road_and_randomisation_are_logged_in_range_in_their_chart_groups(tmp_path):
+    monitor = AttributionMonitor(
+        ["integrated_gradients", "saliency"], metrics=SANITY, num_probe_samples=4, on_error="raise"
+    )
+    events = _fit(tmp_path, ShapesNet, monitor)
+    for method in ("integrated_gradients", "saliency"):
+        road, similar = (_values(events, f"xai/{method}/{metric}") for metric in SANITY_LOGGED)
+        assert len(road) == len(similar) == 2, method  # before the first step and at the epoch's end
+        assert all(0 <= v <= 1 for v in road), (method, road)
+        assert all(-1 <= v < 1 for v in similar), (method, similar)  # the maps depend on the classifier's weights
+    assert not {tag for tag in events.Tags()["scalars"] if tag.startswith("xai/layer_gradcam/road")}
+    layout = _layout(events)
+    assert any(title.startswith("ROAD") for title in layout["explanations: faithfulness"])
+    assert len(layout["explanations: sanity"]) == 1
+
+
+def test_road_and_randomisation_do_not_depend_on_the_chunk_size(tmp_path):
+    """ROAD's noise is one draw per percentage from the point's seed, and the copy's re-initialisation too."""
+
+    def run(where, chunk):
+        monitor = AttributionMonitor(
+            ["integrated_gradients"], metrics=SANITY, num_probe_samples=4, gradcam=False, probe_chunk_size=chunk
+        )
+        events = _fit(where, ShapesNet, monitor)
+        return {metric: _values(events, f"xai/integrated_gradients/{metric}") for metric in SANITY_LOGGED}
+
+    whole, chunked = run(tmp_path / "whole", None), run(tmp_path / "chunked", 1)
+    for metric in SANITY_LOGGED:
+        assert chunked[metric] == pytest.approx(whole[metric], rel=1e-4, abs=1e-5), metric
+
+
+def test_training_gives_the_same_weights_with_road_and_randomisation_as_without(tmp_path):
+    weights = []
+    for name, metrics in (("without", []), ("with", SANITY)):
+        L.seed_everything(0, verbose=False)
+        model = ShapesNet()
+        monitor = AttributionMonitor(["saliency"], metrics=metrics, num_probe_samples=4, gradcam=False)
+        trainer = L.Trainer(
+            default_root_dir=tmp_path / name,
+            accelerator="cpu",
+            logger=TensorBoardLogger(tmp_path / name, name="logs", version=0),
+            callbacks=[monitor],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            max_epochs=2,
+        )
+        trainer.fit(model, datamodule=ShapesDataModule(n_train=64, n_val=16, size=SIZE, batch_size=32))
+        weights.append({k: v.clone() for k, v in model.state_dict().items()})
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
