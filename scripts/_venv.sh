@@ -13,6 +13,9 @@ if [ ! -f "$stamp" ]; then
     echo "Installing lightning-xai[$EXTRAS] into $VENV (torch takes a few minutes the first time) ..."
     "$PY" -m pip install --quiet --upgrade pip
     "$PY" -m pip install --quiet -e "$ROOT[$EXTRAS]"
+    case ",$EXTRAS," in  # zennit, the LRP reference, asks for Python >= 3.11.11 but runs on any 3.11
+        *,compare,*) "$PY" -m pip install --quiet --ignore-requires-python "zennit>=1.0" ;;
+    esac
     touch "$stamp"
 fi
 cd "$ROOT"

@@ -36,7 +36,9 @@ import copy
 import dataclasses
 import functools
 import inspect
+import math
 import operator
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -45,12 +47,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
 from attribution._internal.autograd import (
     _check_single_run,
     _grad_switched_off,
+    fresh_leaf,
     grad,
     grad_enabled,
     gradients,
@@ -58,27 +62,21 @@ from attribution._internal.autograd import (
 )
 from attribution._internal.canonical import Objective, describe
 from attribution._internal.checks import ArgumentError
-from attribution._internal.rules import ACTIVATIONS, _activation_call, _vjp
+from attribution._internal.rules import ACTIVATIONS, COMPOSITE, LINEAR_OPS, _activation_call, _bind, _body, _vjp
 from attribution.functional.backprop import batch_norm_in_eval
+from attribution.functional.lrp_rules import LayerCall, LayerRule, ParameterRule, can_fold
 
-ParameterRule = Callable[[nn.Module, tuple[Any, ...], Tensor], Mapping[str, Tensor]]
-"""``(module, inputs, output) -> {parameter name: modified value}`` for one call of a module."""
-
-
-@dataclass(frozen=True)
-class LayerRule:
-    """How relevance crosses one module.
-
-    Attributes:
-        epsilon: added to the modified output (with its sign) before dividing by it.
-        parameters: the modified parameters (by name) the rule propagates through; None keeps the module's.
-        identity: pass the output's relevance to the input unchanged (same shapes), ignoring the rest.
-    """
-
-    epsilon: float = 1e-9
-    parameters: ParameterRule | None = None
-    identity: bool = False
-
+__all__ = [
+    "LayerRelevance",
+    "LayerRule",
+    "ParameterRule",
+    "gamma_parameters",
+    "layer_lrp",
+    "lrp",
+    "manipulated_parameters",
+    "positive_parameters",
+    "relevance_delta",
+]
 
 # ---------------------------------------------------------------- modified parameters
 
@@ -247,10 +245,327 @@ class _ActivationsPassRelevance(TorchFunctionMode):
         return x.copy_(y)
 
 
+# ---------------------------------------------------------------- published rules
+
+
+@dataclass
+class _Published:
+    """One forward under published rules: the calls by the tensor they returned (so that a batch norm right
+    after one is folded into it), relevance the rules hand to inputs that are 0, and what was approximated."""
+
+    calls: dict[int, tuple[Tensor, LayerCall]] = field(default_factory=dict)
+    deposits: list[tuple[LayerCall, Tensor]] = field(default_factory=list)
+    notes: dict[str, None] = field(default_factory=dict)  # an ordered set
+
+    def warn(self) -> None:
+        if self.notes:
+            warnings.warn("LRP: " + "; ".join(self.notes), stacklevel=4)
+
+    def settle(self, relevances: tuple[Tensor, ...], leaves: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """``relevances`` plus what rules gave to zero-valued inputs, where those inputs are (views of) the
+        model's inputs; elsewhere that relevance has no way down, which a note says."""
+        settled = list(relevances)
+        for call, residual in self.deposits:
+            i = next((i for i, x in enumerate(leaves) if _same_storage(call.source, x)), None)
+            if i is None:
+                self.notes[
+                    f"{type(call.module).__name__} has a rule (flat, w-square, z-box) that gives relevance to "
+                    f"inputs that are 0, but its input is computed in the model, so relevance "
+                    f"{float(residual.sum()):.3g} there is dropped (the convergence delta shows it): give these "
+                    f"rules to the first layer"
+                ] = None
+                continue
+            settled[i] = settled[i] + _onto(residual, call.source, leaves[i])
+        return tuple(settled)
+
+
+def _same_storage(view: Tensor, x: Tensor) -> bool:
+    return view is x or (view.untyped_storage().data_ptr() == x.untyped_storage().data_ptr() and view.dtype == x.dtype)
+
+
+def _onto(values: Tensor, view: Tensor, x: Tensor) -> Tensor:
+    """``values`` (shaped like ``view``, a view of ``x``'s storage) summed onto the elements of ``x`` they sit on."""
+    span = x.untyped_storage().nbytes() // x.element_size()
+    positions = torch.arange(span, device=x.device)
+    flat = torch.zeros(span, dtype=values.dtype, device=x.device)
+    flat.index_add_(
+        0, positions.as_strided(view.shape, view.stride(), view.storage_offset()).flatten(), values.flatten()
+    )
+    return flat[positions.as_strided(x.shape, x.stride(), x.storage_offset())]
+
+
+class _Propagated(torch.autograd.Function):
+    """Returns ``z``; backward runs the published rule: relevance ``R = z * grad`` at the output, the rule's
+    relevance at the input, handed down as its ratio to the input (0 where the input is 0: see deposits)."""
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor, a: Tensor, call: LayerCall, rule: LayerRule, state: _Published) -> Tensor:
+        ctx.call, ctx.rule, ctx.state = call, rule, state
+        return z.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[None, Tensor, None, None, None]:
+        call, rule = ctx.call, ctx.rule
+        assert rule.propagate is not None
+        relevance = rule.propagate(call, grad_output * call.output)
+        a = call.input
+        zero = a == 0
+        if rule.reaches_zero_inputs:
+            ctx.state.deposits.append((call, torch.where(zero, relevance, 0.0)))
+        return None, torch.where(zero, 0.0, relevance / torch.where(zero, 1.0, a)), None, None, None
+
+
+def _fold_hook(state: _Published) -> Callable[..., Tensor | None]:
+    """A batch norm right after a module under a published rule folds into it and passes relevance on."""
+
+    def hook(norm: nn.Module, args: tuple[Any, ...], output: Any) -> Tensor | None:
+        x = args[0] if args else None
+        entry = state.calls.get(id(x))
+        if entry is None or entry[0] is not x or not isinstance(output, Tensor):
+            return None
+        call = entry[1]
+        if call.folded is not None or not isinstance(norm, _BatchNorm) or not can_fold(call.module, norm):
+            return None
+        call.folded = norm
+        passed: Tensor = _PassThrough.apply(output, x)
+        return passed
+
+    return hook
+
+
+_NORMS = {
+    F.layer_norm,
+    F.group_norm,
+    F.rms_norm,
+    F.instance_norm,
+    torch.layer_norm,
+    torch.group_norm,
+    torch.rms_norm,
+    torch.instance_norm,
+}
+_SOFTMAX = {F.softmax, torch.softmax, Tensor.softmax}
+_PRODUCTS = {
+    torch.mul,
+    Tensor.mul,
+    Tensor.__mul__,
+    Tensor.__rmul__,
+    torch.matmul,
+    Tensor.matmul,
+    Tensor.__matmul__,
+    Tensor.__rmatmul__,
+    torch.bmm,
+    Tensor.bmm,
+    torch.einsum,
+}
+_SUMS = {
+    torch.add,
+    Tensor.add,
+    Tensor.add_,
+    Tensor.__add__,
+    Tensor.__radd__,
+    Tensor.__iadd__,
+    torch.sub,
+    Tensor.sub,
+    Tensor.sub_,
+    Tensor.__sub__,
+    Tensor.__rsub__,
+    Tensor.__isub__,
+}
+SUM_STABILIZER = 1e-6
+"""The stabiliser of sums of two activations (residual connections), Zennit's ``Norm`` default."""
+_KEEPS_ATTENTION = {"dropout", "contiguous", "to", "type_as", "clone", "view", "reshape", "transpose", "permute"}
+"""Ops after which attention weights are still attention weights (by ``__name__``)."""
+_MOVES_ONLY = {
+    "max_pool1d",
+    "max_pool2d",
+    "max_pool3d",
+    "max_pool1d_with_indices",
+    "max_pool2d_with_indices",
+    "max_pool3d_with_indices",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool3d",
+    "adaptive_max_pool2d_with_indices",
+    "max",
+    "amax",
+    "__getitem__",
+}
+"""Ops whose gradient routes each output's relevance to the input it came from."""
+
+
+class _HalfGradient(torch.autograd.Function):
+    """Identity; backward halves the gradient (each factor of a product gets half the relevance)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> Tensor:
+        return grad_output * 0.5
+
+
+def _on_path(t: Any) -> bool:
+    """A tensor relevance flows through: floating, in the graph, not a parameter."""
+    return isinstance(t, Tensor) and t.is_floating_point() and t.requires_grad and not isinstance(t, nn.Parameter)
+
+
+def _replaced(values: Any, change: Callable[[Tensor], Tensor], which: Callable[[Any], bool]) -> Any:
+    """``values`` (arguments, also lists of tensors one level down) with ``change`` applied where ``which``."""
+    if isinstance(values, (tuple, list)):
+        return type(values)(
+            _replaced(v, change, which) if isinstance(v, (tuple, list)) else change(v) if which(v) else v
+            for v in values
+        )
+    return change(values) if which(values) else values
+
+
+def _tensors(values: Any) -> list[Tensor]:
+    found: list[Tensor] = []
+    for v in values:
+        if isinstance(v, (tuple, list)):
+            found += _tensors(v)
+        elif isinstance(v, Tensor):
+            found.append(v)
+    return found
+
+
+_ELEMENTWISE_PRODUCTS = {torch.mul, Tensor.mul, Tensor.__mul__, Tensor.__rmul__}
+
+
+def _gate(func: Callable[..., Any], factors: list[Tensor]) -> Tensor | None:
+    """The factor of an elementwise product of two that is broadcast over the other (fewer elements)."""
+    if func not in _ELEMENTWISE_PRODUCTS or len(factors) != 2 or factors[0].numel() == factors[1].numel():
+        return None
+    return min(factors, key=Tensor.numel)
+
+
+def _divided_by_a_constant(name: str, args: tuple[Any, ...], on_path: list[Tensor]) -> bool:
+    return name in ("div", "__truediv__", "true_divide", "divide") and len(on_path) == 1 and args[0] is on_path[0]
+
+
+def _unruled(func: Callable[..., Any], name: str, result: Any) -> bool:
+    """A non-linear op that made a floating tensor on the relevance path, with nothing but its gradient."""
+    return (
+        isinstance(result, Tensor)
+        and result.is_floating_point()
+        and result.requires_grad
+        and func not in ACTIVATIONS
+        and func not in _PRODUCTS
+        and name not in LINEAR_OPS
+        and name not in _MOVES_ONLY
+    )
+
+
+class _PublishedTreatments(_ActivationsPassRelevance):
+    """The ops that published rules do not cover, in transformers and gated blocks, each with a documented
+    treatment, noted for the warning:
+
+    - a sum of two activations (a residual connection) shares relevance in proportion to the summands, the
+      total stabilised by :data:`SUM_STABILIZER` (Zennit's ``Norm`` on its canonizers' ``Sum``);
+    - layer, group, RMS and instance norms pass relevance unchanged (AttnLRP, Achtibat et al., 2024);
+    - attention weights (softmax outputs multiplied into the values) are held constant, so all relevance
+      goes to the values (CP-LRP, Ali et al., 2022); ``scaled_dot_product_attention`` likewise;
+    - a gate, the factor of an elementwise product broadcast over the other (squeeze-and-excitation), is
+      held constant, so all relevance goes to the signal (signal-take-all, Arras et al., 2017);
+    - any other product of two tensors on the relevance path gives each factor half (AttnLRP's uniform rule);
+    - other non-linear ops that have a tensor on the path use their gradient, which need not conserve.
+    """
+
+    def __init__(self, state: _Published) -> None:
+        super().__init__()
+        self.state = state
+        self.attention: dict[int, Tensor] = {}
+        self._inside: set[Callable[..., Any]] = set()
+
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+        if func in COMPOSITE and func not in self._inside:  # multi-head attention: see its matmuls and softmax
+            self._inside.add(func)
+            try:
+                with self:
+                    return _body(func)(*args, **kwargs)
+            finally:
+                self._inside.discard(func)
+        if func is F.scaled_dot_product_attention:
+            return self._attention(args, kwargs)
+        tensors = _tensors((*args, *kwargs.values()))
+        on_path = [t for t in tensors if _on_path(t)]
+        if not on_path or func in PASS_RELEVANCE:
+            return super().__torch_function__(func, types, args, kwargs)
+        name = getattr(func, "__name__", "")
+        if func in _NORMS:
+            self.state.notes["layer, group and RMS norms pass relevance unchanged (AttnLRP)"] = None
+            return _PassThrough.apply(func(*args, **kwargs), on_path[0])
+        if func in _SUMS and len(on_path) >= 2:  # a residual sum: each summand its share, stabilised
+            total = func(*args, **kwargs)
+            return _Ruled.apply(total, total, SUM_STABILIZER)
+        if func in _SOFTMAX:
+            result = func(*args, **kwargs)
+            self.attention[id(result)] = result
+            return result
+        if func in _PRODUCTS and len(on_path) >= 2:
+            held = [t for t in on_path if self.attention.get(id(t)) is t]
+            if held:
+                self.state.notes["attention weights are held constant, all relevance goes to the values (CP-LRP)"] = (
+                    None
+                )
+                return func(*_replaced(args, Tensor.detach, lambda v: any(v is h for h in held)), **kwargs)
+            gate = _gate(func, on_path)
+            if gate is not None:
+                self.state.notes[
+                    "a gate (a factor broadcast over the other, as in squeeze-and-excitation) is held constant, "
+                    "all relevance goes to the signal (signal-take-all, Arras et al.)"
+                ] = None
+                return func(*_replaced(args, Tensor.detach, lambda v: v is gate), **kwargs)
+            self.state.notes["each factor of a product of two activations gets half the relevance (AttnLRP)"] = None
+            return func(*_replaced(args, _HalfGradient.apply, _on_path), **kwargs)
+        result = func(*args, **kwargs)
+        if name in _KEEPS_ATTENTION and any(self.attention.get(id(t)) is t for t in on_path):
+            for r in _tensors((result,)):
+                self.attention[id(r)] = r
+        elif _unruled(func, name, result) and not _divided_by_a_constant(name, args, on_path):
+            self.state.notes[f"{name or func} has no LRP rule, its gradient is used (see the convergence delta)"] = None
+        return result
+
+    def _attention(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor:
+        names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+        defaults = {"attn_mask": None, "dropout_p": 0.0, "is_causal": False, "scale": None, "enable_gqa": False}
+        bound = _bind(names, args, kwargs, **defaults)
+        q, k, v, mask = bound["query"], bound["key"], bound["value"], bound["attn_mask"]
+        if bound["enable_gqa"] and k.shape[-3] != q.shape[-3]:
+            k, v = (t.repeat_interleave(q.shape[-3] // t.shape[-3], dim=-3) for t in (k, v))
+        scale = 1 / math.sqrt(q.shape[-1]) if bound["scale"] is None else bound["scale"]
+        with torch.no_grad():
+            scores = (q * scale) @ k.transpose(-2, -1)
+            if bound["is_causal"]:
+                causal = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+                scores = scores.masked_fill(~causal, -math.inf)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, -math.inf) if mask.dtype == torch.bool else scores + mask
+            weights = (
+                F.dropout(torch.softmax(scores, dim=-1), bound["dropout_p"])
+                if bound["dropout_p"]
+                else scores.softmax(-1)
+            )
+        if _on_path(q) or _on_path(k):
+            self.state.notes["attention weights are held constant, all relevance goes to the values (CP-LRP)"] = None
+        attended: Tensor = weights @ v
+        return attended
+
+
 # ---------------------------------------------------------------- hooks for one forward
 
 
-def _rule_hook(rule: LayerRule, cache: dict[nn.Module, Mapping[str, Tensor]]) -> Callable[..., Tensor | None]:
+def _rule_hook(
+    rule: LayerRule, cache: dict[nn.Module, Mapping[str, Tensor]], state: _Published | None
+) -> Callable[..., Tensor | None]:
     def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Tensor | None:
         if not isinstance(output, Tensor) or not output.is_floating_point():
             raise ArgumentError(
@@ -267,6 +582,8 @@ def _rule_hook(rule: LayerRule, cache: dict[nn.Module, Mapping[str, Tensor]]) ->
                     f"{type(module).__name__} maps {describe(a)} to {describe(output)}"
                 )
             return _PassThrough.apply(output, a) if a.requires_grad else None
+        if rule.propagate is not None and state is not None:
+            return _published_call(module, args, kwargs, output, rule, state)
         if rule.parameters is None:
             return _Ruled.apply(output, output, rule.epsilon) if rule.epsilon else None
         if module not in cache:
@@ -275,6 +592,23 @@ def _rule_hook(rule: LayerRule, cache: dict[nn.Module, Mapping[str, Tensor]]) ->
         return ruled
 
     return hook
+
+
+def _published_call(
+    module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Tensor, rule: LayerRule, state: _Published
+) -> Tensor | None:
+    a = args[0] if args else None
+    if not isinstance(a, Tensor) or not a.is_floating_point():
+        raise ArgumentError(
+            f"rule: LRP rules apply to modules whose first argument is a floating-point tensor; "
+            f"{type(module).__name__} got {describe(a)}"
+        )
+    if not a.requires_grad:
+        return None
+    call = LayerCall(module, a.detach().clone(), args[1:], kwargs, output.detach(), a)
+    ruled: Tensor = _Propagated.apply(output, a, call, rule, state)
+    state.calls[id(ruled)] = (ruled, call)
+    return ruled
 
 
 @dataclass
@@ -330,18 +664,29 @@ def _register_tap(layer: nn.Module, use_input: bool, tap: _Tap) -> RemovableHand
 
 @contextmanager
 def _propagating(
-    rules: Mapping[nn.Module, LayerRule], model: nn.Module | None, taps: Sequence[tuple[nn.Module, bool, _Tap]] = ()
+    rules: Mapping[nn.Module, LayerRule],
+    model: nn.Module | None,
+    taps: Sequence[tuple[nn.Module, bool, _Tap]] = (),
+    state: _Published | None = None,
 ) -> Iterator[None]:
-    """Within the block, forwards apply the rules (and fill the taps); everything is undone on exit."""
+    """Within the block, forwards apply the rules (and fill the taps); everything is undone on exit.
+
+    ``state``: published rules are in use; batch norms fold into the module before them, and the ops
+    without rules get their documented treatments.
+    """
     cache: dict[nn.Module, Mapping[str, Tensor]] = {}
     with ExitStack() as stack:
         if model is not None:
             stack.enter_context(batch_norm_in_eval(model))
         for module, rule in rules.items():
-            stack.callback(module.register_forward_hook(_rule_hook(rule, cache), with_kwargs=True).remove)
+            stack.callback(module.register_forward_hook(_rule_hook(rule, cache, state), with_kwargs=True).remove)
+        if state is not None and model is not None:  # after the rules: a folded norm's own rule is bypassed
+            for norm in model.modules():
+                if isinstance(norm, nn.modules.batchnorm._BatchNorm):
+                    stack.callback(norm.register_forward_hook(_fold_hook(state)).remove)
         for layer, use_input, tap in taps:  # after the rules: a tap sees a ruled output
             stack.callback(_register_tap(layer, use_input, tap).remove)
-        stack.enter_context(_ActivationsPassRelevance())
+        stack.enter_context(_ActivationsPassRelevance() if state is None else _PublishedTreatments(state))
         yield
 
 
@@ -350,12 +695,13 @@ def _with_rules(
     rules: Mapping[nn.Module, LayerRule],
     model: nn.Module | None,
     taps: Sequence[tuple[nn.Module, bool, _Tap]] = (),
+    state: _Published | None = None,
 ) -> Objective:
     """The objective whose forward (only: the backward runs the rules' own code) propagates relevance."""
     forward_func = objective.forward_func
 
     def forward(*args: Any) -> Tensor:
-        with _propagating(rules, model, taps):
+        with _propagating(rules, model, taps, state):
             return forward_func(*args)
 
     return dataclasses.replace(objective, forward_func=forward)
@@ -377,8 +723,21 @@ def lrp(
         ``(relevances, outputs)``: relevances shaped like ``inputs``, and the target output per example,
         which they sum to where relevance is conserved.
     """
-    ratios, outputs = gradients(_with_rules(objective, rules, model), inputs)
-    return tuple(x.detach() * r for x, r in zip(inputs, ratios)), outputs
+    if not _published(rules):
+        ratios, outputs = gradients(_with_rules(objective, rules, model), inputs)
+        return tuple(x.detach() * r for x, r in zip(inputs, ratios)), outputs
+    state = _Published()
+    with grad_enabled():
+        leaves = tuple(fresh_leaf(x) for x in inputs)
+        target = _with_rules(objective, rules, model, state=state)(leaves)
+        ratios = grad(target, leaves, torch.ones_like(target))
+    relevances = state.settle(tuple(x.detach() * r for x, r in zip(leaves, ratios)), leaves)
+    state.warn()
+    return relevances, target.detach()
+
+
+def _published(rules: Mapping[nn.Module, LayerRule]) -> bool:
+    return any(rule.propagate is not None for rule in rules.values())
 
 
 @dataclass
@@ -404,9 +763,10 @@ def layer_lrp(
         ValueError: a layer that runs more than once per forward, or never, or without autograd.
     """
     taps = [(layer, attribute_to_layer_input, _Tap()) for layer in layers]
+    state = _Published() if _published(rules) else None
     with grad_enabled():
         detached = tuple(x.clone() if x.is_inference() else x.detach() for x in inputs)
-        outputs = _with_rules(objective, rules, model, taps)(detached)
+        outputs = _with_rules(objective, rules, model, taps, state)(detached)
         for layer, _, tap in taps:
             _check_single_run(layer, tap.calls)
             if not tap.zeros:
@@ -415,6 +775,8 @@ def layer_lrp(
         off = [layer for layer, _, tap in taps if tap.grad_off]
         unreached = no_gradient_error(off[0], attribute_to_layer_input) if off else None
         ratios = iter(grad(outputs, zeros, torch.ones_like(outputs), unreached=unreached))
+    if state is not None:
+        state.warn()
     result = LayerRelevance(outputs=outputs.detach())
     for _, _, tap in taps:
         result.relevances.append(tuple(a * next(ratios) for a in tap.activations))

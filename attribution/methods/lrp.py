@@ -31,6 +31,7 @@ from attribution._internal.checks import ArgumentError, ArgumentTypeError
 from attribution.functional import lrp
 from attribution.functional.lrp import LayerRule
 from attribution.methods.base import GradientAttribution, WithDelta, with_delta
+from attribution.methods.lrp_rules import Composite, Rule, composite_of
 from attribution.registry import register
 
 # ---------------------------------------------------------------- rules
@@ -178,26 +179,36 @@ def root_module(forward_func: Callable[..., Any]) -> nn.Module | None:
     return None
 
 
-def module_rules(root: nn.Module | None, verbose: bool = False) -> dict[nn.Module, LayerRule]:
-    """The rule of every module of ``root`` that has one (its own ``rule``, or the default for its type).
+def module_rules(
+    root: nn.Module | None, verbose: bool = False, composite: str | Composite | None = None
+) -> dict[nn.Module, LayerRule]:
+    """The rule of every module of ``root`` that has one: its own ``rule``, else the composite's, else (without
+    a composite) Captum's default for its type.
 
     Raises:
-        TypeError: a ``rule`` that is not an LRP rule.
-        ValueError: a rule on a module with submodules (rules apply to the modules that compute).
+        TypeError: a ``rule`` that is not an LRP rule; a composite that is neither a name nor a Composite.
+        ValueError: a rule on a module with submodules (rules apply to the modules that compute); a composite
+            for a model that is not a module.
     """
+    if composite is not None and root is None:
+        raise ArgumentError("composite: composites assign rules to a model's modules; the model is not an nn.Module")
+    assigned = composite_of(composite).rules(root) if composite is not None and root is not None else {}
     rules: dict[nn.Module, LayerRule] = {}
     for name, module in root.named_modules() if root is not None else ():
         rule = getattr(module, "rule", None)
-        if rule is None:
-            if not isinstance(module, DEFAULT_RULE_TYPES):
-                continue
+        if rule is None and composite is not None:
+            rule = assigned.get(name, (module, None))[1]
+        elif rule is None and isinstance(module, DEFAULT_RULE_TYPES):
             rule = EpsilonRule()
+        if rule is None:
+            continue
         where = f"{name or 'the model'} ({type(module).__name__})"
-        layer_rule = rule._layer_rule() if isinstance(rule, PropagationRule) else _foreign_rule(rule)
+        layer_rule = rule._layer_rule() if isinstance(rule, (PropagationRule, Rule)) else _foreign_rule(rule)
         if layer_rule is None:
             raise ArgumentTypeError(
-                f"rule: {where} has rule {describe(rule)}; expected EpsilonRule, GammaRule, Alpha1_Beta0_Rule, "
-                f"IdentityRule (or another PropagationRule, also Captum's), or None"
+                f"rule: {where} has rule {describe(rule)}; expected a published rule (Epsilon, Gamma, AlphaBeta, "
+                f"ZPlus, ZBox, Flat, WSquare, Pass, Norm), one of Captum's (EpsilonRule, GammaRule, "
+                f"Alpha1_Beta0_Rule, IdentityRule or another PropagationRule), or None"
             )
         if next(module.children(), None) is not None:
             raise ArgumentError(
@@ -286,6 +297,8 @@ class LRP(Relevance, GradientAttribution):  # type: ignore[misc]
         additional_forward_args: Any = None,
         return_convergence_delta: bool = False,
         verbose: bool = False,
+        *,
+        composite: str | Composite | None = None,
     ) -> WithDelta:
         """Relevance of every input feature for the target output.
 
@@ -295,6 +308,10 @@ class LRP(Relevance, GradientAttribution):  # type: ignore[misc]
             additional_forward_args: extra arguments passed to the model.
             return_convergence_delta: also return ``output - sum(relevance)`` per example.
             verbose: print the rule applied to each module.
+            composite: the published rules by layer type (:mod:`attribution.lrp`), by name (``"epsilon_plus"``,
+                ``"epsilon_plus_flat"``, ``"epsilon_alpha2_beta1"``, ``"epsilon_alpha2_beta1_flat"``) or as a
+                :class:`~attribution.lrp.Composite`; modules' own ``rule`` attributes win over it.  None: the
+                modules' rules, Captum's defaults elsewhere.
 
         Returns:
             Relevances shaped like ``inputs`` (they sum to the target output where relevance is conserved),
@@ -302,6 +319,6 @@ class LRP(Relevance, GradientAttribution):  # type: ignore[misc]
         """
         call = canonical_call(self.forward_func, inputs, target, additional_forward_args, require_float=True)
         root = root_module(self.forward_func)
-        relevances, outputs = lrp.lrp(call.objective, call.inputs, module_rules(root, verbose), root)
+        relevances, outputs = lrp.lrp(call.objective, call.inputs, module_rules(root, verbose, composite), root)
         delta = lrp.relevance_delta(relevances, outputs) if return_convergence_delta else None
         return with_delta(call.restore(relevances), delta, return_convergence_delta)

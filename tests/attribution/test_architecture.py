@@ -25,7 +25,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE = ROOT / "attribution"
-PUBLIC_MODULES = {"__init__.py", "registry.py", "utils.py", "outputs.py", "visualization.py", "text_visualization.py"}
+PUBLIC_MODULES = {
+    "__init__.py",
+    "registry.py",
+    "utils.py",
+    "outputs.py",
+    "visualization.py",
+    "text_visualization.py",
+    "lrp.py",  # the LRP methods, Captum's rules and the published rules and composites in one namespace
+}
 TIERS = {
     "_internal": ("attribution._internal",),
     "functional": ("attribution._internal", "attribution.functional"),
@@ -35,7 +43,9 @@ TIERS = {
 }
 """What the files of each folder may import from the engine (module prefixes)."""
 SAME_FAMILY = {
-    "methods/layer/lrp.py": ("attribution.methods.lrp",),  # LayerLRP reads the LRP rules set on the modules
+    # LayerLRP reads the LRP rules set on the modules, and takes composites as LRP does
+    "methods/layer/lrp.py": ("attribution.methods.lrp", "attribution.methods.lrp_rules"),
+    "methods/lrp.py": ("attribution.methods.lrp_rules",),  # LRP takes the published rules and composites
 }
 """Method files that may import the input-level method file of their own family, and which."""
 NO_TWIN = {

@@ -15,6 +15,7 @@ from attribution._internal.canonical import TargetType, TensorOrTuple, canonical
 from attribution.functional import lrp
 from attribution.methods.base import GradientAttribution, LayerAttribution, with_delta
 from attribution.methods.lrp import Relevance, module_rules, root_module
+from attribution.methods.lrp_rules import Composite
 from attribution.registry import register
 
 
@@ -46,6 +47,8 @@ class LayerLRP(Relevance, LayerAttribution, GradientAttribution):  # type: ignor
         return_convergence_delta: bool = False,
         attribute_to_layer_input: bool = False,
         verbose: bool = False,
+        *,
+        composite: str | Composite | None = None,
     ) -> TensorOrTuple | list[TensorOrTuple] | tuple[TensorOrTuple | list[TensorOrTuple], Tensor | list[Tensor]]:
         """Relevance at the layer, all layers from one forward and one backward.
 
@@ -56,6 +59,7 @@ class LayerLRP(Relevance, LayerAttribution, GradientAttribution):  # type: ignor
             return_convergence_delta: also return ``output - sum(relevance)`` per example (per layer).
             attribute_to_layer_input: relevance at the layer's input instead of its output.
             verbose: print the rule applied to each module.
+            composite: the published rules by layer type, as for :meth:`attribution.LRP.attribute`.
 
         Returns:
             Relevance shaped like the layer's output (input); a tuple for several tensors; a list over
@@ -67,7 +71,12 @@ class LayerLRP(Relevance, LayerAttribution, GradientAttribution):  # type: ignor
         call = canonical_call(self.forward_func, inputs, target, additional_forward_args, require_float=True)
         root = root_module(self.forward_func)
         result = lrp.layer_lrp(
-            call.objective, call.inputs, module_rules(root, verbose), root, self.layers(), attribute_to_layer_input
+            call.objective,
+            call.inputs,
+            module_rules(root, verbose, composite),
+            root,
+            self.layers(),
+            attribute_to_layer_input,
         )
         relevances = [rel if was_tuple else rel[0] for rel, was_tuple in zip(result.relevances, result.was_tuple)]
         deltas = [lrp.relevance_delta(rel, result.outputs) for rel in result.relevances]
