@@ -11,7 +11,8 @@ composites as published (Zennit's names and definitions).
     >>> relevance.shape
     torch.Size([2, 3, 8, 8])
 
-See :mod:`attribution.methods.lrp_rules` for which rules differ from Captum's and why.
+Captum's rule classes keep Captum's definitions; the published ones split signed contributions and biases
+as the papers do (the engine guide's "LRP as published" section says where they differ and why).
 """
 
 from attribution.methods.layer.lrp import LayerLRP
@@ -24,7 +25,6 @@ from attribution.methods.lrp import (
     PropagationRule,
 )
 from attribution.methods.lrp_rules import (
-    COMPOSITES,
     AlphaBeta,
     Composite,
     Epsilon,
@@ -44,7 +44,6 @@ from attribution.methods.lrp_rules import (
 )
 
 __all__ = [
-    "COMPOSITES",
     "LRP",
     "Alpha1_Beta0_Rule",
     "AlphaBeta",

@@ -69,11 +69,11 @@ def max_rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
 
 
-def row(name: str, ours: Run, theirs: Run) -> str:
+def row(name: str, ours: Run, theirs: Run, reference: str = "captum") -> str:
     speed = theirs.seconds / ours.seconds
     mem = theirs.peak_bytes / max(ours.peak_bytes, 1)
     return (
         f"{name:<44} ours {ours.seconds:7.2f} s {ours.peak_bytes / 2**20:7.0f} MiB | "
-        f"captum {theirs.seconds:7.2f} s {theirs.peak_bytes / 2**20:7.0f} MiB | "
+        f"{reference} {theirs.seconds:7.2f} s {theirs.peak_bytes / 2**20:7.0f} MiB | "
         f"speed x{speed:5.2f}  memory x{mem:6.2f}"
     )

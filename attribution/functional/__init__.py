@@ -43,6 +43,7 @@ from attribution.functional.layer.path import (
 )
 from attribution.functional.layer.perturbation import layer_feature_ablation, layer_feature_permutation
 from attribution.functional.lrp import layer_lrp
+from attribution.functional.lrp_rules import LayerCall, LayerRule
 from attribution.functional.neuron.path import neuron_conductance
 from attribution.functional.neuron.perturbation import neuron_feature_ablation
 from attribution.functional.neuron.selection import neuron_objective, neuron_target
@@ -53,6 +54,8 @@ from attribution.functional.shapley import shapley_value_sampling, shapley_value
 from attribution.functional.surrogate import kernel_shap, lime
 
 __all__ = [
+    "LayerCall",
+    "LayerRule",
     "Objective",
     "make_objective",
     "dataloader_ablation",

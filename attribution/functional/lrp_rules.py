@@ -41,8 +41,6 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 ParameterRule = Callable[[nn.Module, tuple[Any, ...], Tensor], Mapping[str, Tensor]]
 """``(module, inputs, output) -> {parameter name: modified value}`` for one call of a module."""
-Propagate = Callable[["LayerCall", Tensor], Tensor]
-"""``(call, relevance at its output) -> relevance at its input``: a published rule."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,7 @@ class LayerRule:
     epsilon: float = 1e-9
     parameters: ParameterRule | None = None
     identity: bool = False
-    propagate: Propagate | None = None
+    propagate: Callable[[LayerCall, Tensor], Tensor] | None = None
     reaches_zero_inputs: bool = False
 
 
@@ -84,12 +82,12 @@ class LayerCall:
     kwargs: dict[str, Any]
     output: Tensor
     source: Tensor
-    folded: _BatchNorm | None = None
+    folded: nn.Module | None = None  # a batch norm
 
     def parameters(self, zero: Sequence[str] = ()) -> dict[str, Tensor]:
         """The module's parameters (with the batch norm folded in), those named in ``zero`` set to 0."""
         own = {name: p.detach() for name, p in self.module._parameters.items() if p is not None}
-        if self.folded is not None:
+        if isinstance(self.folded, _BatchNorm):
             own = folded_parameters(own, self.folded)
         return {name: torch.zeros_like(p) if name in zero else p for name, p in own.items()}
 
@@ -107,6 +105,9 @@ class LayerCall:
         with torch.no_grad():
             return self.forward(self.input, self.parameters())
 
+
+Propagate = Callable[[LayerCall, Tensor], Tensor]
+"""``(call, relevance at its output) -> relevance at its input``: a published rule."""
 
 FOLDABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 """Modules a following batch norm is folded into (their output channel is the weight's first dim)."""

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 MODULES = (
     "attribution",
+    "attribution.lrp",
     "attribution.functional",
     "attribution.metrics",
     "attribution.utils",
