@@ -471,8 +471,8 @@ def test_the_first_point_explains_the_untrained_model_before_any_step(tmp_path):
         ("AttributionMonitor", "{similarity: pearson}", "similarity", "'spearman', 'top_k', 'cosine', 'ssim'"),
         ("AttributionMonitor", "{target: predicted}", "target", "'pred', 'label'"),
         ("AttributionMonitor", "{metrics: [fidelity]}", "metrics",
-         "'infidelity', 'sensitivity', 'deletion', 'insertion', 'faithfulness_correlation', 'sparseness', "
-         "'complexity'"),
+         "'infidelity', 'sensitivity', 'deletion', 'insertion', 'faithfulness_correlation', 'road', "
+         "'randomisation', 'sparseness', 'complexity'"),
         ("AttributionRegressionCheck", "{metric: occlusion/mass_in_mask, threshold: 0.5, direction: up}", "direction",
          "'above', 'below'"),
         ("AttributionRegressionCheck", "{metric: occlusion/mass_in_mask, threshold: 0.5, on_fail: exit}", "on_fail",
