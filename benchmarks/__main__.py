@@ -5,8 +5,12 @@
 
 * ``integrated_gradients``, ``occlusion``, ``feature_ablation``: ResNet-18 at 224x224 (the article's settings);
 * ``metrics``: infidelity and sensitivity_max (``benchmarks/metrics.py``);
+* ``faithfulness``: deletion/insertion, faithfulness correlation, ROAD, sparseness and complexity against
+  Quantus (``benchmarks/faithfulness.py``);
 * ``surrogate``: Lime and KernelShap (``benchmarks/surrogate.py``);
 * ``lrp``: LRP and LayerLRP on a VGG-style net and ResNet-18 (``benchmarks/lrp.py``);
+* ``lrp_zennit``: the published LRP composites against Zennit's on VGG-11 and ResNet-18
+  (``benchmarks/lrp_zennit.py``);
 * ``monitor``: the AttributionMonitor's share of fit time (``benchmarks/monitor.py``);
 * ``monitor_sensitivity``: what the sensitivity metric costs in a monitored fit on scikit-learn's digits;
 * ``compiled``: the monitor on a ``torch.compile``-d model: recompilations, the step after a point
@@ -29,7 +33,9 @@ from benchmarks._measure import max_rel_diff, measure, row
 from benchmarks._models import resnet
 from benchmarks.compiled import bench_compiled
 from benchmarks.contended import bench_contended
+from benchmarks.faithfulness import bench_faithfulness
 from benchmarks.lrp import bench_lrp
+from benchmarks.lrp_zennit import bench_lrp_zennit
 from benchmarks.metrics import bench_metrics
 from benchmarks.monitor import bench_monitor, bench_sensitivity
 from benchmarks.surrogate import bench_surrogate
@@ -110,8 +116,10 @@ BENCHES = {
     "occlusion": bench_occlusion,
     "feature_ablation": bench_feature_ablation,
     "metrics": bench_metrics,
+    "faithfulness": bench_faithfulness,
     "surrogate": bench_surrogate,
     "lrp": bench_lrp,
+    "lrp_zennit": bench_lrp_zennit,
     "monitor": bench_monitor,
     "monitor_sensitivity": bench_sensitivity,
     "compiled": bench_compiled,

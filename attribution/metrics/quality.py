@@ -14,7 +14,7 @@ once per chunk, so its draws depend on the chunking and ours do not).
 The public functions come first; below them, their core on canonical tuples: :func:`output_changes` and
 :func:`infidelity_of`, :func:`sensitivity_of`.  The copies arrive stacked example-major, already drawn,
 so the result does not depend on how the work is split into forwards: ``samples_per_forward`` only
-bounds memory.
+bounds memory (and, on CPU, keeps each forward's tensors small enough to reuse freed memory).
 """
 
 from __future__ import annotations
@@ -24,16 +24,20 @@ import inspect
 import math
 import numbers
 import operator
-from collections.abc import Callable, Mapping
+import sys
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, overload
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from attribution._internal import canonical as canon
 from attribution._internal.canonical import BaselineType, Objective, TargetType, TensorOrTuple
 from attribution._internal.checks import ArgumentError, ArgumentTypeError, check_int
+from attribution._internal.chunking import balanced_chunks
 from attribution.functional.perturbation import auto_perturbations_per_eval
 
 PerturbFunc = Callable[..., Any]
@@ -168,7 +172,7 @@ def infidelity(
         target: which output to explain (see :meth:`~attribution.Saliency.attribute`).
         n_perturb_samples: perturbations per example (>= 1).
         max_examples_per_batch: rows per forward (at least one copy of the
-            batch); None evaluates everything in one forward.
+            batch); None sizes the forwards for the device.
         normalize: scale the attributions by the least-squares factor first,
             making the score invariant to scaling the attributions.
 
@@ -214,7 +218,7 @@ def infidelity(
             formatted = canon.format_baselines(baselines, call.inputs)
             args.append(call.restore([_stack((b,), n_perturb_samples)[0] if b.shape[0] > 1 else b for b in formatted]))
         perturbations, perturbed = _perturbations(perturb_func(*args), stacked)
-        per_forward = _infidelity_samples_per_forward(max_examples_per_batch, call.inputs, n_perturb_samples + 1)
+        per_forward = _samples_per_forward(max_examples_per_batch, call.inputs[0].shape[0])
         inputs_now = tuple(x.detach() for x in call.inputs)
         changes = output_changes(call.objective, inputs_now, perturbed, n_perturb_samples, per_forward)
         scores = {
@@ -446,14 +450,74 @@ def _samples_per_forward(max_examples_per_batch: int | None, n: int) -> int | No
 
 
 INFIDELITY_BUDGET_SCALE = 0.5
-"""Forwards of plain perturbed copies run fastest on CPU in batches of about half occlusion's budget."""
+"""Forwards of plain perturbed copies run fastest on CPU in batches of about half occlusion's budget (the
+sizing when the model's own tensors cannot be watched, see :data:`CPU_LARGEST_TENSOR_BYTES`)."""
+
+CPU_LARGEST_TENSOR_BYTES = 12 * 2**20
+"""Bytes of the largest tensor of one forward of perturbed copies on CPU.
+
+Above somewhere near 16 MiB (it depends on what was freed before) glibc's
+malloc serves such a tensor with fresh pages from the kernel and hands them
+back when it is freed, and the page faults cost more than the arithmetic
+(with ``MALLOC_MMAP_THRESHOLD_`` raised, every batch size ran alike).  What
+grows with the batch is the model's widest activation, not its input: a
+2-conv MNIST net (16 channels on 1x28x28, 16 times its input) on 16 x 50
+copies took 96 ms in the input budget's two forwards and 58 ms in four of
+208 rows; a 4-layer CNN on 8x3x64x64 (5 times) gets 6 copies per forward
+either way.
+"""
 
 
-def _infidelity_samples_per_forward(max_examples_per_batch: int | None, inputs: tuple[Tensor, ...], total: int) -> int:
-    """Copies per forward: the caller's bound, or sized for the device (one huge batch is slow on CPU)."""
-    if max_examples_per_batch is not None:
-        return max(1, max_examples_per_batch // inputs[0].shape[0])  # as _samples_per_forward
-    return auto_perturbations_per_eval(inputs, total, INFIDELITY_BUDGET_SCALE)
+def _measurable(forward_func: Callable[..., Any], inputs: tuple[Tensor, ...]) -> list[nn.Module]:
+    """The modules whose outputs :func:`_largest_output` can watch: all of a model on CPU with no compiled
+    part (a hook would make dynamo recompile it); none for other callables, or off the CPU."""
+    if not isinstance(forward_func, nn.Module) or inputs[0].device.type != "cpu":
+        return []
+    modules = list(forward_func.modules())
+    dynamo = sys.modules.get("torch._dynamo.eval_frame")  # nothing is compiled before dynamo is imported
+    if dynamo is not None and any(isinstance(m, dynamo.OptimizedModule) for m in modules):
+        return []
+    return modules
+
+
+_WIDEST_PER_ROW: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], int]] = weakref.WeakKeyDictionary()
+"""Bytes of the widest tensor per input row that each model gave on inputs of a kind (row shapes, dtypes):
+a later call sizes its forwards without a forward of ``f(x)`` alone to measure it."""
+
+
+def _widest_per_row(objective: Objective, inputs: tuple[Tensor, ...], outputs: list[Tensor]) -> int | None:
+    """The widest tensor per input row of the model on ``inputs``, measured on ``f(x)`` (appended to
+    ``outputs``) unless known from an earlier call; None when the model cannot be watched."""
+    modules = _measurable(objective.forward_func, inputs)
+    if not modules:
+        return None
+    known = _WIDEST_PER_ROW.setdefault(modules[0], {})  # (the model itself)
+    kind = tuple((x.shape[1:], x.dtype) for x in inputs)
+    if kind not in known:
+        with _largest_output(modules) as largest:
+            outputs.append(objective(inputs))
+        n = inputs[0].shape[0]
+        known[kind] = math.ceil(max(largest[0], sum(x.numel() * x.element_size() for x in inputs)) / n)
+    return known[kind]
+
+
+@contextmanager
+def _largest_output(modules: list[nn.Module]) -> Iterator[list[int]]:
+    """Yield ``[bytes]``: after the block, the largest tensor any of ``modules`` returned in it.  The hooks
+    are removed on exit, also after an exception."""
+    largest = [0]
+
+    def record(module: nn.Module, args: Any, output: Any) -> None:
+        for t in output if isinstance(output, (tuple, list)) else (output,):
+            if isinstance(t, Tensor):
+                largest[0] = max(largest[0], t.numel() * t.element_size())
+
+    handles = [m.register_forward_hook(record) for m in modules]
+    try:
+        yield largest
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 # --------------------------------------------------------------------------- the core, on canonical tuples
@@ -493,14 +557,25 @@ def output_changes(
     samples_per_forward: int | None = None,
 ) -> Tensor:
     """``f(x) - f(x - I)`` for every perturbed copy, ``(n, S)``: what infidelity compares the attributions
-    with, the same for every explanation of one batch and target.  The unperturbed batch is evaluated as one
-    more copy in front of the perturbed ones, so ``f(x)`` costs no forward of its own."""
+    with, the same for every explanation of one batch and target.
+
+    The copies go in near-equal forwards of at most ``samples_per_forward`` (None: sized for the device).
+    Sized for a model on CPU, the forwards keep its widest tensor under :data:`CPU_LARGEST_TENSOR_BYTES`:
+    the first call on inputs of a kind measures it on ``f(x)``, in a forward of its own.  Otherwise the
+    unperturbed batch is one more copy in front of the perturbed ones, so ``f(x)`` costs no forward of its own.
+    """
     n = inputs[0].shape[0]
-    outputs = []
+    outputs: list[Tensor] = []
     with torch.inference_mode():
-        for lo, hi in _chunks(n_samples + 1, samples_per_forward):
-            perturbed = _repeat_major(perturbed_inputs, n, max(lo - 1, 0), hi - 1)
-            rows = tuple(torch.cat([x, p]) for x, p in zip(inputs, perturbed)) if lo == 0 else perturbed
+        widest = None if samples_per_forward is not None else _widest_per_row(objective, inputs, outputs)
+        if widest is not None:
+            samples_per_forward = max(1, CPU_LARGEST_TENSOR_BYTES // (widest * n))
+        first = 1 - len(outputs)  # 1 while f(x) is still to come, as a copy in front of the perturbed ones
+        total = n_samples + first
+        per_forward = samples_per_forward or auto_perturbations_per_eval(inputs, total, INFIDELITY_BUDGET_SCALE)
+        for lo, hi in balanced_chunks(0, total, per_forward):
+            perturbed = _repeat_major(perturbed_inputs, n, max(lo - first, 0), hi - first)
+            rows = tuple(torch.cat([x, p]) for x, p in zip(inputs, perturbed)) if lo < first else perturbed
             outputs.append(objective(rows, hi - lo))
     values = torch.cat(outputs).view(n_samples + 1, n)
     return (values[0] - values[1:]).T
