@@ -39,6 +39,7 @@ from torch import Tensor
 from attribution._internal import canonical as canon
 from attribution._internal.canonical import TargetType, describe
 from attribution._internal.checks import ArgumentError, ArgumentTypeError, check_choice
+from attribution._internal.chunking import ThreadGovernor
 
 ROAD_ORDERS = ("morf", "lerf")
 """Which pixels :func:`road` removes first: the most relevant (``"morf"``) or the least (``"lerf"``)."""
@@ -232,19 +233,24 @@ def _linear_imputation(images: Tensor, unknown: Tensor) -> Tensor:
     residual = rhs.clone()
     direction = residual.clone()
     squares = dot(residual, residual)
-    for step in range(height * width):  # CG ends in as many steps as unknowns in exact arithmetic
-        active = squares > threshold
-        if step % _CHECK_EVERY == 0 and not bool(active.any()):
-            break
-        moved = operator(direction)
-        curvature = dot(direction, moved)
-        alpha = torch.where(active, squares / torch.where(curvature > 0, curvature, torch.ones_like(curvature)), 0)
-        solution = solution + alpha * direction
-        residual = residual - alpha * moved
-        new_squares = dot(residual, residual)
-        beta = new_squares / torch.where(squares > 0, squares, torch.ones_like(squares))
-        direction = residual + beta * direction
-        squares = torch.where(active, new_squares, squares)
+    # Each step is a dozen small ops: beside a busy process their threads wait on each other, so the governor
+    # drops to fewer threads when the cores are contended (and restores the count after).
+    with ThreadGovernor(images.device) as governor:
+        for step in range(height * width):  # CG ends in as many steps as unknowns in exact arithmetic
+            active = squares > threshold
+            if step % _CHECK_EVERY == 0 and not bool(active.any()):
+                break
+            with governor.chunk():
+                moved = operator(direction)
+                curvature = dot(direction, moved)
+                safe = torch.where(curvature > 0, curvature, torch.ones_like(curvature))
+                alpha = torch.where(active, squares / safe, 0)
+                solution = solution + alpha * direction
+                residual = residual - alpha * moved
+                new_squares = dot(residual, residual)
+                beta = new_squares / torch.where(squares > 0, squares, torch.ones_like(squares))
+                direction = residual + beta * direction
+                squares = torch.where(active, new_squares, squares)
     return images * (1 - unknown) + unknown * solution
 
 
