@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -232,3 +234,92 @@ def run_chunked(
         for lo, hi in chunks:
             with governor.chunk():
                 work(lo, hi)
+
+
+# ---------------------------------------------------------------- forwards sized by the model's widest tensor
+
+CPU_LARGEST_TENSOR_BYTES = 12 * 2**20
+"""Bytes of the largest tensor of one forward of perturbed copies on CPU.
+
+Above somewhere near 16 MiB (it depends on what was freed before) glibc's
+malloc serves such a tensor with fresh pages from the kernel and hands them
+back when it is freed, and the page faults cost more than the arithmetic
+(with ``MALLOC_MMAP_THRESHOLD_`` raised, every batch size ran alike).  What
+grows with the batch is the model's widest activation, not its input: a
+2-conv MNIST net (16 channels on 1x28x28, 16 times its input) on 16 x 50
+copies took 96 ms in the input budget's two forwards and 58 ms in four of
+208 rows; a 4-layer CNN on 8x3x64x64 (5 times) gets 6 copies per forward
+either way.
+"""
+
+_WIDEST_PER_ROW: weakref.WeakKeyDictionary[nn.Module, dict[tuple[object, ...], int]] = weakref.WeakKeyDictionary()
+"""Bytes of the widest tensor per input row that each model gave on inputs of a kind (row shapes, dtypes):
+a later call sizes its forwards without measuring again."""
+
+
+def watchable_modules(forward_func: Callable[..., object], inputs: tuple[Tensor, ...]) -> list[nn.Module]:
+    """The modules whose outputs :func:`largest_output` can watch: all of a model on CPU with no compiled
+    part (a hook would make dynamo recompile it), the model first; none for other callables, or off the CPU."""
+    if not isinstance(forward_func, nn.Module) or inputs[0].device.type != "cpu":
+        return []
+    modules = list(forward_func.modules())
+    dynamo = sys.modules.get("torch._dynamo.eval_frame")  # nothing is compiled before dynamo is imported
+    if dynamo is not None and any(isinstance(m, dynamo.OptimizedModule) for m in modules):
+        return []
+    return modules
+
+
+def _kind(inputs: tuple[Tensor, ...]) -> tuple[object, ...]:
+    return tuple((x.shape[1:], x.dtype) for x in inputs)
+
+
+def known_width(model: nn.Module, inputs: tuple[Tensor, ...]) -> int | None:
+    """The widest tensor per row ``model`` gave on inputs of this kind, if measured before."""
+    return _WIDEST_PER_ROW.get(model, {}).get(_kind(inputs))
+
+
+def remember_width(model: nn.Module, inputs: tuple[Tensor, ...], largest: int) -> int:
+    """Record ``largest`` (bytes, the widest tensor of a forward of ``inputs``) per row; returns that."""
+    width = math.ceil(max(largest, sum(x.numel() * x.element_size() for x in inputs)) / inputs[0].shape[0])
+    _WIDEST_PER_ROW.setdefault(model, {})[_kind(inputs)] = width
+    return width
+
+
+@contextmanager
+def largest_output(modules: list[nn.Module]) -> Iterator[list[int]]:
+    """Yield ``[bytes]``: after the block, the largest tensor any of ``modules`` returned in it.  The hooks
+    are removed on exit, also after an exception."""
+    largest = [0]
+
+    def record(module: nn.Module, args: object, output: object) -> None:
+        for t in output if isinstance(output, (tuple, list)) else (output,):
+            if isinstance(t, Tensor):
+                largest[0] = max(largest[0], t.numel() * t.element_size())
+
+    handles = [m.register_forward_hook(record) for m in modules]
+    try:
+        yield largest
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def copies_per_forward(
+    forward_func: Callable[..., object],
+    inputs: tuple[Tensor, ...],
+    copies: int,
+    fallback: int,
+    measure: Callable[[], object],
+) -> int:
+    """Copies of ``inputs`` per forward that keep the model's widest tensor under
+    :data:`CPU_LARGEST_TENSOR_BYTES`, measured once by ``measure()`` (one forward of ``inputs``) under hooks,
+    later from the record; ``fallback`` where the model cannot be watched."""
+    modules = watchable_modules(forward_func, inputs)
+    if not modules:
+        return fallback
+    width = known_width(modules[0], inputs)
+    if width is None:
+        with largest_output(modules) as largest:
+            measure()
+        width = remember_width(modules[0], inputs, largest[0])
+    return max(1, min(copies, CPU_LARGEST_TENSOR_BYTES // (width * inputs[0].shape[0])))

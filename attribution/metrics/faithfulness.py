@@ -19,7 +19,9 @@ one example removes nothing there.
 
 The metrics take one input tensor.  They never touch the global random generator or the model's mode, and
 the perturbed copies of the whole batch go through the model ``perturbations_per_eval`` copies at a time,
-which bounds memory but never changes the result.
+which bounds memory but never changes the result.  Left to None on CPU, it keeps the model's widest tensor
+under the size past which the allocator's page faults cost more than the arithmetic, measured once per model
+and kind of input on the first (unperturbed) forward, in near-equal forwards.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from torch import Tensor
 from attribution._internal import canonical as canon
 from attribution._internal.canonical import BaselineType, Objective, TargetType, TensorOrTuple
 from attribution._internal.checks import ArgumentError, ArgumentTypeError, check_int
+from attribution._internal.chunking import balanced_chunks, copies_per_forward
 from attribution.functional.perturbation import auto_perturbations_per_eval
 
 
@@ -294,8 +297,7 @@ def faithfulness_correlation(
     keys = torch.rand((n_perturb_samples, features.count), generator=generator)
     chosen = keys.argsort(dim=1)[:, :subset_size]
     subsets = torch.zeros_like(keys, dtype=torch.bool).scatter_(1, chosen, True).to(x.device)
-    per_eval = perturbations_per_eval or auto_perturbations_per_eval((x,), n_perturb_samples + 1)
-    return correlation_of(objective, x, baseline, features, subsets, per_eval)
+    return correlation_of(objective, x, baseline, features, subsets, perturbations_per_eval)
 
 
 # --------------------------------------------------------------------------- the core, on canonical tensors
@@ -398,13 +400,8 @@ def _curve(
         forward_func, inputs, attributions, target, baselines, additional_forward_args, feature_mask
     )
     counts = _step_counts(features.count, n_steps, step_size, x.device)
-    per_eval = perturbations_per_eval or auto_perturbations_per_eval((x,), counts.numel())
-    values = curve_of(objective, x, baseline, features, counts, per_eval, insertion=insertion)
+    values = curve_of(objective, x, baseline, features, counts, perturbations_per_eval, insertion=insertion)
     return PerturbationCurve(values, counts.to(values.dtype) / features.count)
-
-
-def _chunks(total: int, per_chunk: int) -> list[tuple[int, int]]:
-    return [(lo, min(total, lo + per_chunk)) for lo in range(0, total, per_chunk)]
 
 
 def curve_of(
@@ -413,7 +410,7 @@ def curve_of(
     baseline: Tensor,
     features: Features,
     counts: Tensor,
-    per_eval: int,
+    per_eval: int | None,
     *,
     insertion: bool = False,
 ) -> Tensor:
@@ -423,17 +420,25 @@ def curve_of(
     order = features.scores.argsort(dim=1, descending=True, stable=True)
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(count, device=order.device).expand(n, -1))
     element_rank = rank.gather(1, features.groups.expand(n, -1)).view(x.shape)
-    outputs = []
+    outputs: list[Tensor] = []
+
+    def run(lo: int, hi: int) -> None:
+        moved = element_rank < counts[lo:hi].view(-1, *(1,) * x.dim())  # (copies, N, ...)
+        rows = torch.where(moved, x, baseline) if insertion else torch.where(moved, baseline, x)
+        outputs.append(objective((rows.reshape(-1, *x.shape[1:]),), hi - lo).view(hi - lo, n))
+
+    total = counts.numel()
     with torch.inference_mode():
-        for lo, hi in _chunks(counts.numel(), per_eval):
-            moved = element_rank < counts[lo:hi].view(-1, *(1,) * x.dim())  # (copies, N, ...)
-            rows = torch.where(moved, x, baseline) if insertion else torch.where(moved, baseline, x)
-            outputs.append(objective((rows.reshape(-1, *x.shape[1:]),), hi - lo).view(hi - lo, n))
+        if per_eval is None:  # the first point, run alone, measures the model's widest tensor
+            fallback = auto_perturbations_per_eval((x,), total)
+            per_eval = copies_per_forward(objective.forward_func, (x,), total, fallback, lambda: run(0, 1))
+        for lo, hi in balanced_chunks(len(outputs), total, per_eval):
+            run(lo, hi)
     return torch.cat(outputs).T.clone()
 
 
 def correlation_of(
-    objective: Objective, x: Tensor, baseline: Tensor, features: Features, subsets: Tensor, per_eval: int
+    objective: Objective, x: Tensor, baseline: Tensor, features: Features, subsets: Tensor, per_eval: int | None
 ) -> Tensor:
     """Pearson correlation per example between attribution sums and score drops over ``subsets``, a
     ``(S, count)`` bool tensor (shared by all examples) or ``(N, S, count)`` (one set per example)."""
@@ -443,8 +448,13 @@ def correlation_of(
     sums = (features.scores[:, None, :] * per_example.to(features.scores)).sum(-1)  # (N, S)
     outputs = []
     with torch.inference_mode():
-        unperturbed = objective((x,))
-        for lo, hi in _chunks(samples, per_eval):
+        measured: list[Tensor] = []
+        if per_eval is None:  # the unperturbed forward measures the model's widest tensor
+            fallback = auto_perturbations_per_eval((x,), samples + 1)
+            measure = lambda: measured.append(objective((x,)))  # noqa: E731
+            per_eval = copies_per_forward(objective.forward_func, (x,), samples, fallback, measure)
+        unperturbed = measured[0] if measured else objective((x,))
+        for lo, hi in balanced_chunks(0, samples, per_eval):
             removed = per_example[:, lo:hi].gather(2, features.groups.expand(n, -1)[:, None].expand(-1, hi - lo, -1))
             removed = removed.transpose(0, 1).reshape(hi - lo, *x.shape)  # (copies, N, ...)
             rows = torch.where(removed, baseline, x).reshape(-1, *x.shape[1:])

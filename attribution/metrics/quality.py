@@ -24,20 +24,24 @@ import inspect
 import math
 import numbers
 import operator
-import sys
-import weakref
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, overload
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from attribution._internal import canonical as canon
 from attribution._internal.canonical import BaselineType, Objective, TargetType, TensorOrTuple
 from attribution._internal.checks import ArgumentError, ArgumentTypeError, check_int
-from attribution._internal.chunking import balanced_chunks
+from attribution._internal.chunking import (
+    CPU_LARGEST_TENSOR_BYTES,
+    balanced_chunks,
+    known_width,
+    largest_output,
+    remember_width,
+    watchable_modules,
+)
 from attribution.functional.perturbation import auto_perturbations_per_eval
 
 PerturbFunc = Callable[..., Any]
@@ -451,73 +455,21 @@ def _samples_per_forward(max_examples_per_batch: int | None, n: int) -> int | No
 
 INFIDELITY_BUDGET_SCALE = 0.5
 """Forwards of plain perturbed copies run fastest on CPU in batches of about half occlusion's budget (the
-sizing when the model's own tensors cannot be watched, see :data:`CPU_LARGEST_TENSOR_BYTES`)."""
-
-CPU_LARGEST_TENSOR_BYTES = 12 * 2**20
-"""Bytes of the largest tensor of one forward of perturbed copies on CPU.
-
-Above somewhere near 16 MiB (it depends on what was freed before) glibc's
-malloc serves such a tensor with fresh pages from the kernel and hands them
-back when it is freed, and the page faults cost more than the arithmetic
-(with ``MALLOC_MMAP_THRESHOLD_`` raised, every batch size ran alike).  What
-grows with the batch is the model's widest activation, not its input: a
-2-conv MNIST net (16 channels on 1x28x28, 16 times its input) on 16 x 50
-copies took 96 ms in the input budget's two forwards and 58 ms in four of
-208 rows; a 4-layer CNN on 8x3x64x64 (5 times) gets 6 copies per forward
-either way.
-"""
-
-
-def _measurable(forward_func: Callable[..., Any], inputs: tuple[Tensor, ...]) -> list[nn.Module]:
-    """The modules whose outputs :func:`_largest_output` can watch: all of a model on CPU with no compiled
-    part (a hook would make dynamo recompile it); none for other callables, or off the CPU."""
-    if not isinstance(forward_func, nn.Module) or inputs[0].device.type != "cpu":
-        return []
-    modules = list(forward_func.modules())
-    dynamo = sys.modules.get("torch._dynamo.eval_frame")  # nothing is compiled before dynamo is imported
-    if dynamo is not None and any(isinstance(m, dynamo.OptimizedModule) for m in modules):
-        return []
-    return modules
-
-
-_WIDEST_PER_ROW: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], int]] = weakref.WeakKeyDictionary()
-"""Bytes of the widest tensor per input row that each model gave on inputs of a kind (row shapes, dtypes):
-a later call sizes its forwards without a forward of ``f(x)`` alone to measure it."""
+sizing when the model's own tensors cannot be watched, see ``attribution._internal.chunking``)."""
 
 
 def _widest_per_row(objective: Objective, inputs: tuple[Tensor, ...], outputs: list[Tensor]) -> int | None:
     """The widest tensor per input row of the model on ``inputs``, measured on ``f(x)`` (appended to
     ``outputs``) unless known from an earlier call; None when the model cannot be watched."""
-    modules = _measurable(objective.forward_func, inputs)
+    modules = watchable_modules(objective.forward_func, inputs)
     if not modules:
         return None
-    known = _WIDEST_PER_ROW.setdefault(modules[0], {})  # (the model itself)
-    kind = tuple((x.shape[1:], x.dtype) for x in inputs)
-    if kind not in known:
-        with _largest_output(modules) as largest:
+    known = known_width(modules[0], inputs)
+    if known is None:
+        with largest_output(modules) as largest:
             outputs.append(objective(inputs))
-        n = inputs[0].shape[0]
-        known[kind] = math.ceil(max(largest[0], sum(x.numel() * x.element_size() for x in inputs)) / n)
-    return known[kind]
-
-
-@contextmanager
-def _largest_output(modules: list[nn.Module]) -> Iterator[list[int]]:
-    """Yield ``[bytes]``: after the block, the largest tensor any of ``modules`` returned in it.  The hooks
-    are removed on exit, also after an exception."""
-    largest = [0]
-
-    def record(module: nn.Module, args: Any, output: Any) -> None:
-        for t in output if isinstance(output, (tuple, list)) else (output,):
-            if isinstance(t, Tensor):
-                largest[0] = max(largest[0], t.numel() * t.element_size())
-
-    handles = [m.register_forward_hook(record) for m in modules]
-    try:
-        yield largest
-    finally:
-        for handle in handles:
-            handle.remove()
+        known = remember_width(modules[0], inputs, largest[0])
+    return known
 
 
 # --------------------------------------------------------------------------- the core, on canonical tuples
