@@ -330,7 +330,33 @@ def _base_map(stabilizer: float) -> list[tuple[Any, Rule]]:
     return [(AVERAGE_POOLS, Norm(stabilizer)), (BATCH_NORMS, Pass())]
 
 
-class EpsilonPlus(Composite):
+class _EpsilonOnDense(Composite):
+    """Epsilon on dense layers, the subclass's rule on convolutions, and with ``flat_first`` the flat rule on
+    the first linear layer or convolution.
+
+    Args:
+        epsilon: the dense layers' epsilon.
+        stabilizer: the other rules' stabiliser.
+        zero_params: parameters every rule sets to zero, e.g. ``"bias"``.
+    """
+
+    flat_first = False
+
+    def __init__(
+        self, epsilon: float = 1e-6, stabilizer: float = 1e-6, zero_params: str | Sequence[str] | None = None
+    ) -> None:
+        convolutions = self._convolution_rule(stabilizer, zero_params)
+        super().__init__(
+            _base_map(stabilizer) + [(CONVOLUTIONS, convolutions), (nn.Linear, Epsilon(epsilon, zero_params))],
+            first_map=[(LINEAR_LAYERS, Flat(stabilizer, zero_params))] if self.flat_first else [],
+        )
+
+    @staticmethod
+    def _convolution_rule(stabilizer: float, zero_params: str | Sequence[str] | None) -> Rule:
+        raise NotImplementedError
+
+
+class EpsilonPlus(_EpsilonOnDense):
     """Z-plus on convolutions, epsilon on dense layers.
 
     Args:
@@ -339,35 +365,18 @@ class EpsilonPlus(Composite):
         zero_params: parameters every rule sets to zero, e.g. ``"bias"``.
     """
 
-    def __init__(
-        self, epsilon: float = 1e-6, stabilizer: float = 1e-6, zero_params: str | Sequence[str] | None = None
-    ) -> None:
-        super().__init__(
-            _base_map(stabilizer)
-            + [(CONVOLUTIONS, ZPlus(stabilizer, zero_params)), (nn.Linear, Epsilon(epsilon, zero_params))]
-        )
+    @staticmethod
+    def _convolution_rule(stabilizer: float, zero_params: str | Sequence[str] | None) -> Rule:
+        return ZPlus(stabilizer, zero_params)
 
 
-class EpsilonPlusFlat(Composite):
-    """Like :class:`EpsilonPlus`, with the flat rule on the first linear layer or convolution.
+class EpsilonPlusFlat(EpsilonPlus):
+    """Like :class:`EpsilonPlus`, with the flat rule on the first linear layer or convolution."""
 
-    Args:
-        epsilon: the dense layers' epsilon.
-        stabilizer: the other rules' stabiliser.
-        zero_params: parameters every rule sets to zero, e.g. ``"bias"``.
-    """
-
-    def __init__(
-        self, epsilon: float = 1e-6, stabilizer: float = 1e-6, zero_params: str | Sequence[str] | None = None
-    ) -> None:
-        super().__init__(
-            _base_map(stabilizer)
-            + [(CONVOLUTIONS, ZPlus(stabilizer, zero_params)), (nn.Linear, Epsilon(epsilon, zero_params))],
-            first_map=[(LINEAR_LAYERS, Flat(stabilizer, zero_params))],
-        )
+    flat_first = True
 
 
-class EpsilonAlpha2Beta1(Composite):
+class EpsilonAlpha2Beta1(_EpsilonOnDense):
     """Alpha 2, beta 1 on convolutions, epsilon on dense layers.
 
     Args:
@@ -376,32 +385,15 @@ class EpsilonAlpha2Beta1(Composite):
         zero_params: parameters every rule sets to zero, e.g. ``"bias"``.
     """
 
-    def __init__(
-        self, epsilon: float = 1e-6, stabilizer: float = 1e-6, zero_params: str | Sequence[str] | None = None
-    ) -> None:
-        super().__init__(
-            _base_map(stabilizer)
-            + [(CONVOLUTIONS, AlphaBeta(2, 1, stabilizer, zero_params)), (nn.Linear, Epsilon(epsilon, zero_params))]
-        )
+    @staticmethod
+    def _convolution_rule(stabilizer: float, zero_params: str | Sequence[str] | None) -> Rule:
+        return AlphaBeta(2, 1, stabilizer, zero_params)
 
 
-class EpsilonAlpha2Beta1Flat(Composite):
-    """Like :class:`EpsilonAlpha2Beta1`, with the flat rule on the first linear layer or convolution.
+class EpsilonAlpha2Beta1Flat(EpsilonAlpha2Beta1):
+    """Like :class:`EpsilonAlpha2Beta1`, with the flat rule on the first linear layer or convolution."""
 
-    Args:
-        epsilon: the dense layers' epsilon.
-        stabilizer: the other rules' stabiliser.
-        zero_params: parameters every rule sets to zero, e.g. ``"bias"``.
-    """
-
-    def __init__(
-        self, epsilon: float = 1e-6, stabilizer: float = 1e-6, zero_params: str | Sequence[str] | None = None
-    ) -> None:
-        super().__init__(
-            _base_map(stabilizer)
-            + [(CONVOLUTIONS, AlphaBeta(2, 1, stabilizer, zero_params)), (nn.Linear, Epsilon(epsilon, zero_params))],
-            first_map=[(LINEAR_LAYERS, Flat(stabilizer, zero_params))],
-        )
+    flat_first = True
 
 
 class EpsilonGammaBox(Composite):

@@ -89,15 +89,7 @@ def model_randomization_check(
         >>> [(name, s.shape) for name, s in steps]  # the Linear first, then the Conv2d; a score per example
         [('4', torch.Size([2])), ('0', torch.Size([2]))]
     """
-    if not isinstance(model, nn.Module):
-        raise ArgumentTypeError(f"model: expected a torch.nn.Module, got {describe(model)}")
-    if not callable(explain):
-        raise ArgumentTypeError(
-            f"explain: expected a callable explain(model, inputs) -> attributions, got {describe(explain)}"
-        )
-    check_choice(measure, "measure", SIMILARITY_MEASURES)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ArgumentError(f"seed: expected an int >= 0, got {seed!r}")
+    _check_arguments(model, explain, measure, seed)
     names = _layer_names(model, layers)
     recurse = layers is not None  # a named block is randomized whole, a default layer holds its own parameters
     twin = copy.deepcopy(model)
@@ -170,15 +162,7 @@ def randomization_similarity(
         >>> bool((similarity < 1).all())  # the gradient depends on the last layer's weights
         True
     """
-    if not isinstance(model, nn.Module):
-        raise ArgumentTypeError(f"model: expected a torch.nn.Module, got {describe(model)}")
-    if not callable(explain):
-        raise ArgumentTypeError(
-            f"explain: expected a callable explain(model, inputs) -> attributions, got {describe(explain)}"
-        )
-    check_choice(measure, "measure", SIMILARITY_MEASURES)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ArgumentError(f"seed: expected an int >= 0, got {seed!r}")
+    _check_arguments(model, explain, measure, seed)
     names = _layer_names(model, None)
     if isinstance(top_layers, bool) or not isinstance(top_layers, numbers.Integral) or not 1 <= top_layers:
         raise ArgumentError(f"top_layers: expected an int >= 1, got {top_layers!r}")
@@ -205,6 +189,19 @@ def randomization_similarity(
             _reinitialise(modules[name], recurse=False)
     randomized = _explain(explain, twin, inputs, seed, devices)
     return similarity(reference, randomized, measure, **measure_kwargs)
+
+
+def _check_arguments(model: Any, explain: Any, measure: Any, seed: Any) -> None:
+    """What both checks take: a module, an explainer, a similarity measure and a seed."""
+    if not isinstance(model, nn.Module):
+        raise ArgumentTypeError(f"model: expected a torch.nn.Module, got {describe(model)}")
+    if not callable(explain):
+        raise ArgumentTypeError(
+            f"explain: expected a callable explain(model, inputs) -> attributions, got {describe(explain)}"
+        )
+    check_choice(measure, "measure", SIMILARITY_MEASURES)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ArgumentError(f"seed: expected an int >= 0, got {seed!r}")
 
 
 def _layer_names(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
