@@ -77,3 +77,14 @@ def row(name: str, ours: Run, theirs: Run, reference: str = "captum") -> str:
         f"{reference} {theirs.seconds:7.2f} s {theirs.peak_bytes / 2**20:7.0f} MiB | "
         f"speed x{speed:5.2f}  memory x{mem:6.2f}"
     )
+
+
+def side_by_side(ours: Callable[[], Any], theirs: Callable[[], Any], repeats: int) -> tuple[Run, Run]:
+    """Best of ``repeats`` runs each after a warm-up, alternating between the two: a busy machine slows both
+    alike."""
+    ours(), theirs()  # one-time set-up (kernel selection, lazy imports) is not timed
+    runs: tuple[list[Run], list[Run]] = ([], [])
+    for _ in range(repeats):
+        runs[0].append(measure(ours))
+        runs[1].append(measure(theirs))
+    return tuple(min(r, key=lambda run: run.seconds) for r in runs)  # type: ignore[return-value]

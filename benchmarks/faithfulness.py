@@ -28,14 +28,13 @@ are faster), then how far the values are apart.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from benchmarks._measure import Run, measure
+from benchmarks._measure import Run, measure, side_by_side
 
 FEATURES_IN_STEP = 64
 BASELINE = 0.25
@@ -55,16 +54,6 @@ def _cnn(channels: int) -> nn.Module:
         nn.Flatten(),
         nn.Linear(32 * 8 * 8, 10),
     ).eval()
-
-
-def _side_by_side(ours: Callable[[], Any], theirs: Callable[[], Any], repeats: int) -> tuple[Run, Run]:
-    """Best of ``repeats`` runs each after a warm-up, alternating between the two."""
-    ours(), theirs()  # one-time set-up (kernel selection, lazy imports) is not timed
-    runs: tuple[list[Run], list[Run]] = ([], [])
-    for _ in range(repeats):
-        runs[0].append(measure(ours))
-        runs[1].append(measure(theirs))
-    return tuple(min(r, key=lambda run: run.seconds) for r in runs)  # type: ignore[return-value]
 
 
 def _row(name: str, ours: Run, theirs: Run | None) -> str:
@@ -127,7 +116,7 @@ def bench_faithfulness(repeats: int = 3) -> list[str]:
         curve = deletion_curve(model, x, attrs, target=labels, baselines=BASELINE, step_size=FEATURES_IN_STEP)
         return curve.values, area_under_curve(curve)
 
-    ours, theirs = _side_by_side(
+    ours, theirs = side_by_side(
         deletion, lambda: pixel_flipping(model=model, softmax=False, channel_first=True, **batch), repeats
     )
     lines += [
@@ -158,7 +147,7 @@ def bench_faithfulness(repeats: int = 3) -> list[str]:
 
     state = np.random.get_state()
     try:
-        ours, theirs = _side_by_side(ours_correlation, quantus_correlation, repeats)
+        ours, theirs = side_by_side(ours_correlation, quantus_correlation, repeats)
         objective, x_, baseline, features = _prepare(model, x, attrs, labels, BASELINE, None, None)
         replayed = correlation_of(objective, x_, baseline, features, _replayed_draws(len(x), features.count), 16)
     finally:
@@ -176,7 +165,7 @@ def bench_faithfulness(repeats: int = 3) -> list[str]:
     gray_attrs = Saliency(gray_model).attribute(gray, target=gray_labels, abs=False)
     road_metric = quantus.ROAD(noise=0.0, percentages=PERCENTAGES, abs=False, **quiet)
     gray_batch = {"x_batch": gray.numpy(), "y_batch": gray_labels.numpy(), "a_batch": gray_attrs.numpy()}
-    ours, theirs = _side_by_side(
+    ours, theirs = side_by_side(
         lambda: road(gray_model, gray, gray_attrs, gray_labels, percentages=PERCENTAGES, score="accuracy", noise=0.0),
         lambda: road_metric(model=gray_model, device="cpu", softmax=False, **gray_batch),
         repeats,
@@ -193,7 +182,7 @@ def bench_faithfulness(repeats: int = 3) -> list[str]:
     ):
         options = {k: absolute[k] for k in ("abs", *quiet)}
         data = {k: absolute[k] for k in ("x_batch", "y_batch", "device")}
-        ours, theirs = _side_by_side(
+        ours, theirs = side_by_side(
             lambda fn=ours_fn: fn(attrs),
             lambda cls=their_cls: cls(**options)(model=None, a_batch=attrs.numpy().copy(), **data),
             repeats,

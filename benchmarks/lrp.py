@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmarks._measure import Run, max_rel_diff, measure, row
+from benchmarks._measure import Run, max_rel_diff, measure, row, side_by_side
 from benchmarks._models import resnet
 
 
@@ -54,17 +54,6 @@ def _set_gamma(model: nn.Module, rules) -> nn.Module:
         if isinstance(m, nn.Conv2d):
             m.rule = rules.GammaRule(gamma=0.25)
     return model
-
-
-def _side_by_side(ours: Callable[[], Any], theirs: Callable[[], Any], repeats: int) -> tuple[Run, Run]:
-    """Best of ``repeats`` runs each after a warm-up, alternating between the two: a busy machine slows both
-    alike."""
-    ours(), theirs()  # one-time set-up (kernel selection, lazy imports) is not timed
-    runs: tuple[list[Run], list[Run]] = ([], [])
-    for _ in range(repeats):
-        runs[0].append(measure(ours))
-        runs[1].append(measure(theirs))
-    return tuple(min(r, key=lambda run: run.seconds) for r in runs)  # type: ignore[return-value]
 
 
 def _floor_line(ours: Run, floor: Callable[[], Any], repeats: int) -> str:
@@ -106,7 +95,7 @@ def bench_lrp(repeats: int = 7) -> list[str]:
                 _set_gamma(their_model, lrp_rules)
             return captum_attr.LRP(their_model).attribute(x, target=target, return_convergence_delta=True)
 
-        ours, theirs = _side_by_side(
+        ours, theirs = side_by_side(
             lambda m=ours_model: LRP(m).attribute(x, target=target, return_convergence_delta=True), theirs_call, repeats
         )
         lines += [
@@ -116,7 +105,7 @@ def bench_lrp(repeats: int = 7) -> list[str]:
         ]
 
     layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    ours, theirs = _side_by_side(
+    ours, theirs = side_by_side(
         lambda: LayerLRP(model, layers).attribute(x, target=target),
         lambda: captum_attr.LayerLRP(model, layers).attribute(x, target=target),
         repeats,
@@ -126,7 +115,7 @@ def bench_lrp(repeats: int = 7) -> list[str]:
     lines += [f"{'':<44} max relative difference {worst:.1e} (worst layer)"]
 
     net, image, label = resnet()
-    ours, theirs = _side_by_side(
+    ours, theirs = side_by_side(
         lambda: LRP(net).attribute(image, target=label, return_convergence_delta=True),
         lambda: captum_attr.LRP(net).attribute(image, target=label, return_convergence_delta=True),
         repeats,

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torchvision
 
-from benchmarks._measure import Run, measure, row
+from benchmarks._measure import row, side_by_side
 
 
 def _model(name: str) -> torch.nn.Module:
@@ -28,15 +28,6 @@ def _model(name: str) -> torch.nn.Module:
         for _ in range(2):
             model(torch.randn(8, 3, 64, 64))
     return model.eval()
-
-
-def _side_by_side(ours: Callable[[], Any], theirs: Callable[[], Any], repeats: int) -> tuple[Run, Run]:
-    ours(), theirs()  # one-time set-up is not timed
-    runs: tuple[list[Run], list[Run]] = ([], [])
-    for _ in range(repeats):
-        runs[0].append(measure(ours))
-        runs[1].append(measure(theirs))
-    return tuple(min(r, key=lambda run: run.seconds) for r in runs)  # type: ignore[return-value]
 
 
 def bench_lrp_zennit(repeats: int = 5) -> list[str]:
@@ -89,7 +80,7 @@ def bench_lrp_zennit(repeats: int = 5) -> list[str]:
                     _, relevance = attributor(x, start)
                 return relevance
 
-            ours_run, theirs_run = _side_by_side(ours, theirs, repeats)
+            ours_run, theirs_run = side_by_side(ours, theirs, repeats)
             with torch.no_grad():
                 logits = model(x)[torch.arange(4), target].reshape(4, 1, 1, 1)
             theirs_scaled = theirs_run.result * logits  # zennit starts from 1, we from the logit
