@@ -64,7 +64,7 @@ from attribution._internal.canonical import Objective, describe
 from attribution._internal.checks import ArgumentError
 from attribution._internal.rules import ACTIVATIONS, COMPOSITE, LINEAR_OPS, _activation_call, _bind, _body, _vjp
 from attribution.functional.backprop import batch_norm_in_eval
-from attribution.functional.lrp_rules import LayerCall, LayerRule, ParameterRule, can_fold
+from attribution.functional.lrp_rules import LayerCall, LayerRule, ParameterRule, can_fold, folding_scale
 
 __all__ = [
     "LayerRelevance",
@@ -253,7 +253,7 @@ class _Published:
     """One forward under published rules: the calls by the tensor they returned (so that a batch norm right
     after one is folded into it), relevance the rules hand to inputs that are 0, and what was approximated."""
 
-    calls: dict[int, tuple[Tensor, LayerCall]] = field(default_factory=dict)
+    calls: dict[int, tuple[Tensor, LayerCall | _EpsilonCall]] = field(default_factory=dict)
     deposits: list[tuple[LayerCall, Tensor]] = field(default_factory=list)
     notes: dict[str, None] = field(default_factory=dict)  # an ordered set
 
@@ -315,6 +315,27 @@ class _Propagated(torch.autograd.Function):
         return None, torch.where(zero, 0.0, relevance / torch.where(zero, 1.0, a)), None, None, None
 
 
+@dataclass(eq=False)
+class _EpsilonCall:
+    """A call under the published epsilon rule in its forward form (:class:`_Ruled`, no re-forward)."""
+
+    module: nn.Module
+    node: Any  # the _Ruled backward node: a batch norm folded in rescales its ratio
+    output: Tensor
+    epsilon: float
+    folded: nn.Module | None = None
+
+
+def _folded_ratio(call: _EpsilonCall, norm: _BatchNorm, normed: Tensor) -> Tensor:
+    """``scale * z / s(z_norm)``: through the module's own graph, the epsilon rule of module and norm as one
+    (the folded weight is the weight times the norm's scale per output channel)."""
+    z = call.output
+    scale = folding_scale(norm).reshape(1, -1, *(1,) * (z.dim() - 2))
+    denominator = _stabilized(normed, call.epsilon)
+    ratio = scale * z / denominator
+    return ratio if call.epsilon > 0 else torch.where(denominator == 0, 0.0, ratio)
+
+
 def _fold_hook(state: _Published) -> Callable[..., Tensor | None]:
     """A batch norm right after a module under a published rule folds into it and passes relevance on."""
 
@@ -327,6 +348,8 @@ def _fold_hook(state: _Published) -> Callable[..., Tensor | None]:
         if call.folded is not None or not isinstance(norm, _BatchNorm) or not can_fold(call.module, norm):
             return None
         call.folded = norm
+        if isinstance(call, _EpsilonCall):  # the rule's denominator becomes the norm's output
+            call.node.ratio = _folded_ratio(call, norm, output.detach())
         passed: Tensor = _PassThrough.apply(output, x)
         return passed
 
@@ -584,6 +607,8 @@ def _rule_hook(
             return _PassThrough.apply(output, a) if a.requires_grad else None
         if rule.propagate is not None and state is not None:
             return _published_call(module, args, kwargs, output, rule, state)
+        if rule.published and rule.parameters is None and state is not None:
+            return _published_epsilon(module, output, rule.epsilon, state)
         if rule.parameters is None:
             return _Ruled.apply(output, output, rule.epsilon) if rule.epsilon else None
         if module not in cache:
@@ -592,6 +617,13 @@ def _rule_hook(
         return ruled
 
     return hook
+
+
+def _published_epsilon(module: nn.Module, output: Tensor, epsilon: float, state: _Published) -> Tensor:
+    """The published epsilon rule in its forward form, registered so that a batch norm after it can fold in."""
+    ruled: Tensor = _Ruled.apply(output, output, epsilon)
+    state.calls[id(ruled)] = (ruled, _EpsilonCall(module, ruled.grad_fn, output.detach(), epsilon))
+    return ruled
 
 
 def _published_call(
@@ -737,7 +769,7 @@ def lrp(
 
 
 def _published(rules: Mapping[nn.Module, LayerRule]) -> bool:
-    return any(rule.propagate is not None for rule in rules.values())
+    return any(rule.published for rule in rules.values())
 
 
 @dataclass

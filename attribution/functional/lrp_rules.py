@@ -54,6 +54,8 @@ class LayerRule:
         propagate: a published rule, computed in the backward from the relevance at the output (the fields
             above are then unused).
         reaches_zero_inputs: ``propagate`` can give relevance to inputs that are 0 (flat, w-square, z-box).
+        published: a published rule (also the epsilon rule in its forward form): a batch norm right after the
+            module folds into it, and ops without rules get the published treatments.
     """
 
     epsilon: float = 1e-9
@@ -61,6 +63,7 @@ class LayerRule:
     identity: bool = False
     propagate: Callable[[LayerCall, Tensor], Tensor] | None = None
     reaches_zero_inputs: bool = False
+    published: bool = False
 
 
 @dataclass(eq=False)
@@ -126,13 +129,19 @@ def can_fold(module: nn.Module, norm: nn.Module) -> bool:
     )
 
 
+def folding_scale(norm: _BatchNorm) -> Tensor:
+    """Per channel, the factor the batch norm multiplies its input by: ``weight / sqrt(running_var + eps)``."""
+    var = norm.running_var
+    assert isinstance(var, Tensor)
+    scale = torch.rsqrt(var + norm.eps)
+    return scale * norm.weight.detach() if norm.weight is not None else scale
+
+
 def folded_parameters(parameters: Mapping[str, Tensor], norm: _BatchNorm) -> dict[str, Tensor]:
     """``weight * scale`` and ``(bias - mean) * scale + shift``: the module and the batch norm as one."""
-    mean, var = norm.running_mean, norm.running_var
-    assert isinstance(mean, Tensor) and isinstance(var, Tensor)
-    scale = torch.rsqrt(var + norm.eps)
-    if norm.weight is not None:
-        scale = scale * norm.weight.detach()
+    mean = norm.running_mean
+    assert isinstance(mean, Tensor)
+    scale = folding_scale(norm)
     weight = parameters["weight"]
     bias = parameters.get("bias", torch.zeros_like(scale))
     shift = norm.bias.detach() if norm.bias is not None else torch.zeros_like(scale)

@@ -71,7 +71,11 @@ class Epsilon(Rule):
         self.zero_params = _zero(zero_params)
 
     def _layer_rule(self) -> LayerRule:
-        return LayerRule(propagate=partial(lrp_rules.epsilon_rule, epsilon=self.epsilon, zero=self.zero_params))
+        if not self.zero_params:  # the forward form: one pass through the module's own graph, no re-forward
+            return LayerRule(self.epsilon, published=True)
+        return LayerRule(
+            propagate=partial(lrp_rules.epsilon_rule, epsilon=self.epsilon, zero=self.zero_params), published=True
+        )
 
 
 class Norm(Rule):
@@ -85,7 +89,7 @@ class Norm(Rule):
         self.stabilizer = _stabilizer(stabilizer)
 
     def _layer_rule(self) -> LayerRule:
-        return LayerRule(propagate=partial(lrp_rules.epsilon_rule, epsilon=self.stabilizer, zero=()))
+        return LayerRule(self.stabilizer, published=True)
 
 
 class Gamma(Rule):
@@ -106,7 +110,10 @@ class Gamma(Rule):
 
     def _layer_rule(self) -> LayerRule:
         return LayerRule(
-            propagate=partial(lrp_rules.gamma_rule, gamma=self.gamma, stabilizer=self.stabilizer, zero=self.zero_params)
+            propagate=partial(
+                lrp_rules.gamma_rule, gamma=self.gamma, stabilizer=self.stabilizer, zero=self.zero_params
+            ),
+            published=True,
         )
 
 
@@ -144,7 +151,8 @@ class AlphaBeta(Rule):
                 beta=self.beta,
                 stabilizer=self.stabilizer,
                 zero=self.zero_params,
-            )
+            ),
+            published=True,
         )
 
 
@@ -191,7 +199,7 @@ class ZBox(Rule):
         rule = partial(
             lrp_rules.z_box_rule, low=self.low, high=self.high, stabilizer=self.stabilizer, zero=self.zero_params
         )
-        return LayerRule(propagate=rule, reaches_zero_inputs=True)
+        return LayerRule(propagate=rule, reaches_zero_inputs=True, published=True)
 
 
 class Flat(Rule):
@@ -208,7 +216,7 @@ class Flat(Rule):
 
     def _layer_rule(self) -> LayerRule:
         rule = partial(lrp_rules.flat_rule, stabilizer=self.stabilizer, zero=self.zero_params)
-        return LayerRule(propagate=rule, reaches_zero_inputs=True)
+        return LayerRule(propagate=rule, reaches_zero_inputs=True, published=True)
 
 
 class WSquare(Rule):
@@ -225,7 +233,7 @@ class WSquare(Rule):
 
     def _layer_rule(self) -> LayerRule:
         rule = partial(lrp_rules.w_square_rule, stabilizer=self.stabilizer, zero=self.zero_params)
-        return LayerRule(propagate=rule, reaches_zero_inputs=True)
+        return LayerRule(propagate=rule, reaches_zero_inputs=True, published=True)
 
 
 class Pass(Rule):
