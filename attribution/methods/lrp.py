@@ -20,6 +20,7 @@ the module.  The model is never modified, not even during the call.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -76,6 +77,8 @@ class EpsilonRule(PropagationRule):
 
 class GammaRule(PropagationRule):
     """Propagate through ``w + gamma * max(w, 0)``: favours positive contributions (for lower layers).
+    Captum's definition, for inputs that are never negative; on signed inputs (a warning says so) the
+    published rule is :class:`attribution.lrp.Gamma`.
 
     Args:
         gamma: how much the positive weights are boosted.
@@ -88,7 +91,7 @@ class GammaRule(PropagationRule):
 
     def _layer_rule(self) -> LayerRule:
         return LayerRule(
-            self.STABILITY_FACTOR, partial(_ignoring_call, lrp.gamma_parameters, self.gamma, self.set_bias_to_zero)
+            self.STABILITY_FACTOR, partial(_clamped_weights, lrp.gamma_parameters, self.gamma, self.set_bias_to_zero)
         )
 
     def __repr__(self) -> str:
@@ -96,8 +99,10 @@ class GammaRule(PropagationRule):
 
 
 class Alpha1_Beta0_Rule(PropagationRule):  # Captum's name
-    """Propagate through ``max(w, 0)`` only (Captum's alpha=1, beta=0 rule, "deep Taylor"): only positive
-    relevance flows.  Not meant for batch norm, whose weight is a scale.
+    """Propagate through ``max(w, 0)`` only (Captum's alpha=1, beta=0 rule, "deep Taylor").  On inputs
+    that are never negative (after a ReLU) only positive relevance flows; on signed inputs Captum's definition
+    propagates ``x * max(w, 0)`` and relevance changes sign (a warning says so): the published rule is
+    :class:`attribution.lrp.ZPlus`.  Not meant for batch norm, whose weight is a scale.
 
     Args:
         set_bias_to_zero: propagate as if the module had no bias.
@@ -107,7 +112,9 @@ class Alpha1_Beta0_Rule(PropagationRule):  # Captum's name
         self.set_bias_to_zero = set_bias_to_zero
 
     def _layer_rule(self) -> LayerRule:
-        return LayerRule(self.STABILITY_FACTOR, partial(_ignoring_call, lrp.positive_parameters, self.set_bias_to_zero))
+        return LayerRule(
+            self.STABILITY_FACTOR, partial(_clamped_weights, lrp.positive_parameters, self.set_bias_to_zero)
+        )
 
     def __repr__(self) -> str:
         return f"Alpha1_Beta0_Rule(set_bias_to_zero={self.set_bias_to_zero!r})"
@@ -124,10 +131,20 @@ class IdentityRule(EpsilonRule):
         return "IdentityRule()"
 
 
-def _ignoring_call(parameters: Callable[..., dict[str, Tensor]], *options: Any) -> dict[str, Tensor]:
-    """``parameters(module, *settings)`` for ``options = (*settings, module, inputs, output)``: a rule of the
-    module alone, bound with ``partial`` to its settings and called as the core calls every rule."""
-    *settings, module, _inputs, _output = options
+SIGNED_INPUTS = (
+    "LRP: GammaRule and Alpha1_Beta0_Rule follow Captum's definitions, which propagate signed inputs through "
+    "clamped weights (relevance can blow up or change sign); the rules as published split x+ w+ and x- w-: "
+    "use attribution.lrp's Gamma, ZPlus or a composite (composite='epsilon_plus')"
+)
+"""The warning when one of Captum's clamped-weight rules meets negative inputs."""
+
+
+def _clamped_weights(parameters: Callable[..., dict[str, Tensor]], *options: Any) -> dict[str, Tensor]:
+    """``parameters(module, *settings)`` for ``options = (*settings, module, inputs, output)``, bound with
+    ``partial`` to its settings and called as the core calls every rule; warns on signed inputs."""
+    *settings, module, inputs, _output = options
+    if inputs and isinstance(inputs[0], Tensor) and bool((inputs[0] < 0).any()):
+        warnings.warn(SIGNED_INPUTS, stacklevel=2)
     return parameters(module, *settings)
 
 

@@ -491,3 +491,16 @@ def test_pass_keeps_relevance_and_norm_rules_a_pool():
     without = LRP(model).attribute(x, target=0, composite=Composite(name_map={"2": Epsilon(0.0)}))
     torch.testing.assert_close(with_pass, without)  # activations pass relevance anyway
     assert repr(Norm()) == "Norm(stabilizer=1e-06)"
+
+
+def test_captums_clamped_weight_rules_warn_on_signed_inputs_and_name_the_published_ones():
+    from attribution.lrp import Alpha1_Beta0_Rule, GammaRule
+
+    for captum_rule in (GammaRule(), Alpha1_Beta0_Rule()):
+        model = _two_layers()
+        model[0].rule = captum_rule
+        with pytest.warns(UserWarning, match="use attribution.lrp's Gamma, ZPlus"):
+            LRP(model).attribute(torch.randn(4, 5), target=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            LRP(model).attribute(torch.rand(4, 5), target=0)  # inputs that are never negative: Captum's rule is right
