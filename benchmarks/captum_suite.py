@@ -3,6 +3,7 @@
     scripts/captum_suite                              # both runs, Captum from the default mirror
     scripts/captum_suite --ours -k "lime or shap"     # only the run with our classes swapped in
     scripts/captum_suite --captum /path/to/captum     # a checkout, or a git mirror (read at --rev)
+    scripts/captum_suite --ours --tests influence     # Captum's training-data influence tests
 
 Captum's source is checked out at run time into a temporary directory (``git archive`` of ``captum/``,
 ``tests/`` and ``setup.py`` from a mirror, or an existing checkout used in place) and put first on
@@ -51,6 +52,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MIRROR = Path("/work/.mirror/pytorch+captum/repo")
 TEST_DIRS = ("tests/attr", "tests/metrics")
+"""The test folders run by default; ``--tests influence`` runs ``tests/influence`` (training-data influence)."""
+SUITES = {"attr": "tests/attr", "metrics": "tests/metrics", "influence": "tests/influence"}
 SKIPPED_FILES = {
     "tests/attr/test_llm_attr.py": "LLM attribution over Captum's LLMAttribution wrappers; "
     "we have no LLM attribution, so the run would only measure our classes inside Captum's wrappers",
@@ -71,6 +74,7 @@ OUR_MODULES = {
     "attribution.methods.surrogate": "captum.attr",
     "attribution.visualization": "captum.attr",
     "attribution.metrics": "captum.metrics",
+    "attribution.influence": "captum.influence",
 }
 # Captum test helpers that subclass Captum's base classes: reference implementations, kept on Captum's bases.
 PRESERVED_HELPERS = ("captum.testing.attr.helpers.conductance_reference",)
@@ -157,7 +161,7 @@ def _replace_module(name: str, replacements: dict[str, Any]) -> None:
 
 def install_swap() -> list[Swap]:
     """Swap our classes and functions into Captum (see the module docstring); returns what was swapped."""
-    for package in ("captum.attr", "captum.metrics"):
+    for package in sorted(set(OUR_MODULES.values())):
         _import_all(package)
     for helper in PRESERVED_HELPERS:
         try:
@@ -358,7 +362,8 @@ def _has_timeout_plugin() -> bool:
 
 def run_pytest(src: Path, workdir: Path, label: str, swap: bool, args: argparse.Namespace) -> subprocess.Popen:
     """Start one pytest run over Captum's tests; its JSON report and log go to ``workdir``."""
-    command = [sys.executable, "-m", "pytest", *TEST_DIRS, "-q", "-p", "no:cacheprovider", "-p", PLUGIN]
+    folders = [SUITES[name] for name in args.tests] if args.tests else list(TEST_DIRS)
+    command = [sys.executable, "-m", "pytest", *folders, "-q", "-p", "no:cacheprovider", "-p", PLUGIN]
     command += [
         f"--rootdir={src}",
         "-o",
@@ -496,6 +501,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     which.add_argument("--captum-only", dest="runs", action="store_const", const=("captum",), help="only Captum")
     which.add_argument("--both", dest="runs", action="store_const", const=("captum", "ours"), help="both (default)")
     parser.add_argument("-k", default="", help="pytest -k expression selecting tests")
+    parser.add_argument(
+        "--tests", action="append", choices=sorted(SUITES), help="Captum's test folders to run (default attr, metrics)"
+    )
     parser.add_argument("--timeout", type=int, default=300, help="seconds per test (pytest-timeout), default 300")
     parser.add_argument("--jobs", type=int, choices=(1, 2), default=2, help="runs side by side (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (OMP_NUM_THREADS); 0: default")

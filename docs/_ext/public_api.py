@@ -18,6 +18,7 @@ from typing import TypeVar
 MODULES = (
     "attribution",
     "attribution.lrp",
+    "attribution.influence",
     "attribution.functional",
     "attribution.metrics",
     "attribution.utils",

@@ -1,7 +1,7 @@
 """The layering of the engine, checked on the import statements of the real files.
 
 ``attribution/`` holds the public modules (the package, ``registry``, ``utils``, ``outputs`` and the two
-visualization modules) and five folders, each a tier that imports only the tiers below it:
+visualization modules) and six folders, each a tier that imports only the tiers below it:
 
 - ``_internal/``: private machinery (the canonical boundary, checks, autograd, rules, chunking, ...);
   it imports nothing else of the engine.
@@ -13,6 +13,7 @@ visualization modules) and five folders, each a tier that imports only the tiers
   ``methods/`` (torchmetrics' pattern).
 - ``metrics/``: the metrics of explanations; they import ``_internal`` and the core.
 - ``helpers/``: Captum's helpers that are not methods; they import ``_internal`` only.
+- ``influence/``: training-data influence (Captum's ``captum.influence``); it imports ``_internal`` and itself.
 
 Across packages: ``lightning_xai`` uses only public names of ``attribution``; ``attribution`` knows
 nothing of Lightning; the callbacks never import the demo data and models.
@@ -40,6 +41,7 @@ TIERS = {
     "methods": ("attribution._internal", "attribution.functional", "attribution.methods.base", "attribution.registry"),
     "metrics": ("attribution._internal", "attribution.functional", "attribution.metrics"),
     "helpers": ("attribution._internal", "attribution.helpers"),
+    "influence": ("attribution._internal", "attribution.influence"),
 }
 """What the files of each folder may import from the engine (module prefixes)."""
 SAME_FAMILY = {
