@@ -9,6 +9,8 @@
   Quantus (``benchmarks/faithfulness.py``);
 * ``surrogate``: Lime and KernelShap (``benchmarks/surrogate.py``);
 * ``lrp``: LRP and LayerLRP on a VGG-style net and ResNet-18 (``benchmarks/lrp.py``);
+* ``influence``: TracInCPFast and TracInCPFastRandProj against Captum's on a 1M-parameter MLP
+  (``benchmarks/influence.py``);
 * ``lrp_zennit``: the published LRP composites against Zennit's on VGG-11 and ResNet-18
   (``benchmarks/lrp_zennit.py``);
 * ``monitor``: the AttributionMonitor's share of fit time (``benchmarks/monitor.py``);
@@ -34,6 +36,7 @@ from benchmarks._models import resnet
 from benchmarks.compiled import bench_compiled
 from benchmarks.contended import bench_contended
 from benchmarks.faithfulness import bench_faithfulness
+from benchmarks.influence import bench_influence
 from benchmarks.lrp import bench_lrp
 from benchmarks.lrp_zennit import bench_lrp_zennit
 from benchmarks.metrics import bench_metrics
@@ -119,6 +122,7 @@ BENCHES = {
     "faithfulness": bench_faithfulness,
     "surrogate": bench_surrogate,
     "lrp": bench_lrp,
+    "influence": bench_influence,
     "lrp_zennit": bench_lrp_zennit,
     "monitor": bench_monitor,
     "monitor_sensitivity": bench_sensitivity,

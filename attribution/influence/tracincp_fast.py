@@ -259,12 +259,22 @@ class TracInCPFastRandProj(TracInCPFast):
         """Per example, its (projected) last-layer gradient at every checkpoint times ``sqrt(lr)``,
         concatenated: shape (n, checkpoints x projected size); influence is a product of these."""
         batches = core.as_batches(inputs)
-        parts = []
+        quantities: Tensor | None = None  # filled block by block: one copy of the result, not three
         with core.loaded_checkpoints(self.model, self.checkpoints, self.checkpoints_load_func) as rates:
-            for learning_rate in rates():
-                (q,) = core.batch_features(batches, partial(self._quantities, test))
-                parts.append(learning_rate**0.5 * q)
-        return torch.cat(parts, dim=1)
+            for c, learning_rate in enumerate(rates()):
+                parts = [self._quantities(test, batch)[0] for batch in batches]
+                width = parts[0].shape[1]
+                if quantities is None:
+                    rows = sum(p.shape[0] for p in parts)
+                    quantities = parts[0].new_empty(rows, width * len(self.checkpoints))
+                block, row = quantities[:, c * width : (c + 1) * width], 0
+                for part in parts:
+                    block[row : row + part.shape[0]] = part
+                    row += part.shape[0]
+                block.mul_(learning_rate**0.5)
+                del parts
+        assert quantities is not None  # resolve_checkpoints guarantees a checkpoint
+        return quantities
 
     def influence(  # type: ignore[override]  # Captum's signature: k defaults to 5
         self,
