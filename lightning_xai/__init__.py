@@ -6,8 +6,17 @@ Example::
     trainer = L.Trainer(callbacks=[AttributionMonitor(methods=["integrated_gradients", "occlusion"])])
 """
 
+from lightning_xai.influence_monitor import IndexedDataset, InfluenceMonitor, MissingIndexError
 from lightning_xai.monitor import AttributionMonitor, AttributionMonitorError
 from lightning_xai.regression import AttributionRegressionCheck, AttributionRegressionError
 
-__all__ = ["AttributionMonitor", "AttributionMonitorError", "AttributionRegressionCheck", "AttributionRegressionError"]
+__all__ = [
+    "AttributionMonitor",
+    "AttributionMonitorError",
+    "AttributionRegressionCheck",
+    "AttributionRegressionError",
+    "IndexedDataset",
+    "InfluenceMonitor",
+    "MissingIndexError",
+]
 __version__ = "0.1.0"

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "lightning_xai"
 LAYERS = ("_config", "_compute", "_draw", "_write", "callbacks", "package")
 """In import order: a module may import its own layer and the ones before it."""
-CALLBACKS = ("lightning_xai.monitor", "lightning_xai.regression")
+CALLBACKS = ("lightning_xai.monitor", "lightning_xai.regression", "lightning_xai.influence_monitor")
 
 
 def _name(path: Path) -> str:
