@@ -8,7 +8,7 @@ computes the same thing.
 """
 
 import math
-import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from attribution import DataLoaderAttribution, FeatureAblation, Saliency
+from attribution.functional import dataloader as dataloader_core
 from attribution.methods.dataloader import InputRole
 from tests.models import MLP, seeded
 
@@ -216,15 +217,17 @@ def test_a_forward_that_pools_over_its_batch_gets_one_forward_per_copy(data):
     assert sum(rows > 4 for rows in calls) == 1  # one try at stacking copies, then a forward per copy and batch
 
 
-def test_copies_are_stacked_while_it_pays():
+def test_copies_are_stacked_while_it_pays(monkeypatch):
     """With a fixed cost per forward, stacking more copies always pays: the stack grows to all of them."""
     x = torch.randn(N, 16)
     model = seeded(MLP, n_in=16)
     calls = []
+    clock = [0.0]  # the core's clock, advanced only by the forwards: no timing noise from a busy machine
+    monkeypatch.setattr(dataloader_core, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
 
     def forward(inputs):
         calls.append(inputs.shape[0])
-        time.sleep(0.01)  # a fixed cost well above timing noise on a busy machine
+        clock[0] += 0.01  # a fixed cost per forward, whatever its size
         return model(inputs)
 
     loader = DataLoader(x, batch_size=2)
