@@ -257,13 +257,19 @@ def tracin_influence(
             test = batch_features(test_batches, test_features)
             if aggregate:
                 test = tuple(t.sum(dim=0, keepdim=True) for t in test)
-            parts = []
+            parts: list[Tensor] = []  # the first checkpoint sizes the total; later ones add into it in place
+            column = 0
             for batch in train_batches:
-                parts.append(pair_scores(test, train_features(batch)))
+                scores = pair_scores(test, train_features(batch))
+                if total is None:
+                    parts.append(learning_rate * scores)
+                else:
+                    total[:, column : column + scores.shape[1]].add_(scores, alpha=learning_rate)
+                column += scores.shape[1]
                 if update is not None:
                     update(1)
-            scores = torch.cat(parts, dim=1)
-            total = learning_rate * scores if total is None else total + learning_rate * scores
+            if total is None:
+                total = torch.cat(parts, dim=1)
     assert total is not None  # resolve_checkpoints guarantees a checkpoint
     return total
 
@@ -288,41 +294,33 @@ def tracin_self_influence(
 ) -> Tensor:
     """``sum_c lr_c * |g_c(z)|^2`` for every example of ``batches``.
 
-    ``outer_loop_by_checkpoints`` loads each checkpoint once and walks the data per checkpoint; otherwise
-    each batch walks all checkpoints (more loads, one pass over the data). The scores are the same.
+    ``outer_loop_by_checkpoints`` only chooses the progress bars (Captum's texts): the work is the same.
     """
-    # Captum's bar texts: an outer bar over checkpoints with an inner one over batches per checkpoint, or
-    # one bar over batches.
+    # Checkpoints are always the outer loop: each is loaded once and the running scores are one number per
+    # example, so Captum's batch-outer order (a load per checkpoint and batch) would only cost time.  The
+    # flag chooses Captum's bar texts: an outer bar over checkpoints with an inner one over batches per
+    # checkpoint, or one bar over every batch of every checkpoint.
     prefix = f"Using {description} to compute self influence. Processing"
-    steps = len(checkpoints) if outer_loop_by_checkpoints else _length(batches)
-    with (
-        loaded_checkpoints(model, checkpoints, load) as rates,
-        progress_bar(
-            show_progress, steps, f"{prefix} {'checkpoint' if outer_loop_by_checkpoints else 'batch'}"
-        ) as update,
-    ):
-        if outer_loop_by_checkpoints:
-            total: Tensor | None = None
-            for learning_rate in rates():
-                parts = []
-                with progress_bar(show_progress, _length(batches), f"{prefix} batch") as inner:
-                    for batch in batches:
-                        parts.append(self_scores(features(batch)))
-                        if inner is not None:
-                            inner(1)
-                scores = learning_rate * torch.cat(parts)
-                total = scores if total is None else total + scores
-                if update is not None:
-                    update(1)
-            assert total is not None  # resolve_checkpoints guarantees a checkpoint
-            return total
-        parts = []
-        for batch in batches:
-            per_checkpoint = [lr * self_scores(features(batch)) for lr in rates()]
-            parts.append(torch.stack(per_checkpoint).sum(dim=0))
+    per_checkpoint = _length(batches)
+    by_checkpoints = show_progress and outer_loop_by_checkpoints
+    outer = progress_bar(by_checkpoints, len(checkpoints), f"{prefix} checkpoint")
+    overall = progress_bar(show_progress and not by_checkpoints, len(checkpoints) * per_checkpoint, f"{prefix} batch")
+    total: Tensor | None = None
+    with loaded_checkpoints(model, checkpoints, load) as rates, outer as update, overall as step:
+        for learning_rate in rates():
+            parts = []
+            with progress_bar(by_checkpoints, per_checkpoint, f"{prefix} batch") as inner:
+                for batch in batches:
+                    parts.append(self_scores(features(batch)))
+                    for tick in (inner, step):
+                        if tick is not None:
+                            tick(1)
+            scores = torch.cat(parts)
+            total = learning_rate * scores if total is None else total.add_(scores, alpha=learning_rate)
             if update is not None:
                 update(1)
-        return torch.cat(parts)
+    assert total is not None  # resolve_checkpoints guarantees a checkpoint
+    return total
 
 
 def _length(batches: Iterable[Any]) -> int:
