@@ -25,7 +25,11 @@ def example():
 def run(example, tmp_path_factory):
     out = tmp_path_factory.mktemp("digits")
     threads = torch.get_num_threads()
-    result = example.main(["--out", str(out), "--epochs", "4"])
+    try:  # Captum is an optional extra: the comparison runs when it is installed
+        from captum.influence import TracInCPFast as reference
+    except ImportError:
+        reference = None
+    result = example.main(["--out", str(out), "--epochs", "4"], reference=reference)
     assert torch.get_num_threads() == threads  # the example's one-thread setting is scoped
     return out, result
 
@@ -63,7 +67,7 @@ def test_self_influence_agrees_with_captum(run, example):
 
 
 def test_without_captum_the_comparison_is_skipped_with_a_note(example, tmp_path, capsys):
-    result = example.main(["--out", str(tmp_path), "--epochs", "1", "--no-captum"])
+    result = example.main(["--out", str(tmp_path), "--epochs", "1"])
     assert result["captum_agreement"] is None and "skipped" in result["captum_note"]
     assert example.CAPTUM not in result["recall_at_inspected"]
     assert "Captum comparison skipped" in capsys.readouterr().out
