@@ -260,6 +260,11 @@ def _check_float(value: Any, name: str, minimum: float = 0.0) -> None:
         raise ArgumentError(f"{name}: expected a finite number >= {minimum}, got {value!r}")
 
 
+def _check_number(value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ArgumentTypeError(f"{name}: expected a number, got {describe(value)}")
+
+
 class InfluenceFunctionBase(DataInfluence):
     """Base of the influence-function methods (Captum's name): the data, the loss functions and the layers.
 
@@ -501,8 +506,7 @@ class NaiveInfluenceFunction(_LowRankInfluenceFunction):
     ) -> None:
         check_int(projection_dim, "projection_dim", allow_none=True)
         _check_float(hessian_reg, "hessian_reg")
-        if isinstance(hessian_inverse_tol, bool) or not isinstance(hessian_inverse_tol, (int, float)):
-            raise ArgumentTypeError(f"hessian_inverse_tol: expected a number, got {describe(hessian_inverse_tol)}")
+        _check_number(hessian_inverse_tol, "hessian_inverse_tol")
         super().__init__(
             model,
             train_dataset,
@@ -589,8 +593,7 @@ class ArnoldiInfluenceFunction(_LowRankInfluenceFunction):
         check_int(seed, "seed", minimum=0)
         _check_float(arnoldi_tol, "arnoldi_tol")
         _check_float(hessian_reg, "hessian_reg")
-        if isinstance(hessian_inverse_tol, bool) or not isinstance(hessian_inverse_tol, (int, float)):
-            raise ArgumentTypeError(f"hessian_inverse_tol: expected a number, got {describe(hessian_inverse_tol)}")
+        _check_number(hessian_inverse_tol, "hessian_inverse_tol")
         super().__init__(
             model,
             train_dataset,

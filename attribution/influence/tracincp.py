@@ -105,6 +105,47 @@ class TracInCPBase(DataInfluence):
         check_int(k, "k")
         return KMostInfluentialResults(*core.top_k(scores, k, proponents))
 
+    def _influence_of(
+        self,
+        inputs: Any,
+        test_features: core.Features,
+        train_features: core.Features,
+        k: int | None,
+        proponents: bool,
+        show_progress: bool,
+        aggregate: bool = False,
+    ) -> TensorOrResults:
+        """What every subclass's ``influence`` does, given how it turns a batch into per-example factors."""
+        scores = core.tracin_influence(
+            self.model,
+            self.checkpoints,
+            self.checkpoints_load_func,
+            core.as_batches(inputs),
+            self.train_dataloader,
+            test_features,
+            train_features,
+            aggregate=aggregate,
+            show_progress=show_progress,
+            description=core.influence_description(self.get_name(), k, proponents),
+        )
+        return scores if k is None else self._k_most(scores, k, proponents)
+
+    def _self_influence_of(
+        self, inputs: Any, features: core.Features, show_progress: bool, outer_loop_by_checkpoints: bool
+    ) -> Tensor:
+        """What every subclass's ``self_influence`` does, given its per-example factors."""
+        batches = self.train_dataloader if inputs is None else core.as_batches(inputs)
+        return core.tracin_self_influence(
+            self.model,
+            self.checkpoints,
+            self.checkpoints_load_func,
+            batches,
+            features,
+            outer_loop_by_checkpoints=outer_loop_by_checkpoints,
+            show_progress=show_progress,
+            description=self.get_name(),
+        )
+
 
 class TracInCP(TracInCPBase):
     """TracIn over the gradients of all parameters (or of ``layers``), one checkpoint at a time.
@@ -194,19 +235,8 @@ class TracInCP(TracInCPBase):
             ValueError: no ``inputs`` or a bad ``k``.
             TypeError: ``inputs`` of the wrong type.
         """
-        scores = core.tracin_influence(
-            self.model,
-            self.checkpoints,
-            self.checkpoints_load_func,
-            core.as_batches(inputs),
-            self.train_dataloader,
-            partial(self._gradients, self.test_loss_fn),
-            partial(self._gradients, self.loss_fn),
-            aggregate=aggregate,
-            show_progress=show_progress,
-            description=core.influence_description(self.get_name(), k, proponents),
-        )
-        return scores if k is None else self._k_most(scores, k, proponents)
+        test, train = partial(self._gradients, self.test_loss_fn), partial(self._gradients, self.loss_fn)
+        return self._influence_of(inputs, test, train, k, proponents, show_progress, aggregate)
 
     def self_influence(
         self,
@@ -219,20 +249,11 @@ class TracInCP(TracInCPBase):
         Args:
             inputs: one batch, a DataLoader, or None for ``train_dataset``.
             show_progress: a progress bar.
-            outer_loop_by_checkpoints: load each checkpoint once and pass over the data per checkpoint
-                (else one pass over the data, loading every checkpoint per batch); same scores.
+            outer_loop_by_checkpoints: Captum's choice of progress bars (one over checkpoints with one over
+                batches inside, or one over batches); each checkpoint is loaded once either way.
         """
-        batches = self.train_dataloader if inputs is None else core.as_batches(inputs)
-        return core.tracin_self_influence(
-            self.model,
-            self.checkpoints,
-            self.checkpoints_load_func,
-            batches,
-            partial(self._gradients, self.loss_fn),
-            outer_loop_by_checkpoints=outer_loop_by_checkpoints,
-            show_progress=show_progress,
-            description=self.get_name(),
-        )
+        features = partial(self._gradients, self.loss_fn)
+        return self._self_influence_of(inputs, features, show_progress, outer_loop_by_checkpoints)
 
     def compute_intermediate_quantities(
         self, inputs: tuple[Any, ...] | DataLoader[Any], aggregate: bool = False

@@ -120,18 +120,8 @@ class TracInCPFast(TracInCPBase):
             ValueError: no ``inputs`` or a bad ``k``.
             TypeError: ``inputs`` of the wrong type.
         """
-        scores = core.tracin_influence(
-            self.model,
-            self.checkpoints,
-            self.checkpoints_load_func,
-            core.as_batches(inputs),
-            self.train_dataloader,
-            partial(self._factors, True),
-            partial(self._factors, False),
-            show_progress=show_progress,
-            description=core.influence_description(self.get_name(), k, proponents),
-        )
-        return scores if k is None else self._k_most(scores, k, proponents)
+        test, train = partial(self._factors, True), partial(self._factors, False)
+        return self._influence_of(inputs, test, train, k, proponents, show_progress)
 
     def self_influence(
         self,
@@ -141,17 +131,7 @@ class TracInCPFast(TracInCPBase):
     ) -> Tensor:
         """``sum_c lr_c * |g|^2 |a|^2`` per example of ``inputs`` (default: the training set); see
         :meth:`TracInCP.self_influence`."""
-        batches = self.train_dataloader if inputs is None else core.as_batches(inputs)
-        return core.tracin_self_influence(
-            self.model,
-            self.checkpoints,
-            self.checkpoints_load_func,
-            batches,
-            partial(self._factors, False),
-            outer_loop_by_checkpoints=outer_loop_by_checkpoints,
-            show_progress=show_progress,
-            description=self.get_name(),
-        )
+        return self._self_influence_of(inputs, partial(self._factors, False), show_progress, outer_loop_by_checkpoints)
 
 
 class NearestNeighbors(Protocol):
