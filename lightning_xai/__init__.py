@@ -7,6 +7,7 @@ Example::
 """
 
 from lightning_xai.influence_monitor import IndexedDataset, InfluenceMonitor, MissingIndexError
+from lightning_xai.influence_regression import InfluenceRegressionCheck
 from lightning_xai.monitor import AttributionMonitor, AttributionMonitorError
 from lightning_xai.regression import AttributionRegressionCheck, AttributionRegressionError
 
@@ -17,6 +18,7 @@ __all__ = [
     "AttributionRegressionError",
     "IndexedDataset",
     "InfluenceMonitor",
+    "InfluenceRegressionCheck",
     "MissingIndexError",
 ]
 __version__ = "0.1.0"

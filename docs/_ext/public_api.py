@@ -29,6 +29,7 @@ MODULES = (
     "attribution.text_visualization",
     "lightning_xai",
     "lightning_xai.monitor",
+    "lightning_xai.influence_monitor",
 )
 """The documented modules, each with a page; every public name in them gets a page of its own."""
 

@@ -33,3 +33,5 @@ Direction = Literal["above", "below"]
 """``AttributionRegressionCheck(direction=...)``: the side of the threshold the metric must stay on."""
 OnFail = Literal["warn", "stop", "raise"]
 """``AttributionRegressionCheck(on_fail=...)``: what a violation does."""
+InfluenceMetric = Literal["marked_self_influence", "suspect_class_shift"]
+"""``InfluenceRegressionCheck(metric=...)``: what the check watches in the influence monitor's scores."""

@@ -18,8 +18,9 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from PIL import Image
+from torch.utils.data import DataLoader
 
-from lightning_xai import AttributionMonitor
+from lightning_xai import AttributionMonitor, IndexedDataset, InfluenceMonitor
 from lightning_xai._write.image_sinks import FileSink, MlflowSink, TensorBoardSink, WandbSink, image_sinks
 from lightning_xai._write.picture import Picture
 from lightning_xai._write.writers import ExplanationWriter
@@ -334,3 +335,67 @@ def test_a_failing_sink_leaves_the_others_their_image(tmp_path):
         _decoded(tmp_path / "xai" / "images" / "xai_per_step_probe" / "step_0000002.png") == Picture(image).pixels
     ).all()
     assert (tmp_path / "xai" / "probe.png").exists()
+
+
+# ---------------------------------------------------------------------- the influence monitor's tables and images
+
+
+def _influence_fit(tmp_path: Path, logger) -> InfluenceMonitor:
+    """Two epochs of ShapesNet with an InfluenceMonitor on three validation images."""
+    L.seed_everything(0, verbose=False)
+    data = ShapesDataModule(n_train=32, n_val=8, size=16, batch_size=16)
+    data.setup("fit")
+    batch = next(iter(data.val_dataloader()))  # dicts: the images under "image"
+    monitor = InfluenceMonitor((batch["image"][:3], batch["label"][:3]), k=2, num_suspects=4, input_key="image")
+
+    class Indexed(ShapesDataModule):
+        def train_dataloader(self):
+            return DataLoader(IndexedDataset(data.train_dataloader().dataset), batch_size=16, shuffle=True)
+
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        logger=logger,
+        callbacks=[monitor],
+        max_epochs=2,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(ShapesNet(), datamodule=Indexed(n_train=32, n_val=8, size=16, batch_size=16))
+    return monitor
+
+
+def test_influence_tables_and_images_reach_mlflow(tmp_path, mlflow_store):
+    from mlflow import MlflowClient
+    from mlflow.artifacts import load_dict
+
+    logger = MLFlowLogger(experiment_name="xai", tracking_uri=mlflow_store)
+    monitor = _influence_fit(tmp_path, logger)
+    client = MlflowClient(mlflow_store)
+    run = client.get_run(logger.run_id)
+    suspects = load_dict(f"{run.info.artifact_uri}/influence_suspects/step_0000004.json")
+    expected = monitor.tracin.suspects(4).tolist()
+    assert suspects["columns"] == ["rank", "index", "label", "self_influence", "visits"]
+    assert [row[1] for row in suspects["data"]] == expected
+    probe = load_dict(f"{run.info.artifact_uri}/influence_probe_0/step_0000004.json")
+    assert probe["columns"] == ["kind", "rank", "index", "label", "score"] and probe["data"]
+    images = _mlflow_images(client, logger.run_id)
+    assert images == Counter({(f"influence/probe_{i}", step): 1 for i in range(3) for step in (2, 4)})
+    assert [m.step for m in client.get_metric_history(logger.run_id, "influence/self_influence_max")] == [2, 4]
+
+
+def test_influence_tables_and_images_reach_wandb(tmp_path, wandb_offline):
+    _influence_fit(tmp_path, wandb_offline())
+    rows, files = _wandb_history(tmp_path)
+    tables = [(key, row["trainer/global_step"]) for row in rows for key, value in row.items() if value == "table-file"]
+    assert sorted(tables) == sorted(
+        (f"{tag}/_type", step)
+        for tag in ["influence/suspects"] + [f"influence/probe_{i}" for i in range(3)]
+        for step in (2, 4)
+    )
+    images = _wandb_images(rows)
+    assert Counter((i["tag"], i["step"]) for i in images) == Counter(
+        {(f"influence/probe_{i}", step): 1 for i in range(3) for step in (2, 4)}
+    )
+    assert all((files / image["file"]).is_file() for image in images)

@@ -19,7 +19,12 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "lightning_xai"
 LAYERS = ("_config", "_compute", "_draw", "_write", "callbacks", "package")
 """In import order: a module may import its own layer and the ones before it."""
-CALLBACKS = ("lightning_xai.monitor", "lightning_xai.regression", "lightning_xai.influence_monitor")
+CALLBACKS = (
+    "lightning_xai.monitor",
+    "lightning_xai.regression",
+    "lightning_xai.influence_monitor",
+    "lightning_xai.influence_regression",
+)
 
 
 def _name(path: Path) -> str:

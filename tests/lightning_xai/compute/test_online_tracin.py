@@ -1,4 +1,5 @@
-"""Online TracIn against its definition: per-step checkpoints replayed by hand with full autograd gradients."""
+"""Online TracIn against its definition: per-step checkpoints replayed by hand with full autograd gradients,
+for the last layer's weight in closed form and for all parameters from torch.func; processes added up."""
 
 import copy
 
@@ -7,12 +8,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lightning_xai._compute.online_tracin import (
-    MissingIndexError,
-    OnlineTracIn,
-    last_layer_factors,
-    split_indexed_batch,
-)
+from lightning_xai._compute.indexed_batch import MissingIndexError, split_indexed_batch
+from lightning_xai._compute.online_tracin import OnlineTracIn, combined
+from lightning_xai._compute.training_gradients import StepScores, TrainingGradients, linear_weight_factors
 
 N_TRAIN = 12
 
@@ -34,23 +32,35 @@ def _data():
     return x, y, probe
 
 
-def _weight_grads(model, x, y):
-    """Per-example gradients of the last layer's weight, by autograd on a copy in eval mode: the definition."""
+def _grads(model, x, y, names):
+    """Per-example gradients of the parameters ``names``, by autograd on a copy in eval mode: the definition.
+    One ``(N, numel)`` tensor per name."""
     replica = copy.deepcopy(model).eval()
+    params = dict(replica.named_parameters())
     rows = []
     for xi, yi in zip(x, y):
         loss = F.cross_entropy(replica(xi[None]), yi[None])
-        (grad,) = torch.autograd.grad(loss, replica[3].weight)
-        rows.append(grad.flatten())
-    return torch.stack(rows)
+        rows.append([g.flatten() for g in torch.autograd.grad(loss, [params[n] for n in names])])
+    return [torch.stack(parts) for parts in zip(*rows)]
 
 
-def _train(batch_size, capacity, epochs=2, shuffle_seed=0):
-    """SGD on a tiny model, feeding OnlineTracIn at each step and replaying TracIn by hand beside it."""
+ALL = ["0.weight", "0.bias", "3.weight", "3.bias"]
+
+
+def _train(batch_size, capacity, epochs=2, shuffle_seed=0, parameters=None, ranks=1):
+    """SGD on a tiny model, feeding OnlineTracIn at each step and replaying TracIn by hand beside it.
+
+    ``parameters=None``: the last layer's weight in closed form; else those parameters from torch.func, the
+    first layer at a tenth of the rate. ``ranks``: each batch is split among that many OnlineTracIn (the
+    processes of DDP); returned combined."""
     model = _model()
     x, y, probe = _data()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    tracin = OnlineTracIn(len(probe[0]), capacity)
+    names = ["3.weight"] if parameters is None else parameters
+    first = [p for n, p in model.named_parameters() if n.startswith("0.")]
+    last = [p for n, p in model.named_parameters() if n.startswith("3.")]
+    optimizer = torch.optim.SGD([{"params": first}, {"params": last}], lr=0.5)
+    gradients = TrainingGradients(model, parameters, model[3] if parameters is None else None, _loss)
+    tracins = [OnlineTracIn(len(probe[0]), capacity) for _ in range(ranks)]
     exact = torch.zeros(len(probe[0]), N_TRAIN)
     exact_self = torch.zeros(N_TRAIN)
     g = torch.Generator().manual_seed(shuffle_seed)
@@ -58,37 +68,39 @@ def _train(batch_size, capacity, epochs=2, shuffle_seed=0):
     for _ in range(epochs):
         for indices in torch.randperm(N_TRAIN, generator=g).split(batch_size):
             lr = 0.5 / (1 + step)  # a schedule: the score must use each step's own rate
-            optimizer.param_groups[0]["lr"] = lr
+            optimizer.param_groups[0]["lr"], optimizer.param_groups[1]["lr"] = lr / 10, lr
+            rates = [lr / 10 if n.startswith("0.") else lr for n in names]
             model.eval()
-            tracin.update(
-                last_layer_factors(model, model[3], *probe, _loss),
-                last_layer_factors(model, model[3], x[indices], y[indices], _loss),
-                indices,
-                y[indices],
-                lr,
-            )
-            train_grads = _weight_grads(model, x[indices], y[indices])
-            exact[:, indices] += lr * _weight_grads(model, *probe) @ train_grads.T
-            exact_self[indices] += lr * train_grads.pow(2).sum(1)
+            for rank, share in enumerate(indices.chunk(ranks)):
+                tracins[rank].update(share, y[share], gradients.step_scores(probe, x[share], y[share], rates))
+            train_grads = _grads(model, x[indices], y[indices], names)
+            probe_grads = _grads(model, *probe, names)
+            for rate, t, q in zip(rates, train_grads, probe_grads):
+                exact[:, indices] += rate * q @ t.T
+                exact_self[indices] += rate * t.pow(2).sum(1)
             model.train()
             optimizer.zero_grad()
             F.cross_entropy(model(x[indices]), y[indices]).backward()
             optimizer.step()
             step += 1
+    tracin = tracins[0] if ranks == 1 else combined([t.state_dict() for t in tracins])
     return tracin, exact, exact_self, y
 
 
+@pytest.mark.parametrize("parameters", [None, ALL, ["0.weight"]], ids=["last-weight", "all", "first-weight"])
 @pytest.mark.parametrize("batch_size", [1, 4])
-def test_online_scores_equal_the_checkpoint_replay(batch_size):
-    tracin, exact, _, _ = _train(batch_size, capacity=N_TRAIN)  # the pool holds everyone: no approximation
+def test_online_scores_equal_the_checkpoint_replay(batch_size, parameters):
+    # the pool holds everyone: no approximation
+    tracin, exact, _, _ = _train(batch_size, capacity=N_TRAIN, parameters=parameters)
     for p in range(exact.shape[0]):
         got = tracin.scores_of(p, torch.arange(N_TRAIN))
         torch.testing.assert_close(got, exact[p], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("parameters", [None, ALL], ids=["last-weight", "all"])
 @pytest.mark.parametrize("batch_size", [1, 4])
-def test_self_influence_is_the_sum_over_visits_of_lr_times_the_squared_gradient_norm(batch_size):
-    tracin, _, exact_self, y = _train(batch_size, capacity=2)
+def test_self_influence_is_the_sum_over_visits_of_lr_times_the_squared_gradient_norm(batch_size, parameters):
+    tracin, _, exact_self, y = _train(batch_size, capacity=2, parameters=parameters)
     torch.testing.assert_close(tracin.self_influence[:N_TRAIN], exact_self, rtol=1e-4, atol=1e-7)
     assert tracin.visits[:N_TRAIN].tolist() == [2] * N_TRAIN
     assert tracin.labels[:N_TRAIN].tolist() == y.tolist()
@@ -119,11 +131,35 @@ def test_a_small_pool_is_exact_over_one_epoch():
         assert set(kept.tolist()) == set(ranked[:2].tolist()) | set(ranked[-2:].tolist())
 
 
+def test_processes_added_up_equal_one_process():
+    """DDP: each process sums over its share of every batch; combined, they give the one-process scores."""
+    whole, exact, exact_self, _ = _train(4, capacity=N_TRAIN, parameters=ALL)
+    split, _, _, _ = _train(4, capacity=N_TRAIN, parameters=ALL, ranks=2)
+    torch.testing.assert_close(split.self_influence, whole.self_influence)
+    assert torch.equal(split.visits, whole.visits) and torch.equal(split.labels, whole.labels)
+    for p in range(exact.shape[0]):
+        torch.testing.assert_close(split.scores_of(p, torch.arange(N_TRAIN)), exact[p], rtol=1e-4, atol=1e-6)
+
+
+def test_combined_pools_keep_the_extremes_of_the_summed_scores():
+    one, two = OnlineTracIn(1, capacity=1), OnlineTracIn(1, capacity=1)
+    one.update(
+        torch.tensor([0, 1, 2]), torch.tensor([0, 0, 0]), StepScores(torch.tensor([[3.0, -1.0, 0.5]]), torch.ones(3))
+    )
+    two.update(torch.tensor([1, 3]), torch.tensor([0, 0]), StepScores(torch.tensor([[5.0, -2.0]]), torch.ones(2)))
+    merged = combined([one.state_dict(), two.state_dict()])
+    # example 1: -1 in the first process (kept there as its most negative) and +5 in the second: +4 in all;
+    # example 0 (+3) is dropped, below example 1's sum
+    pool = sorted(zip(merged.pool_indices[0].tolist(), merged.pool_scores[0].tolist()))
+    assert pool == [(1, 4.0), (3, -2.0)]
+    assert merged.proponents(1).indices.tolist() == [[1]] and merged.opponents(1).indices.tolist() == [[3]]
+    assert merged.visits.tolist() == [1, 2, 1, 1] and merged.self_influence.tolist() == [1.0, 2.0, 1.0, 1.0]
+
+
 def test_an_index_twice_in_a_batch_counts_twice():
     tracin = OnlineTracIn(1, capacity=4)
-    probe = (torch.ones(1, 2), torch.ones(1, 3))
-    train = (torch.ones(3, 2), torch.ones(3, 3))
-    tracin.update(probe, train, torch.tensor([5, 5, 1]), torch.tensor([0, 0, 1]), lr=0.5)
+    scores = StepScores(torch.full((1, 3), 3.0), torch.full((3,), 3.0))
+    tracin.update(torch.tensor([5, 5, 1]), torch.tensor([0, 0, 1]), scores)
     assert tracin.scores_of(0, torch.tensor([5, 1])).tolist() == [6.0, 3.0]
     assert tracin.self_influence[[5, 1]].tolist() == [6.0, 3.0]
     assert tracin.visits[[5, 1]].tolist() == [2, 1]
@@ -135,6 +171,9 @@ def test_state_round_trip():
     for name in ("pool_indices", "pool_scores", "self_influence", "visits", "labels"):
         assert torch.equal(getattr(again, name), getattr(tracin, name))
     assert again.steps == tracin.steps == 6
+    empty = again.emptied()
+    assert empty.visits.sum() == 0 and empty.self_influence.sum() == 0 and (empty.pool_indices < 0).all()
+    assert torch.equal(empty.labels, tracin.labels)
 
 
 def test_factors_leave_the_model_untouched():
@@ -142,7 +181,8 @@ def test_factors_leave_the_model_untouched():
     x, y, _ = _data()
     model(x).sum().backward()
     grads = [p.grad.clone() for p in model.parameters()]
-    last_layer_factors(model.eval(), model[3], x, y, _loss)
+    linear_weight_factors(model.eval(), model[3], x, y, _loss)
+    TrainingGradients(model, ALL, None, _loss).step_scores((x[:2], y[:2]), x, y, [1.0] * 4)
     assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads))
     assert all(p.requires_grad for p in model.parameters())
     assert not model[3]._forward_hooks
@@ -152,11 +192,13 @@ def test_factors_refuse_a_mean_loss_and_a_reused_layer():
     model = _model().eval()
     x, y, _ = _data()
     with pytest.raises(ValueError, match="one loss per example"):
-        last_layer_factors(model, model[3], x, y, F.cross_entropy)
+        linear_weight_factors(model, model[3], x, y, F.cross_entropy)
+    with pytest.raises(ValueError, match="one loss per example"):
+        TrainingGradients(model, ALL, None, lambda s, t: F.cross_entropy(s, t)[None].expand(2)).factors(x, y)
     twice = nn.Linear(5, 5)
     double = nn.Sequential(twice, nn.Tanh(), twice)
     with pytest.raises(ValueError, match="called once"):
-        last_layer_factors(double, twice, x, torch.zeros(N_TRAIN, dtype=torch.long), _loss)
+        linear_weight_factors(double, twice, x, torch.zeros(N_TRAIN, dtype=torch.long), _loss)
     assert not twice._forward_hooks
 
 
