@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Sequence
-from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
@@ -19,10 +15,10 @@ from lightning_xai._compute.online_tracin import OnlineTracIn
 from lightning_xai._config.arguments import check_literal
 from lightning_xai._config.choices import InfluenceMetric, OnFail
 from lightning_xai.influence_monitor import InfluenceMonitor, InfluencePoint
-from lightning_xai.regression import AttributionRegressionError
+from lightning_xai.regression import ThresholdCheck, finite_threshold
 
 
-class InfluenceRegressionCheck(Callback):
+class InfluenceRegressionCheck(ThresholdCheck):
     """Warn, stop or fail training when the self-influence ranking of an :class:`InfluenceMonitor` shows a
     problem. Each metric is read from the monitor's running scores at each point (all processes added up),
     logged to every logger as ``influence/<metric>``, and must stay at or below ``threshold``:
@@ -69,11 +65,8 @@ class InfluenceRegressionCheck(Callback):
         start_epoch: int = 0,
         on_fail: OnFail = "warn",
     ) -> None:
-        super().__init__()
+        super().__init__(patience, start_epoch, on_fail)
         check_literal(metric, "metric", InfluenceMetric)
-        check_literal(on_fail, "on_fail", OnFail)
-        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not math.isfinite(threshold):
-            raise MisconfigurationException(f"threshold: expected a finite number, got {threshold!r}")
         if metric == "marked_self_influence":
             if marked is None or len(marked) == 0:
                 raise MisconfigurationException(
@@ -83,20 +76,12 @@ class InfluenceRegressionCheck(Callback):
                 raise MisconfigurationException(f"marked: expected dataset indices (ints >= 0), got {list(marked)!r}")
         elif marked is not None:
             raise MisconfigurationException(f"marked: only 'marked_self_influence' reads it, not {metric!r}")
-        for name, value in (("patience", patience), ("start_epoch", start_epoch)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise MisconfigurationException(f"{name}: expected an int >= 0, got {value!r}")
         if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
             raise MisconfigurationException(f"top: expected a positive int, got {top!r}")
         self.metric: InfluenceMetric = metric
-        self.threshold: float = float(threshold)
+        self.threshold: float = finite_threshold(threshold)
         self.marked: Tensor | None = None if marked is None else torch.as_tensor(list(marked), dtype=torch.long)
         self.top: int | None = top
-        self.patience: int = patience
-        self.start_epoch: int = start_epoch
-        self.on_fail: OnFail = on_fail
-        self.violations: int = 0
-        self.history: list[dict[str, Any]] = []
         self._monitor: InfluenceMonitor | None = None
 
     @property
@@ -149,30 +134,10 @@ class InfluenceRegressionCheck(Callback):
         if value is not None:
             for logger in trainer.loggers:
                 logger.log_metrics({f"influence/{self.metric}": value}, step=point.step)
-            violated = value > self.threshold
-            self.violations = self.violations + 1 if violated else 0
-            self.history.append({"step": point.step, "epoch": point.epoch, "value": value, "violated": violated})
-        fired = value is not None and self.violations > self.patience
-        # Every rank takes part in the vote at every point, so the collective calls always match.
-        if trainer.strategy.reduce_boolean_decision(fired, all=False):
-            message = (
-                f"InfluenceRegressionCheck: influence/{self.metric} = "
-                + ("another process's value" if value is None else f"{value:.4g}")
-                + f" at step {point.step} (epoch {point.epoch}) is above the threshold {self.threshold:g}"
-                + (f" for {self.violations} logged points in a row" if self.violations > 1 else "")
-            )
-            if self.on_fail == "raise":
-                raise AttributionRegressionError(message)
-            if self.on_fail == "stop":
-                trainer.should_stop = True
-                message += "; stopping training"
-            rank_zero_warn(message)
-
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        return {"violations": self.violations, "history": list(self.history)}
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.violations = state_dict.get("violations", 0)
-        self.history = list(state_dict.get("history", []))
+            self._record(point.step, point.epoch, value, value > self.threshold)
+        shown = "another process's value" if value is None else f"{value:.4g}"
+        message = (
+            f"InfluenceRegressionCheck: influence/{self.metric} = {shown} at step {point.step} (epoch {point.epoch}) "
+            f"is above the threshold {self.threshold:g}"
+        )
+        self._vote(trainer, value is not None and self.violations > self.patience, message)

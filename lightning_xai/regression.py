@@ -23,7 +23,51 @@ class AttributionRegressionError(RuntimeError):
     """Raised by :class:`AttributionRegressionCheck` with ``on_fail="raise"``."""
 
 
-class AttributionRegressionCheck(Callback):
+class ThresholdCheck(Callback):
+    """What the regression checks share: violations in a row counted against ``patience`` from
+    ``start_epoch``, the history of the values checked, and the action (``on_fail``) taken when the processes
+    agree that one fired. Carried in checkpoints."""
+
+    def __init__(self, patience: int, start_epoch: int, on_fail: OnFail) -> None:
+        super().__init__()
+        check_literal(on_fail, "on_fail", OnFail)
+        for name, value in (("patience", patience), ("start_epoch", start_epoch)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise MisconfigurationException(f"{name}: expected an int >= 0, got {value!r}")
+        self.patience: int = patience
+        self.start_epoch: int = start_epoch
+        self.on_fail: OnFail = on_fail
+        self.violations: int = 0
+        self.history: list[dict[str, Any]] = []
+
+    def _record(self, step: int, epoch: int, value: float, violated: bool) -> None:
+        self.violations = self.violations + 1 if violated else 0
+        self.history.append({"step": step, "epoch": epoch, "value": value, "violated": violated})
+
+    def _vote(self, trainer: pl.Trainer, fired: bool, message: str) -> None:
+        """Act on ``message`` if any process's check ``fired``. Every rank takes part in the vote at every
+        point, so the collective calls always match."""
+        if not trainer.strategy.reduce_boolean_decision(fired, all=False):
+            return
+        message += f" for {self.violations} logged points in a row" if self.violations > 1 else ""
+        if self.on_fail == "raise":
+            raise AttributionRegressionError(message)
+        if self.on_fail == "stop":
+            trainer.should_stop = True
+            message += "; stopping training"
+        rank_zero_warn(message)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"violations": self.violations, "history": list(self.history)}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.violations = state_dict.get("violations", 0)
+        self.history = list(state_dict.get("history", []))
+
+
+class AttributionRegressionCheck(ThresholdCheck):
     """Warn, stop or fail training when an explanation metric of the monitor crosses a threshold.
 
     Reads the values the :class:`AttributionMonitor` of the same trainer
@@ -66,22 +110,11 @@ class AttributionRegressionCheck(Callback):
         start_epoch: int = 0,
         on_fail: OnFail = "warn",
     ) -> None:
-        super().__init__()
+        super().__init__(patience, start_epoch, on_fail)
         self.method, self.metric = _parse_metric(metric)
-        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not math.isfinite(threshold):
-            raise MisconfigurationException(f"threshold: expected a finite number, got {threshold!r}")
+        self.threshold: float = finite_threshold(threshold)
         check_literal(direction, "direction", Direction)
-        check_literal(on_fail, "on_fail", OnFail)
-        for name, value in (("patience", patience), ("start_epoch", start_epoch)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise MisconfigurationException(f"{name}: expected an int >= 0, got {value!r}")
-        self.threshold: float = float(threshold)
         self.direction: Direction = direction
-        self.patience: int = patience
-        self.start_epoch: int = start_epoch
-        self.on_fail: OnFail = on_fail
-        self.violations: int = 0
-        self.history: list[dict[str, Any]] = []
         self._monitor: MonitorValues | None = None
         self._warned_missing: bool = False
 
@@ -145,12 +178,11 @@ class AttributionRegressionCheck(Callback):
             self._warn_missing(point)
         if value is not None:
             violated = value < self.threshold if self.direction == "above" else value > self.threshold
-            self.violations = self.violations + 1 if violated else 0
-            self.history.append({"step": point.step, "epoch": point.epoch, "value": value, "violated": violated})
-        fired = value is not None and self.violations > self.patience
-        # Every rank takes part in the vote at every point, so the collective calls always match.
-        if trainer.strategy.reduce_boolean_decision(fired, all=False):
-            self._act(trainer, point, value)
+            self._record(point.step, point.epoch, value, violated)
+        shown = "another process's value" if value is None else f"{value:.4g}"
+        side = "below" if self.direction == "above" else "above"
+        message = f"AttributionRegressionCheck: xai/{self.name} = {shown} at {point.label} is {side} the threshold "
+        self._vote(trainer, value is not None and self.violations > self.patience, message + f"{self.threshold:g}")
 
     def _warn_missing(self, point: Point) -> None:
         reason = self._read.missing_reason(self.method, self.metric, point.step)
@@ -161,28 +193,12 @@ class AttributionRegressionCheck(Callback):
                 f"the check cannot act on it (this warning is given once)"
             )
 
-    def _act(self, trainer: pl.Trainer, point: Point, value: float | None) -> None:
-        shown = "another process's value" if value is None else f"{value:.4g}"
-        message = (
-            f"AttributionRegressionCheck: xai/{self.name} = {shown} at {point.label} is "
-            f"{'below' if self.direction == 'above' else 'above'} the threshold {self.threshold:g}"
-            + (f" for {self.violations} logged points in a row" if self.violations > 1 else "")
-        )
-        if self.on_fail == "raise":
-            raise AttributionRegressionError(message)
-        if self.on_fail == "stop":
-            trainer.should_stop = True
-            message += "; stopping training"
-        rank_zero_warn(message)
 
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        return {"violations": self.violations, "history": list(self.history)}
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.violations = state_dict.get("violations", 0)
-        self.history = list(state_dict.get("history", []))
+def finite_threshold(threshold: Any) -> float:
+    """``threshold`` as a float; MisconfigurationException unless it is a finite number."""
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not math.isfinite(threshold):
+        raise MisconfigurationException(f"threshold: expected a finite number, got {threshold!r}")
+    return float(threshold)
 
 
 def _parse_metric(metric: Any) -> tuple[str | None, str]:
