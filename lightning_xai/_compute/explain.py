@@ -50,7 +50,11 @@ def untouched_training_state(model: nn.Module, seed: int) -> Iterator[None]:
     flags = [(module, module.training) for module in model.modules()]
     devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
     with torch.random.fork_rng(devices=devices), _eager():
-        torch.manual_seed(seed)
+        # The generators forked, seeded one by one: torch.manual_seed also queues seeds for every accelerator
+        # kind that is not initialised, formatting a stack trace each time (most of a small model's step).
+        torch.default_generator.manual_seed(seed)
+        for index in devices:
+            torch.cuda.default_generators[index].manual_seed(seed)
         model.eval()
         try:
             yield

@@ -195,10 +195,21 @@ class TrainingGradients:
         The training batch goes in chunks for flat gradients: the memory is that of the probe's gradients
         and one chunk's.
         """
+        if self.layer is not None:  # one forward for both (eval mode: no example affects another)
+            both = self.factors(torch.cat([probe[0], inputs]), torch.cat([probe[1], labels]))
+            n = len(probe[0])
+            probe_factors, train_factors = (
+                [tuple(f[:n] for f in p) for p in both],
+                [tuple(f[n:] for f in p) for p in both],
+            )
+            return StepScores(
+                sum(rate * _dots(p, t) for rate, p, t in zip(rates, probe_factors, train_factors)),  # type: ignore[arg-type]
+                sum(rate * _own(t) for rate, t in zip(rates, train_factors)),  # type: ignore[arg-type]
+            )
         probe_factors = self.factors(*probe)
-        step = self.chunk_size(inputs.device) if self.layer is None else len(inputs)
+        step = self.chunk_size(inputs.device)
         pairs, own = [], []
-        for start in range(0, len(inputs), max(1, step)):
+        for start in range(0, len(inputs), step):
             train = self.factors(inputs[start : start + step], labels[start : start + step])
             pairs.append(sum(rate * _dots(p, t) for rate, p, t in zip(rates, probe_factors, train)))
             own.append(sum(rate * _own(t) for rate, t in zip(rates, train)))
