@@ -39,7 +39,7 @@ class _ExactNeighbours:
 
 def bench_influence(repeats: int = 2) -> list[str]:
     """Time both libraries' fast TracIn; returns the lines to print."""
-    from captum import influence as theirs
+    from captum import influence as theirs  # type: ignore[import-untyped]
 
     from attribution import influence as ours
 

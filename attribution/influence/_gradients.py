@@ -8,7 +8,10 @@ pairwise score is ``prod_i <f_i(z), f_i(z')>``: the flattened gradient alone for
 whose outer product it is, so the dot product factorizes and the outer product is never formed.
 
 Checkpoints are loaded into the model itself (the load function's contract, as in Captum); every loop
-here restores the model's parameters and buffers afterwards.
+here puts the model's own parameters and buffers back afterwards. With the default load function the
+checkpoint's tensors are bound to the model in place of its own, which are set aside by reference, so
+no copy of the model's state is taken; a custom load function writes into the model's tensors, which
+are then copied first.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import numbers
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -47,12 +51,24 @@ def load_flexible_state_dict(model: nn.Module, path: str) -> float:
     Captum's default ``checkpoints_load_func``: a ``"module."`` prefix (a state dict saved from
     ``nn.DataParallel``) is matched to the model whether or not the model is wrapped.
     """
+    return _load_state_dict(model, path, assign=False)
+
+
+def _load_state_dict(model: nn.Module, path: str, assign: bool) -> float:
+    # assign: bind the checkpoint's tensors to the model (converted to the dtype and device of the tensors
+    # they replace) instead of copying them into the model's own: no second copy of the weights.
     state = dict(torch.load(path, map_location="cpu", weights_only=True))
     learning_rate = state.pop("learning_rate", 1.0)
     target = model.module if isinstance(model, nn.DataParallel) else model
     if state and all(key.startswith("module.") for key in state):
         state = {key[len("module.") :]: value for key, value in state.items()}
-    target.load_state_dict(state)
+    if assign:
+        current = target.state_dict(keep_vars=True)
+        for key, value in state.items():
+            like = current.get(key)
+            if isinstance(value, Tensor) and isinstance(like, Tensor):
+                state[key] = value.to(device=like.device, dtype=like.dtype)
+    target.load_state_dict(state, assign=assign)
     return float(learning_rate)
 
 
@@ -94,12 +110,26 @@ def loaded_checkpoints(
     model: nn.Module, checkpoints: Sequence[Any], load: LoadFunc
 ) -> Iterator[Callable[[], Iterator[float]]]:
     """Yield ``rates()``: a fresh pass that loads each checkpoint into ``model`` and gives its learning rate.
-    The model's parameters and buffers, and the global CPU RNG, are restored on exit."""
-    saved = {name: value.detach().clone() for name, value in model.state_dict().items()}
+    The model's parameters and buffers, and the global CPU RNG, are restored on exit.
+
+    With the default ``load`` the model's own tensors are only set aside (references, no copy) and the
+    checkpoint's are bound in their place, the previous checkpoint's released before the next is read;
+    a custom ``load`` writes into the model's tensors, so their values are copied first.
+    """
+    assign = load is load_flexible_state_dict
+    own = _bound_tensors(model) if assign else []
+    saved: dict[str, Tensor] = (
+        {} if assign else {name: value.detach().clone() for name, value in model.state_dict().items()}
+    )
 
     def each() -> Iterator[float]:
         for checkpoint in checkpoints:
-            learning_rate = load(model, checkpoint)
+            if assign:
+                _rebind(own)  # drop the previous checkpoint's tensors before reading the next
+                learning_rate: Any = _load_state_dict(model, checkpoint, assign=True)
+                _tie_like(own)
+            else:
+                learning_rate = load(model, checkpoint)
             if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real):
                 raise ArgumentTypeError(
                     f"checkpoints_load_func: expected it to return the learning rate (a number), got "
@@ -112,7 +142,34 @@ def loaded_checkpoints(
         with torch.random.fork_rng(devices=[]):
             yield each
     finally:
-        model.load_state_dict(saved)
+        if assign:
+            _rebind(own)
+        else:
+            model.load_state_dict(saved)
+
+
+def _bound_tensors(model: nn.Module) -> list[tuple[nn.Module, str, Tensor]]:
+    """Every parameter and buffer of ``model`` with the module and attribute name it is bound to."""
+    found: list[tuple[nn.Module, str, Tensor]] = []
+    for module in model.modules():
+        found += [(module, name, p) for name, p in module.named_parameters(recurse=False)]
+        found += [(module, name, b) for name, b in module.named_buffers(recurse=False)]
+    return found
+
+
+def _rebind(bound: list[tuple[nn.Module, str, Tensor]]) -> None:
+    for module, name, tensor in bound:
+        setattr(module, name, tensor)
+
+
+def _tie_like(bound: list[tuple[nn.Module, str, Tensor]]) -> None:
+    """Bind one tensor wherever the model's own tensor was shared (tied weights): loading binds one per key."""
+    first: dict[int, Tensor] = {}
+    for module, name, own in bound:
+        if id(own) in first:
+            setattr(module, name, first[id(own)])
+        else:
+            first[id(own)] = getattr(module, name)
 
 
 # --- per-example quantities ----------------------------------------------------------------------------------
@@ -230,37 +287,48 @@ def batch_features(batches: Iterable[Any], features: Features) -> tuple[Tensor, 
     return tuple(torch.cat(parts, dim=0) for parts in zip(*per_batch))
 
 
-def tracin_influence(
-    model: nn.Module,
-    checkpoints: Sequence[Any],
-    load: LoadFunc,
-    test_batches: Iterable[Any],
-    train_batches: Iterable[Any],
-    test_features: Features,
-    train_features: Features,
-    aggregate: bool = False,
-    show_progress: bool = False,
-    description: str = "TracIn",
-) -> Tensor:
+@dataclass(frozen=True)
+class TracInQuery:
+    """What a TracIn influence query reads: the model and its checkpoints, the test and training batches,
+    how each becomes per-example factors, and how to report progress. ``aggregate`` sums the test
+    gradients first (single-factor features only)."""
+
+    model: nn.Module
+    checkpoints: Sequence[Any]
+    load: LoadFunc
+    test_batches: Iterable[Any]
+    train_batches: Iterable[Any]
+    test_features: Features
+    train_features: Features
+    aggregate: bool = False
+    show_progress: bool = False
+    description: str = "TracIn"
+
+    def test_factors(self) -> tuple[Tensor, ...]:
+        """The test factors at the checkpoint loaded now, summed over the test set when ``aggregate``."""
+        test = batch_features(self.test_batches, self.test_features)
+        return tuple(t.sum(dim=0, keepdim=True) for t in test) if self.aggregate else test
+
+    def progress(self) -> AbstractContextManager[Callable[[int], None] | None]:
+        """One bar over every (checkpoint, training batch)."""
+        steps = len(self.checkpoints) * _length(self.train_batches)
+        return progress_bar(self.show_progress, steps, self.description)
+
+
+def tracin_influence(query: TracInQuery) -> Tensor:
     """``sum_c lr_c * scores_c(test, train)``, shape (n_test, n_train) (``aggregate``: (1, n_train)).
 
     Checkpoints are the outer loop, so each is loaded once and the test factors are computed once per
-    checkpoint. ``aggregate`` sums the test gradients first (single-factor features only).
+    checkpoint.
     """
     total: Tensor | None = None
-    steps = len(checkpoints) * _length(train_batches)  # one bar over every (checkpoint, training batch)
-    with (
-        loaded_checkpoints(model, checkpoints, load) as rates,
-        progress_bar(show_progress, steps, description) as update,
-    ):
+    with loaded_checkpoints(query.model, query.checkpoints, query.load) as rates, query.progress() as update:
         for learning_rate in rates():
-            test = batch_features(test_batches, test_features)
-            if aggregate:
-                test = tuple(t.sum(dim=0, keepdim=True) for t in test)
+            test = query.test_factors()
             parts: list[Tensor] = []  # the first checkpoint sizes the total; later ones add into it in place
             column = 0
-            for batch in train_batches:
-                scores = pair_scores(test, train_features(batch))
+            for batch in query.train_batches:
+                scores = pair_scores(test, query.train_features(batch))
                 if total is None:
                     parts.append(learning_rate * scores)
                 else:
@@ -272,6 +340,38 @@ def tracin_influence(
                 total = torch.cat(parts, dim=1)
     assert total is not None  # resolve_checkpoints guarantees a checkpoint
     return total
+
+
+def tracin_top_k(query: TracInQuery, k: int, proponents: bool) -> tuple[Tensor, Tensor]:
+    """The indices and scores of the ``k`` most influential training examples per test example, as
+    :func:`top_k` of :func:`tracin_influence` but without its (n_test, n_train) matrix.
+
+    The test factors of every checkpoint are computed once; then training batches are the outer loop:
+    each batch is scored at every checkpoint (one load per checkpoint and batch, as in Captum) and merged
+    into a running top ``k``. Memory is one batch's scores instead of the whole matrix.
+    """
+    with loaded_checkpoints(query.model, query.checkpoints, query.load) as rates:
+        tests = [query.test_factors() for _ in rates()]
+    best: tuple[Tensor, Tensor] | None = None  # (scores, indices) so far, each (n_test, <= k)
+    column = 0
+    with loaded_checkpoints(query.model, query.checkpoints, query.load) as rates, query.progress() as update:
+        for batch in query.train_batches:
+            total: Tensor | None = None  # summed in the order tracin_influence sums: the same numbers
+            for test, learning_rate in zip(tests, rates()):
+                scores = pair_scores(test, query.train_features(batch))
+                total = learning_rate * scores if total is None else total.add_(scores, alpha=learning_rate)
+                if update is not None:
+                    update(1)
+            assert total is not None  # resolve_checkpoints guarantees a checkpoint
+            indices = torch.arange(column, column + total.shape[1], device=total.device).expand_as(total)
+            column += total.shape[1]
+            if best is not None:
+                total, indices = torch.cat([best[0], total], dim=1), torch.cat([best[1], indices], dim=1)
+            values, order = torch.topk(total, min(k, total.shape[1]), dim=1, largest=proponents)
+            best = values, indices.gather(1, order)
+    if best is None:  # no training example
+        return top_k(torch.empty(len(tests[0][0]), 0), k, proponents)
+    return best[1], best[0]
 
 
 def influence_description(name: str, k: int | None, proponents: bool) -> str:

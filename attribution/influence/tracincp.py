@@ -116,7 +116,7 @@ class TracInCPBase(DataInfluence):
         aggregate: bool = False,
     ) -> TensorOrResults:
         """What every subclass's ``influence`` does, given how it turns a batch into per-example factors."""
-        scores = core.tracin_influence(
+        query = core.TracInQuery(
             self.model,
             self.checkpoints,
             self.checkpoints_load_func,
@@ -128,7 +128,10 @@ class TracInCPBase(DataInfluence):
             show_progress=show_progress,
             description=core.influence_description(self.get_name(), k, proponents),
         )
-        return scores if k is None else self._k_most(scores, k, proponents)
+        if k is None:
+            return core.tracin_influence(query)
+        check_int(k, "k")
+        return KMostInfluentialResults(*core.tracin_top_k(query, k, proponents))
 
     def _self_influence_of(
         self, inputs: Any, features: core.Features, show_progress: bool, outer_loop_by_checkpoints: bool

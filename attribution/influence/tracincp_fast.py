@@ -9,7 +9,7 @@ optionally compressed by random projections of ``g`` and ``a``, and answers quer
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import partial
 from typing import Any, Protocol
 
@@ -229,30 +229,36 @@ class TracInCPFastRandProj(TracInCPFast):
 
         return draw(g.shape[1]), draw(a.shape[1])
 
-    def _quantities(self, test: bool, batch: Any) -> tuple[Tensor]:
+    def _projected(self, test: bool, batch: Any) -> tuple[Tensor, Tensor]:
         g, a = self._factors(test, batch)
         if self.projection_quantities is not None:
             g, a = g @ self.projection_quantities[0], a @ self.projection_quantities[1]
-        return ((g.unsqueeze(2) * a.unsqueeze(1)).flatten(start_dim=1),)
+        return g, a
 
     def compute_intermediate_quantities(self, inputs: tuple[Any, ...] | DataLoader[Any], test: bool = True) -> Tensor:
         """Per example, its (projected) last-layer gradient at every checkpoint times ``sqrt(lr)``,
         concatenated: shape (n, checkpoints x projected size); influence is a product of these."""
         batches = core.as_batches(inputs)
-        quantities: Tensor | None = None  # filled block by block: one copy of the result, not three
+        quantities: Tensor | None = None  # filled block by block: the result is the only large tensor
+        width = 0
         with core.loaded_checkpoints(self.model, self.checkpoints, self.checkpoints_load_func) as rates:
             for c, learning_rate in enumerate(rates()):
-                parts = [self._quantities(test, batch)[0] for batch in batches]
-                width = parts[0].shape[1]
-                if quantities is None:
-                    rows = sum(p.shape[0] for p in parts)
-                    quantities = parts[0].new_empty(rows, width * len(self.checkpoints))
+                factors: Iterable[tuple[Tensor, Tensor]]
+                if quantities is None:  # the first checkpoint sizes the result: keep its factors (g, a),
+                    factors = [self._projected(test, batch) for batch in batches]  # not their outer products
+                    g, a = factors[0]
+                    width = g.shape[1] * a.shape[1]
+                    rows = sum(part[0].shape[0] for part in factors)
+                    quantities = g.new_empty(rows, width * len(self.checkpoints))
+                else:  # later checkpoints write each batch as it comes
+                    factors = (self._projected(test, batch) for batch in batches)
                 block, row = quantities[:, c * width : (c + 1) * width], 0
-                for part in parts:
-                    block[row : row + part.shape[0]] = part
-                    row += part.shape[0]
-                block.mul_(learning_rate**0.5)
-                del parts
+                for g, a in factors:
+                    rows_of = block[row : row + g.shape[0]]
+                    torch.mul(g.unsqueeze(2), a.unsqueeze(1), out=rows_of.view(g.shape[0], g.shape[1], a.shape[1]))
+                    rows_of.mul_(learning_rate**0.5)
+                    row += g.shape[0]
+                del factors
         assert quantities is not None  # resolve_checkpoints guarantees a checkpoint
         return quantities
 

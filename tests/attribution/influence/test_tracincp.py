@@ -180,3 +180,79 @@ def test_errors(classification: dict[str, Any], tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         TracInCP(*base, loss_fn=nn.CrossEntropyLoss(reduction="none"))
+
+
+class _Tied(nn.Module):
+    """Tied input and output embeddings and a BatchNorm's buffers: what binding a checkpoint must keep."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encode = nn.Linear(4, 4, bias=False)
+        self.norm = nn.BatchNorm1d(4)
+        self.decode = nn.Linear(4, 4)
+        self.decode.weight = self.encode.weight
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decode(torch.tanh(self.norm(self.encode(x))))
+
+
+def test_default_loader_binds_checkpoints_without_changing_the_model(tmp_path: Path) -> None:
+    # The default loader binds each checkpoint's tensors in place of the model's (no copy of its state); a
+    # custom loader copies into the model. Both give the same numbers and leave the same model behind.
+    torch.manual_seed(0)
+    model = _Tied().eval()
+    x, y = torch.randn(12, 4), torch.randint(0, 4, (12,))
+    paths = []
+    for i in range(3):
+        state = {
+            k: v + 0.3 * torch.randn_like(v) if v.is_floating_point() else v for k, v in model.state_dict().items()
+        }
+        state["decode.weight"] = state["encode.weight"]
+        torch.save({**state, "learning_rate": 0.5 + i}, tmp_path / f"ckpt-{i}.pt")
+        paths.append(str(tmp_path / f"ckpt-{i}.pt"))
+
+    def copy_into(model: nn.Module, path: str) -> float:
+        state = torch.load(path, weights_only=True)
+        rate = float(state.pop("learning_rate"))
+        model.load_state_dict(state)
+        return rate
+
+    params = dict(model.named_parameters())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    loss = nn.CrossEntropyLoss(reduction="none")
+    test = (torch.randn(3, 4), torch.randint(0, 4, (3,)))
+    results = []
+    for load in (None, copy_into):
+        extra = {} if load is None else {"checkpoints_load_func": load}
+        tracin = TracInCP(model, TensorDataset(x, y), paths, loss_fn=loss, batch_size=5, **extra)
+        assert tracin.parameter_names == ["encode.weight", "norm.weight", "norm.bias", "decode.bias"]
+        results.append((tracin.influence(test), tracin.influence(test, k=4), tracin.self_influence()))
+    for got, expected in zip(results[0], results[1]):
+        for a, b in zip(
+            got if isinstance(got, tuple) else (got,), expected if isinstance(expected, tuple) else (expected,)
+        ):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert dict(model.named_parameters()) == params and model.decode.weight is model.encode.weight
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key])
+
+    torch.save({"encode.weight": torch.zeros(2, 2)}, tmp_path / "ckpt-9.pt")  # loaded last: fails mid-way
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        TracInCP(model, TensorDataset(x, y), str(tmp_path), loss_fn=loss, batch_size=5).self_influence()
+    assert dict(model.named_parameters()) == params
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key])
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 10])
+def test_k_most_merged_by_batch_matches_the_full_matrix(classification: dict[str, Any], batch_size: int) -> None:
+    c = classification
+    loss = nn.CrossEntropyLoss(reduction="none")
+    tracin = TracInCP(c["model"], c["train"], c["paths"], load_with_rate, loss_fn=loss, batch_size=batch_size)
+    scores = tracin.influence(c["test"])
+    for proponents in (True, False):
+        for k in (1, 4, 25):  # 25: more than the training set
+            indices, values = tracin.influence(c["test"], k=k, proponents=proponents)
+            expected = torch.topk(scores, min(k, 10), dim=1, largest=proponents)
+            torch.testing.assert_close(values, expected.values, rtol=0, atol=0)
+            torch.testing.assert_close(indices, expected.indices)
