@@ -11,6 +11,8 @@
 * ``lrp``: LRP and LayerLRP on a VGG-style net and ResNet-18 (``benchmarks/lrp.py``);
 * ``influence``: TracInCPFast and TracInCPFastRandProj against Captum's on a 1M-parameter MLP
   (``benchmarks/influence.py``);
+* ``influence_monitor``: the InfluenceMonitor's share of fit time on scikit-learn's digits and the bound on its
+  memory (``benchmarks/influence_monitor.py``);
 * ``lrp_zennit``: the published LRP composites against Zennit's on VGG-11 and ResNet-18
   (``benchmarks/lrp_zennit.py``);
 * ``monitor``: the AttributionMonitor's share of fit time (``benchmarks/monitor.py``);
@@ -37,6 +39,7 @@ from benchmarks.compiled import bench_compiled
 from benchmarks.contended import bench_contended
 from benchmarks.faithfulness import bench_faithfulness
 from benchmarks.influence import bench_influence
+from benchmarks.influence_monitor import bench_influence_monitor
 from benchmarks.lrp import bench_lrp
 from benchmarks.lrp_zennit import bench_lrp_zennit
 from benchmarks.metrics import bench_metrics
@@ -123,6 +126,7 @@ BENCHES = {
     "surrogate": bench_surrogate,
     "lrp": bench_lrp,
     "influence": bench_influence,
+    "influence_monitor": bench_influence_monitor,
     "lrp_zennit": bench_lrp_zennit,
     "monitor": bench_monitor,
     "monitor_sensitivity": bench_sensitivity,
