@@ -13,6 +13,9 @@
   (``benchmarks/influence.py``);
 * ``influence_monitor``: the InfluenceMonitor's share of fit time on scikit-learn's digits and the bound on its
   memory (``benchmarks/influence_monitor.py``);
+* ``tcav``: TCAV (CAVs for two concepts and random sets, then scores) on ResNet-18 64x64 against Captum's
+  (``benchmarks/tcav.py``);
+* ``robust``: FGSM and PGD (20 steps) on ResNet-18 64x64 against Captum's (``benchmarks/robust.py``);
 * ``lrp_zennit``: the published LRP composites against Zennit's on VGG-11 and ResNet-18
   (``benchmarks/lrp_zennit.py``);
 * ``monitor``: the AttributionMonitor's share of fit time (``benchmarks/monitor.py``);
@@ -44,7 +47,9 @@ from benchmarks.lrp import bench_lrp
 from benchmarks.lrp_zennit import bench_lrp_zennit
 from benchmarks.metrics import bench_metrics
 from benchmarks.monitor import bench_monitor, bench_sensitivity
+from benchmarks.robust import bench_robust
 from benchmarks.surrogate import bench_surrogate
+from benchmarks.tcav import bench_tcav
 
 
 def bench_integrated_gradients() -> list[str]:
@@ -127,6 +132,8 @@ BENCHES = {
     "lrp": bench_lrp,
     "influence": bench_influence,
     "influence_monitor": bench_influence_monitor,
+    "tcav": bench_tcav,
+    "robust": bench_robust,
     "lrp_zennit": bench_lrp_zennit,
     "monitor": bench_monitor,
     "monitor_sensitivity": bench_sensitivity,

@@ -9,7 +9,10 @@ before the first step (the untrained model) and at every epoch end.  The object 
 overlays and filmstrips it logs which share of each method's positive
 attribution falls on the object (``xai/<method>/mass_in_mask``), how far the
 maps moved (``similarity_previous``) and how many predictions flipped: the
-maps move from noise to the shape as the accuracy rises.
+maps move from noise to the shape as the accuracy rises.  A ``RobustnessMonitor``
+logs, beside the accuracy, how easily the probe's predictions are flipped:
+the success rate of FGSM and PGD at a fixed budget and the median smallest
+FGSM epsilon that flips a prediction (``robustness/*``).
 
     python examples/shapes.py                 # logs to runs/shapes
     tensorboard --logdir runs/shapes --samples_per_plugin images=100
@@ -27,9 +30,10 @@ from pathlib import Path
 import lightning as L
 import matplotlib
 import torch
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from lightning_xai import AttributionMonitor
+from lightning_xai import AttributionMonitor, RobustnessMonitor
 from lightning_xai.demos.shapes import (
     CLASSES,
     SHAPES_MEAN,
@@ -61,18 +65,33 @@ def build_monitor() -> AttributionMonitor:
     )
 
 
+ROBUSTNESS_EPSILON = 0.05
+"""The attacks' budget in normalised input units: about 1.5% of the pixel range (the data's std is ~0.3)."""
+
+
+def build_robustness_monitor(data: ShapesDataModule) -> RobustnessMonitor:
+    """Attacks on the first 16 validation images, before the first step and at every epoch end."""
+    data.setup("fit")
+    assert data.val_set is not None
+    items = [data.val_set[i] for i in range(16)]
+    probe = torch.stack([item["image"] for item in items]), torch.stack([item["label"] for item in items])
+    return RobustnessMonitor(probe, epsilon=ROBUSTNESS_EPSILON)
+
+
 def example_data(quick: bool = False) -> ShapesDataModule:
     """The example's data: 12000 training images of 32x32 (about three seconds an epoch on two CPU cores)."""
     return ShapesDataModule(n_train=400 if quick else 12000, n_val=100 if quick else 500, noise=NOISE)
 
 
-def train(root: Path, epochs: int, data: ShapesDataModule, monitor: AttributionMonitor | None) -> L.Trainer:
-    """Fit ShapesNet with the monitor (or without it, for timing comparisons)."""
+def train(
+    root: Path, epochs: int, data: ShapesDataModule, monitor: AttributionMonitor | None, *others: Callback
+) -> L.Trainer:
+    """Fit ShapesNet with the monitor and ``others`` (or without any, for timing comparisons)."""
     L.seed_everything(0, verbose=False)
     trainer = L.Trainer(
         max_epochs=epochs,
         logger=TensorBoardLogger(root, name="shapes"),
-        callbacks=[] if monitor is None else [monitor],
+        callbacks=([] if monitor is None else [monitor]) + list(others),
         log_every_n_steps=10,
         enable_model_summary=False,
     )
@@ -135,7 +154,8 @@ def main(root: Path, epochs: int = 10, quick: bool = False) -> Path:
     """Train with the monitor, print the per-epoch localisation, save the summary; return the log dir."""
     data = example_data(quick)
     monitor = build_monitor()
-    trainer = train(root, epochs, data, monitor)
+    robustness = build_robustness_monitor(data)
+    trainer = train(root, epochs, data, monitor, robustness)
     log_dir = Path(trainer.log_dir)
     print("\nShare of positive attribution on the object (xai/<method>/mass_in_mask), how much integrated")
     print("gradients' maps moved (similarity_previous), probe predictions that flipped, validation accuracy:")
@@ -149,6 +169,13 @@ def main(root: Path, epochs: int = 10, quick: bool = False) -> Path:
         print(
             f"{point.step:5d}  {point.epoch:5d}  {masses}  {_number(similarity, 10, 3)}  {_number(flips, 5, 0)}"
             f"  {_number(accuracy.get(point.step - 1), 7, 3)}"  # Lightning logs it at the epoch's last batch
+        )
+    print(f"\nRobustness of 16 validation predictions at epsilon {ROBUSTNESS_EPSILON} (robustness/*):")
+    print(" step  accuracy  FGSM success  PGD success  median smallest epsilon")
+    for point in robustness.history:
+        print(
+            f"{point['step']:5d}  {point['probe_accuracy']:8.3f}  {_number(point.get('fgsm_success'), 12, 3)}"
+            f"  {_number(point.get('pgd_success'), 11, 3)}  {_number(point.get('min_epsilon_median'), 23, 3)}"
         )
     print(f"\nSummary figure: {summary_figure(log_dir)}")
     print(f"Maps and manifest: {log_dir / 'xai'}")

@@ -24,6 +24,7 @@ from lightning_xai._compute.explain import untouched_training_state
 from lightning_xai._compute.indexed_batch import INDEX_KEY, MissingIndexError, split_indexed_batch, split_indexed_item
 from lightning_xai._compute.online_tracin import OnlineTracIn, combined
 from lightning_xai._compute.training_gradients import LossFn, TrainingGradients
+from lightning_xai._config.arguments import labelled_probe
 from lightning_xai._draw import render
 from lightning_xai._draw.influence_sheet import as_images, influence_sheet
 from lightning_xai._write.image_sinks import image_sinks
@@ -203,15 +204,7 @@ class InfluenceMonitor(Callback):
         artifact_dir: str | Path | None = None,
         seed: int = 0,
     ) -> None:
-        if not (isinstance(probe, (tuple, list)) and len(probe) == 2 and all(isinstance(t, Tensor) for t in probe)):
-            raise MisconfigurationException(
-                f"InfluenceMonitor: probe must be a pair (inputs, labels) of tensors, got {type(probe).__name__}"
-            )
-        if len(probe[0]) != len(probe[1]) or len(probe[0]) == 0:
-            raise MisconfigurationException(
-                f"InfluenceMonitor: probe inputs and labels must have the same, non-zero number of examples; got "
-                f"{len(probe[0])} and {len(probe[1])}"
-            )
+        self.probe = labelled_probe(probe, "InfluenceMonitor")
         for name, value in (("k", k), ("num_suspects", num_suspects), ("every_n_epochs", every_n_epochs)):
             if not isinstance(value, int) or value < 1:
                 raise MisconfigurationException(f"InfluenceMonitor: {name} must be a positive int, got {value!r}")
@@ -232,7 +225,6 @@ class InfluenceMonitor(Callback):
                 f"InfluenceMonitor: image_shape {tuple(image_shape)} must hold one input's "
                 f"{probe[0][0].numel()} values (shape {tuple(probe[0].shape[1:])})"
             )
-        self.probe = (probe[0].detach().clone(), probe[1].detach().clone())
         self.layers = [layers] if isinstance(layers, str) and layers != "all" else layers
         self.loss_fn: LossFn = loss_fn if loss_fn is not None else _cross_entropy
         self.k = k

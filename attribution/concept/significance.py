@@ -141,7 +141,7 @@ def concept_significance(
 
     Args:
         tcav: the interpreter (its layers, classifier and store are used).
-        inputs, target, additional_forward_args, kwargs: as for :meth:`TCAV.interpret`.
+        inputs, target, additional_forward_args, kwargs: as for :meth:`~attribution.concept.TCAV.interpret`.
         concept: the concept to test.
         random_concepts: two random concepts at least (the paper uses many: 10 to 500).
         score_type: ``"sign_count"`` or ``"magnitude"``.

@@ -224,7 +224,7 @@ class TCAV(ConceptInterpreter):
             ``cavs[concepts key][layer]``.
 
         Raises:
-            ValueError (also an ``AssertionError``, as Captum raises): two different concepts with one id.
+            ValueError: two different concepts with one id (also an ``AssertionError``, as Captum raises).
         """
         self._check_sets(experimental_sets)
         for concepts in experimental_sets:

@@ -6,7 +6,7 @@ from typing import Any
 
 
 class Perturbation:
-    """Base of the perturbations and attacks; a subclass implements :meth:`perturb`.
+    """Base of the perturbations and attacks; a subclass implements ``perturb``.
 
     Calling the object calls ``perturb``, so an attack can stand wherever a plain perturbation function is
     expected (:class:`~attribution.robust.AttackComparator`, :class:`~attribution.robust.MinParamPerturbation`).

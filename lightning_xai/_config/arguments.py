@@ -11,6 +11,7 @@ from typing import Any, get_args
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, Strategy
+from torch import Tensor
 
 from attribution import registry
 from attribution.utils import check_choice, check_int
@@ -237,3 +238,18 @@ def check_probe(
                 f"{name}: expected one value per channel of the probe's images, or one for all; got "
                 f"{len(values)} for inputs of shape {shape}" + ("" if channels else " (no images)")
             )
+
+
+def labelled_probe(probe: Any, owner: str) -> tuple[Tensor, Tensor]:
+    """``(inputs, labels)`` detached copies of a probe given as a pair of tensors with the same, non-zero
+    number of examples; MisconfigurationException naming ``owner`` otherwise."""
+    if not (isinstance(probe, (tuple, list)) and len(probe) == 2 and all(isinstance(t, Tensor) for t in probe)):
+        raise MisconfigurationException(
+            f"{owner}: probe must be a pair (inputs, labels) of tensors, got {type(probe).__name__}"
+        )
+    if len(probe[0]) != len(probe[1]) or len(probe[0]) == 0:
+        raise MisconfigurationException(
+            f"{owner}: probe inputs and labels must have the same, non-zero number of examples; got "
+            f"{len(probe[0])} and {len(probe[1])}"
+        )
+    return probe[0].detach().clone(), probe[1].detach().clone()

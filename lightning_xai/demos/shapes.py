@@ -298,3 +298,18 @@ class ShapesNet(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+
+def corner_mark_concept(n: int, corner: int, size: int = 32, seed: int = 0, noise: float = 0.05) -> Tensor:
+    """Examples of the concept "a white mark in ``corner``" for TCAV: ``n`` normalised shapes images of every
+    class, each with the spurious mark of :func:`make_shapes` drawn in ``corner`` (0-3: TL, TR, BL, BR)
+    whatever its label. No labels or masks: the concept is given by examples only.
+
+    Raises:
+        ValueError: ``corner`` is not 0-3.
+    """
+    if corner not in range(4):
+        raise ValueError(f"corner: expected 0-3 (TL, TR, BL, BR), got {corner!r}")
+    images, _, _ = make_shapes(n, size, seed, noise=noise)
+    images.masked_fill_(mark_mask(torch.full((n,), corner), size).unsqueeze(1), 1.0)
+    return normalize_images(images)

@@ -1,7 +1,7 @@
 """The layering of the engine, checked on the import statements of the real files.
 
 ``attribution/`` holds the public modules (the package, ``registry``, ``utils``, ``outputs`` and the two
-visualization modules) and six folders, each a tier that imports only the tiers below it:
+visualization modules) and nine folders, each a tier that imports only the tiers below it:
 
 - ``_internal/``: private machinery (the canonical boundary, checks, autograd, rules, chunking, ...);
   it imports nothing else of the engine.
@@ -14,6 +14,11 @@ visualization modules) and six folders, each a tier that imports only the tiers 
 - ``metrics/``: the metrics of explanations; they import ``_internal`` and the core.
 - ``helpers/``: Captum's helpers that are not methods; they import ``_internal`` only.
 - ``influence/``: training-data influence (Captum's ``captum.influence``); it imports ``_internal`` and itself.
+- ``concept/``: TCAV and its parts (Captum's ``captum.concept``); it imports ``_internal``, the core, the
+  method classes (TCAV's default layer method) and itself.
+- ``robust/``: adversarial attacks and their metrics (Captum's ``captum.robust``); ``_internal``, the core,
+  itself.
+- ``module/``: stochastic gates (Captum's ``captum.module``); ``_internal`` and itself.
 
 Across packages: ``lightning_xai`` uses only public names of ``attribution``; ``attribution`` knows
 nothing of Lightning; the callbacks never import the demo data and models.
@@ -42,6 +47,9 @@ TIERS = {
     "metrics": ("attribution._internal", "attribution.functional", "attribution.metrics"),
     "helpers": ("attribution._internal", "attribution.helpers"),
     "influence": ("attribution._internal", "attribution.influence"),
+    "concept": ("attribution._internal", "attribution.functional", "attribution.methods", "attribution.concept"),
+    "robust": ("attribution._internal", "attribution.functional", "attribution.robust"),
+    "module": ("attribution._internal", "attribution.module"),
 }
 """What the files of each folder may import from the engine (module prefixes)."""
 SAME_FAMILY = {

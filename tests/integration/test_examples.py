@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 pytestmark = pytest.mark.slow
 
@@ -38,6 +39,18 @@ def test_shapes_example_trains_with_the_monitor_and_saves_a_summary(tmp_path, ca
     assert (log_dir / "xai" / "manifest.json").exists()
     out = capsys.readouterr().out
     assert "mass_in_mask" in out and f"tensorboard --logdir {tmp_path} --samples_per_plugin images=100" in out
+    assert "FGSM success" in out
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    steps = [e.step for e in events.Scalars("robustness/probe_accuracy")]
+    assert len(steps) == 3 and steps[0] == 0  # before training and at both epoch ends
+
+
+def test_clever_hans_concepts_example_fires_on_the_shortcut_only(tmp_path):
+    runs = _load("clever_hans_concepts").main(tmp_path, epochs=2, quick=True)
+    assert runs["spurious"]["fired"] and not runs["clean"]["fired"]
+    assert runs["spurious"]["curve"][-1][1] == 1.0 and runs["spurious"]["curve"][0][1] < 0.5
+    assert (tmp_path / "clever_hans_concepts.png").stat().st_size > 1000
 
 
 def test_clever_hans_example_fires_on_the_shortcut_only(tmp_path):

@@ -24,6 +24,8 @@ CALLBACKS = (
     "lightning_xai.regression",
     "lightning_xai.influence_monitor",
     "lightning_xai.influence_regression",
+    "lightning_xai.robustness_monitor",
+    "lightning_xai.concept_monitor",
 )
 
 
