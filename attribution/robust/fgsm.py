@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attribution._internal.canonical import format_additional_args, format_inputs, restore_structure
+from attribution._internal.checks import ArgumentTypeError
 from attribution.robust._attack import LossFunc, check_bounds, check_number, format_masks, loss_gradients
 from attribution.robust.perturbation import Perturbation
 
@@ -82,9 +83,11 @@ class FGSM(Perturbation):
         upper_bound: float = float("inf"),
     ) -> None:
         if not callable(forward_func):
-            raise TypeError(f"forward_func: expected a model or a callable, got {type(forward_func).__name__}")
+            raise ArgumentTypeError(f"forward_func: expected a model or a callable, got {type(forward_func).__name__}")
         if loss_func is not None and not callable(loss_func):
-            raise TypeError(f"loss_func: expected None or a callable (outputs, target) -> loss, got {loss_func!r}")
+            raise ArgumentTypeError(
+                f"loss_func: expected None or a callable (outputs, target) -> loss, got {loss_func!r}"
+            )
         self.forward_func = forward_func
         self.loss_func = loss_func
         self.bound: Callable[[Tensor], Tensor] = Clamp(*check_bounds(lower_bound, upper_bound))
