@@ -2,6 +2,7 @@
 ``TYPE_CHECKING`` blocks included):
 
     _config  <-  _compute  <-  _draw  <-  _write  <-  monitor, regression  <-  lightning_xai
+    _config  <-  _compute  <-  explorer (the TensorBoard tab: reads what _write wrote, imports only these)
 
 - every private module sits in one of the four layer packages (``ls`` shows the roles);
 - a module imports only its own layer or earlier ones: ``_compute`` never imports ``_draw`` or
@@ -17,8 +18,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "lightning_xai"
-LAYERS = ("_config", "_compute", "_draw", "_write", "callbacks", "package")
+LAYERS = ("_config", "_compute", "_draw", "_write", "explorer", "callbacks", "package")
 """In import order: a module may import its own layer and the ones before it."""
+EXPLORER_IMPORTS = {"_config", "_compute", "explorer"}
+"""The explorer reads the files the callbacks wrote: it never draws, writes or runs a callback."""
 CALLBACKS = (
     "lightning_xai.monitor",
     "lightning_xai.regression",
@@ -102,6 +105,8 @@ def test_compute_draws_nothing_and_draw_writes_nothing():
             assert not imported & {"_draw", "_write"}, module
         if _layer(module) == "_draw":
             assert "_write" not in imported, module
+        if _layer(module) == "explorer":
+            assert imported <= EXPLORER_IMPORTS, module
 
 
 def test_no_module_imports_itself_through_others():
