@@ -20,6 +20,8 @@
   (``benchmarks/lrp_zennit.py``);
 * ``monitor``: the AttributionMonitor's share of fit time (``benchmarks/monitor.py``);
 * ``monitor_sensitivity``: what the sensitivity metric costs in a monitored fit on scikit-learn's digits;
+* ``log_size``: the bytes the monitor leaves per point (event file, maps) at 64, 224 and 384 px, and after
+  300 points (``benchmarks/log_size.py``);
 * ``compiled``: the monitor on a ``torch.compile``-d model: recompilations, the step after a point
   (``benchmarks/compiled.py``);
 * ``contended``: IG and Occlusion alone and beside a competing busy process (``benchmarks/contended.py``,
@@ -43,6 +45,7 @@ from benchmarks.contended import bench_contended
 from benchmarks.faithfulness import bench_faithfulness
 from benchmarks.influence import bench_influence
 from benchmarks.influence_monitor import bench_influence_monitor
+from benchmarks.log_size import bench_log_size
 from benchmarks.lrp import bench_lrp
 from benchmarks.lrp_zennit import bench_lrp_zennit
 from benchmarks.metrics import bench_metrics
@@ -137,6 +140,7 @@ BENCHES = {
     "lrp_zennit": bench_lrp_zennit,
     "monitor": bench_monitor,
     "monitor_sensitivity": bench_sensitivity,
+    "log_size": bench_log_size,
     "compiled": bench_compiled,
     "contended": functools.partial(bench_contended, ["integrated_gradients_50", "occlusion"], rounds=1),
 }

@@ -22,6 +22,7 @@ from lightning_xai._compute.expected import MetricPlan
 from lightning_xai._compute.explain import Subject, explain, model_inputs, resolve_targets, untouched_training_state
 from lightning_xai._compute.explanation import Explanation
 from lightning_xai._compute.gradcam_layer import LayerChoice, choose_layer
+from lightning_xai._compute.heat import stored_maps
 from lightning_xai._compute.history import History, Point
 from lightning_xai._compute.model import inspect_model
 from lightning_xai._compute.progress import TrainerProgress
@@ -156,6 +157,17 @@ class AttributionMonitor(Callback):
         class_names: a name per class, for the labels on the images.
         display_samples: how many probe examples the images show (a fixed subset covering the
             classes); the metrics always cover the whole probe.
+        filmstrip_every: write the filmstrips (which show every point so far) at every n-th logged point
+            (the 1st, the (n+1)-th, ...) and at the last point of the fit, instead of at every point: they
+            were most of the event file's bytes.  Grids and metrics are written at every point.
+        full_resolution_maps: keep the maps files as the methods return them.  By default image maps are
+            stored summed over channels, ``(N, 1, H, W)``, at the size the overlays are drawn at (inputs
+            larger than 160 px on their short side are shrunk to it, each stored pixel summing the
+            attribution of the input pixels it covers), as bfloat16.
+        thin_maps: delete the maps files of old points as the run goes, keeping the 1st, 2nd, 4th, 8th,
+            ... logged point, the last 3 and the point ``reference`` names; the manifest keeps every
+            point's metrics and says ``"maps": null`` with a ``"maps_thinned"`` note for the others.
+            False keeps every point's file.
         probe_chunk_size: examples explained at once. By default an equal share of the probe per
             process (under DDP each process explains its share, and all of them receive every result),
             cut so that one chunk's forward and backward fits the device's memory budget. Noisy
@@ -232,6 +244,9 @@ class AttributionMonitor(Callback):
         class_names: Sequence[str] | None = None,
         probe_chunk_size: int | None = None,
         display_samples: int = 8,
+        filmstrip_every: int = 10,
+        full_resolution_maps: bool = False,
+        thin_maps: bool = True,
     ) -> None:
         super().__init__()
         self.methods = arguments.method_options(methods)
@@ -265,6 +280,10 @@ class AttributionMonitor(Callback):
         self.class_names = arguments.names("class_names", class_names)
         self.probe_chunk_size = arguments.optional_count("probe_chunk_size", probe_chunk_size)
         self.display_samples = arguments.optional_count("display_samples", display_samples)
+        self.filmstrip_every = arguments.log_budget(filmstrip_every, full_resolution_maps, thin_maps)
+        self.full_resolution_maps = full_resolution_maps
+        self.thin_maps = thin_maps
+        self._pinned_step = reference if isinstance(reference, int) else None  # its maps file stays (a bool: refused)
         self.input_key = input_key
         self.output_transform = output_transform
         self._given_probe: Probe | None = None if probe is None else probe_from_value(probe, input_key)
@@ -288,6 +307,7 @@ class AttributionMonitor(Callback):
         self._chunk_size = 1
         self._writer: ExplanationWriter | None = None
         self._visuals_cache: Visuals | None = None
+        self._filmstrips_at: int | None = None  # the step of this fit's latest filmstrips
         self._attempted: set[int] = set()  # steps explained (or tried) in this fit
         self._errors.reset()
 
@@ -376,6 +396,11 @@ class AttributionMonitor(Callback):
             return
         self._writer.layout(self._plan.logged(), final=True)
         visuals = self._visuals
+        last = self._history.points[-1].step
+        if visuals.images and self._writer.enabled and self._filmstrips_at != last:  # the latest, always
+            self._errors.guarded(
+                "the filmstrips", self._probe_shape, visuals.filmstrips, self._writer, self._history, last
+            )
         if visuals.images and self._writer.enabled:
             self._errors.guarded("the timelines", self._probe_shape, visuals.timelines, self._writer, self._history)
         if self.save_reference is not None and trainer.is_global_zero:
@@ -568,7 +593,13 @@ class AttributionMonitor(Callback):
         shown = self._visuals.shown
         maps = self._history.record(point, targets, predictions, results, maps_file, keep, shown, flags)
         history = self._history
-        writer.artifacts(point.step, maps, self._fit_probe.state_dict(), history.manifest, history.directory)
+        pinned = set() if self._pinned_step is None else {self._pinned_step}
+        dropped = history.thin_maps(pinned) if self.thin_maps else []
+        if not self.full_resolution_maps and self._visuals.images:
+            size, shown_size = self._fit_probe.inputs.shape[-2:], self._visuals.display().shape[-2:]
+            maps = {method: stored_maps(m, size, shown_size) for method, m in maps.items()}
+        probe = self._fit_probe.state_dict()
+        writer.artifacts(point.step, maps, probe, history.manifest, history.directory, dropped)
         history.directory = str(writer.directory)
 
     def _log(self, trainer: pl.Trainer, writer: ExplanationWriter, point: Point, results: list[Explanation]) -> None:
@@ -576,7 +607,10 @@ class AttributionMonitor(Callback):
         scalars |= {tags.metric_tag(m): v for m, v in self._history.point_metrics.get(point.step, {}).items()}
         writer.scalars(scalars, point.step)
         writer.layout(self._plan.logged())
-        self._visuals.point(writer, point, results, self._history)
+        strips = (len(self._history.points) - 1) % self.filmstrip_every == 0
+        self._visuals.point(writer, point, results, self._history, filmstrips=strips)
+        if strips:
+            self._filmstrips_at = point.step
 
     def missing_reason(self, method: str | None, metric: str, step: int) -> str | None:
         """Why ``xai/<method>/<metric>`` (``xai/<metric>`` for None) has no value at a logged ``step``;

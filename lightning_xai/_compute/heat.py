@@ -83,3 +83,25 @@ def thumbnail(heat: Heat | Tensor) -> Tensor:
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
         maps = F.interpolate(maps[:, None].float(), size=size, mode="area")[:, 0]
     return maps.to(torch.float16).cpu()
+
+
+def stored_maps(attributions: Tensor, input_size: Sequence[int], display_size: Sequence[int]) -> Tensor:
+    """Maps as the maps files keep them by default: image maps ``(N, C, H, W)`` summed over channels to
+    ``(N, 1, H, W)`` (sign kept, as the overlays show them) and, when they have the input's size and that is
+    larger than its display size, shrunk to the display size by summing the input pixels each stored pixel
+    covers (so a region's total attribution stays what it was); other maps as they are.
+
+    Args:
+        attributions: one method's maps.
+        input_size: the probe's ``(H, W)``.
+        display_size: the ``(H, W)`` overlays are computed at (:func:`lightning_xai._draw.render.base`).
+    """
+    if attributions.dim() != 4:
+        return attributions.detach()
+    maps = attributions.detach().float().sum(1, keepdim=True)
+    height, width = maps.shape[-2:]
+    if (height, width) == tuple(input_size) and tuple(display_size) != (height, width):
+        new_height, new_width = display_size
+        area = (height * width) / (new_height * new_width)
+        maps = F.interpolate(maps, size=(new_height, new_width), mode="area") * area
+    return maps

@@ -22,6 +22,8 @@ MAP_DTYPE = torch.bfloat16
 """Saved maps (the maps files beside the logs, golden references, maps kept for one) keep float32's range at
 half its size: float16 turns attributions below 6e-8 (common on untrained or deep models) into zeros;
 bfloat16 keeps three significant digits of any magnitude."""
+RECENT_MAPS = 3
+"""Maps files kept for the latest points, whatever the thinning (see :func:`kept_points`)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,25 @@ class History:
             self.golden_maps[point.step] = {m: t.detach().to(MAP_DTYPE).cpu() for m, t in maps.items()}
         return maps
 
+    def thin_maps(self, pinned: set[int] | None = None) -> list[str]:
+        """Forget the maps files of the points :func:`kept_points` no longer keeps (nor ``pinned``, global
+        steps whose maps stay, e.g. a drift reference): their manifest entries get ``"maps": None`` and a
+        ``"maps_thinned"`` note; their metrics stay.
+
+        Returns:
+            The names of the files to delete.
+        """
+        steps = self.steps
+        kept = {steps[i] for i in kept_points(len(steps))} | (pinned or set())
+        dropped = []
+        for record in self.manifest:
+            name = record.get("maps")
+            if name is not None and record["step"] not in kept:
+                record["maps"] = None
+                record["maps_thinned"] = f"{name} was deleted: {THINNING}"
+                dropped.append(name)
+        return sorted(set(dropped))
+
     @property
     def steps(self) -> list[int]:
         return [p.step for p in self.points]
@@ -152,3 +173,16 @@ class History:
             {m: {step: dict(p) for step, p in by.items()} for m, by in state.get("problems", {}).items()},
             state.get("directory"),
         )
+
+
+THINNING = (
+    f"maps files are kept for the 1st, 2nd, 4th, 8th, ... logged point and the last {RECENT_MAPS} "
+    f"(thin_maps=False keeps all)"
+)
+
+
+def kept_points(count: int, recent: int = RECENT_MAPS) -> list[int]:
+    """Of ``count`` logged points (0-based, in order), those whose maps files are kept: the 1st, 2nd, 4th,
+    8th, ... (log-spaced: a run of n points keeps about log2(n) of them) and the last ``recent``.  A point
+    dropped once is never kept again, so files can be deleted as the run goes."""
+    return [i for i in range(count) if (i + 1) & i == 0 or i >= count - recent]

@@ -77,6 +77,15 @@ def check_scalars(
         )
 
 
+def log_budget(filmstrip_every: Any, full_resolution_maps: Any, thin_maps: Any) -> int:
+    """``filmstrip_every`` (a whole number >= 1, returned) and the two maps-file switches (bools)."""
+    misconfigured(check_int, filmstrip_every, "filmstrip_every")
+    for name, value in (("full_resolution_maps", full_resolution_maps), ("thin_maps", thin_maps)):
+        if not isinstance(value, bool):
+            raise MisconfigurationException(f"{name}: expected True or False, got {value!r}")
+    return int(filmstrip_every)
+
+
 def metric_names(metrics: Any) -> tuple[str, ...]:
     """``metrics`` as a tuple of names; a single name may be given as a string."""
     names = (metrics,) if isinstance(metrics, str) else metrics

@@ -77,8 +77,11 @@ class Visuals:
             self._display = render.base(render.displayable(self.probe.inputs, self.mean, self.std))
         return self._display
 
-    def point(self, writer: ImageOutput, point: Point, results: list[Explanation], history: History) -> None:
-        """Everything one logged point writes: text for token inputs; grids and filmstrips for images."""
+    def point(
+        self, writer: ImageOutput, point: Point, results: list[Explanation], history: History, filmstrips: bool = True
+    ) -> None:
+        """Everything one logged point writes: text for token inputs; grids for images, and their filmstrips
+        when ``filmstrips`` (they show every point so far, so need not be written at each)."""
         targets, predictions = self._targets_predictions(history, point.step)
         predicted = _listed(predictions, len(self.probe))
         samples = [self.caption(i, p, t) for i, (p, t) in enumerate(zip(predicted, targets.tolist()))]
@@ -100,7 +103,8 @@ class Visuals:
                 image = self.grid(result.method, heat, point, targets, predictions, problems)
                 caption = _caption_text(f"{result.method}, {point.label}", samples)
                 writer.image(tags.grid_tag(result.method), image, point.step, caption=caption)
-        self.filmstrips(writer, history, point.step)
+        if filmstrips:
+            self.filmstrips(writer, history, point.step)
 
     # ------------------------------------------------------------------ one image each
 

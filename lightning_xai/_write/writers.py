@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -135,8 +136,10 @@ class ExplanationWriter:
         probe: dict[str, Any],
         manifest: list[dict[str, Any]],
         earlier_directory: str | None = None,
+        dropped: Sequence[str] = (),
     ) -> None:
-        """The point's maps (as ``MAP_DTYPE``), the probe (once) and the whole manifest so far.
+        """The point's maps (as ``MAP_DTYPE``), the probe (once) and the whole manifest so far; the maps files
+        named in ``dropped`` (thinned, see :meth:`History.thin_maps`) are deleted.
 
         A resumed fit that logs into a new directory (a new logger version) first copies the earlier points'
         maps over from ``earlier_directory``, where they were written, so that every file the manifest names
@@ -148,6 +151,8 @@ class ExplanationWriter:
         torch.save({name: m.detach().to(MAP_DTYPE).cpu() for name, m in maps.items()}, self._maps_path(step))
         if earlier_directory is not None and Path(earlier_directory) != self.directory:
             self._adopt(manifest, Path(earlier_directory))
+        for name in dropped:
+            (self.directory / name).unlink(missing_ok=True)
         probe_path = self.directory / "probe.pt"
         if not probe_path.exists():
             torch.save(probe, probe_path)

@@ -34,11 +34,13 @@ SAMPLES = 3
 
 
 def _expected_images() -> Counter:
-    """(tag, step) of every image a two-epoch fit logs: the probe once, per point a grid and a filmstrip per
-    sample for each method, and the timelines at the last point."""
+    """(tag, step) of every image a two-epoch fit logs: the probe once, per point a grid for each method, a
+    filmstrip per sample and method at the first point (every 10th) and the last, and the timelines at the
+    last point."""
     images = [("xai_per_step/probe", 0)]
     for step, _ in POINTS:
         images += [(f"xai_per_step/{m}", step) for m in METHODS]
+    for step in (POINTS[0][0], POINTS[-1][0]):
         images += [(f"xai_per_sample/{m}/sample_{i}", step) for m in METHODS for i in range(SAMPLES)]
     images += [(f"xai_overview/{m}", POINTS[-1][0]) for m in METHODS]
     return Counter(images)

@@ -123,8 +123,8 @@ def test_tensorboard_gets_every_entry_at_the_global_step_of_its_point(tmp_path):
     for method in ("integrated_gradients", "occlusion", "layer_gradcam"):
         assert [e.step for e in events.Images(f"xai_per_step/{method}")] == points
         for i in range(3):
-            strips = events.Images(f"xai_per_sample/{method}/sample_{i}")  # updated at every point
-            assert [e.step for e in strips] == points
+            strips = events.Images(f"xai_per_sample/{method}/sample_{i}")  # every 10th point, and the last
+            assert [e.step for e in strips] == [0, 12]
             assert strips[-1].height > strips[0].height  # more frames (two a row)
     assert [e.step for e in events.Images("xai_per_step/probe")] == [0]
     assert [e.step for e in events.Scalars("val_acc")] == [2, 5, 8, 11]  # the trainer's own curves, same axis
@@ -206,7 +206,7 @@ def test_artifacts_hold_maps_and_a_manifest(tmp_path):
     assert manifest[1]["maps"] == "maps_step_0000003.pt"
     maps = torch.load(root / manifest[1]["maps"], weights_only=True)
     assert maps["integrated_gradients"].dtype == torch.bfloat16  # float32's range: tiny attributions survive
-    assert maps["integrated_gradients"].shape == (4, 3, 16, 16)
+    assert maps["integrated_gradients"].shape == (4, 1, 16, 16)  # summed over channels, at display size
     probe = torch.load(root / "probe.pt", weights_only=True)
     assert torch.equal(probe["inputs"], monitor.probe.inputs)
     assert set(probe["labels"].tolist()) == {0, 1, 2}  # every class in the probe
@@ -378,7 +378,13 @@ data:
 
 def test_step_schedules_and_filmstrips_at_every_point(tmp_path):
     monitor = AttributionMonitor(
-        ["saliency"], gradcam=False, num_probe_samples=1, every_n_epochs=None, every_n_steps=5, log_spaced_steps=True
+        ["saliency"],
+        gradcam=False,
+        num_probe_samples=1,
+        every_n_epochs=None,
+        every_n_steps=5,
+        log_spaced_steps=True,
+        filmstrip_every=1,
     )
     _fit(tmp_path, [monitor], max_epochs=4, limit_val_batches=1)  # 12 steps
     assert [p.step for p in monitor.points] == [0, 1, 2, 4, 5, 8, 10]  # start, doublings, every 5 (12 is not)
@@ -450,7 +456,7 @@ def test_perturbation_and_surrogate_methods_by_name(tmp_path):
     records = {r["method"]: r for r in monitor.history}
     assert set(records) == set(names)
     maps = torch.load(tmp_path / "logs" / "version_0" / "xai" / "maps_step_0000003.pt", weights_only=True)
-    assert all(maps[name].shape == (3, 3, 16, 16) for name in names)  # superpixel maps, input-shaped
+    assert all(maps[name].shape == (3, 1, 16, 16) for name in names)  # superpixel maps, input-sized, summed
 
 
 def test_the_first_point_explains_the_untrained_model_before_any_step(tmp_path):
@@ -461,6 +467,7 @@ def test_the_first_point_explains_the_untrained_model_before_any_step(tmp_path):
     untrained = ShapesNet().eval()  # the weights _fit starts from
     expected = Saliency(untrained).attribute(monitor.probe.inputs, target=monitor.history[0]["target"])
     logged = torch.load(tmp_path / "logs" / "version_0" / "xai" / "maps_step_0000000.pt", weights_only=True)
+    expected = expected.sum(1, keepdim=True)  # the maps files keep the channels' sum
     torch.testing.assert_close(logged["saliency"].float(), expected, rtol=1e-2, atol=1e-6)
 
 

@@ -144,7 +144,9 @@ def test_the_monitor_logs_ig_occlusion_and_spatial_gradcam(tmp_path, name, build
     trainer.fit(_Wrapped(net), data, data)
     maps = torch.load(tmp_path / "xai" / "maps_step_0000001.pt", weights_only=True)  # after the training step
     assert set(maps) == {"integrated_gradients", "occlusion", "lrp", "layer_gradcam"}
-    assert maps["integrated_gradients"].shape == maps["occlusion"].shape == maps["lrp"].shape == (2, 3, size, size)
+    assert (
+        maps["integrated_gradients"].shape == maps["occlusion"].shape == maps["lrp"].shape == (2, 1, size, size)
+    )  # channels summed
     cam = maps["layer_gradcam"]
     assert cam.dim() == 4 and cam.shape[:2] == (2, 1) and min(cam.shape[2:]) >= 2  # a grid over the image
     assert cam.shape[2] == cam.shape[3]  # square inputs give square grids: no channel axis read as space

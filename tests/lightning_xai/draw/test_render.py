@@ -227,7 +227,8 @@ def test_a_monitored_fit_logs_readable_images_at_the_global_step(tmp_path):
         assert [e.step for e in grids] == steps
         assert grids[-1].width == _render.PER_ROW * tile + (_render.PER_ROW + 1) * _render.PAD <= CARD_WIDTH
         strips = events.Images(_tags.filmstrip_tag(method, 2))
-        assert [e.step for e in strips] == steps and strips[-1].height > strips[0].height
+        assert [e.step for e in strips] == [steps[0], steps[-1]]  # every 10th point (the 1st) and the last
+        assert strips[-1].height > strips[0].height
         (timeline,) = events.Images(_tags.timeline_tag(method))
         assert timeline.step == steps[-1] and timeline.width <= CARD_WIDTH
     assert _tags.PROBE_IMAGE in tags
