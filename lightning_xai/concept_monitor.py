@@ -10,7 +10,6 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 from typing_extensions import override
 
@@ -20,6 +19,7 @@ from lightning_xai._compute.explain import untouched_training_state
 from lightning_xai._config.arguments import check_literal, labelled_probe
 from lightning_xai._config.choices import Direction, OnFail
 from lightning_xai._write.table_sinks import table_sinks
+from lightning_xai.epoch_points import EpochPoints
 from lightning_xai.regression import ThresholdCheck, finite_threshold
 
 __all__ = ["ConceptMonitor", "ConceptRegressionCheck"]
@@ -30,7 +30,7 @@ def score_name(score: ConceptScore) -> str:
     return f"{score.concept}/{score.layer}/class_{score.target}"
 
 
-class ConceptMonitor(Callback):
+class ConceptMonitor(EpochPoints):
     """TCAV (Kim et al., 2018) at every logged point of training: is the model relying on a concept, given
     only examples of it? A concept's activation vector (CAV) separates, at a layer, the activations of its
     examples from those of random counter-examples; its TCAV score for a class is the share of the probe's
@@ -169,16 +169,7 @@ class ConceptMonitor(Callback):
                 )
 
     @override
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.log_at_start and trainer.global_step == 0 and not trainer.fast_dev_run:  # type: ignore[attr-defined]
-            self._measure(trainer, pl_module)
-
-    @override
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if (trainer.current_epoch + 1) % self.every_n_epochs == 0 and not trainer.fast_dev_run:  # type: ignore[attr-defined]
-            self._measure(trainer, pl_module)
-
-    def _measure(self, trainer: pl.Trainer, model: pl.LightningModule) -> None:
+    def measure(self, trainer: pl.Trainer, model: pl.LightningModule) -> None:
         start = time.perf_counter()
         device = model.device
         concepts = {name: x.to(device) for name, x in self.concepts.items()}

@@ -9,7 +9,6 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
@@ -18,11 +17,12 @@ from lightning_xai._compute.explain import untouched_training_state
 from lightning_xai._compute.robustness import AttackBudget, robustness_values
 from lightning_xai._compute.training_gradients import scores_of
 from lightning_xai._config.arguments import labelled_probe
+from lightning_xai.epoch_points import EpochPoints
 
 __all__ = ["RobustnessMonitor"]
 
 
-class RobustnessMonitor(Callback):
+class RobustnessMonitor(EpochPoints):
     """Adversarial robustness of the probe's predictions, measured at every logged point of training: a curve
     to read beside the accuracy (a model can get more accurate and more brittle at once).
 
@@ -116,16 +116,7 @@ class RobustnessMonitor(Callback):
         self._warned = False
 
     @override
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.log_at_start and trainer.global_step == 0 and not trainer.fast_dev_run:  # type: ignore[attr-defined]
-            self._measure(trainer, pl_module)
-
-    @override
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if (trainer.current_epoch + 1) % self.every_n_epochs == 0 and not trainer.fast_dev_run:  # type: ignore[attr-defined]
-            self._measure(trainer, pl_module)
-
-    def _measure(self, trainer: pl.Trainer, model: pl.LightningModule) -> None:
+    def measure(self, trainer: pl.Trainer, model: pl.LightningModule) -> None:
         start = time.perf_counter()
         inputs, labels = (t.to(model.device) for t in self.probe)
 

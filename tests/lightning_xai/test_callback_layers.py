@@ -27,6 +27,7 @@ CALLBACKS = (
     "lightning_xai.regression",
     "lightning_xai.influence_monitor",
     "lightning_xai.influence_regression",
+    "lightning_xai.epoch_points",
     "lightning_xai.robustness_monitor",
     "lightning_xai.concept_monitor",
 )
