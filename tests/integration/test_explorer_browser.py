@@ -156,6 +156,8 @@ def tour(frame: Any, page: Any, shots: Path, runs: list[str]) -> None:
     page.screenshot(path=shots / "explorer_overview.png")
     set_range(frame, "#step", 0)
     act(frame, lambda: frame.locator("#compare").select_option("steps"))
+    last = "e => { e.value = e.max; e.dispatchEvent(new Event('input')); }"  # the first point beside the last
+    act(frame, lambda: frame.locator("#step-b").evaluate(last))
     page.screenshot(path=shots / "explorer_steps.png")
     act(frame, lambda: frame.locator("#compare").select_option("methods"))
     page.screenshot(path=shots / "explorer_methods.png")
