@@ -57,6 +57,11 @@ class MonitorValues(Protocol):
     def missing_reason(self, method: str | None, metric: str, step: int) -> str | None:
         """Why a value expected at ``step`` is missing (None: its absence is expected there)."""
 
+    def record_verdict(self, step: int, method: str | None, verdict: dict[str, Any]) -> None:
+        """Note a check's ``verdict`` (name, value, threshold, violated) on the point at ``step``, for the
+        records of ``method`` (all methods for None), in the manifest beside the logs (the explorer shows
+        it on its timeline)."""
+
 
 @runtime_checkable
 class MonitorReader(Protocol):
@@ -611,6 +616,14 @@ class AttributionMonitor(Callback):
         self._visuals.point(writer, point, results, self._history, filmstrips=strips)
         if strips:
             self._filmstrips_at = point.step
+
+    def record_verdict(self, step: int, method: str | None, verdict: dict[str, Any]) -> None:
+        """Note a check's ``verdict`` on the point at ``step`` in the manifest (see :class:`MonitorValues`)."""
+        records = [r for r in self._history.manifest if r["step"] == step and method in (None, r["method"])]
+        for record in records:
+            record.setdefault("verdicts", []).append(dict(verdict))
+        if records and self._writer is not None:
+            self._writer.manifest(self._history.manifest)
 
     def missing_reason(self, method: str | None, metric: str, step: int) -> str | None:
         """Why ``xai/<method>/<metric>`` (``xai/<metric>`` for None) has no value at a logged ``step``;

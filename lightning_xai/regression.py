@@ -179,6 +179,8 @@ class AttributionRegressionCheck(ThresholdCheck):
         if value is not None:
             violated = value < self.threshold if self.direction == "above" else value > self.threshold
             self._record(point.step, point.epoch, value, violated)
+            verdict = {"name": self.name, "value": value, "threshold": self.threshold, "violated": violated}
+            self._read.record_verdict(point.step, self.method, verdict)
         shown = "another process's value" if value is None else f"{value:.4g}"
         side = "below" if self.direction == "above" else "above"
         message = f"AttributionRegressionCheck: xai/{self.name} = {shown} at {point.label} is {side} the threshold "

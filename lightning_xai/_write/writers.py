@@ -156,9 +156,15 @@ class ExplanationWriter:
         probe_path = self.directory / "probe.pt"
         if not probe_path.exists():
             torch.save(probe, probe_path)
-        (self.directory / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        self.manifest(manifest)
         if self.tensorboard is not None:
             self.tensorboard.flush()
+
+    def manifest(self, manifest: list[dict[str, Any]]) -> None:
+        """``manifest.json``: the whole manifest so far (also rewritten when a check records a verdict)."""
+        if self.enabled:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            (self.directory / "manifest.json").write_text(json.dumps(manifest, indent=1))
 
     def _adopt(self, manifest: list[dict[str, Any]], earlier: Path) -> None:
         for record in manifest:

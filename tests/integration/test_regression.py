@@ -1,5 +1,6 @@
 """AttributionRegressionCheck and golden references on clean and shortcut ("Clever Hans") data."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -63,6 +64,14 @@ def test_the_check_is_quiet_on_clean_data_and_fires_on_the_shortcut(tmp_path, on
             trainer = _fit(tmp_path / "hans", [_monitor(), hans], spurious=True)
         assert trainer.current_epoch == 1  # stopped after the first epoch
     assert hans.history[0]["violated"]
+    # the verdicts are in the manifest beside the logs, where the explorer reads them
+    (manifest,) = (tmp_path / "hans").rglob("manifest.json")
+    checked = [r for r in json.loads(manifest.read_text()) if r["step"] > 0]
+    assert checked and all(
+        r["verdicts"] == [{"name": METRIC, "value": h["value"], "threshold": 0.3, "violated": h["violated"]}]
+        for r, h in zip(checked, hans.history)
+    )
+    assert not any("verdicts" in r for r in json.loads(manifest.read_text()) if r["step"] == 0)
 
 
 def test_patience_start_epoch_and_callback_order(tmp_path):
