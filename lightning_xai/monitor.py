@@ -618,7 +618,7 @@ class AttributionMonitor(Callback):
             self._filmstrips_at = point.step
 
     def record_verdict(self, step: int, method: str | None, verdict: dict[str, Any]) -> None:
-        """Note a check's ``verdict`` on the point at ``step`` in the manifest (see :class:`MonitorValues`)."""
+        """Note a check's ``verdict`` on the point at ``step`` in the manifest beside the logs."""
         records = [r for r in self._history.manifest if r["step"] == step and method in (None, r["method"])]
         for record in records:
             record.setdefault("verdicts", []).append(dict(verdict))
