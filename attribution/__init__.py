@@ -21,6 +21,15 @@ from attribution.helpers.embeddings import (
 )
 from attribution.helpers.stat import MSE, CommonStats, Count, Max, Mean, Min, StdDev, Sum, Var
 from attribution.helpers.summarizer import ClassSummarizer, Summarizer, SummarizerSingleTensor
+from attribution.llm import (
+    InterpretableInput,
+    LLMAttribution,
+    LLMAttributionResult,
+    LLMGradientAttribution,
+    RemoteLLMAttribution,
+    TextTemplateInput,
+    TextTokenInput,
+)
 from attribution.methods.backprop import Deconvolution, DeepLift, DeepLiftShap, GuidedBackprop, GuidedGradCam
 from attribution.methods.base import (
     Attribution,
@@ -58,6 +67,13 @@ from attribution.methods.shapley import ShapleyValues, ShapleyValueSampling
 from attribution.methods.surrogate import KernelShap, Lime, LimeBase
 
 __all__ = [
+    "TextTokenInput",
+    "TextTemplateInput",
+    "RemoteLLMAttribution",
+    "LLMGradientAttribution",
+    "LLMAttributionResult",
+    "LLMAttribution",
+    "InterpretableInput",
     "Alpha1_Beta0_Rule",
     "ArgumentError",
     "ArgumentTypeError",

@@ -15,6 +15,8 @@
   memory (``benchmarks/influence_monitor.py``);
 * ``tcav``: TCAV (CAVs for two concepts and random sets, then scores) on ResNet-18 64x64 against Captum's
   (``benchmarks/tcav.py``);
+* ``llm``: LLMAttribution(FeatureAblation) and LLMGradientAttribution(LayerIntegratedGradients) on a GPT-2
+  from a config (64-token prompt, 8-token target) against Captum's (``benchmarks/llm.py``);
 * ``robust``: FGSM and PGD (20 steps) on ResNet-18 64x64 against Captum's (``benchmarks/robust.py``);
 * ``lrp_zennit``: the published LRP composites against Zennit's on VGG-11 and ResNet-18
   (``benchmarks/lrp_zennit.py``);
@@ -45,6 +47,7 @@ from benchmarks.contended import bench_contended
 from benchmarks.faithfulness import bench_faithfulness
 from benchmarks.influence import bench_influence
 from benchmarks.influence_monitor import bench_influence_monitor
+from benchmarks.llm import bench_llm
 from benchmarks.log_size import bench_log_size
 from benchmarks.lrp import bench_lrp
 from benchmarks.lrp_zennit import bench_lrp_zennit
@@ -136,6 +139,7 @@ BENCHES = {
     "influence": bench_influence,
     "influence_monitor": bench_influence_monitor,
     "tcav": bench_tcav,
+    "llm": bench_llm,
     "robust": bench_robust,
     "lrp_zennit": bench_lrp_zennit,
     "monitor": bench_monitor,

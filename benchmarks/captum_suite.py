@@ -63,9 +63,9 @@ SUITES = {
     "module": "tests/module",
 }
 SKIPPED_FILES = {
-    "tests/attr/test_llm_attr.py": "LLM attribution over Captum's LLMAttribution wrappers; "
-    "we have no LLM attribution, so the run would only measure our classes inside Captum's wrappers",
-    "tests/attr/test_llm_attr_hf_compatibility.py": "Hugging Face LLMs (needs transformers models from the hub)",
+    "tests/attr/test_llm_attr_hf_compatibility.py": "loads the tokenizer and weights of "
+    "hf-internal-testing/tiny-random-LlamaForCausalLM from the Hugging Face hub (no network here; a tokenizer "
+    "cannot be built from a config); tests/attribution/llm runs ours on Llama and GPT-2 built from configs",
     "tests/attr/test_data_parallel.py": "CUDA only (no test is generated without a GPU), and it binds TCP port 29500 "
     "at import, so two runs side by side collide",
 }
@@ -86,6 +86,7 @@ OUR_MODULES = {
     "attribution.concept": "captum.concept",
     "attribution.robust": "captum.robust",
     "attribution.module": "captum.module",
+    "attribution.llm": "captum.attr",  # LLMAttribution & co. (captum.attr._core.llm_attr) and the interpretable inputs
 }
 # Captum test helpers that subclass Captum's base classes: reference implementations, kept on Captum's bases.
 PRESERVED_HELPERS = ("captum.testing.attr.helpers.conductance_reference",)

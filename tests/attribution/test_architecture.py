@@ -1,7 +1,7 @@
 """The layering of the engine, checked on the import statements of the real files.
 
 ``attribution/`` holds the public modules (the package, ``registry``, ``utils``, ``outputs`` and the two
-visualization modules) and nine folders, each a tier that imports only the tiers below it:
+visualization modules) and ten folders, each a tier that imports only the tiers below it:
 
 - ``_internal/``: private machinery (the canonical boundary, checks, autograd, rules, chunking, ...);
   it imports nothing else of the engine.
@@ -19,6 +19,8 @@ visualization modules) and nine folders, each a tier that imports only the tiers
 - ``robust/``: adversarial attacks and their metrics (Captum's ``captum.robust``); ``_internal``, the core,
   itself.
 - ``module/``: stochastic gates (Captum's ``captum.module``); ``_internal`` and itself.
+- ``llm/``: LLM attribution (Captum's ``LLMAttribution`` & co.); it imports ``_internal``, the core, the method
+  classes it wraps and itself.
 
 Across packages: ``lightning_xai`` uses only public names of ``attribution``; ``attribution`` knows
 nothing of Lightning; the callbacks never import the demo data and models.
@@ -50,6 +52,7 @@ TIERS = {
     "concept": ("attribution._internal", "attribution.functional", "attribution.methods", "attribution.concept"),
     "robust": ("attribution._internal", "attribution.functional", "attribution.robust"),
     "module": ("attribution._internal", "attribution.module"),
+    "llm": ("attribution._internal", "attribution.functional", "attribution.methods", "attribution.llm"),
 }
 """What the files of each folder may import from the engine (module prefixes)."""
 SAME_FAMILY = {

@@ -36,6 +36,10 @@ def _construct(cls, model):
         return cls(model, model[0])
 
 
+LLM_WRAPPERS = ("LLMAttribution", "LLMGradientAttribution", "RemoteLLMAttribution")
+"""Built from another method and a tokenizer (or a remote provider), not from a model alone."""
+
+
 @pytest.mark.parametrize("name", _methods())
 def test_each_method_has_captums_base_classes_and_multiplies_by_inputs_as_captum(name):
     captum = pytest.importorskip("captum.attr")
@@ -46,7 +50,7 @@ def test_each_method_has_captums_base_classes_and_multiplies_by_inputs_as_captum
     for base in BASES:
         assert issubclass(ours, getattr(attribution, base)) == issubclass(theirs, getattr(captum, base)), base
     model = torch.nn.Sequential(torch.nn.Linear(3, 2))
-    if name in ("DataLoaderAttribution", "LimeBase", "NoiseTunnel"):
+    if name in ("DataLoaderAttribution", "LimeBase", "NoiseTunnel", *LLM_WRAPPERS):
         return  # built from another method, or from the parts of a surrogate model
     mine, captums = _construct(ours, model), _construct(theirs, model)
     if hasattr(captums, "multiplies_by_inputs"):
