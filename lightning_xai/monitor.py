@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing_extensions import override
 from attribution import registry
 from attribution.utils import resolve_layer
 from lightning_xai._compute import drift
+from lightning_xai._compute.budget import PassTimes, budgeted_options, time_passes
 from lightning_xai._compute.drift import DriftTracker, save_golden
 from lightning_xai._compute.expected import MetricPlan
 from lightning_xai._compute.explain import Subject, explain, model_inputs, resolve_targets, untouched_training_state
@@ -29,7 +31,7 @@ from lightning_xai._compute.progress import TrainerProgress
 from lightning_xai._compute.self_check import Diagnosis, Flag
 from lightning_xai._compute.shards import agreed_chunk_size, shards_for
 from lightning_xai._config import arguments, tags
-from lightning_xai._config.choices import OnError, PredictionTarget, QualityMetric, Similarity
+from lightning_xai._config.choices import ImageFormat, OnError, PredictionTarget, QualityMetric, Similarity
 from lightning_xai._config.errors import AttributionMonitorError, ErrorPolicy
 from lightning_xai._config.probe import Probe, probe_from_value, select_probe, validation_dataloader
 from lightning_xai._draw.visuals import Visuals
@@ -173,6 +175,21 @@ class AttributionMonitor(Callback):
             ... logged point, the last 3 and the point ``reference`` names; the manifest keeps every
             point's metrics and says ``"maps": null`` with a ``"maps_thinned"`` note for the others.
             False keeps every point's file.
+        image_format: how the images are encoded for TensorBoard (and the image files written when no
+            logger shows images): ``"png"``, ``"jpeg"`` (quality 90, full colour resolution), or ``"auto"``
+            (default): JPEG for probes of images at least 128 px on the short side, whose PNGs are mostly
+            the photographs' noise (a sixth of the bytes at 224 px, looking the same), PNG for smaller
+            ones, shown as enlarged pixel blocks that PNG keeps crisp in few bytes. W&B and MLflow receive
+            the pixels and encode them themselves.
+        time_budget: seconds a logged point should take, at most (default 10; None: no limit).  At the start
+            of fit the monitor times a forward and a backward pass of the probe and, if the methods' probe
+            options (16 integrated-gradients steps, 16 gradient-SHAP samples, occlusion windows an eighth of
+            the image's side) would make a point take longer, lowers them together, as little as needed and
+            to 4 steps, samples or windows per side at the fewest; options given in ``methods`` are kept.
+            The choice is said once, kept for the whole run (a resumed run keeps it too: maps stay
+            comparable), and a point's time is logged as ``xai/seconds`` and ``xai/share_of_time``.  At
+            224 px on two CPU cores this takes a ResNet-18 point with the examples' methods from about 30 s to
+            10 s (``python -m benchmarks.monitor_cost``).
         probe_chunk_size: examples explained at once. By default an equal share of the probe per
             process (under DDP each process explains its share, and all of them receive every result),
             cut so that one chunk's forward and backward fits the device's memory budget. Noisy
@@ -252,6 +269,8 @@ class AttributionMonitor(Callback):
         filmstrip_every: int = 10,
         full_resolution_maps: bool = False,
         thin_maps: bool = True,
+        image_format: ImageFormat = "auto",
+        time_budget: float | None = 10.0,
     ) -> None:
         super().__init__()
         self.methods = arguments.method_options(methods)
@@ -288,6 +307,9 @@ class AttributionMonitor(Callback):
         self.filmstrip_every = arguments.log_budget(filmstrip_every, full_resolution_maps, thin_maps)
         self.full_resolution_maps = full_resolution_maps
         self.thin_maps = thin_maps
+        arguments.check_literal(image_format, "image_format", ImageFormat)
+        self.image_format = image_format
+        self.time_budget = arguments.optional_positive("time_budget", time_budget)
         self._pinned_step = reference if isinstance(reference, int) else None  # its maps file stays (a bool: refused)
         self.input_key = input_key
         self.output_transform = output_transform
@@ -314,6 +336,8 @@ class AttributionMonitor(Callback):
         self._visuals_cache: Visuals | None = None
         self._filmstrips_at: int | None = None  # the step of this fit's latest filmstrips
         self._attempted: set[int] = set()  # steps explained (or tried) in this fit
+        self._budgeted: dict[str, dict[str, Any]] | None = None  # options scaled to time_budget, once per run
+        self._last_point_end: float | None = None  # when the previous point of this fit ended (perf_counter)
         self._errors.reset()
 
     @property
@@ -417,6 +441,7 @@ class AttributionMonitor(Callback):
             "probe": None if self._probe is None else self._probe.state_dict(),
             "history": self._history.state_dict(),
             "drift": self._drift.state_dict(),
+            "budgeted_options": self._budgeted,
         }
 
     @override
@@ -427,6 +452,7 @@ class AttributionMonitor(Callback):
             self._probe = saved
         self._history = History.from_state_dict(state_dict.get("history", {}))
         self._drift.load_state_dict(state_dict.get("drift", {}))
+        self._budgeted = state_dict.get("budgeted_options")
 
     def _warn_if_replaced(self, saved: Probe) -> None:
         """A resumed run goes on with the checkpoint's probe (``saved``): say so when it is not the one given."""
@@ -510,6 +536,47 @@ class AttributionMonitor(Callback):
         self._subject = Subject(view.forward, view.forward_args, layer, choice.reshape_transform)
         if not torch.isfinite(view.scores).all():
             self._errors.warn_once("nonfinite", "at the start of fit the model's outputs on the probe are not finite")
+        if self._budgeted is None and self.time_budget is not None:
+            self._budgeted = self._options_within_budget(trainer, pl_module, inputs)
+
+    def _options_within_budget(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, inputs: Tensor
+    ) -> dict[str, dict[str, Any]]:
+        """The methods' cost-setting options for a point within ``time_budget``, decided by global rank zero
+        from its own timing (every process must explain with the same options)."""
+        assert self.time_budget is not None and self._subject is not None
+        shards = shards_for(len(inputs), self._chunk_size, trainer.global_rank, trainer.world_size)
+        local = sum(chunk.stop - chunk.start for chunk in shards.local)
+        chunk = inputs[: self._chunk_size].to(pl_module.device)
+        forward_args = tuple(a[: self._chunk_size].to(pl_module.device) for a in self._subject.forward_args)
+        try:
+            with untouched_training_state(pl_module, self.seed):
+                timed = time_passes(self._subject.forward, chunk, forward_args)
+        except Exception:  # the points will report the model's error; nothing to scale by
+            return {}
+        scale = max(local, 1) / len(chunk)  # this process explains its share in chunks of the timed size
+        times = PassTimes(timed.forward * scale, timed.forward_backward * scale)
+        chosen = budgeted_options(self._active_methods(), inputs, times, self.time_budget, self.metrics)
+        options: dict[str, dict[str, Any]] = trainer.strategy.broadcast(chosen.options)
+        if chosen.lowered:
+            rank_zero_info(
+                f"AttributionMonitor: a forward and backward pass of the probe takes {times.forward_backward:.2f} s "
+                f"here, so that a point stays within time_budget={self.time_budget:g} s (about "
+                f"{chosen.seconds:.1f} s): {chosen.describe()}; give these options in methods= to fix them, or "
+                f"time_budget=None for the most exact ones"
+            )
+        if chosen.over:
+            rank_zero_warn(
+                f"AttributionMonitor: a point is estimated to take {chosen.seconds:.1f} s, over "
+                f"time_budget={self.time_budget:g} s even with the fewest steps and windows; explain fewer probe "
+                f"examples (num_probe_samples), fewer methods or metrics, or raise time_budget"
+            )
+        return options
+
+    def _methods_to_run(self) -> dict[str, dict[str, Any]]:
+        """The active methods with their options: the user's over the ones scaled to ``time_budget``."""
+        budgeted = self._budgeted or {}
+        return {name: {**budgeted.get(name, {}), **options} for name, options in self._active_methods().items()}
 
     def _active_methods(self) -> dict[str, dict[str, Any]]:
         methods = dict(self.methods)
@@ -518,6 +585,19 @@ class AttributionMonitor(Callback):
         return methods
 
     def _monitor_point(self, trainer: pl.Trainer, pl_module: pl.LightningModule, point: Point) -> None:
+        start = time.perf_counter()
+        self._explain_and_log(trainer, pl_module, point)
+        end = time.perf_counter()
+        cost = {"seconds": end - start}
+        if self._last_point_end is not None:  # the wall time since the previous point, this one included
+            cost["share_of_time"] = cost["seconds"] / max(end - self._last_point_end, 1e-9)
+        self._last_point_end = end
+        if self._history.logged(point.step):
+            self._history.point_metrics.setdefault(point.step, {}).update(cost)
+            scalars = {tags.metric_tag(name): value for name, value in cost.items()}
+            self._writer_for(trainer).scalars(scalars, point.step)
+
+    def _explain_and_log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, point: Point) -> None:
         probe = self._fit_probe
         device = pl_module.device
         inputs = model_inputs(pl_module, probe.inputs)
@@ -536,7 +616,7 @@ class AttributionMonitor(Callback):
             targets = predictions if self.target == "pred" else resolve_targets(self.target, inputs, probe.labels)
             results, failures = explain(
                 subject,
-                self._active_methods(),
+                self._methods_to_run(),
                 inputs,
                 targets,
                 None if probe.masks is None else probe.masks.to(device),
@@ -576,6 +656,7 @@ class AttributionMonitor(Callback):
                 self.token_names,
                 self.class_names,
                 self.display_samples,
+                self.image_format,
             )
         return self._visuals_cache
 

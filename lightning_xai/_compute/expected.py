@@ -66,7 +66,7 @@ class MetricPlan:
         """Why ``xai/<method>/<metric>`` (``xai/<metric>`` for None) has no value at a logged ``step``;
         None when its absence is expected there (drift measures at the first logged point)."""
         steps = history.steps
-        if metric in ("similarity_previous", "prediction_flips") and steps and step == steps[0]:
+        if metric in ("similarity_previous", "prediction_flips", "share_of_time") and steps and step == steps[0]:
             return None
         if method is None:
             return "the monitor logged no such value"

@@ -4,6 +4,7 @@ of fit): a mistake fails at once, naming the argument, not at the first logged e
 from __future__ import annotations
 
 import inspect
+import math
 import numbers
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -118,6 +119,15 @@ def optional_count(argument: str, value: Any) -> int | None:
     """None, or a whole number >= 1 (``probe_chunk_size``)."""
     misconfigured(check_int, value, argument, allow_none=True)
     return None if value is None else int(value)
+
+
+def optional_positive(argument: str, value: Any) -> float | None:
+    """None, or a finite number > 0 (``time_budget``, in seconds)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise MisconfigurationException(f"{argument}: expected a number of seconds > 0, or None, got {value!r}")
+    return float(value)
 
 
 def names(argument: str, values: Any) -> list[str] | None:

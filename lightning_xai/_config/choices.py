@@ -29,6 +29,9 @@ QualityMetric = Literal[
 passes of the model or the method (``tags.logged_name`` gives the name each is logged under).  The monitor's
 names are British, like its chart groups (``"randomisation"``); the engine's function keeps the engine's
 spelling, ``attribution.metrics.randomization_similarity``, beside its ``model_randomization_check``."""
+ImageFormat = Literal["auto", "png", "jpeg"]
+"""``AttributionMonitor(image_format=...)``: how images are encoded for TensorBoard; ``"auto"`` picks JPEG for
+photographs of at least 128 px and PNG for smaller images."""
 Direction = Literal["above", "below"]
 """``AttributionRegressionCheck(direction=...)``: the side of the threshold the metric must stay on."""
 OnFail = Literal["warn", "stop", "raise"]

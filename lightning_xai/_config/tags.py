@@ -52,9 +52,13 @@ CHARTS: dict[str, dict[str, str]] = {
         "similarity_reference": "similarity to the reference",
         "prediction_flips": "probe predictions that flipped",
     },
+    "cost": {
+        "seconds": "seconds the monitor took for the point",
+        "share_of_time": "the point's share of the wall time since the previous point",
+    },
 }
 """Chart groups of the custom-scalars layout: metric name -> chart title."""
-EPOCH_METRICS = ("prediction_flips",)
+EPOCH_METRICS = ("prediction_flips", "seconds", "share_of_time")
 """Logged once per logged epoch as ``xai/<metric>``."""
 METHOD_METRICS = tuple(metric for charts in CHARTS.values() for metric in charts if metric not in EPOCH_METRICS)
 """Logged per method as ``xai/<method>/<metric>`` (those that apply to the run)."""

@@ -20,6 +20,7 @@ from lightning_xai._compute.heat import Heat, is_signed
 from lightning_xai._compute.history import History, Point
 from lightning_xai._compute.self_check import MASK_EXAMPLES
 from lightning_xai._config import tags
+from lightning_xai._config.choices import ImageFormat
 from lightning_xai._config.probe import Probe, round_robin
 from lightning_xai._draw import render
 from lightning_xai._draw.timeline import timeline_image
@@ -29,10 +30,16 @@ class ImageOutput(Protocol):
     """Where the finished images go (the monitor's :class:`~lightning_xai._write.writers.ExplanationWriter`)."""
 
     def image(
-        self, tag: str, image: Tensor, step: int, file_name: str | None = None, caption: str | None = None
+        self,
+        tag: str,
+        image: Tensor,
+        step: int,
+        file_name: str | None = None,
+        caption: str | None = None,
+        lossy: bool = False,
     ) -> None:
         """Show a ``(3, H, W)`` image under ``tag`` at global ``step``; also as ``file_name`` beside the maps if
-        given; ``caption`` where the logger shows captions."""
+        given; ``caption`` where the logger shows captions; ``lossy``: may be encoded as JPEG."""
 
 
 class Visuals:
@@ -50,6 +57,7 @@ class Visuals:
         token_names: Sequence[str] | None = None,
         class_names: Sequence[str] | None = None,
         display_samples: int | None = None,
+        image_format: ImageFormat = "auto",
     ) -> None:
         self.source = probe
         self.shown = display_rows(probe, display_samples or len(probe))
@@ -60,6 +68,7 @@ class Visuals:
         self._frames = _FrameTiles(self.display)
         self._labels = _class_labels(self.probe)
         self._probe_logged = False  # once per fit (a Visuals lasts a fit): a resumed fit may log elsewhere
+        self.lossy = image_format == "jpeg" or (image_format == "auto" and photographs(self.probe.inputs))
 
     @property
     def images(self) -> bool:
@@ -94,7 +103,7 @@ class Visuals:
             return
         if not self._probe_logged:
             caption = _caption_text(self._probe_title(), [self.caption(i) for i in range(len(samples))])
-            writer.image(tags.PROBE_IMAGE, self.probe_sheet(), point.step, caption=caption)
+            writer.image(tags.PROBE_IMAGE, self.probe_sheet(), point.step, caption=caption, lossy=self.lossy)
             self._probe_logged = True
         for result in results:
             if result.heat is not None:
@@ -102,7 +111,7 @@ class Visuals:
                 problems = [result.problems[i] for i in self.shown] if result.problems else None
                 image = self.grid(result.method, heat, point, targets, predictions, problems)
                 caption = _caption_text(f"{result.method}, {point.label}", samples)
-                writer.image(tags.grid_tag(result.method), image, point.step, caption=caption)
+                writer.image(tags.grid_tag(result.method), image, point.step, caption=caption, lossy=self.lossy)
         if filmstrips:
             self.filmstrips(writer, history, point.step)
 
@@ -169,7 +178,7 @@ class Visuals:
                 marks = [None] + [_mark(problems.get(s, {}).get(self.shown[i])) for s in steps_shown]
                 image = render.sheet(tiles, captions, title, legend, marks=marks)
                 caption = _caption_text(f"{method}, sample #{self.shown[i]}", captions)
-                writer.image(tags.filmstrip_tag(method, self.shown[i]), image, step, caption=caption)
+                writer.image(tags.filmstrip_tag(method, self.shown[i]), image, step, caption=caption, lossy=self.lossy)
 
     def timelines(self, writer: ImageOutput, history: History) -> None:
         """Per method: every probe sample at a few logged points, with the metric curves; to TensorBoard and as
@@ -194,7 +203,7 @@ class Visuals:
             title = f"{method}, steps {steps[0]} to {steps[-1]}, predictions at step {last.step}"
             caption = _caption_text(title, [[row] for row in rows])
             tag, file_name = tags.timeline_tag(method), f"timeline_{method}.png"
-            writer.image(tag, image, last.step, file_name=file_name, caption=caption)
+            writer.image(tag, image, last.step, file_name=file_name, caption=caption, lossy=self.lossy)
 
     def tokens(self, scores: Tensor, targets: Tensor, predictions: Tensor | None = None) -> Tensor:
         """The probe sentences with each token shaded by its attribution, as an image."""
@@ -269,6 +278,12 @@ class _FrameTiles:
             del self._drawn[key]
         self._drawn.update({(method, step): (maps[step], signed, tile) for step, tile in zip(sorted(maps), tiles)})
         return tiles
+
+
+def photographs(inputs: Tensor) -> bool:
+    """Whether ``inputs`` are images shown at their own size or shrunk (short side at least ``TILE_SIDE``):
+    their tiles hold no enlarged pixel blocks, and JPEG suits them better than PNG (see ``image_format``)."""
+    return inputs.dim() == 4 and min(inputs.shape[-2:]) >= render.TILE_SIDE
 
 
 def display_rows(probe: Probe, count: int) -> list[int]:

@@ -1,6 +1,6 @@
 """Where the monitor's images go: one small sink per kind of logger, chosen from the trainer's loggers.
 
-TensorBoard gets the writer's own PNG bytes through the SummaryWriter's file writer (the fast path);
+TensorBoard gets the writer's own PNG (or JPEG) bytes through the SummaryWriter's file writer (the fast path);
 Weights & Biases and MLflow get the pixels through their loggers, with a caption; PNG files beside the
 logs only when no logger can show images (CSV, no logger).  ``wandb`` and ``mlflow`` are optional: this
 module recognises their loggers by Lightning's classes and never imports either library itself.
@@ -31,7 +31,7 @@ class ImageSink(Protocol):
 
 
 class TensorBoardSink:
-    """A TensorBoard image summary of the PNG bytes, written straight to the event file (no re-encoding)."""
+    """A TensorBoard image summary of the encoded bytes, written straight to the event file (no re-encoding)."""
 
     def __init__(self, summary_writer: Any) -> None:
         self.summary_writer = summary_writer
@@ -39,7 +39,7 @@ class TensorBoardSink:
     def write(self, tag: str, picture: Picture, step: int, caption: str | None) -> None:
         # TensorBoard has no per-image caption: the image itself carries its labels.
         height, width = picture.size
-        image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=picture.png)
+        image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=picture.encoded)
         summary = Summary(value=[Summary.Value(tag=tag, image=image)])
         self.summary_writer._get_file_writer().add_summary(summary, global_step=step)
 
@@ -88,15 +88,16 @@ class MlflowSink:
 
 
 class FileSink:
-    """``images/<tag>/step_NNNNNNN.png`` under ``directory``: for runs whose loggers show no images."""
+    """``images/<tag>/step_NNNNNNN.png`` (``.jpg`` for a lossy picture) under ``directory``: for runs whose
+    loggers show no images."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
     def write(self, tag: str, picture: Picture, step: int, caption: str | None) -> None:
-        path = self.directory / "images" / file_name(tag) / f"step_{step:07d}.png"
+        path = self.directory / "images" / file_name(tag) / f"step_{step:07d}{picture.suffix}"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(picture.png)
+        path.write_bytes(picture.encoded)
 
 
 def image_sinks(trainer: Trainer, directory: Path) -> list[ImageSink]:

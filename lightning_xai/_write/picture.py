@@ -1,5 +1,5 @@
-"""One image in the forms the sinks take: PNG bytes (TensorBoard, files) and ``(H, W, 3)`` pixels (W&B,
-MLflow), each made once and only when a sink asks for it.
+"""One image in the forms the sinks take: encoded bytes (TensorBoard, files: PNG, or JPEG for photographs)
+and ``(H, W, 3)`` pixels (W&B, MLflow), each made once and only when a sink asks for it.
 
 Its own module so that the writer (:mod:`lightning_xai._write.writers`), which makes pictures, and the sinks
 (:mod:`lightning_xai._write.image_sinks`), which read them, both import it and not each other.
@@ -7,13 +7,19 @@ Its own module so that the writer (:mod:`lightning_xai._write.writers`), which m
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from functools import cached_property
 
 import numpy as np
 import torch
+from PIL import Image  # a requirement of matplotlib and torchvision, both ours
 from torch import Tensor
+
+JPEG_QUALITY = 90
+"""At 90 with full-resolution colour (4:4:4) a 224 px probe's overlays and captions look as the PNG's do side by
+side, in a sixth of its bytes (a ResNet-18 grid of 8 photographs: 82 KB against 460 KB)."""
 
 
 def _encode_png(image: Tensor) -> bytes:
@@ -58,11 +64,23 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-class Picture:
-    """One image in the forms the sinks take, each made once and only when a sink asks for it."""
+def _jpeg_of_pixels(pixels: np.ndarray) -> bytes:
+    # No chroma subsampling: halving the colour resolution smears thin red and blue heat into the grey.
+    out = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(out, "JPEG", quality=JPEG_QUALITY, subsampling=0)
+    return out.getvalue()
 
-    def __init__(self, image: Tensor) -> None:
+
+class Picture:
+    """One image in the forms the sinks take, each made once and only when a sink asks for it.
+
+    ``lossy``: the encoded form is JPEG, for images of photographs, where PNG's lossless bytes are mostly
+    sensor noise; PNG otherwise (flat colours and enlarged pixel blocks, which JPEG would blur).
+    """
+
+    def __init__(self, image: Tensor, lossy: bool = False) -> None:
         self.image = image
+        self.lossy = lossy
 
     @property
     def size(self) -> tuple[int, int]:
@@ -78,3 +96,13 @@ class Picture:
     def png(self) -> bytes:
         """PNG bytes (see :func:`_encode_png`)."""
         return _png_of_pixels(self.pixels)
+
+    @cached_property
+    def encoded(self) -> bytes:
+        """The bytes TensorBoard and image files take: JPEG if ``lossy``, else PNG."""
+        return _jpeg_of_pixels(self.pixels) if self.lossy else self.png
+
+    @property
+    def suffix(self) -> str:
+        """The file suffix of :attr:`encoded`."""
+        return ".jpg" if self.lossy else ".png"

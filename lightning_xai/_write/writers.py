@@ -79,11 +79,18 @@ class ExplanationWriter:
         self._layout_written = False
 
     def image(
-        self, tag: str, image: Tensor, step: int, file_name: str | None = None, caption: str | None = None
+        self,
+        tag: str,
+        image: Tensor,
+        step: int,
+        file_name: str | None = None,
+        caption: str | None = None,
+        lossy: bool = False,
     ) -> None:
         """A ``(3, H, W)`` image (uint8, or floats in [0, 1]) at ``step`` to every image sink, encoded once
-        per form; also written to ``file_name`` if given.  ``caption`` goes where captions are shown (W&B,
-        MLflow).
+        per form; also written to ``file_name`` if given (PNG).  ``caption`` goes where captions are shown
+        (W&B, MLflow); ``lossy``: JPEG for TensorBoard and files, a photograph's image (see
+        :class:`~lightning_xai._write.picture.Picture`).
 
         Raises:
             Exception: the first sink's error, after every sink has had the image (one failing service
@@ -91,7 +98,7 @@ class ExplanationWriter:
         """
         if not self.enabled:
             return
-        picture = Picture(image)
+        picture = Picture(image, lossy)
         failure: Exception | None = None
         for sink in self.sinks:
             try:

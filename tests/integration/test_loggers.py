@@ -295,6 +295,17 @@ def test_csv_alone_keeps_png_files(tmp_path):
     assert written == Counter((tag.replace("/", "_"), step) for tag, step in _expected_images())
 
 
+def test_file_sink_names_a_lossy_picture_jpg_and_keeps_its_look(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    image = (torch.rand(3, 1, 1, generator=generator) * 0.6 + 0.2).expand(3, 96, 128).clone()
+    image[:, 20:60, 30:90] = torch.tensor([0.8, 0.1, 0.1]).view(3, 1, 1)  # a red block on a flat colour
+    FileSink(tmp_path).write("xai_per_step/probe", Picture(image, lossy=True), 4, None)
+    (written,) = (tmp_path / "images" / "xai_per_step_probe").iterdir()
+    assert written.name == "step_0000004.jpg" and written.read_bytes()[:2] == b"\xff\xd8"
+    difference = np.abs(_decoded(written).astype(int) - Picture(image).pixels.astype(int))
+    assert difference.mean() < 1.0 and difference.max() < 40
+
+
 @pytest.mark.parametrize(
     ("kinds", "sinks"),
     [

@@ -28,9 +28,11 @@ class _Recorder:
 
     def __init__(self):
         self.images = {}
+        self.lossy = {}
 
-    def image(self, tag, image, step, file_name=None, caption=None):
+    def image(self, tag, image, step, file_name=None, caption=None, lossy=False):
         self.images[tag] = image
+        self.lossy[tag] = lossy
 
 
 def _visuals(size=8, samples=3, labels=True, class_names=("cat", "dog", "owl")):
