@@ -684,9 +684,14 @@ class AttributionMonitor(Callback):
         if not self.full_resolution_maps and self._visuals.images:
             size, shown_size = self._fit_probe.inputs.shape[-2:], self._visuals.display().shape[-2:]
             maps = {method: stored_maps(m, size, shown_size) for method, m in maps.items()}
-        probe = self._fit_probe.state_dict()
+        probe = {**self._fit_probe.state_dict(), **self._display_record()}
         writer.artifacts(point.step, maps, probe, history.manifest, history.directory, dropped)
         history.directory = str(writer.directory)
+
+    def _display_record(self) -> dict[str, Any]:
+        """What ``probe.pt`` keeps for a reader such as the explorer beside the probe: how to undo the
+        normalisation for display, and the class names."""
+        return {"display_mean": self.display_mean, "display_std": self.display_std, "class_names": self.class_names}
 
     def _log(self, trainer: pl.Trainer, writer: ExplanationWriter, point: Point, results: list[Explanation]) -> None:
         scalars = {tags.metric_tag(m, r.method): v for r in results for m, v in r.metrics.items()}

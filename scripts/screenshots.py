@@ -10,30 +10,14 @@ one (its width in the page against its width in pixels), then stops TensorBoard.
 from __future__ import annotations
 
 import argparse
-import json
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from lightning_xai._config import tags as _tags
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for its tests' browser helpers
+from lightning_xai._config import tags as _tags  # noqa: E402
+from tests.browser import chromium_page, images_and_scalars_read, tensorboard  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 _ALL_POINTS = "&_smoothingWeight=0"
 """Scalar views without TensorBoard's smoothing (0.6 distorts a dozen points)."""
 LOCAL_SETTINGS = "window.localStorage.setItem('_ignoreYOutliers', 'false');"
@@ -57,57 +41,10 @@ view, its filter to images, the overview group and actual image size; in the sca
 Smoothing is off: a few logged points are distorted by TensorBoard's default of 0.6."""
 SCROLL_TO = {"scalars": f'text="{_tags.PREFIX}" >> visible=true'}
 """Views whose screenshot starts at a group further down: the scalars at the monitor's group."""
-START_TIMEOUT_S = 120
 PAGE_TIMEOUT_MS = 60_000
 CLICK_TIMEOUT_MS = 20_000
 SETTLE_S = 3.0
 """After the network is quiet: time for TensorBoard's charts and images to draw."""
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _get_json(url: str):
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.loads(response.read())
-
-
-@contextmanager
-def _tensorboard(logdir: Path) -> Iterator[str]:
-    """A TensorBoard on ``logdir`` that has read its images and scalars; stopped on exit."""
-    port = _free_port()
-    command = [str(Path(sys.executable).with_name("tensorboard")), "--logdir", str(logdir), "--port", str(port)]
-    command += ["--host", "127.0.0.1", "--samples_per_plugin", "images=100"]
-    log = tempfile.TemporaryFile()
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"TensorBoard exited with {process.returncode}:\n{log.read().decode()[-2000:]}")
-            try:
-                images, scalars = (_get_json(f"{url}/data/plugin/{p}/tags") for p in ("images", "scalars"))
-                if any(images.values()) and any(scalars.values()):
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"TensorBoard found no images and scalars in {logdir} within {START_TIMEOUT_S} s")
-            time.sleep(1)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 def _image_sizes(page) -> list[str]:
@@ -121,42 +58,34 @@ def _image_sizes(page) -> list[str]:
 
 def screenshots(logdir: Path, out: Path, width: int, height: int) -> list[Path]:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
-    from playwright.sync_api import sync_playwright
 
     out.mkdir(parents=True, exist_ok=True)
     saved = []
-    with _tensorboard(logdir) as url, tempfile.TemporaryDirectory() as profile, sync_playwright() as playwright:
-        browser = playwright.chromium.launch_persistent_context(
-            profile,
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": width, "height": height},
-        )
-        try:
-            page = browser.new_page()
-            page.add_init_script(LOCAL_SETTINGS)
-            page.set_default_timeout(PAGE_TIMEOUT_MS)
-            for name, (route, click) in VIEWS.items():
-                page.goto(f"{url}/{route}")
+    arguments = ["--samples_per_plugin", "images=100"]
+    with (
+        tensorboard(logdir.resolve(), images_and_scalars_read, arguments) as url,
+        chromium_page(width, height) as (page, _),
+    ):
+        page.add_init_script(LOCAL_SETTINGS)
+        page.set_default_timeout(PAGE_TIMEOUT_MS)
+        for name, (route, click) in VIEWS.items():
+            page.goto(f"{url}/{route}")
+            page.wait_for_load_state("networkidle")
+            for target in click:
+                try:
+                    page.locator(target).first.click(timeout=CLICK_TIMEOUT_MS)
+                except PlaywrightTimeout:
+                    print(f"{name}: nothing to click for {target} (not logged yet?)")
                 page.wait_for_load_state("networkidle")
-                for target in click:
-                    try:
-                        page.locator(target).first.click(timeout=CLICK_TIMEOUT_MS)
-                    except PlaywrightTimeout:
-                        print(f"{name}: nothing to click for {target} (not logged yet?)")
-                    page.wait_for_load_state("networkidle")
-                if name in SCROLL_TO:
-                    page.locator(SCROLL_TO[name]).first.evaluate("e => e.scrollIntoView()")
-                time.sleep(SETTLE_S)
-                page.wait_for_load_state("networkidle")
-                path = out / f"tensorboard_{name}.png"
-                page.screenshot(path=path)
-                saved.append(path)
-                if name in ("images", "time_series"):
-                    print(f"{name}: " + "; ".join(_image_sizes(page)[:12]))
-        finally:
-            browser.close()
+            if name in SCROLL_TO:
+                page.locator(SCROLL_TO[name]).first.evaluate("e => e.scrollIntoView()")
+            time.sleep(SETTLE_S)
+            page.wait_for_load_state("networkidle")
+            path = out / f"tensorboard_{name}.png"
+            page.screenshot(path=path)
+            saved.append(path)
+            if name in ("images", "time_series"):
+                print(f"{name}: " + "; ".join(_image_sizes(page)[:12]))
     return saved
 
 

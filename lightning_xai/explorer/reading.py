@@ -117,9 +117,24 @@ def summary(run: Run) -> dict[str, Any]:
         "points": points,
         "examples": _examples(probe, records),
         "labels": labels.tolist() if isinstance(labels, Tensor) and labels.dim() == 1 else None,
+        "class_names": _names(probe.get("class_names")),
         "predictions": {str(step): values for step, values in predictions.items()},
         "targets": {str(step): values for step, values in targets.items()},
     }
+
+
+def _names(value: Any) -> list[str] | None:
+    """The class names the monitor recorded (``class_names=``), if a list of strings."""
+    return list(value) if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value) else None
+
+
+def _statistics(value: Any, channels: int) -> Tensor | None:
+    """Per-channel display statistics (one number, or one per channel) as a ``(C, 1, 1)`` tensor."""
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, (int, float)) for v in value):
+        return None
+    if len(value) not in (1, channels):
+        return None
+    return torch.tensor([float(v) for v in value]).view(-1, 1, 1)
 
 
 def _examples(probe: dict[str, Any], records: list[dict[str, Any]]) -> int:
@@ -228,13 +243,14 @@ def _record(run: Run, step: int, method: str) -> dict[str, Any]:
 
 
 def probe_image(run: Run, example: int) -> Tensor:
-    """Probe example ``example`` as a ``(3, H, W)`` uint8 image for display, each image stretched to its own
-    range (the run does not record the normalization it was trained with).
+    """Probe example ``example`` as a ``(3, H, W)`` uint8 image for display: the normalisation undone where the
+    monitor recorded it (``display_mean``/``display_std``), else each image stretched to its own range.
 
     Raises:
         NotFound: no probe, a probe that is not images, or an example out of range.
     """
-    inputs = _probe(run).get("inputs")
+    probe = _probe(run)
+    inputs = probe.get("inputs")
     if not isinstance(inputs, Tensor):
         raise NotFound(f"run {run.name!r} has no readable {PROBE} with input tensors")
     if inputs.dim() == 3:
@@ -244,6 +260,10 @@ def probe_image(run: Run, example: int) -> Tensor:
     if not 0 <= example < inputs.shape[0]:
         raise NotFound(f"example {example} is out of range: the probe has {inputs.shape[0]} examples")
     image = inputs[example].float()
-    low, high = image.min(), image.max()
-    image = (image - low) / (high - low) if high > low else torch.zeros_like(image)
+    std, mean = (_statistics(probe.get(key), image.shape[0]) for key in ("display_std", "display_mean"))
+    if std is not None or mean is not None:
+        image = (image * (1.0 if std is None else std) + (0.0 if mean is None else mean)).clamp(0, 1)
+    else:
+        low, high = image.min(), image.max()
+        image = (image - low) / (high - low) if high > low else torch.zeros_like(image)
     return (image * 255).round().to(torch.uint8).expand(3, -1, -1).contiguous()

@@ -8,14 +8,8 @@ the two runs compared, and a known pixel read back from a tile's canvas. Any con
 
 from __future__ import annotations
 
-import json
 import os
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,105 +17,25 @@ from typing import Any
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
-PLUGIN = "xai_explorer"
-START_TIMEOUT_S = 120
+from tests.browser import CHROMIUM, PLUGIN, chromium_page, get_json, tensorboard
+
 TILE = 128
-LAUNCHER = (
-    "import sys; from tensorboard import default, program; from lightning_xai.explorer import ExplorerPlugin; "
-    "tb = program.TensorBoard(plugins=default.get_plugins() + [ExplorerPlugin]); "
-    "tb.configure(argv=[None, *sys.argv[1:]]); tb.main()"
-)
-"""TensorBoard with the explorer given by hand, where the entry point is not registered (a checkout not
-installed with ``pip install -e .`` since the entry point was added to pyproject.toml)."""
-
-
-def entry_point_registered() -> bool:
-    """Whether ``tensorboard`` finds the plugin by its entry point (asked from outside the checkout, whose
-    stale ``*.egg-info`` would otherwise shadow the installed metadata)."""
-    code = "from importlib.metadata import entry_points as e; print([x.name for x in e(group='tensorboard_plugins')])"
-    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tempfile.gettempdir())
-    return PLUGIN in found.stdout
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.loads(response.read())
-
-
-@contextmanager
-def tensorboard(logdir: Path) -> Iterator[str]:
-    """A TensorBoard on ``logdir`` that lists the explorer; its URL. Stopped on exit."""
-    port = _free_port()
-    arguments = ["--logdir", str(logdir), "--port", str(port), "--host", "127.0.0.1"]
-    if entry_point_registered():
-        command = [str(Path(sys.executable).with_name("tensorboard")), *arguments]
-    else:
-        command = [sys.executable, "-c", LAUNCHER, *arguments]
-    log = tempfile.TemporaryFile()
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tempfile.gettempdir())
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"TensorBoard exited with {process.returncode}:\n{log.read().decode()[-2000:]}")
-            try:
-                if get_json(f"{url}/data/plugins_listing").get(PLUGIN, {}).get("enabled"):
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"TensorBoard did not list the explorer within {START_TIMEOUT_S} s")
-            time.sleep(0.5)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+SHAPES = ("circle", "square", "triangle")
 
 
 @contextmanager
 def explorer_page(url: str, width: int = 1400, height: int = 1000) -> Iterator[tuple[Any, Any, list[str]]]:
     """The explorer's tab open in Chromium: (page, the plugin's iframe, console errors so far)."""
-    from playwright.sync_api import sync_playwright
-
-    errors: list[str] = []
-    with tempfile.TemporaryDirectory() as profile, sync_playwright() as playwright:
-        browser = playwright.chromium.launch_persistent_context(
-            profile,
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": width, "height": height},
-        )
-        try:
-            page = browser.new_page()
-            page.on("console", lambda m: m.type == "error" and errors.append(f"{m.text} ({m.location})"))
-            page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
-            page.goto(f"{url}/#{PLUGIN}")
-            page.wait_for_selector("iframe", state="attached", timeout=60_000)
-            deadline = time.monotonic() + 60
-            while (frame := next((f for f in page.frames if "plugin_entry" in f.url), None)) is None:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the explorer's iframe did not load")
-                time.sleep(0.2)
-            frame.wait_for_function("document.body && document.body.dataset.rendered", timeout=60_000)
-            yield page, frame, errors
-        finally:
-            browser.close()
+    with chromium_page(width, height) as (page, errors):
+        page.goto(f"{url}/#{PLUGIN}")
+        page.wait_for_selector("iframe", state="attached", timeout=60_000)
+        deadline = time.monotonic() + 60
+        while (frame := next((f for f in page.frames if "plugin_entry" in f.url), None)) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the explorer's iframe did not load")
+            time.sleep(0.2)
+        frame.wait_for_function("document.body && document.body.dataset.rendered", timeout=60_000)
+        yield page, frame, errors
 
 
 def act(frame: Any, action: Callable[[], Any]) -> None:
@@ -174,7 +88,7 @@ def test_the_explorer_tab_in_a_real_tensorboard(tmp_path):
     from tests.lightning_xai.explorer.runs import PROBE_SIZE, hand_made_run, monitored_run
 
     logdir = tmp_path / "logs"
-    monitored_run(logdir, "a", seed=0)
+    monitored_run(logdir, "a", seed=0, class_names=SHAPES)
     monitored_run(logdir, "b", seed=1)
     hand_made_run(logdir / "thin" / "xai")  # half-precision summed maps, and a thinned point
     shots = tmp_path / "screenshots"
@@ -183,6 +97,8 @@ def test_the_explorer_tab_in_a_real_tensorboard(tmp_path):
         steps, epochs = summary["steps"], summary["epochs"]
         assert frame.locator("#step-label").inner_text() == f"step {steps[-1]} (epoch {epochs[str(steps[-1])]})"
         assert tiles(frame) == PROBE_SIZE
+        truth = SHAPES[summary["labels"][0]]
+        assert frame.locator(".caption").first.inner_text().startswith(f"#0 true {truth} · pred ")  # class names
         page.screenshot(path=shots / "opened.png")
 
         act(frame, lambda: frame.locator('.example[data-example="1"]').click())  # leave example 1 out

@@ -150,10 +150,15 @@ async function drawTile(canvas, panel, example, data) {
   context.drawImage(layer, 0, 0, TILE, TILE);
 }
 
+function className(summary, index) {
+  if (index === undefined || index === null) return "?";
+  return (summary.class_names && summary.class_names[index]) ?? String(index);
+}
+
 function caption(summary, step, example) {
   const truth = summary.labels ? summary.labels[example] : undefined;
   const predicted = (summary.predictions[String(step)] || [])[example];
-  const text = `#${example} true ${truth ?? "?"} · pred ${predicted ?? "?"}`;
+  const text = `#${example} true ${className(summary, truth)} · pred ${className(summary, predicted)}`;
   const verdict = truth === undefined || predicted === undefined ? "" : truth === predicted ? "right" : "wrong";
   return el("span", { class: `caption ${verdict}`, text });
 }
@@ -240,7 +245,7 @@ function drawExamples(summary) {
   const box = el("div", { class: "examples" });
   for (let i = 0; i < summary.examples; i += 1) {
     const chosen = state.examples.includes(i);
-    const truth = summary.labels ? summary.labels[i] : "?";
+    const truth = className(summary, summary.labels ? summary.labels[i] : undefined);
     box.append(el("div", {
       class: `example${chosen ? " selected" : ""}`, "data-example": i,
       onclick: () => {

@@ -16,11 +16,11 @@ from lightning_xai.demos.shapes import ShapesDataModule, ShapesNet
 PROBE_SIZE = 4
 
 
-def monitored_run(logdir: Path, name: str, seed: int = 0) -> Path:
+def monitored_run(logdir: Path, name: str, seed: int = 0, **options: object) -> Path:
     """A 2-epoch fit on 16-pixel shapes with saliency (and the GradCAM the monitor adds) logged under
-    ``logdir/name/version_0``; returns that run's artifact directory."""
+    ``logdir/name/version_0``; returns that run's artifact directory.  ``options`` go to the monitor."""
     L.seed_everything(seed, verbose=False)
-    monitor = AttributionMonitor(["saliency"], num_probe_samples=PROBE_SIZE)
+    monitor = AttributionMonitor(["saliency"], num_probe_samples=PROBE_SIZE, **options)  # type: ignore[arg-type]
     trainer = L.Trainer(
         max_epochs=2,
         limit_train_batches=2,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 
+import numpy
 import pytest
 import torch
 from tensorboard.plugins.base_plugin import TBContext
@@ -99,7 +100,8 @@ def test_probe_images_and_the_frontend_are_served(hand_made):
 
 @pytest.mark.slow
 def test_a_monitored_fit_is_served(tmp_path):
-    directory = monitored_run(tmp_path, "shapes")
+    names = ("circle", "square", "triangle")
+    directory = monitored_run(tmp_path, "shapes", class_names=names, display_mean=(0.5,), display_std=(0.25,))
     client = _client(tmp_path)
     assert json.loads(_get(client, "/runs").data) == ["shapes/version_0"]
     summary = json.loads(_get(client, "/manifest?run=shapes/version_0").data)
@@ -107,6 +109,7 @@ def test_a_monitored_fit_is_served(tmp_path):
     assert summary["steps"] == sorted({r["step"] for r in written}) and len(summary["steps"]) == 3
     assert set(summary["methods"]) == {"saliency", "layer_gradcam"} and summary["examples"] == PROBE_SIZE
     assert len(summary["labels"]) == PROBE_SIZE and summary["predictions"]["0"] == written[0]["prediction"]
+    assert summary["class_names"] == list(names)
     assert summary["points"]["saliency"][0]["metrics"] == written[0]["metrics"]
     step = summary["steps"][-1]
     body = json.loads(_get(client, f"/maps?run=shapes/version_0&step={step}&method=saliency").data)
@@ -115,4 +118,7 @@ def test_a_monitored_fit_is_served(tmp_path):
     png = _get(client, "/probe?run=shapes/version_0&example=3").data
     from PIL import Image
 
-    assert Image.open(io.BytesIO(png)).size == (16, 16)
+    shown = torch.from_numpy(numpy.asarray(Image.open(io.BytesIO(png)).convert("RGB"))).permute(2, 0, 1)
+    inputs = torch.load(directory / "probe.pt", weights_only=True)["inputs"][3]
+    # The normalisation the monitor was told about is undone, not each image stretched to its own range.
+    assert torch.equal(shown, ((inputs * 0.25 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8))
