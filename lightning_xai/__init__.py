@@ -9,6 +9,7 @@ Example::
 from lightning_xai.concept_monitor import ConceptMonitor, ConceptRegressionCheck
 from lightning_xai.influence_monitor import IndexedDataset, InfluenceMonitor, MissingIndexError
 from lightning_xai.influence_regression import InfluenceRegressionCheck
+from lightning_xai.language_monitor import LanguageModelMonitor, PromptAttributionCheck
 from lightning_xai.monitor import AttributionMonitor, AttributionMonitorError
 from lightning_xai.regression import AttributionRegressionCheck, AttributionRegressionError
 from lightning_xai.robustness_monitor import RobustnessMonitor
@@ -23,6 +24,8 @@ __all__ = [
     "IndexedDataset",
     "InfluenceMonitor",
     "InfluenceRegressionCheck",
+    "LanguageModelMonitor",
+    "PromptAttributionCheck",
     "RobustnessMonitor",
     "MissingIndexError",
 ]

@@ -30,6 +30,7 @@ CALLBACKS = (
     "lightning_xai.epoch_points",
     "lightning_xai.robustness_monitor",
     "lightning_xai.concept_monitor",
+    "lightning_xai.language_monitor",
 )
 
 
