@@ -20,6 +20,10 @@ copy of it in ``sys.modules``: tests and ``captum.testing`` import ours from the
 code keeps its import-time names and globals, so Captum classes that we lack stay wholly Captum's.  Captum
 test helpers that subclass Captum's base classes (its reference conductance) are imported before the swap.
 
+Captum's ``tests/attr/test_llm_attr_hf_compatibility.py`` loads ``hf-internal-testing/tiny-random-LlamaForCausalLM``
+from the Hugging Face hub; the runner builds a local tiny random Llama and Llama-style tokenizer in the temporary
+directory (:mod:`benchmarks._local_hf`) and points both runs at it (``HF_HUB_CACHE``, ``HF_HUB_OFFLINE=1``).
+
 Either way the plugin records each test's outcome and, for a failure, the exception type, its message,
 where it was raised and which of our classes or functions the failing frames involve, as JSON; the
 runner compares the two runs and groups the failures with ours by cause (:func:`cause`).
@@ -49,6 +53,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks import _local_hf
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MIRROR = Path("/work/.mirror/pytorch+captum/repo")
 TEST_DIRS = ("tests/attr", "tests/metrics")
@@ -63,13 +69,14 @@ SUITES = {
     "module": "tests/module",
 }
 SKIPPED_FILES = {
-    "tests/attr/test_llm_attr_hf_compatibility.py": "loads the tokenizer and weights of "
-    "hf-internal-testing/tiny-random-LlamaForCausalLM from the Hugging Face hub (no network here; a tokenizer "
-    "cannot be built from a config); tests/attribution/llm runs ours on Llama and GPT-2 built from configs",
     "tests/attr/test_data_parallel.py": "CUDA only (no test is generated without a GPU), and it binds TCP port 29500 "
     "at import, so two runs side by side collide",
 }
 """Test files left out of both runs (``--ignore``), with the reason printed in the report."""
+HF_TEST_FILE = "tests/attr/test_llm_attr_hf_compatibility.py"
+"""Loads ``hf-internal-testing/tiny-random-LlamaForCausalLM`` from the Hugging Face hub: it runs against a
+local tiny random Llama and Llama-style tokenizer built in the work dir (:mod:`benchmarks._local_hf`), put
+in a hub cache that ``HF_HUB_CACHE`` names, read with ``HF_HUB_OFFLINE=1``."""
 
 PLUGIN = "benchmarks.captum_suite"
 ENV_REPORT = "CAPTUM_SUITE_REPORT"
@@ -377,9 +384,40 @@ def _has_timeout_plugin() -> bool:
     return importlib.util.find_spec("pytest_timeout") is not None
 
 
+def _folders(args: argparse.Namespace) -> list[str]:
+    return [SUITES[name] for name in args.tests] if args.tests else list(TEST_DIRS)
+
+
+def prepare_local_hub(workdir: Path, args: argparse.Namespace) -> tuple[Path | None, dict[str, str]]:
+    """The hub cache holding the local tiny Llama (None when not built) and the test files to leave out.
+
+    The model and tokenizer are built (:mod:`benchmarks._local_hf`, in a subprocess: torch and transformers
+    stay out of the runner) only when ``tests/attr`` runs.  Without ``transformers`` the test file skips its
+    tests itself; when the build fails, the file is left out with the error as the reason.
+    """
+    skipped = dict(SKIPPED_FILES)
+    if str(Path(HF_TEST_FILE).parent) not in _folders(args):
+        return None, skipped
+    if importlib.util.find_spec("transformers") is None or importlib.util.find_spec("tokenizers") is None:
+        return None, skipped
+    cache = workdir / "hf_cache"
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", HF_HUB_OFFLINE="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    if args.threads:
+        env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    built = subprocess.run(
+        [sys.executable, "-m", "benchmarks._local_hf", str(cache)], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    if built.returncode != 0:
+        error = (built.stderr.strip().splitlines() or ["(no output)"])[-1]
+        skipped[HF_TEST_FILE] = f"the local stand-in for the hub's tiny Llama could not be built: {error}"
+        return None, skipped
+    return cache, skipped
+
+
 def run_pytest(src: Path, workdir: Path, label: str, swap: bool, args: argparse.Namespace) -> subprocess.Popen:
     """Start one pytest run over Captum's tests; its JSON report and log go to ``workdir``."""
-    folders = [SUITES[name] for name in args.tests] if args.tests else list(TEST_DIRS)
+    folders = _folders(args)
     command = [sys.executable, "-m", "pytest", *folders, "-q", "-p", "no:cacheprovider", "-p", PLUGIN]
     command += [
         f"--rootdir={src}",
@@ -389,7 +427,7 @@ def run_pytest(src: Path, workdir: Path, label: str, swap: bool, args: argparse.
         "ignore::DeprecationWarning",
         "--continue-on-collection-errors",
     ]
-    command += [f"--ignore={path}" for path in SKIPPED_FILES]
+    command += [f"--ignore={path}" for path in args.skipped]
     if _has_timeout_plugin():
         command.append(f"--timeout={args.timeout}")
     if args.k:
@@ -403,6 +441,8 @@ def run_pytest(src: Path, workdir: Path, label: str, swap: bool, args: argparse.
         HF_HUB_OFFLINE="1",
         **{ENV_REPORT: str(workdir / f"{label}.json"), ENV_SWAP: "1" if swap else "0", ENV_CHECKOUT: str(src)},
     )
+    if args.hf_cache is not None:  # hf-internal-testing/tiny-random-LlamaForCausalLM resolves to the local one
+        env.update(HF_HUB_CACHE=str(args.hf_cache))
     if args.threads:
         env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     with open(workdir / f"{label}.log", "w") as log:
@@ -545,7 +585,10 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
         raise
     print(f"Captum: {revision}\nwork dir (checkout, logs, JSON reports): {workdir}")
-    for path, why in SKIPPED_FILES.items():
+    args.hf_cache, args.skipped = prepare_local_hub(workdir, args)
+    if args.hf_cache is not None:
+        print(f"{HF_TEST_FILE}: {_local_hf.REPO_ID} is a local tiny random Llama (hub cache {args.hf_cache})")
+    for path, why in args.skipped.items():
         print(f"skipped {path}: {why}")
     if not _has_timeout_plugin():
         print("pytest-timeout is not installed: no per-test time limit")
