@@ -24,6 +24,10 @@
 * ``monitor_sensitivity``: what the sensitivity metric costs in a monitored fit on scikit-learn's digits;
 * ``log_size``: the bytes the monitor leaves per point (event file, maps) at 64, 224 and 384 px, and after
   300 points (``benchmarks/log_size.py``);
+* ``monitor_cost``: one point of the monitor at 224 px, part by part, before and after ``time_budget``, and
+  its share of a 2,000-image epoch (``benchmarks/monitor_cost.py``);
+* ``images_tab``: how long TensorBoard takes to show the IMAGES tab of a 300-point run at 224 px, in headless
+  Chromium (``benchmarks/images_tab.py``; needs ``/usr/bin/chromium`` and playwright);
 * ``compiled``: the monitor on a ``torch.compile``-d model: recompilations, the step after a point
   (``benchmarks/compiled.py``);
 * ``contended``: IG and Occlusion alone and beside a competing busy process (``benchmarks/contended.py``,
@@ -45,6 +49,7 @@ from benchmarks._models import resnet
 from benchmarks.compiled import bench_compiled
 from benchmarks.contended import bench_contended
 from benchmarks.faithfulness import bench_faithfulness
+from benchmarks.images_tab import bench_images_tab
 from benchmarks.influence import bench_influence
 from benchmarks.influence_monitor import bench_influence_monitor
 from benchmarks.llm import bench_llm
@@ -53,6 +58,7 @@ from benchmarks.lrp import bench_lrp
 from benchmarks.lrp_zennit import bench_lrp_zennit
 from benchmarks.metrics import bench_metrics
 from benchmarks.monitor import bench_monitor, bench_sensitivity
+from benchmarks.monitor_cost import bench_monitor_cost
 from benchmarks.robust import bench_robust
 from benchmarks.surrogate import bench_surrogate
 from benchmarks.tcav import bench_tcav
@@ -145,6 +151,8 @@ BENCHES = {
     "monitor": bench_monitor,
     "monitor_sensitivity": bench_sensitivity,
     "log_size": bench_log_size,
+    "monitor_cost": bench_monitor_cost,
+    "images_tab": bench_images_tab,
     "compiled": bench_compiled,
     "contended": functools.partial(bench_contended, ["integrated_gradients_50", "occlusion"], rounds=1),
 }

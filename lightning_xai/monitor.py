@@ -188,8 +188,8 @@ class AttributionMonitor(Callback):
             to 4 steps, samples or windows per side at the fewest; options given in ``methods`` are kept.
             The choice is said once, kept for the whole run (a resumed run keeps it too: maps stay
             comparable), and a point's time is logged as ``xai/seconds`` and ``xai/share_of_time``.  At
-            224 px on two CPU cores this takes a ResNet-18 point with the examples' methods from about 30 s to
-            10 s (``python -m benchmarks.monitor_cost``).
+            224 px on two CPU cores this takes a ResNet-18 point with the examples' methods from about 23 s to
+            8 s (``python -m benchmarks.monitor_cost``).
         probe_chunk_size: examples explained at once. By default an equal share of the probe per
             process (under DDP each process explains its share, and all of them receive every result),
             cut so that one chunk's forward and backward fits the device's memory budget. Noisy
