@@ -82,17 +82,8 @@ def _images_by_kind(event_file: Path) -> dict[str, list[tuple[int, int]]]:
     return kinds
 
 
-def measure(size: int, root: Path, points: int = POINTS, **options: Any) -> dict[str, float]:
-    """Fit ``points - 1`` one-batch epochs with the monitor on ``size`` px images; the bytes it left, measured
-    and extrapolated to ``RUN`` points (see the module's docstring)."""
-    images, labels = _images(size)
-    data = DataLoader(TensorDataset(images, labels), batch_size=len(images))
-    side = size // 4
-    methods = {
-        "integrated_gradients": {"n_steps": 4},
-        "occlusion": {"sliding_window_shapes": (3, side, side), "strides": (3, side, side)},
-    }
-    monitor = AttributionMonitor(methods, probe=(images, labels), display_std=(0.25,), display_mean=(0.5,), **options)
+def fit(monitor: AttributionMonitor, data: DataLoader[Any], root: Path, points: int) -> L.Trainer:
+    """``points - 1`` one-batch epochs of ResNet-18 on ``data`` with ``monitor``, logged under ``root``."""
     trainer = L.Trainer(
         max_epochs=points - 1,
         limit_train_batches=1,
@@ -105,6 +96,21 @@ def measure(size: int, root: Path, points: int = POINTS, **options: Any) -> dict
         accelerator="cpu",
     )
     trainer.fit(_Classifier(), data)
+    return trainer
+
+
+def measure(size: int, root: Path, points: int = POINTS, **options: Any) -> dict[str, float]:
+    """Fit ``points - 1`` one-batch epochs with the monitor on ``size`` px images; the bytes it left, measured
+    and extrapolated to ``RUN`` points (see the module's docstring)."""
+    images, labels = _images(size)
+    data = DataLoader(TensorDataset(images, labels), batch_size=len(images))
+    side = size // 4
+    methods = {
+        "integrated_gradients": {"n_steps": 4},
+        "occlusion": {"sliding_window_shapes": (3, side, side), "strides": (3, side, side)},
+    }
+    monitor = AttributionMonitor(methods, probe=(images, labels), display_std=(0.25,), display_mean=(0.5,), **options)
+    trainer = fit(monitor, data, root, points)
     log_dir = Path(trainer.log_dir or root)
     (event_file,) = log_dir.glob("events.out.tfevents.*")
     maps = sorted((log_dir / "xai").glob("maps_step_*.pt"))

@@ -44,7 +44,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 from attribution import registry
-from benchmarks.log_size import _Classifier, _images
+from benchmarks.log_size import _Classifier, _images, fit
 from lightning_xai import AttributionMonitor
 
 METHODS = ("integrated_gradients", "occlusion")
@@ -135,20 +135,9 @@ def _fit(
     monitor = AttributionMonitor(
         methods, probe=(images, labels), display_std=(0.25,), display_mean=(0.5,), filmstrip_every=10, **options
     )
-    trainer = L.Trainer(
-        max_epochs=points - 1,
-        limit_train_batches=1,
-        limit_val_batches=0,
-        logger=TensorBoardLogger(root, name="", version=0),
-        callbacks=[monitor],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
     data = DataLoader(TensorDataset(images, labels), batch_size=len(images))
     with _timed_monitor(timer) if timer is not None else ExitStack():
-        trainer.fit(_Classifier(), data)
+        fit(monitor, data, root, points)
     return monitor
 
 
