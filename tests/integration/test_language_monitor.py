@@ -66,6 +66,12 @@ def loader(tokenizer):
     return DataLoader(TensorDataset(torch.tensor(rows)), batch_size=4, shuffle=True)
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch):
+    """A fit without a logger writes its images under the trainer's root, the working directory: the test's."""
+    monkeypatch.chdir(tmp_path)
+
+
 def fit(module, tokenizer, callbacks, root=None, epochs=1, **trainer_args):
     trainer = L.Trainer(
         max_epochs=epochs,
