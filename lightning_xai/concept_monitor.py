@@ -17,7 +17,7 @@ from lightning_xai._compute.concept_examples import ConceptSource, concept_examp
 from lightning_xai._compute.concepts import ConceptScore, concept_scores
 from lightning_xai._compute.explain import untouched_training_state
 from lightning_xai._config.arguments import check_literal, labelled_probe
-from lightning_xai._config.choices import Direction, OnFail
+from lightning_xai._config.choices import Direction, OnError, OnFail
 from lightning_xai._write.table_sinks import table_sinks
 from lightning_xai.epoch_points import EpochPoints
 from lightning_xai.regression import ThresholdCheck, finite_threshold
@@ -70,6 +70,8 @@ class ConceptMonitor(EpochPoints):
         transform: applied to each example read from a folder or dataset (e.g. resize and normalise).
         input_key: the input's key in dict items of a dataset.
         seed: seed of the random sets' split and of the private RNG stream.
+        on_error: ``"warn"`` (default: a point that fails is skipped with one warning per kind of error;
+            training never stops because of the monitor) or ``"raise"`` (the error stops training).
 
     Example:
         >>> import lightning as L
@@ -95,6 +97,7 @@ class ConceptMonitor(EpochPoints):
         transform: Callable[[Tensor], Tensor] | None = None,
         input_key: str = "input",
         seed: int = 0,
+        on_error: OnError = "warn",
     ) -> None:
         if not isinstance(concepts, Mapping) or not concepts:
             raise MisconfigurationException(
@@ -143,6 +146,8 @@ class ConceptMonitor(EpochPoints):
         self.log_at_start = log_at_start
         self.batch_size = batch_size
         self.seed = seed
+        check_literal(on_error, "on_error", OnError)
+        self.on_error = on_error
         self.history: list[dict[str, Any]] = []
 
     def value(self, name: str, step: int) -> tuple[float, float] | None:

@@ -1,30 +1,64 @@
-"""EpochPoints: the schedule the concept and robustness monitors share."""
+"""EpochPoints: the schedule the concept, robustness and language-model monitors share, and what a failing
+point does."""
 
 from __future__ import annotations
 
 import lightning.pytorch as pl
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
+
+from lightning_xai._config.choices import OnError
+from lightning_xai.regression import AttributionRegressionError
 
 
 class EpochPoints(Callback):
     """A callback that measures at points of training: before the first step (``log_at_start``) and at the
-    end of every ``every_n_epochs``-th epoch; never in a ``fast_dev_run``. Subclasses set both attributes
-    and implement :meth:`measure`."""
+    end of every ``every_n_epochs``-th epoch; never in a ``fast_dev_run``. Subclasses set the attributes and
+    implement :meth:`measure`.
+
+    A point that fails warns (once per kind of error and fit) and training goes on, as with the
+    AttributionMonitor: a monitor must not end the training it watches.  With ``on_error="raise"`` the error
+    stops training.  Misconfiguration and a regression check's verdict always stop it.
+    """
 
     every_n_epochs: int = 1
     log_at_start: bool = True
+    on_error: OnError = "warn"
 
     def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Measure and log one point, at the trainer's ``global_step``."""
         raise NotImplementedError
 
     @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._failures_told: set[str] = set()
+
+    @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.log_at_start and trainer.global_step == 0 and not trainer.fast_dev_run:  # type: ignore[attr-defined]
-            self.measure(trainer, pl_module)
+            self._point(trainer, pl_module)
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs == 0 and not trainer.fast_dev_run:  # type: ignore[attr-defined]
+            self._point(trainer, pl_module)
+
+    def _point(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        try:
             self.measure(trainer, pl_module)
+        except (MisconfigurationException, AttributionRegressionError):
+            raise
+        except Exception as error:
+            if self.on_error == "raise":
+                raise
+            kind = type(error).__name__
+            told: set[str] = getattr(self, "_failures_told", set())
+            if kind not in told:
+                self._failures_told = told | {kind}
+                rank_zero_warn(
+                    f"{type(self).__name__} skipped the point at step {trainer.global_step} (epoch "
+                    f"{trainer.current_epoch}): {kind}: {error} (later failures of this kind are not reported; "
+                    f"pass on_error='raise' to stop training instead)"
+                )

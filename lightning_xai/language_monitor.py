@@ -24,7 +24,7 @@ from lightning_xai._compute.prompt_attribution import (
     prepared_prompts,
 )
 from lightning_xai._config.arguments import check_literal
-from lightning_xai._config.choices import Direction, OnFail
+from lightning_xai._config.choices import Direction, OnError, OnFail
 from lightning_xai._config.prompts import PromptMethod, prompt_pairs
 from lightning_xai._draw.token_text import PromptRows, point_html, token_sheet
 from lightning_xai._write.image_sinks import image_sinks
@@ -84,6 +84,8 @@ class LanguageModelMonitor(EpochPoints):
         every_n_epochs: measure at the end of every n-th epoch.
         log_at_start: also measure before the first step.
         seed: seed of the private RNG stream.
+        on_error: ``"warn"`` (default: a point that fails is skipped with one warning per kind of error;
+            training never stops because of the monitor) or ``"raise"`` (the error stops training).
 
     Example::
 
@@ -106,6 +108,7 @@ class LanguageModelMonitor(EpochPoints):
         every_n_epochs: int = 1,
         log_at_start: bool = True,
         seed: int = 0,
+        on_error: OnError = "warn",
     ) -> None:
         owner = "LanguageModelMonitor"
         self.pairs = prompt_pairs(probe, owner)
@@ -143,6 +146,8 @@ class LanguageModelMonitor(EpochPoints):
         self.every_n_epochs = every_n_epochs
         self.log_at_start = bool(log_at_start)
         self.seed = seed
+        check_literal(on_error, "on_error", OnError)
+        self.on_error = on_error
         self.history: list[dict[str, Any]] = []
         self.attributions: dict[int, list[Tensor]] = {}
         """``step -> [seq_attr of each prompt]``, the points kept for the drift and for reading back."""

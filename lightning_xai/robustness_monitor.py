@@ -16,7 +16,8 @@ from typing_extensions import override
 from lightning_xai._compute.explain import untouched_training_state
 from lightning_xai._compute.robustness import AttackBudget, robustness_values
 from lightning_xai._compute.training_gradients import scores_of
-from lightning_xai._config.arguments import labelled_probe
+from lightning_xai._config.arguments import check_literal, labelled_probe
+from lightning_xai._config.choices import OnError
 from lightning_xai.epoch_points import EpochPoints
 
 __all__ = ["RobustnessMonitor"]
@@ -60,6 +61,8 @@ class RobustnessMonitor(EpochPoints):
         every_n_epochs: measure at the end of every n-th epoch.
         log_at_start: also measure the untrained model, before the first step.
         seed: seed of the private RNG stream the attacks run under.
+        on_error: ``"warn"`` (default: a point that fails is skipped with one warning per kind of error;
+            training never stops because of the monitor) or ``"raise"`` (the error stops training).
 
     Example:
         >>> import lightning as L
@@ -81,6 +84,7 @@ class RobustnessMonitor(EpochPoints):
         every_n_epochs: int = 1,
         log_at_start: bool = True,
         seed: int = 0,
+        on_error: OnError = "warn",
     ) -> None:
         self.probe = labelled_probe(probe, "RobustnessMonitor")
         if self.probe[1].dim() != 1 or self.probe[1].is_floating_point():
@@ -112,6 +116,8 @@ class RobustnessMonitor(EpochPoints):
         self.every_n_epochs = every_n_epochs
         self.log_at_start = log_at_start
         self.seed = seed
+        check_literal(on_error, "on_error", OnError)
+        self.on_error = on_error
         self.history: list[dict[str, Any]] = []
         self._warned = False
 

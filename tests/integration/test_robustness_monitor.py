@@ -124,3 +124,28 @@ def test_bad_arguments_are_refused():
         RobustnessMonitor((x, y.float()))
     with pytest.raises(MisconfigurationException, match="probe"):
         RobustnessMonitor(x)
+
+
+class BreaksInEval(TwoClassLinear):
+    """Trains as the linear model; fails whenever it is evaluated (the monitor explains in eval mode)."""
+
+    def forward(self, x):
+        if not self.training:
+            raise RuntimeError("eval broke")
+        return super().forward(x)
+
+
+def test_a_failing_point_warns_once_and_training_goes_on_unless_on_error_raise(tmp_path):
+    monitor = RobustnessMonitor(_probe())
+    with pytest.warns(
+        UserWarning,
+        match=r"RobustnessMonitor skipped the point at step 0 \(epoch 0\): "
+        r"RuntimeError: eval broke",
+    ) as caught:
+        trainer = _fit(tmp_path / "warn", BreaksInEval(lr=0.1), [monitor], epochs=3)
+    assert trainer.current_epoch == 3 and monitor.history == []  # all 4 points failed, training ran to the end
+    assert sum("skipped the point" in str(w.message) for w in caught) == 1  # said once
+    with pytest.raises(RuntimeError, match="eval broke"):
+        _fit(tmp_path / "raise", BreaksInEval(lr=0.1), [RobustnessMonitor(_probe(), on_error="raise")])
+    with pytest.raises(MisconfigurationException, match="on_error"):
+        RobustnessMonitor(_probe(), on_error="ignore")
