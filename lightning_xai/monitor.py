@@ -18,7 +18,7 @@ from typing_extensions import override
 from attribution import registry
 from attribution.utils import resolve_layer
 from lightning_xai._compute import drift
-from lightning_xai._compute.budget import PassTimes, budgeted_options, time_passes
+from lightning_xai._compute.budget import PassTimes, any_scalable, budgeted_options, time_passes
 from lightning_xai._compute.drift import DriftTracker, save_golden
 from lightning_xai._compute.expected import MetricPlan
 from lightning_xai._compute.explain import Subject, explain, model_inputs, resolve_targets, untouched_training_state
@@ -545,6 +545,8 @@ class AttributionMonitor(Callback):
         """The methods' cost-setting options for a point within ``time_budget``, decided by global rank zero
         from its own timing (every process must explain with the same options)."""
         assert self.time_budget is not None and self._subject is not None
+        if not any_scalable(self._active_methods(), inputs):  # e.g. every cost option given: nothing to time
+            return {}
         shards = shards_for(len(inputs), self._chunk_size, trainer.global_rank, trainer.world_size)
         local = sum(chunk.stop - chunk.start for chunk in shards.local)
         chunk = inputs[: self._chunk_size].to(pl_module.device)

@@ -108,6 +108,11 @@ def _seconds(run: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def any_scalable(methods: Mapping[str, Mapping[str, Any]], inputs: Tensor) -> bool:
+    """Whether a budget could change any of ``methods``' options (if not, there is nothing to time)."""
+    return any(_scale(name, given, inputs) is not None for name, given in methods.items())
+
+
 def budgeted_options(
     methods: Mapping[str, Mapping[str, Any]],
     inputs: Tensor,

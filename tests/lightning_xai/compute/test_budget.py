@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from attribution import registry
-from lightning_xai._compute.budget import FEWEST, PassTimes, _estimate, budgeted_options, time_passes
+from lightning_xai._compute.budget import FEWEST, PassTimes, _estimate, any_scalable, budgeted_options, time_passes
 
 METHODS = {"integrated_gradients": {}, "occlusion": {}, "layer_gradcam": {}}
 IMAGES = torch.rand(4, 3, 64, 64)
@@ -49,7 +49,10 @@ def test_too_slow_a_model_gets_the_floor_and_says_it_is_over():
 def test_options_the_user_gave_are_not_scaled_and_count_in_the_estimate():
     methods = {"integrated_gradients": {"n_steps": 64}, "occlusion": {"sliding_window_shapes": (3, 4, 4)}}
     chosen = _chosen(10.0, methods=methods)
-    assert chosen.options == {}
+    assert chosen.options == {} and not any_scalable(methods, IMAGES)
+    assert any_scalable({"saliency": {}, "occlusion": {}}, IMAGES)
+    assert not any_scalable({"saliency": {}, "layer_gradcam": {}}, IMAGES)
+    assert not any_scalable({"occlusion": {}}, torch.randint(0, 5, (4, 7)))  # token ids: no windows to scale
     slow = _estimate(methods, {}, IMAGES, PassTimes(1.0, 3.0), ())
     # The predictions, 64 steps, and 4x4 windows at the probe options' stride (8 px): 9 x 9 (the last one
     # clipped at the border) and the unoccluded output.
