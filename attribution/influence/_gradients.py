@@ -8,10 +8,8 @@ pairwise score is ``prod_i <f_i(z), f_i(z')>``: the flattened gradient alone for
 whose outer product it is, so the dot product factorizes and the outer product is never formed.
 
 Checkpoints are loaded into the model itself (the load function's contract, as in Captum); every loop
-here puts the model's own parameters and buffers back afterwards. With the default load function the
-checkpoint's tensors are bound to the model in place of its own, which are set aside by reference, so
-no copy of the model's state is taken; a custom load function writes into the model's tensors, which
-are then copied first.
+here puts the model's own parameters and buffers back afterwards, from a temporary file: a call holds
+one set of weights in memory, as Captum's does, and leaves the caller's model as it found it.
 """
 
 from __future__ import annotations
@@ -21,6 +19,7 @@ import glob
 import numbers
 import os
 import re
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -51,24 +50,12 @@ def load_flexible_state_dict(model: nn.Module, path: str) -> float:
     Captum's default ``checkpoints_load_func``: a ``"module."`` prefix (a state dict saved from
     ``nn.DataParallel``) is matched to the model whether or not the model is wrapped.
     """
-    return _load_state_dict(model, path, assign=False)
-
-
-def _load_state_dict(model: nn.Module, path: str, assign: bool) -> float:
-    # assign: bind the checkpoint's tensors to the model (converted to the dtype and device of the tensors
-    # they replace) instead of copying them into the model's own: no second copy of the weights.
     state = dict(torch.load(path, map_location="cpu", weights_only=True))
     learning_rate = state.pop("learning_rate", 1.0)
     target = model.module if isinstance(model, nn.DataParallel) else model
     if state and all(key.startswith("module.") for key in state):
         state = {key[len("module.") :]: value for key, value in state.items()}
-    if assign:
-        current = target.state_dict(keep_vars=True)
-        for key, value in state.items():
-            like = current.get(key)
-            if isinstance(value, Tensor) and isinstance(like, Tensor):
-                state[key] = value.to(device=like.device, dtype=like.dtype)
-    target.load_state_dict(state, assign=assign)
+    target.load_state_dict(state)
     return float(learning_rate)
 
 
@@ -112,64 +99,30 @@ def loaded_checkpoints(
     """Yield ``rates()``: a fresh pass that loads each checkpoint into ``model`` and gives its learning rate.
     The model's parameters and buffers, and the global CPU RNG, are restored on exit.
 
-    With the default ``load`` the model's own tensors are only set aside (references, no copy) and the
-    checkpoint's are bound in their place, the previous checkpoint's released before the next is read;
-    a custom ``load`` writes into the model's tensors, so their values are copied first.
+    The model's own values wait in a temporary file, not in memory: a checkpoint is copied into the model's
+    tensors as Captum's loader does, so a call holds one set of weights, as Captum's does, and the caller gets
+    its model back unchanged (Captum leaves the last checkpoint in it).
     """
-    assign = load is load_flexible_state_dict
-    own = _bound_tensors(model) if assign else []
-    saved: dict[str, Tensor] = (
-        {} if assign else {name: value.detach().clone() for name, value in model.state_dict().items()}
-    )
+    with tempfile.TemporaryDirectory() as folder:
+        kept = os.path.join(folder, "model.pt")
+        torch.save(model.state_dict(), kept)
 
-    def each() -> Iterator[float]:
-        for checkpoint in checkpoints:
-            if assign:
-                _rebind(own)  # drop the previous checkpoint's tensors before reading the next
-                learning_rate: Any = _load_state_dict(model, checkpoint, assign=True)
-                _tie_like(own)
-            else:
+        def each() -> Iterator[float]:
+            for checkpoint in checkpoints:
                 learning_rate = load(model, checkpoint)
-            if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real):
-                raise ArgumentTypeError(
-                    f"checkpoints_load_func: expected it to return the learning rate (a number), got "
-                    f"{describe(learning_rate)} for checkpoint {checkpoint!r}"
-                )
-            yield float(learning_rate)
+                if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real):
+                    raise ArgumentTypeError(
+                        f"checkpoints_load_func: expected it to return the learning rate (a number), got "
+                        f"{describe(learning_rate)} for checkpoint {checkpoint!r}"
+                    )
+                yield float(learning_rate)
 
-    # fork_rng: iterating a DataLoader draws a seed from the global CPU RNG, even without shuffling.
-    try:
-        with torch.random.fork_rng(devices=[]):
-            yield each
-    finally:
-        if assign:
-            _rebind(own)
-        else:
-            model.load_state_dict(saved)
-
-
-def _bound_tensors(model: nn.Module) -> list[tuple[nn.Module, str, Tensor]]:
-    """Every parameter and buffer of ``model`` with the module and attribute name it is bound to."""
-    found: list[tuple[nn.Module, str, Tensor]] = []
-    for module in model.modules():
-        found += [(module, name, p) for name, p in module.named_parameters(recurse=False)]
-        found += [(module, name, b) for name, b in module.named_buffers(recurse=False)]
-    return found
-
-
-def _rebind(bound: list[tuple[nn.Module, str, Tensor]]) -> None:
-    for module, name, tensor in bound:
-        setattr(module, name, tensor)
-
-
-def _tie_like(bound: list[tuple[nn.Module, str, Tensor]]) -> None:
-    """Bind one tensor wherever the model's own tensor was shared (tied weights): loading binds one per key."""
-    first: dict[int, Tensor] = {}
-    for module, name, own in bound:
-        if id(own) in first:
-            setattr(module, name, first[id(own)])
-        else:
-            first[id(own)] = getattr(module, name)
+        # fork_rng: iterating a DataLoader draws a seed from the global CPU RNG, even without shuffling.
+        try:
+            with torch.random.fork_rng(devices=[]):
+                yield each
+        finally:
+            model.load_state_dict(torch.load(kept, map_location="cpu", weights_only=False))
 
 
 # --- per-example quantities ----------------------------------------------------------------------------------

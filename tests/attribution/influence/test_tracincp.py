@@ -183,7 +183,7 @@ def test_errors(classification: dict[str, Any], tmp_path: Path) -> None:
 
 
 class _Tied(nn.Module):
-    """Tied input and output embeddings and a BatchNorm's buffers: what binding a checkpoint must keep."""
+    """Tied input and output embeddings and a BatchNorm's buffers: what loading a checkpoint must keep."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -196,9 +196,10 @@ class _Tied(nn.Module):
         return self.decode(torch.tanh(self.norm(self.encode(x))))
 
 
-def test_default_loader_binds_checkpoints_without_changing_the_model(tmp_path: Path) -> None:
-    # The default loader binds each checkpoint's tensors in place of the model's (no copy of its state); a
-    # custom loader copies into the model. Both give the same numbers and leave the same model behind.
+def test_checkpoints_are_loaded_into_the_model_and_its_own_state_comes_back(tmp_path: Path) -> None:
+    # The default loader and a custom one both copy each checkpoint into the model's own tensors (the
+    # model's values wait in a file meanwhile); both give the same numbers and leave the same model behind:
+    # the same Parameter objects, still tied, with their values.
     torch.manual_seed(0)
     model = _Tied().eval()
     x, y = torch.randn(12, 4), torch.randint(0, 4, (12,))
