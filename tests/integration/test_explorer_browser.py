@@ -91,6 +91,7 @@ def test_the_explorer_tab_in_a_real_tensorboard(tmp_path):
     monitored_run(logdir, "a", seed=0, class_names=SHAPES)
     monitored_run(logdir, "b", seed=1)
     hand_made_run(logdir / "thin" / "xai")  # half-precision summed maps, and a thinned point
+    hand_made_run(logdir / "wide" / "xai", width=16)  # images twice as wide as high
     shots = tmp_path / "screenshots"
     with tensorboard(logdir) as url, explorer_page(url) as (page, frame, errors):
         summary = get_json(f"{url}/data/plugin/{PLUGIN}/manifest?run=a/version_0")
@@ -133,5 +134,14 @@ def test_the_explorer_tab_in_a_real_tensorboard(tmp_path):
         assert "was deleted" in frame.locator(".tile").first.inner_text()
         assert "true 1 · pred 1" in frame.locator(".tile").first.inner_text()
         assert frame.locator("#error").inner_text() == ""
+
+        act(frame, lambda: frame.locator("#run").select_option("wide"))
+        set_range(frame, "#step", 0)
+        height = frame.locator('canvas[data-example="0"]').evaluate("c => [c.width, c.height]")
+        assert height == [TILE, TILE // 2]  # the probe's aspect, not a square
+        # Example 0's positive quarter is the top-left of the wide tile, drawn where the image's is.
+        assert pixel(frame, 0, 0, TILE // 4, TILE // 8) == [255, 0, 0, 255]  # positive sign, full opacity
+        r, g, b, _ = pixel(frame, 0, 0, 3 * TILE // 4, TILE // 8)  # the top-right quarter: no heat, the grey probe
+        assert r == g == b
         assert not errors, errors
     assert len(list(shots.glob("*.png"))) == 3

@@ -2,7 +2,7 @@
 // Plain JavaScript, no build step. Everything is drawn here from the raw maps the plugin serves.
 
 const BASE = new URL("../", import.meta.url); // the plugin's routes: /data/plugin/xai_explorer/
-const TILE = 128; // canvas pixels a side
+const TILE = 128; // canvas pixels wide; the height follows the probe image's aspect
 const SIGNS = ["positive", "negative", "absolute", "all"];
 const COMPARE = { none: "nothing", steps: "two steps", methods: "two methods", runs: "two runs" };
 
@@ -127,10 +127,12 @@ function loadImage(src) {
 }
 
 async function drawTile(canvas, panel, example, data) {
+  const image = await loadImage(probeUrl(panel.run, example));
+  canvas.height = Math.max(1, Math.round((TILE * image.height) / image.width)); // the probe's own aspect
   const context = canvas.getContext("2d");
   context.imageSmoothingEnabled = false;
   context.filter = "grayscale(1)"; // the probe in grey under the heat, as Captum's blended_heat_map
-  context.drawImage(await loadImage(probeUrl(panel.run, example)), 0, 0, TILE, TILE);
+  context.drawImage(image, 0, 0, TILE, canvas.height);
   context.filter = "none";
   if (!data) return;
   const row = data.examples.indexOf(example);
@@ -147,7 +149,7 @@ async function drawTile(canvas, panel, example, data) {
   layer.width = data.width;
   layer.height = data.height;
   layer.getContext("2d").putImageData(overlay, 0, 0);
-  context.drawImage(layer, 0, 0, TILE, TILE);
+  context.drawImage(layer, 0, 0, TILE, canvas.height);
 }
 
 function className(summary, index) {

@@ -36,15 +36,16 @@ def monitored_run(logdir: Path, name: str, seed: int = 0, **options: object) -> 
     return logdir / name / "version_0" / "xai"
 
 
-def hand_made_run(directory: Path) -> Path:
+def hand_made_run(directory: Path, width: int = 8) -> Path:
     """Artifacts written by hand: two points of one method, the first with float16 maps summed over channels
-    (N, H, W) at 128 pixels, the second thinned (``"maps": null``); 2 probe examples, labels 1 and 0."""
+    (N, H, W) at 16 times the probe's 8 x ``width`` pixels, the second thinned (``"maps": null``); 2 probe
+    examples, labels 1 and 0."""
     directory.mkdir(parents=True)
-    maps = torch.zeros(2, 128, 128)
-    maps[0, :64, :64] = 2.0  # example 0: positive top-left quarter
-    maps[1, 64:, 64:] = -1.0  # example 1: negative bottom-right quarter
+    maps = torch.zeros(2, 128, 16 * width)
+    maps[0, :64, : 8 * width] = 2.0  # example 0: positive top-left quarter
+    maps[1, 64:, 8 * width :] = -1.0  # example 1: negative bottom-right quarter
     torch.save({"saliency": maps.to(torch.float16)}, directory / "maps_step_0000000.pt")
-    inputs = torch.linspace(-1, 1, 2 * 3 * 8 * 8).reshape(2, 3, 8, 8)
+    inputs = torch.linspace(-1, 1, 2 * 3 * 8 * width).reshape(2, 3, 8, width)
     torch.save({"inputs": inputs, "labels": torch.tensor([1, 0]), "masks": None}, directory / "probe.pt")
     base = {"method": "saliency", "target": [1, 1], "flags": []}
     records = [
