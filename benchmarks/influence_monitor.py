@@ -12,7 +12,7 @@ monitor's hooks (precise), split into set-up, the per-step scoring and the epoch
 Memory: the bytes the monitor's state holds (the tensors of ``monitor.tracin.state_dict()``) next to the
 bound its docstring states, per training example one float32 self-influence and two int64 (visits, label),
 per probe example ``2 * num_candidates`` pool entries of an int64 index and a float32 score; and the peak RSS
-growth of each fit (sampled every 2 ms, in separate fits that are not timed), for scale.  Needs
+growth of each fit (the kernel's high-water mark, in separate fits that are not timed), for scale.  Needs
 scikit-learn (an example extra).
 """
 
@@ -60,8 +60,9 @@ def _timed(monitor: Any) -> Any:
 
 
 def _fit(example: ModuleType, root: Path, epochs: int, monitored: bool, rss: bool = False) -> tuple[float, Any]:
-    """Seconds of one fit of the example's MLP (or, with ``rss``, its peak RSS growth in bytes, sampled every
-    2 ms: the sampling thread slows the fit, so those runs are not timed); the monitor, or None."""
+    """Seconds of one fit of the example's MLP (or, with ``rss``, its peak RSS growth in bytes: where the
+    kernel cannot reset its high-water mark, a thread samples RSS and slows the fit, so those runs are not
+    timed); the monitor, or None."""
     generator = torch.Generator().manual_seed(0)
     train_set, _, test_set = example.noisy_digits(0.1, generator)
     with torch.random.fork_rng():
