@@ -9,7 +9,8 @@ optionally compressed by random projections of ``g`` and ``a``, and answers quer
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import itertools
+from collections.abc import Iterator
 from functools import partial
 from typing import Any, Protocol
 
@@ -243,21 +244,33 @@ class TracInCPFastRandProj(TracInCPFast):
         width = 0
         with core.loaded_checkpoints(self.model, self.checkpoints, self.checkpoints_load_func) as rates:
             for c, learning_rate in enumerate(rates()):
-                factors: Iterable[tuple[Tensor, Tensor]]
-                if quantities is None:  # the first checkpoint sizes the result: keep its factors (g, a),
-                    factors = [self._projected(test, batch) for batch in batches]  # not their outer products
-                    g, a = factors[0]
-                    width = g.shape[1] * a.shape[1]
-                    rows = sum(part[0].shape[0] for part in factors)
-                    quantities = g.new_empty(rows, width * len(self.checkpoints))
-                else:  # later checkpoints write each batch as it comes
-                    factors = (self._projected(test, batch) for batch in batches)
+                factors: Iterator[tuple[Tensor, Tensor]] = (self._projected(test, batch) for batch in batches)
+                if quantities is None:  # the first checkpoint sizes the result from its first batch
+                    rows = core.example_count(batches)
+                    if rows is None:  # counted by a pass: keep the factors (g, a), not their outer products
+                        kept = list(factors)
+                        rows, factors = sum(g.shape[0] for g, _ in kept), iter(kept)
+                    first = next(factors, None)
+                    if first is None:
+                        raise ArgumentError("inputs: the data loader yielded no examples")
+                    width = first[0].shape[1] * first[1].shape[1]
+                    quantities = first[0].new_empty(rows, width * len(self.checkpoints))
+                    factors = itertools.chain([first], factors)
+                    del first
                 block, row = quantities[:, c * width : (c + 1) * width], 0
                 for g, a in factors:
                     rows_of = block[row : row + g.shape[0]]
+                    if rows_of.shape[0] != g.shape[0]:  # checked: a write past the end would be silently cut
+                        raise ArgumentError(
+                            f"inputs: the data loader yielded more than the {rows} examples its sampler counts"
+                        )
                     torch.mul(g.unsqueeze(2), a.unsqueeze(1), out=rows_of.view(g.shape[0], g.shape[1], a.shape[1]))
                     rows_of.mul_(learning_rate**0.5)
                     row += g.shape[0]
+                if row != rows:
+                    raise ArgumentError(
+                        f"inputs: the data loader yielded {row} examples at checkpoint {c}, expected {rows}"
+                    )
                 del factors
         assert quantities is not None  # resolve_checkpoints guarantees a checkpoint
         return quantities

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from attribution._internal.checks import ArgumentError, ArgumentTypeError
+from attribution.influence import _gradients as core
 from attribution.influence.base import KMostInfluentialResults
 from attribution.influence.tracincp import TracInCP
 from attribution.influence.tracincp_fast import TracInCPFast, TracInCPFastRandProj
@@ -182,3 +183,44 @@ def test_rand_proj_seeded_and_unbiased(setup: dict[str, Any]) -> None:
         ]
     ).mean(0)
     assert (mean - exact).abs().max() < 0.2 * exact.abs().max()
+
+
+def test_quantities_sized_by_the_sampler_or_by_a_pass_agree(setup: dict[str, Any]) -> None:
+    # With the default sampler and collate function the result is sized by the sampler's count; with a
+    # custom collate function or batch sampler the rows are counted by a pass. Both give the same rows.
+    s = setup
+    loss = nn.CrossEntropyLoss(reduction="sum")
+    default = DataLoader(s["train"], batch_size=5)
+    custom_collate = DataLoader(s["train"], batch_size=5, collate_fn=lambda items: tuple(map(torch.stack, zip(*items))))
+    dropped = DataLoader(s["train"], batch_size=5, drop_last=True)
+    assert core.example_count(default) == 12
+    assert core.example_count(dropped) == 10
+    assert core.example_count(custom_collate) is None
+    assert core.example_count([s["test"]]) is None
+    fast = TracInCPFastRandProj(s["model"], "2", s["train"], s["paths"], load_with_rate, loss, batch_size=5)
+    expected = fast.src_intermediate_quantities
+    assert expected.shape == (12, 2 * 3 * 6) and (expected != 0).any(dim=1).all()  # every row written
+    torch.testing.assert_close(fast.compute_intermediate_quantities(default), expected)
+    torch.testing.assert_close(fast.compute_intermediate_quantities(custom_collate), expected)
+    torch.testing.assert_close(fast.compute_intermediate_quantities(dropped), expected[:10])
+
+
+def test_a_loader_that_yields_other_counts_than_its_sampler_is_an_error(setup: dict[str, Any]) -> None:
+    s = setup
+    loss = nn.CrossEntropyLoss(reduction="sum")
+    fast = TracInCPFastRandProj(s["model"], "2", s["train"], s["paths"], load_with_rate, loss, batch_size=5)
+
+    class Growing(TensorDataset):  # 12 examples when first counted, 15 when iterated (a list appended to)
+        calls = 0
+
+        def __len__(self) -> int:
+            self.calls += 1
+            return 12 if self.calls == 1 else 15
+
+        def __getitem__(self, index: int) -> tuple[Tensor, ...]:
+            return super().__getitem__(index % 12)
+
+    with pytest.raises(ArgumentError, match="yielded more than the 12 examples"):
+        fast.compute_intermediate_quantities(DataLoader(Growing(*s["train"].tensors), batch_size=5))
+    with pytest.raises(ArgumentError, match="no examples"):
+        fast.compute_intermediate_quantities(DataLoader(TensorDataset(torch.empty(0, 4), torch.empty(0))))
