@@ -9,7 +9,7 @@
   Quantus (``benchmarks/faithfulness.py``);
 * ``surrogate``: Lime and KernelShap (``benchmarks/surrogate.py``);
 * ``lrp``: LRP and LayerLRP on a VGG-style net and ResNet-18 (``benchmarks/lrp.py``);
-* ``influence``: TracInCPFast and TracInCPFastRandProj against Captum's on a 1M-parameter MLP
+* ``influence``: TracInCPFast and TracInCPFastRandProj against Captum's on an MLP and a CNN of about 1M parameters
   (``benchmarks/influence.py``);
 * ``influence_monitor``: the InfluenceMonitor's share of fit time on scikit-learn's digits and the bound on its
   memory (``benchmarks/influence_monitor.py``);
