@@ -204,8 +204,10 @@ class LanguageModelMonitor(EpochPoints):
         self.history.append(
             {"step": step, "epoch": epoch, **{k.removeprefix(f"{PREFIX}/"): v for k, v in metrics.items()}}
         )
+        # Trainer.log_dir is a broadcast under DDP: every process asks, only rank zero writes.
+        directory = default_artifact_dir(trainer)
         if trainer.is_global_zero:
-            self._show(trainer, point, step, epoch)
+            self._show(trainer, point, step, epoch, directory)
         for callback in trainer.callbacks:  # type: ignore[attr-defined]  # Lightning sets it undeclared
             if isinstance(callback, PromptAttributionCheck) and callback.monitor is self:
                 callback.check(trainer, step, epoch)
@@ -224,7 +226,7 @@ class LanguageModelMonitor(EpochPoints):
             metrics[f"{PREFIX}/similarity_previous"] = sum(similarities) / len(similarities)
         return metrics
 
-    def _show(self, trainer: pl.Trainer, point: PromptPoint, step: int, epoch: int) -> None:
+    def _show(self, trainer: pl.Trainer, point: PromptPoint, step: int, epoch: int, directory: Path) -> None:
         assert self._prompts is not None
         rows = [
             PromptRows(
@@ -239,7 +241,7 @@ class LanguageModelMonitor(EpochPoints):
             for i, (result, prompt) in enumerate(zip(point.results, self._prompts))
         ]
         picture = Picture(token_sheet(rows, self.per_token))
-        for sink in image_sinks(trainer, Path(default_artifact_dir(trainer))):
+        for sink in image_sinks(trainer, directory):
             sink.write(IMAGE_TAG, picture, step, f"token attributions at step {step} (epoch {epoch})")
         title = (
             f"Token attributions ({self.method}) of each target's log-probability at step {step} (epoch {epoch}); "

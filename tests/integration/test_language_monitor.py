@@ -4,7 +4,12 @@ and when the check acts."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -14,7 +19,6 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugin_util import markdown_to_safe_html
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from attribution import (
     FeatureAblation,
@@ -24,46 +28,15 @@ from attribution import (
     TextTokenInput,
 )
 from lightning_xai import AttributionRegressionError, LanguageModelMonitor, PromptAttributionCheck
+from tests.integration._tiny_lm import PROBE, WORDS, Module, gpt2, loader, word_tokenizer
 
-transformers = pytest.importorskip("transformers")
+pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
-
-WORDS = ["<unk>", "the", "colour", "of", "is", "a", "apple", "sky", "grass", "red", "blue", "green", "k"]
-PROBE = [("the colour of the apple is", "red", ["apple"]), ("the colour of the sky is", "blue", ["sky"])]
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
-    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    core.decoder = decoders.WordPiece()
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>")
-
-
-def gpt2():
-    config = transformers.GPT2Config(
-        vocab_size=len(WORDS), n_positions=16, n_embd=16, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=0
-    )
-    return transformers.GPT2LMHeadModel(config)
-
-
-class Module(L.LightningModule):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def training_step(self, batch, batch_idx):
-        return self.model(batch[0], labels=batch[0]).loss
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=1e-2)
-
-
-def loader(tokenizer):
-    rows = [tokenizer.encode(f"the colour of the {o} is {c}") for o, c in [("apple", "red"), ("sky", "blue")] * 8]
-    return DataLoader(TensorDataset(torch.tensor(rows)), batch_size=4, shuffle=True)
+    return word_tokenizer()
 
 
 @pytest.fixture(autouse=True)
@@ -338,3 +311,28 @@ def test_bf16_mixed_on_a_gpu_is_explained_in_float32_on_the_device(tokenizer):
     cpu = monitor.attribute(module.cpu())
     for a, b in zip(last, cpu.seq_attr()):
         torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-3)
+
+
+@pytest.mark.skipif(os.environ.get("LIGHTNING_XAI_SKIP_DDP") == "1", reason="DDP test disabled")
+def test_under_ddp_every_process_computes_the_same_point_and_the_check_stops_them_all(tmp_path):
+    repository = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "-m", "tests.integration.ddp_language_script", str(tmp_path)]
+    result = subprocess.run(command, cwd=repository, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    # Both processes stopped after the first epoch: a stop on one alone would leave the other waiting.
+    assert [r["epoch"] for r in ranks] == [1, 1] and [r["violated"] for r in ranks] == [[True], [True]]
+    history = ranks[0]["history"]
+    assert [h["step"] for h in history] == [0, 2]  # 16 sentences, 2 processes, batches of 4: 2 steps an epoch
+    for mine, theirs in zip(history, ranks[1]["history"]):  # the replicas hold the same weights
+        assert mine.keys() == theirs.keys()
+        assert {k: v for k, v in mine.items() if k != "seconds"} == pytest.approx(
+            {k: v for k, v in theirs.items() if k != "seconds"}, abs=1e-6
+        )
+    assert history[-1]["log_prob/mean"] != history[0]["log_prob/mean"]  # trained between the points
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 1  # rank zero alone writes
+    events = EventAccumulator(str(tmp_path), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    assert [e.step for e in events.Images("llm/tokens")] == [0, 2]
+    logged = [e.value for e in events.Scalars("llm/mask_share/mean")]
+    assert logged == pytest.approx([h["mask_share/mean"] for h in history]) and all(0 < v < 1 for v in logged)
