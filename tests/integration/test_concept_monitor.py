@@ -2,6 +2,11 @@
 shortcut: the mark concept's TCAV score, given only examples of the concept (no masks), tells them apart."""
 
 import glob
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -94,3 +99,30 @@ def test_bad_arguments_are_refused(tmp_path):
     trainer = L.Trainer(callbacks=[check], logger=False, max_epochs=1, enable_progress_bar=False)
     with pytest.raises(MisconfigurationException, match="no ConceptMonitor logs"):
         trainer.fit(ShapesNet(), datamodule=data)
+
+
+@pytest.mark.skipif(os.environ.get("LIGHTNING_XAI_SKIP_DDP") == "1", reason="DDP test disabled")
+def test_under_ddp_the_concept_and_robustness_monitors_agree_across_processes_and_the_check_stops_both(tmp_path):
+    script = Path(__file__).with_name("ddp_concept_robustness_script.py")
+    result = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    # Both stopped after the first epoch (8 steps: 256 examples, 2 processes, batches of 16); one alone would hang.
+    assert [r["epoch"] for r in ranks] == [1, 1] and [r["violated"] for r in ranks] == [[True], [True]]
+    concepts = ranks[0]["concepts"]
+    assert [c["step"] for c in concepts] == [0, 8] and all(0 <= c["score"] < 1 for c in concepts)
+    assert ranks[1]["concepts"] == concepts  # the same CAVs and scores on both replicas
+
+    def without_time(rows):
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+    robustness = without_time(ranks[0]["robustness"])
+    assert [r["step"] for r in robustness] == [0, 8] and robustness[0] != robustness[1]
+    assert without_time(ranks[1]["robustness"]) == robustness
+    (path,) = glob.glob(str(tmp_path / "logs" / "version_0" / "events.out.tfevents.*"))  # rank zero's alone
+    events = EventAccumulator(path, size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    assert [e.value for e in events.Scalars(f"concept/{NAME}")] == pytest.approx([c["score"] for c in concepts])
+    assert [e.value for e in events.Scalars("robustness/fgsm_success")] == pytest.approx(
+        [r["fgsm_success"] for r in robustness]
+    )
