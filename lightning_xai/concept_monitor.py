@@ -164,6 +164,7 @@ class ConceptMonitor(EpochPoints):
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
         if stage == "fit":
             modules = dict(pl_module.named_modules())
             unknown = [name for name in self.layers if name not in modules]

@@ -9,6 +9,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
+from lightning_xai._config.arguments import check_strategy
 from lightning_xai._config.choices import OnError
 from lightning_xai.regression import AttributionRegressionError
 
@@ -30,6 +31,11 @@ class EpochPoints(Callback):
     def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Measure and log one point, at the trainer's ``global_step``."""
         raise NotImplementedError
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            check_strategy(trainer.strategy, type(self).__name__)
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

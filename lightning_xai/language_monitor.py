@@ -167,6 +167,7 @@ class LanguageModelMonitor(EpochPoints):
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
         if stage != "fit":
             return
         try:

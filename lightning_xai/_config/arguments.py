@@ -214,11 +214,11 @@ def _sharded_strategies() -> tuple[type[Strategy], ...]:
     return FSDPStrategy, DeepSpeedStrategy, ModelParallelStrategy
 
 
-def check_strategy(strategy: Strategy) -> None:
+def check_strategy(strategy: Strategy, monitor: str = "AttributionMonitor") -> None:
     """Refuse a strategy that shards the model's parameters: no process could run the model alone."""
     if isinstance(strategy, _sharded_strategies()):
         raise MisconfigurationException(
-            f"AttributionMonitor: {type(strategy).__name__} shards the model's parameters across processes, so no "
+            f"{monitor}: {type(strategy).__name__} shards the model's parameters across processes, so no "
             f"process can run the model alone; use a strategy that keeps full replicas (e.g. 'ddp')"
         )
 

@@ -16,7 +16,14 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from attribution import Saliency
-from lightning_xai import AttributionMonitor, AttributionMonitorError
+from lightning_xai import (
+    AttributionMonitor,
+    AttributionMonitorError,
+    ConceptMonitor,
+    InfluenceMonitor,
+    LanguageModelMonitor,
+    RobustnessMonitor,
+)
 from lightning_xai.demos.shapes import SHAPES_MEAN, SHAPES_STD, ShapesDataModule, ShapesNet
 
 pytestmark = pytest.mark.slow
@@ -318,12 +325,35 @@ def test_no_probe_and_no_validation_data(tmp_path):
         _fit(tmp_path, [AttributionMonitor()], max_epochs=1, limit_val_batches=0)
 
 
-def test_sharded_strategies_are_refused():
+def _language_monitor():
+    pytest.importorskip("transformers")
+    from tests.integration._tiny_lm import PROBE, word_tokenizer
+
+    return LanguageModelMonitor(PROBE, word_tokenizer())
+
+
+SHARDED_REFUSERS = {
+    "AttributionMonitor": AttributionMonitor,
+    "ConceptMonitor": lambda: ConceptMonitor(
+        {"c": torch.zeros(5, 3, 8, 8)},
+        torch.zeros(20, 3, 8, 8),
+        "features.4",
+        (torch.zeros(2, 3, 8, 8), torch.tensor([0, 1])),
+    ),
+    "RobustnessMonitor": lambda: RobustnessMonitor((torch.zeros(2, 3, 8, 8), torch.tensor([0, 1]))),
+    "LanguageModelMonitor": _language_monitor,
+    "InfluenceMonitor": lambda: InfluenceMonitor((torch.zeros(2, 3, 8, 8), torch.tensor([0, 1]))),
+}
+
+
+@pytest.mark.parametrize("name", list(SHARDED_REFUSERS))
+def test_sharded_strategies_are_refused(name):
     from lightning.pytorch.strategies import FSDPStrategy
 
-    monitor = AttributionMonitor()
-    trainer = SimpleNamespace(strategy=FSDPStrategy())  # FSDP needs GPUs to build a real Trainer
-    with pytest.raises(MisconfigurationException, match="FSDPStrategy shards the model's parameters"):
+    monitor = SHARDED_REFUSERS[name]()
+    # FSDP needs GPUs to build a real Trainer; every monitor asks the strategy first.
+    trainer = SimpleNamespace(strategy=FSDPStrategy(), fast_dev_run=False)
+    with pytest.raises(MisconfigurationException, match=f"{name}: FSDPStrategy shards the model's parameters"):
         monitor.setup(trainer, ShapesNet(), "fit")
 
 
