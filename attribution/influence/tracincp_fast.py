@@ -262,7 +262,8 @@ class TracInCPFastRandProj(TracInCPFast):
                     rows_of = block[row : row + g.shape[0]]
                     if rows_of.shape[0] != g.shape[0]:  # checked: a write past the end would be silently cut
                         raise ArgumentError(
-                            f"inputs: the data loader yielded more than the {rows} examples its sampler counts"
+                            f"inputs: the data loader yielded more than the {rows} examples it held at the first "
+                            "checkpoint (its sampler's count, or the first pass)"
                         )
                     torch.mul(g.unsqueeze(2), a.unsqueeze(1), out=rows_of.view(g.shape[0], g.shape[1], a.shape[1]))
                     rows_of.mul_(learning_rate**0.5)
