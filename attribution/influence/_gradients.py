@@ -20,7 +20,7 @@ import numbers
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
-from torch.utils.data import BatchSampler, DataLoader, default_collate
+from torch.utils.data import DataLoader
 
 from attribution._internal.canonical import describe
 from attribution._internal.checks import ArgumentError, ArgumentTypeError
@@ -388,18 +388,6 @@ def top_k(scores: Tensor, k: int, proponents: bool) -> tuple[Tensor, Tensor]:
     k = min(k, scores.shape[1])
     values, indices = torch.topk(scores, k, dim=1, largest=proponents)
     return indices, values
-
-
-def example_count(batches: Iterable[Any]) -> int | None:
-    """How many examples ``batches`` yields, where its sampler tells without a pass (a map-style DataLoader
-    with the default batch sampler and collate function); else None."""
-    if not isinstance(batches, DataLoader) or batches.collate_fn is not default_collate:
-        return None
-    sampler = batches.batch_sampler
-    if type(sampler) is not BatchSampler or not isinstance(sampler.sampler, Sized):
-        return None
-    count = len(sampler.sampler)
-    return count - count % sampler.batch_size if sampler.drop_last else count
 
 
 def as_batches(inputs: Any, name: str = "inputs") -> DataLoader[Any] | list[Any]:

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from attribution._internal.canonical import describe
 from attribution._internal.checks import ArgumentError, ArgumentTypeError, check_int
+from attribution._internal.chunking import memory_budget
 from attribution.influence import _gradients as core
 from attribution.influence.base import KMostInfluentialResults
 from attribution.influence.tracincp import TensorOrResults, TracInCPBase
@@ -146,10 +147,13 @@ class NearestNeighbors(Protocol):
 class TracInCPFastRandProj(TracInCPFast):
     """:class:`TracInCPFast` with the training examples' gradients computed once, at construction.
 
-    Each example is stored as ``sqrt(lr_c) * (P_g^T g) (P_a^T a)^T`` flattened, for every checkpoint ``c``;
-    the influence is then one matrix product. With ``projection_dim`` set and smaller than the gradient's
-    size, ``P_g`` and ``P_a`` are Gaussian random projections to ``min(sqrt(projection_dim), dim)``
-    columns each (an unbiased estimate of the scores); without it the scores are exact.
+    Each example's gradient at checkpoint ``c`` is ``sqrt(lr_c) * (P_g^T g) (P_a^T a)^T``, Captum's row of
+    :meth:`compute_intermediate_quantities`. It is stored as its two factors, so the training set takes
+    ``len(g) + len(a)`` floats per example and checkpoint instead of their product, and the influence is
+    ``sum_c <g, g'> <a, a'>``: two small matrix products per checkpoint. With ``projection_dim`` set and
+    smaller than the gradient's size, ``P_g`` and ``P_a`` are Gaussian random projections to
+    ``min(sqrt(projection_dim), dim)`` columns each (an unbiased estimate of the scores); without it the
+    scores are exact.
 
     The other arguments (``model``, ``final_fc_layer``, ``train_dataset``, ``checkpoints``,
     ``checkpoints_load_func``, ``loss_fn``, ``batch_size``, ``test_loss_fn``, ``vectorize``) are
@@ -207,9 +211,7 @@ class TracInCPFastRandProj(TracInCPFast):
         self.projection_dim = projection_dim
         self.seed = seed
         self.projection_quantities = self._projections()
-        self.src_intermediate_quantities = self.compute_intermediate_quantities(self.train_dataloader, test=False)
-        if nearest_neighbors is not None:
-            nearest_neighbors.setup(self.src_intermediate_quantities)
+        self._index()
 
     def _projections(self) -> tuple[Tensor, Tensor] | None:
         """Gaussian projections of ``g`` and ``a`` (variance 1/columns), or None when not needed."""
@@ -236,45 +238,50 @@ class TracInCPFastRandProj(TracInCPFast):
             g, a = g @ self.projection_quantities[0], a @ self.projection_quantities[1]
         return g, a
 
+    def _index(self) -> None:
+        """Stores the training examples' factors; a ``nearest_neighbors`` is set up on their flattened rows."""
+        self._train_factors = self._factor_quantities(self.train_dataloader, test=False)
+        if self.nearest_neighbors is not None:
+            self.nearest_neighbors.setup(self.src_intermediate_quantities)
+
+    @property
+    def src_intermediate_quantities(self) -> Tensor:
+        """The training set's :meth:`compute_intermediate_quantities` (Captum's attribute), built on access
+        from the stored factors: those take ``g + a`` floats per example and checkpoint, the rows ``g x a``."""
+        return _outer_rows(self._train_factors)
+
+    def _factor_quantities(self, inputs: tuple[Any, ...] | DataLoader[Any], test: bool) -> list[tuple[Tensor, Tensor]]:
+        """Per checkpoint, ``sqrt(lr) g`` and ``a`` (projected) of every example: their outer products are the
+        rows of :meth:`compute_intermediate_quantities`, and the scores are products of their dot products."""
+        batches = core.as_batches(inputs)
+        per_checkpoint: list[tuple[Tensor, Tensor]] = []
+        with core.loaded_checkpoints(self.model, self.checkpoints, self.checkpoints_load_func) as rates:
+            for c, learning_rate in enumerate(rates()):
+                factors = [self._projected(test, batch) for batch in batches]
+                rows = sum(g.shape[0] for g, _ in factors)
+                if rows == 0:
+                    raise ArgumentError("inputs: the data loader yielded no examples")
+                if per_checkpoint and rows != per_checkpoint[0][0].shape[0]:
+                    raise ArgumentError(
+                        f"inputs: the data loader yielded {rows} examples at checkpoint {c} and "
+                        f"{per_checkpoint[0][0].shape[0]} at the first; each row must be the same example throughout"
+                    )
+                g = torch.cat([g for g, _ in factors]).mul_(learning_rate**0.5)
+                per_checkpoint.append((g, torch.cat([a for _, a in factors])))
+                del factors
+        return per_checkpoint
+
     def compute_intermediate_quantities(self, inputs: tuple[Any, ...] | DataLoader[Any], test: bool = True) -> Tensor:
         """Per example, its (projected) last-layer gradient at every checkpoint times ``sqrt(lr)``,
         concatenated: shape (n, checkpoints x projected size); influence is a product of these."""
-        batches = core.as_batches(inputs)
-        quantities: Tensor | None = None  # filled block by block: the result is the only large tensor
-        width = 0
-        with core.loaded_checkpoints(self.model, self.checkpoints, self.checkpoints_load_func) as rates:
-            for c, learning_rate in enumerate(rates()):
-                factors: Iterator[tuple[Tensor, Tensor]] = (self._projected(test, batch) for batch in batches)
-                if quantities is None:  # the first checkpoint sizes the result from its first batch
-                    rows = core.example_count(batches)
-                    if rows is None:  # counted by a pass: keep the factors (g, a), not their outer products
-                        kept = list(factors)
-                        rows, factors = sum(g.shape[0] for g, _ in kept), iter(kept)
-                    first = next(factors, None)
-                    if first is None:
-                        raise ArgumentError("inputs: the data loader yielded no examples")
-                    width = first[0].shape[1] * first[1].shape[1]
-                    quantities = first[0].new_empty(rows, width * len(self.checkpoints))
-                    factors = itertools.chain([first], factors)
-                    del first
-                block, row = quantities[:, c * width : (c + 1) * width], 0
-                for g, a in factors:
-                    rows_of = block[row : row + g.shape[0]]
-                    if rows_of.shape[0] != g.shape[0]:  # checked: a write past the end would be silently cut
-                        raise ArgumentError(
-                            f"inputs: the data loader yielded more than the {rows} examples it held at the first "
-                            "checkpoint (its sampler's count, or the first pass)"
-                        )
-                    torch.mul(g.unsqueeze(2), a.unsqueeze(1), out=rows_of.view(g.shape[0], g.shape[1], a.shape[1]))
-                    rows_of.mul_(learning_rate**0.5)
-                    row += g.shape[0]
-                if row != rows:
-                    raise ArgumentError(
-                        f"inputs: the data loader yielded {row} examples at checkpoint {c}, expected {rows}"
-                    )
-                del factors
-        assert quantities is not None  # resolve_checkpoints guarantees a checkpoint
-        return quantities
+        return _outer_rows(self._factor_quantities(inputs, test))
+
+    def _scores(self, queries: list[tuple[Tensor, Tensor]]) -> Tensor:
+        """(n_test, n_train) influence: per checkpoint ``<g, g'> <a, a'>``, never the outer products."""
+        total = core.pair_scores(queries[0], self._train_factors[0])
+        for query, train in zip(queries[1:], self._train_factors[1:]):
+            total += core.pair_scores(query, train)
+        return total
 
     def influence(  # type: ignore[override]  # Captum's signature: k defaults to 5
         self,
@@ -288,15 +295,23 @@ class TracInCPFastRandProj(TracInCPFast):
         Raises:
             ValueError: no ``inputs`` or a bad ``k``.
         """
-        queries = self.compute_intermediate_quantities(inputs)  # type: ignore[arg-type]  # None is rejected there
+        if k is not None:
+            check_int(k, "k")
+        queries = self._factor_quantities(inputs, test=True)  # type: ignore[arg-type]  # None is rejected there
         if k is None:
-            return queries @ self.src_intermediate_quantities.T
-        check_int(k, "k")
-        if self.nearest_neighbors is None:
-            return self._k_most(queries @ self.src_intermediate_quantities.T, k, proponents)
-        sign = 1.0 if proponents else -1.0
-        indices, scores = self.nearest_neighbors.get_nearest_neighbors(sign * queries, k)
-        return KMostInfluentialResults(indices, sign * scores)
+            return self._scores(queries)
+        if self.nearest_neighbors is not None:
+            sign = 1.0 if proponents else -1.0
+            indices, scores = self.nearest_neighbors.get_nearest_neighbors(sign * _outer_rows(queries), k)
+            return KMostInfluentialResults(indices, sign * scores)
+        # Test rows in blocks whose score matrices fit the budget: a large test set never holds them all.
+        n_test, n_train = queries[0][0].shape[0], self._train_factors[0][0].shape[0]
+        step = max(1, memory_budget(queries[0][0].device) // (3 * n_train * queries[0][0].element_size()))
+        found = [
+            core.top_k(self._scores([(g[i : i + step], a[i : i + step]) for g, a in queries]), k, proponents)
+            for i in range(0, n_test, step)
+        ]
+        return KMostInfluentialResults(torch.cat([f[0] for f in found]), torch.cat([f[1] for f in found]))
 
     def self_influence(
         self,
@@ -312,3 +327,15 @@ class TracInCPFastRandProj(TracInCPFast):
         raise NotImplementedError(
             f"{self.get_name()}.self_influence: use TracInCPFast, which computes it exactly at the same cost"
         )
+
+
+def _outer_rows(factors: list[tuple[Tensor, Tensor]]) -> Tensor:
+    """Per example, the flattened outer products ``g a^T`` of every checkpoint side by side, written into one
+    result (no per-checkpoint copies to concatenate)."""
+    rows = factors[0][0].shape[0]
+    widths = [g.shape[1] * a.shape[1] for g, a in factors]
+    result = factors[0][0].new_empty(rows, sum(widths))
+    for (g, a), start, width in zip(factors, itertools.accumulate([0, *widths]), widths):
+        block = result[:, start : start + width].view(rows, g.shape[1], a.shape[1])
+        torch.mul(g.unsqueeze(2), a.unsqueeze(1), out=block)
+    return result

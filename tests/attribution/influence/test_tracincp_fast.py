@@ -100,7 +100,7 @@ def test_rand_proj_parity_with_captum(setup: dict[str, Any], projection_dim: int
         assert ours.projection_quantities is not None and theirs.projection_quantities is not None
         assert [p.shape for p in ours.projection_quantities] == [p.shape for p in theirs.projection_quantities]
         ours.projection_quantities = theirs.projection_quantities
-        ours.src_intermediate_quantities = ours.compute_intermediate_quantities(ours.train_dataloader, test=False)
+        ours._index()  # the training set stored again, under Captum's projections
     else:
         assert ours.projection_quantities is None and theirs.projection_quantities is None
     torch.testing.assert_close(ours.influence(s["test"], k=None), theirs.influence(s["test"], k=None))
@@ -185,42 +185,53 @@ def test_rand_proj_seeded_and_unbiased(setup: dict[str, Any]) -> None:
     assert (mean - exact).abs().max() < 0.2 * exact.abs().max()
 
 
-def test_quantities_sized_by_the_sampler_or_by_a_pass_agree(setup: dict[str, Any]) -> None:
-    # With the default sampler and collate function the result is sized by the sampler's count; with a
-    # custom collate function or batch sampler the rows are counted by a pass. Both give the same rows.
+def test_stored_factors_give_captums_rows_and_scores(setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    # The training set is stored as the factors (sqrt(lr) g, a) of each checkpoint; Captum's rows are their
+    # flattened outer products, and the scores the rows' dot products, whichever way they are computed.
     s = setup
     loss = nn.CrossEntropyLoss(reduction="sum")
-    default = DataLoader(s["train"], batch_size=5)
+    fast = TracInCPFastRandProj(s["model"], "2", s["train"], s["paths"], load_with_rate, loss, batch_size=5)
+    assert sum(f.numel() for pair in fast._train_factors for f in pair) == 12 * 2 * (3 + 6)
+    rows = fast.src_intermediate_quantities
+    assert rows.shape == (12, 2 * 3 * 6) and (rows != 0).any(dim=1).all()
+    by_hand = []
+    for path, rate in zip(s["paths"], [0.7, 1.3]):
+        load_with_rate(s["model"], path)
+        g, a = core.last_layer_factors(s["model"], s["model"][2], s["train"].tensors, loss, "sum")
+        by_hand.append((rate**0.5 * g.unsqueeze(2) * a.unsqueeze(1)).flatten(1))
+    torch.testing.assert_close(rows, torch.cat(by_hand, dim=1))
+    queries = fast.compute_intermediate_quantities(s["test"])
+    torch.testing.assert_close(fast.influence(s["test"], k=None), queries @ rows.T)
+    # Loaders that batch differently give the same rows.
     custom_collate = DataLoader(s["train"], batch_size=5, collate_fn=lambda items: tuple(map(torch.stack, zip(*items))))
+    torch.testing.assert_close(fast.compute_intermediate_quantities(custom_collate), rows)
     dropped = DataLoader(s["train"], batch_size=5, drop_last=True)
-    assert core.example_count(default) == 12
-    assert core.example_count(dropped) == 10
-    assert core.example_count(custom_collate) is None
-    assert core.example_count([s["test"]]) is None
-    fast = TracInCPFastRandProj(s["model"], "2", s["train"], s["paths"], load_with_rate, loss, batch_size=5)
-    expected = fast.src_intermediate_quantities
-    assert expected.shape == (12, 2 * 3 * 6) and (expected != 0).any(dim=1).all()  # every row written
-    torch.testing.assert_close(fast.compute_intermediate_quantities(default), expected)
-    torch.testing.assert_close(fast.compute_intermediate_quantities(custom_collate), expected)
-    torch.testing.assert_close(fast.compute_intermediate_quantities(dropped), expected[:10])
+    torch.testing.assert_close(fast.compute_intermediate_quantities(dropped), rows[:10])
+    # The top k of a test set scored in blocks of one row (a tiny budget) is that of the whole matrix.
+    whole = fast.influence(s["test"], k=3)
+    monkeypatch.setattr("attribution.influence.tracincp_fast.memory_budget", lambda device: 1)
+    blocked = fast.influence(s["test"], k=3)
+    assert isinstance(whole, KMostInfluentialResults) and isinstance(blocked, KMostInfluentialResults)
+    torch.testing.assert_close(blocked.indices, whole.indices)
+    torch.testing.assert_close(blocked.influence_scores, whole.influence_scores)
+    torch.testing.assert_close(whole.influence_scores, torch.topk(queries @ rows.T, 3, dim=1).values)
 
 
-def test_a_loader_that_yields_other_counts_than_its_sampler_is_an_error(setup: dict[str, Any]) -> None:
+def test_a_loader_that_yields_other_counts_at_another_checkpoint_is_an_error(setup: dict[str, Any]) -> None:
     s = setup
     loss = nn.CrossEntropyLoss(reduction="sum")
+    grown = TensorDataset(*(torch.cat([t, t[:3]]) for t in s["train"].tensors))
+    dataset = TensorDataset(*s["train"].tensors)
+
+    def load_and_grow(model: nn.Module, path: str) -> float:  # a list appended to while the scores run
+        rate = load_with_rate(model, path)
+        if path == s["paths"][1]:
+            dataset.tensors = grown.tensors
+        return rate
+
     fast = TracInCPFastRandProj(s["model"], "2", s["train"], s["paths"], load_with_rate, loss, batch_size=5)
-
-    class Growing(TensorDataset):  # 12 examples when first counted, 15 when iterated (a list appended to)
-        calls = 0
-
-        def __len__(self) -> int:
-            self.calls += 1
-            return 12 if self.calls == 1 else 15
-
-        def __getitem__(self, index: int) -> tuple[Tensor, ...]:
-            return super().__getitem__(index % 12)
-
-    with pytest.raises(ArgumentError, match="yielded more than the 12 examples"):
-        fast.compute_intermediate_quantities(DataLoader(Growing(*s["train"].tensors), batch_size=5))
+    fast.checkpoints_load_func = load_and_grow
+    with pytest.raises(ArgumentError, match="yielded 15 examples at checkpoint 1 and 12 at the first"):
+        fast.compute_intermediate_quantities(DataLoader(dataset, batch_size=5))
     with pytest.raises(ArgumentError, match="no examples"):
         fast.compute_intermediate_quantities(DataLoader(TensorDataset(torch.empty(0, 4), torch.empty(0))))
