@@ -16,7 +16,7 @@ from typing_extensions import override
 from lightning_xai._compute.concept_examples import ConceptSource, concept_examples, random_sets
 from lightning_xai._compute.concepts import ConceptScore, concept_scores
 from lightning_xai._compute.explain import untouched_training_state
-from lightning_xai._config.arguments import check_literal, labelled_probe
+from lightning_xai._config.arguments import check_literal, labelled_probe, tag_prefix
 from lightning_xai._config.choices import Direction, OnError, OnFail
 from lightning_xai._write.table_sinks import table_sinks
 from lightning_xai.epoch_points import EpochPoints
@@ -26,7 +26,7 @@ __all__ = ["ConceptMonitor", "ConceptRegressionCheck"]
 
 
 def score_name(score: ConceptScore) -> str:
-    """``<concept>/<layer>/class_<target>``: the name a score is logged under (after ``concept/``)."""
+    """``<concept>/<layer>/class_<target>``: the name a score is logged under (after the monitor's name)."""
     return f"{score.concept}/{score.layer}/class_{score.target}"
 
 
@@ -39,7 +39,8 @@ class ConceptMonitor(EpochPoints):
     watching it over training catches a shortcut as it is learned, with no masks.
 
     At each point (before the first step, and at the end of every ``every_n_epochs``-th epoch) the CAVs are
-    trained afresh on the current model, and it logs to every logger, at the trainer's ``global_step``:
+    trained afresh on the current model, and it logs to every logger, at the trainer's ``global_step``,
+    under ``name`` (``concept`` by default):
 
     - ``concept/<concept>/<layer>/class_<c>``: the TCAV score (``sign_count``), the mean over
       ``num_random_sets`` CAVs, each against another random set;
@@ -72,6 +73,9 @@ class ConceptMonitor(EpochPoints):
         seed: seed of the random sets' split and of the private RNG stream.
         on_error: ``"warn"`` (default: a point that fails is skipped with one warning per kind of error;
             training never stops because of the monitor) or ``"raise"`` (the error stops training).
+        name: the prefix of the tags. A second ConceptMonitor in the same Trainer (other concepts, or a
+            costlier one every few epochs) needs its own; Lightning refuses two with the same name, as their
+            histories would share one key in a checkpoint.
 
     Example:
         >>> import lightning as L
@@ -81,6 +85,8 @@ class ConceptMonitor(EpochPoints):
         >>> monitor = ConceptMonitor({"stripes": stripes}, noise, layers="features.4", probe=probe)
         >>> trainer = L.Trainer(callbacks=[monitor])
     """
+
+    default_name = "concept"
 
     def __init__(
         self,
@@ -98,7 +104,9 @@ class ConceptMonitor(EpochPoints):
         input_key: str = "input",
         seed: int = 0,
         on_error: OnError = "warn",
+        name: str = "concept",
     ) -> None:
+        self.name = tag_prefix("ConceptMonitor", name)
         if not isinstance(concepts, Mapping) or not concepts:
             raise MisconfigurationException(
                 f"ConceptMonitor: concepts must be a non-empty mapping name -> examples, got {type(concepts).__name__}"
@@ -186,12 +194,12 @@ class ConceptMonitor(EpochPoints):
                 model, self.layers, concepts, randoms, inputs, labels, self.targets, self.batch_size
             )
         step, epoch = trainer.global_step, trainer.current_epoch
-        metrics: dict[str, float] = {"concept/seconds": time.perf_counter() - start}
+        metrics: dict[str, float] = {f"{self.name}/seconds": time.perf_counter() - start}
         rows = []
         for score in scores:
             name = score_name(score)
-            metrics[f"concept/{name}"] = score.score
-            metrics[f"concept/{name}/p_value"] = score.p_value
+            metrics[f"{self.name}/{name}"] = score.score
+            metrics[f"{self.name}/{name}/p_value"] = score.p_value
             self.history.append(
                 {"step": step, "epoch": epoch, "name": name, "score": score.score, "p_value": score.p_value}
             )
@@ -208,7 +216,7 @@ class ConceptMonitor(EpochPoints):
             )
             columns = ["concept", "layer", "class", "TCAV", "p-value", "significant"]
             for sink in table_sinks(trainer):
-                sink.write("concept/scores", columns, rows, step, title)
+                sink.write(f"{self.name}/scores", columns, rows, step, title)
         for callback in trainer.callbacks:  # type: ignore[attr-defined]  # Lightning sets it undeclared
             if isinstance(callback, ConceptRegressionCheck) and callback.monitor is self:
                 callback.check(trainer, step, epoch)
@@ -233,7 +241,8 @@ class ConceptRegressionCheck(ThresholdCheck):
     processes.
 
     Args:
-        name: ``"<concept>/<layer>/class_<c>"``, as logged under ``concept/``.
+        name: ``"<concept>/<layer>/class_<c>"``, as logged under the monitor's name (``concept/``); with
+            several ConceptMonitors that log it, prefixed with the name of the one to read.
         threshold: the bound.
         direction: ``"below"`` (default) or ``"above"``: the side the score must stay on.
         significant_only: only significant scores can violate.
@@ -261,7 +270,8 @@ class ConceptRegressionCheck(ThresholdCheck):
                 f"name: expected '<concept>/<layer>/class_<c>' as logged under concept/, got {name!r}"
             )
         check_literal(direction, "direction", Direction)
-        self.name = name.removeprefix("concept/")
+        self.name = name
+        self.score_name = name  # the score, without the monitor's prefix: known in setup
         self.threshold: float = finite_threshold(threshold)
         self.direction: Direction = direction
         self.significant_only = significant_only
@@ -277,19 +287,25 @@ class ConceptRegressionCheck(ThresholdCheck):
         if stage != "fit":
             return
         monitors = [c for c in trainer.callbacks if isinstance(c, ConceptMonitor)]  # type: ignore[attr-defined]
-        reading = [m for m in monitors if self.name in m.names]
+        reading = [(m, score) for m in monitors for score in m.names if self.name in (score, f"{m.name}/{score}")]
         if not reading:
-            logged = monitors[0].names if monitors else []
+            logged = [f"{m.name}/{score}" for m in monitors for score in m.names]
             raise MisconfigurationException(
                 f"ConceptRegressionCheck: no ConceptMonitor logs {self.name!r}"
-                + (f"; it logs {logged}" if logged else "; add one to the callbacks")
+                + (f"; they log {logged}" if logged else "; add one to the callbacks")
             )
-        self.monitor = reading[0]
+        if len(reading) > 1:
+            raise MisconfigurationException(
+                f"ConceptRegressionCheck: {len(reading)} ConceptMonitors log {self.name!r} (named "
+                f"{[m.name for m, _ in reading]}); prefix the name with the one to read, e.g. "
+                f"{reading[-1][0].name + '/' + reading[-1][1]!r}"
+            )
+        self.monitor, self.score_name = reading[0]
 
     def check(self, trainer: pl.Trainer, step: int, epoch: int) -> None:
         """Check the score the monitor logged at ``step`` (called on every rank at every point)."""
         assert self.monitor is not None
-        found = self.monitor.value(self.name, step) if epoch >= self.start_epoch and step > 0 else None
+        found = self.monitor.value(self.score_name, step) if epoch >= self.start_epoch and step > 0 else None
         if found is not None:
             score, p_value = found
             beyond = score > self.threshold if self.direction == "below" else score < self.threshold
@@ -298,7 +314,7 @@ class ConceptRegressionCheck(ThresholdCheck):
         shown = "another process's value" if found is None else f"{found[0]:.3f} (p = {found[1]:.2g})"
         side = "above" if self.direction == "below" else "below"
         message = (
-            f"ConceptRegressionCheck: concept/{self.name} = {shown} at step {step} (epoch {epoch}) is {side} the "
-            f"threshold {self.threshold:g}"
+            f"ConceptRegressionCheck: {self.monitor.name}/{self.score_name} = {shown} at step {step} (epoch {epoch}) "
+            f"is {side} the threshold {self.threshold:g}"
         )
         self._vote(trainer, found is not None and self.violations > self.patience, message)

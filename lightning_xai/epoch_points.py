@@ -3,6 +3,8 @@ point does."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import lightning.pytorch as pl
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback
@@ -27,6 +29,17 @@ class EpochPoints(Callback):
     every_n_epochs: int = 1
     log_at_start: bool = True
     on_error: OnError = "warn"
+    name: str = ""
+    """The prefix of the monitor's tags. Two monitors of one kind in a Trainer need different names: the
+    name is also the state key Lightning files the monitor's history under in a checkpoint."""
+    default_name: ClassVar[str] = ""
+
+    @property
+    @override
+    def state_key(self) -> str:
+        # Under its default name a monitor keeps the class name as its key, so checkpoints written before
+        # monitors had names still resume their history.
+        return super().state_key if self.name == self.default_name else self._generate_state_key(name=self.name)
 
     def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Measure and log one point, at the trainer's ``global_step``."""

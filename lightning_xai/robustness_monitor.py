@@ -16,7 +16,7 @@ from typing_extensions import override
 from lightning_xai._compute.explain import untouched_training_state
 from lightning_xai._compute.robustness import AttackBudget, robustness_values
 from lightning_xai._compute.training_gradients import scores_of
-from lightning_xai._config.arguments import check_literal, labelled_probe
+from lightning_xai._config.arguments import check_literal, labelled_probe, tag_prefix
 from lightning_xai._config.choices import OnError
 from lightning_xai.epoch_points import EpochPoints
 
@@ -28,7 +28,7 @@ class RobustnessMonitor(EpochPoints):
     to read beside the accuracy (a model can get more accurate and more brittle at once).
 
     At each point (before the first step, and at the end of every ``every_n_epochs``-th epoch) it logs to
-    every logger, at the trainer's ``global_step``:
+    every logger, at the trainer's ``global_step``, under ``name`` (``robustness`` by default):
 
     - ``robustness/probe_accuracy``: the share of the probe the model classifies correctly;
     - ``robustness/fgsm_success`` and ``robustness/pgd_success``: the share of those correctly classified
@@ -63,6 +63,9 @@ class RobustnessMonitor(EpochPoints):
         seed: seed of the private RNG stream the attacks run under.
         on_error: ``"warn"`` (default: a point that fails is skipped with one warning per kind of error;
             training never stops because of the monitor) or ``"raise"`` (the error stops training).
+        name: the prefix of the tags. A second RobustnessMonitor in the same Trainer (another norm or
+            budget) needs its own; Lightning refuses two with the same name, as their histories would share
+            one key in a checkpoint.
 
     Example:
         >>> import lightning as L
@@ -70,6 +73,8 @@ class RobustnessMonitor(EpochPoints):
         >>> probe = (torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,)))
         >>> trainer = L.Trainer(callbacks=[RobustnessMonitor(probe, epsilon=0.03)])
     """
+
+    default_name = "robustness"
 
     def __init__(
         self,
@@ -85,7 +90,9 @@ class RobustnessMonitor(EpochPoints):
         log_at_start: bool = True,
         seed: int = 0,
         on_error: OnError = "warn",
+        name: str = "robustness",
     ) -> None:
+        self.name = tag_prefix("RobustnessMonitor", name)
         self.probe = labelled_probe(probe, "RobustnessMonitor")
         if self.probe[1].dim() != 1 or self.probe[1].is_floating_point():
             raise MisconfigurationException(
@@ -135,11 +142,11 @@ class RobustnessMonitor(EpochPoints):
             self._warned = True
             rank_zero_warn(
                 f"RobustnessMonitor: the model gets no probe example right at step {trainer.global_step}, so no "
-                "attack success rate is defined there (only robustness/probe_accuracy is logged); this is "
+                f"attack success rate is defined there (only {self.name}/probe_accuracy is logged); this is "
                 "expected early in training"
             )
         values["seconds"] = time.perf_counter() - start
-        metrics = {f"robustness/{name}": value for name, value in values.items()}
+        metrics = {f"{self.name}/{name}": value for name, value in values.items()}
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
         self.history.append({"step": trainer.global_step, "epoch": trainer.current_epoch, **values})

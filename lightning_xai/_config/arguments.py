@@ -35,6 +35,16 @@ def check_literal(value: Any, name: str, choices: Any) -> None:
     misconfigured(check_choice, value, name, get_args(choices))
 
 
+def tag_prefix(owner: str, name: Any) -> str:
+    """``name`` checked as the prefix of a monitor's tags: a non-empty string, no "/" or space at either end."""
+    if not isinstance(name, str) or not name or name != name.strip("/ "):
+        raise MisconfigurationException(
+            f"{owner}: name must be a tag prefix such as 'robustness_l2' (non-empty, no '/' or space at either "
+            f"end), got {name!r}"
+        )
+    return name
+
+
 def is_int(value: Any) -> bool:
     """A whole number that is not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -24,17 +24,17 @@ SIZE = 16
 NAME = "mark_tl/features.4/class_0"
 
 
-def _monitor(data):
+def _monitor(data, **options):
     val = data.val_set
     probe = (torch.stack([val[i]["image"] for i in range(64)]), torch.stack([val[i]["label"] for i in range(64)]))
     concept = corner_mark_concept(30, corner=0, size=SIZE, seed=7)  # class 0's corner: top left
     random = normalize_images(make_shapes(150, SIZE, seed=8)[0])
     return ConceptMonitor(
-        {"mark_tl": concept}, random, layers="features.4", probe=probe, targets=[0], num_random_sets=4
+        {"mark_tl": concept}, random, layers="features.4", probe=probe, targets=[0], num_random_sets=4, **options
     )
 
 
-def _fit(tmp_path, spurious, check):
+def _fit(tmp_path, spurious, check, *more):
     L.seed_everything(0, verbose=False)
     data = ShapesDataModule(n_train=512, n_val=64, size=SIZE, spurious_mark=spurious, batch_size=32)
     data.setup("fit")
@@ -43,7 +43,7 @@ def _fit(tmp_path, spurious, check):
         max_epochs=2,
         default_root_dir=tmp_path,
         logger=TensorBoardLogger(tmp_path, name="logs", version=0),
-        callbacks=[monitor, check],
+        callbacks=[monitor, check, *(make(data) for make in more)],
         enable_progress_bar=False,
         enable_checkpointing=False,
         enable_model_summary=False,
@@ -75,6 +75,31 @@ def test_the_clean_model_trains_to_the_end(tmp_path):
     trainer, monitor = _fit(tmp_path / "clean", False, check)
     assert trainer.current_epoch == 2 and [h["step"] for h in check.history] == [16, 32]
     assert not any(h["violated"] for h in check.history)
+
+
+def test_a_second_monitor_under_its_own_name_logs_apart_and_a_check_reads_the_one_it_names(tmp_path):
+    # The same concept, measured again every second epoch under another name: both log it, so a check must
+    # say which one it reads.
+    def late(data):
+        return _monitor(data, every_n_epochs=2, log_at_start=False, name="concept_late")
+
+    check = ConceptRegressionCheck(f"concept_late/{NAME}", 0.9, on_fail="warn")
+    with pytest.warns(UserWarning, match=rf"concept_late/{NAME} = 1.000 \(p = .*\) at step 32"):
+        trainer, monitor = _fit(tmp_path / "two", True, check, late)
+    (later,) = (c for c in trainer.callbacks if isinstance(c, ConceptMonitor) and c is not monitor)
+    assert [r["step"] for r in monitor.history] == [0, 16, 32] and [r["step"] for r in later.history] == [32]
+    assert check.monitor is later and [h["step"] for h in check.history] == [32]
+    (path,) = glob.glob(str(tmp_path / "two" / "logs" / "version_0" / "events.out.tfevents.*"))
+    events = EventAccumulator(path, size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars(f"concept/{NAME}")] == [0, 16, 32]
+    assert [e.value for e in events.Scalars(f"concept_late/{NAME}")] == [later.history[0]["score"]]
+    assert [e.step for e in events.Scalars("concept_late/seconds")] == [32]
+    assert [e.step for e in events.Tensors("concept_late/scores/text_summary")] == [32]
+    with pytest.raises(MisconfigurationException, match=rf"2 ConceptMonitors log '{NAME}'.*'concept_late/{NAME}'"):
+        _fit(tmp_path / "ambiguous", True, ConceptRegressionCheck(NAME, 0.9), late)
+    with pytest.raises(RuntimeError, match="state_key"):  # two of the same name would share one key
+        _fit(tmp_path / "same", True, ConceptRegressionCheck(NAME, 0.9), _monitor)
 
 
 def test_bad_arguments_are_refused(tmp_path):

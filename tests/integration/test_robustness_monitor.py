@@ -114,8 +114,49 @@ def test_training_is_unchanged_and_an_untrained_model_is_flagged(tmp_path):
     assert torch.equal(plain.w.grad, watched.w.grad)
 
 
+def test_two_monitors_with_their_own_names_log_apart_and_resume_their_own_histories(tmp_path):
+    # Linf and L2 side by side: each logs under its name and checkpoints its history under its own key.
+    def monitors():
+        x, y = _probe()
+        linf = RobustnessMonitor((x, y), epsilon=0.5, pgd_steps=20, max_epsilon=0)
+        return linf, RobustnessMonitor((x, y), epsilon=0.5, norm="L2", pgd_steps=20, max_epsilon=0, name="robust_l2")
+
+    linf, l2 = monitors()
+    assert linf.state_key == "RobustnessMonitor"  # the default keeps the key of checkpoints before names
+    trainer = _fit(tmp_path / "first", TwoClassLinear(lr=0.1), [linf, l2])
+    alone = RobustnessMonitor(_probe(), epsilon=0.5, norm="L2", pgd_steps=20, max_epsilon=0)
+    _fit(tmp_path / "alone", TwoClassLinear(lr=0.1), [alone])
+    assert l2.history == [{**h, "seconds": l2.history[i]["seconds"]} for i, h in enumerate(alone.history)]
+    assert l2.history[0]["pgd_success"] < linf.history[0]["pgd_success"]  # the L2 ball is smaller here
+    (path,) = glob.glob(str(tmp_path / "first" / "logs" / "version_0" / "events.out.tfevents.*"))
+    events = EventAccumulator(path, size_guidance={"scalars": 0})
+    events.Reload()
+    for monitor, prefix in ((linf, "robustness"), (l2, "robust_l2")):
+        logged = [e.value for e in events.Scalars(f"{prefix}/pgd_success")]
+        assert logged == pytest.approx([h["pgd_success"] for h in monitor.history])
+
+    trainer.save_checkpoint(tmp_path / "first.ckpt")
+    linf_again, l2_again = monitors()
+    L.seed_everything(0, verbose=False)
+    resumed = L.Trainer(
+        default_root_dir=tmp_path / "resumed", accelerator="cpu", max_epochs=2, logger=False,
+        callbacks=[linf_again, l2_again], enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False,
+    )  # fmt: skip
+    resumed.fit(
+        TwoClassLinear(lr=0.1), DataLoader(TensorDataset(*_probe()), batch_size=10), ckpt_path=tmp_path / "first.ckpt"
+    )
+    assert [h["step"] for h in linf_again.history] == [h["step"] for h in l2_again.history] == [0, 4, 8]
+    assert linf_again.history[:2] == linf.history and l2_again.history[:2] == l2.history
+    with pytest.raises(RuntimeError, match="state_key"):  # two of the same name would share one key
+        L.Trainer(callbacks=list(monitors()[:1]) + [RobustnessMonitor(_probe())], logger=False)
+
+
 def test_bad_arguments_are_refused():
     x, y = _probe()
+    for name in ("", "robustness/", 3):
+        with pytest.raises(MisconfigurationException, match="name must be a tag prefix"):
+            RobustnessMonitor((x, y), name=name)
     with pytest.raises(MisconfigurationException, match="norm"):
         RobustnessMonitor((x, y), norm="L1")
     with pytest.raises(MisconfigurationException, match="epsilon"):
