@@ -313,6 +313,7 @@ def tracin_top_k(query: TracInQuery, k: int, proponents: bool) -> tuple[Tensor, 
             for test, learning_rate in zip(tests, rates()):
                 scores = pair_scores(test, query.train_features(batch))
                 total = learning_rate * scores if total is None else total.add_(scores, alpha=learning_rate)
+                del scores  # not held while the next checkpoint loads: that is the peak of small models
                 if update is not None:
                     update(1)
             assert total is not None  # resolve_checkpoints guarantees a checkpoint
