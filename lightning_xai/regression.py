@@ -148,20 +148,17 @@ class AttributionRegressionCheck(ThresholdCheck):
             self._warned_missing = False
 
     def _find_monitor(self, callbacks: list[Callback]) -> AttributionMonitor:
-        """The monitor whose values this check reads: the first one that runs the method (lists are only read)."""
+        """The monitor whose values this check reads (a Trainer has at most one: they would share tags)."""
         monitors = [c for c in callbacks if isinstance(c, AttributionMonitor)]
         if not monitors:
             raise MisconfigurationException(
                 "AttributionRegressionCheck reads the values of an AttributionMonitor; add one to the callbacks"
             )
-        if self.method is None:
-            return monitors[0]
-        running = [m for m in monitors if self.method in m.method_names]
-        if not running:
+        if self.method is not None and self.method not in monitors[0].method_names:
             raise MisconfigurationException(
                 f"metric: the monitor does not run {self.method!r}; it runs {monitors[0].method_names}"
             )
-        return running[0]
+        return monitors[0]
 
     @property
     def _read(self) -> MonitorValues:

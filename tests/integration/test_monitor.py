@@ -320,6 +320,14 @@ def test_unknown_layer_lists_close_matches(tmp_path):
         _fit(tmp_path, [AttributionMonitor(layer="features.33")], max_epochs=1)
 
 
+def test_a_second_attribution_monitor_is_refused_instead_of_mixing_tags(tmp_path):
+    # Two monitors would both log xai/seconds, the probe image and (GradCAM on by default) xai/layer_gradcam.
+    first, second = AttributionMonitor(["saliency"]), AttributionMonitor(["input_x_gradient"], every_n_epochs=2)
+    with pytest.raises(MisconfigurationException, match="2 AttributionMonitors.*Give one monitor all the methods"):
+        _fit(tmp_path, [first, second], max_epochs=1)
+    assert first.history == [] and second.history == []  # refused before the first point
+
+
 def test_no_probe_and_no_validation_data(tmp_path):
     with pytest.raises(MisconfigurationException, match="probe: AttributionMonitor needs a probe batch"):
         _fit(tmp_path, [AttributionMonitor()], max_epochs=1, limit_val_batches=0)
