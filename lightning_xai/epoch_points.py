@@ -48,7 +48,16 @@ class EpochPoints(Callback):
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
-            check_strategy(trainer.strategy, type(self).__name__)
+            kind = type(self).__name__
+            check_strategy(trainer.strategy, kind)
+            # Lightning refuses equal state keys; a key may hold more than the name, so equal names are checked.
+            callbacks = trainer.callbacks  # type: ignore[attr-defined]  # set by Lightning, undeclared
+            same = [c for c in callbacks if type(c) is type(self) and c.name == self.name]
+            if len(same) > 1:
+                raise MisconfigurationException(
+                    f"{kind}: {len(same)} {kind}s are named {self.name!r}; they would write the same tags, mixing "
+                    f"their values. Give each its own name=, e.g. name='{self.name}_2'"
+                )
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -24,7 +24,7 @@ from lightning_xai._compute.explain import untouched_training_state
 from lightning_xai._compute.indexed_batch import INDEX_KEY, MissingIndexError, split_indexed_batch, split_indexed_item
 from lightning_xai._compute.online_tracin import OnlineTracIn, combined
 from lightning_xai._compute.training_gradients import LossFn, TrainingGradients
-from lightning_xai._config.arguments import check_strategy, labelled_probe
+from lightning_xai._config.arguments import check_alone, check_strategy, labelled_probe
 from lightning_xai._draw import render
 from lightning_xai._draw.influence_sheet import as_images, influence_sheet
 from lightning_xai._write.image_sinks import image_sinks
@@ -264,6 +264,12 @@ class InfluenceMonitor(Callback):
         self._active = stage == "fit" and not trainer.fast_dev_run  # type: ignore[attr-defined]  # undeclared
         if self._active:
             check_strategy(trainer.strategy, "InfluenceMonitor")
+            check_alone(
+                trainer.callbacks,  # type: ignore[attr-defined]  # undeclared
+                self,
+                "influence/ tags and suspect CSV files",
+                "Give one monitor every layer to score (layers=[...]).",
+            )
             self._gradients = self._resolve(pl_module)
 
     @override

@@ -23,7 +23,7 @@ from lightning_xai._compute.prompt_attribution import (
     language_model,
     prepared_prompts,
 )
-from lightning_xai._config.arguments import check_literal
+from lightning_xai._config.arguments import check_literal, tag_prefix
 from lightning_xai._config.choices import Direction, OnError, OnFail
 from lightning_xai._config.prompts import PromptMethod, prompt_pairs
 from lightning_xai._draw.token_text import PromptRows, point_html, token_sheet
@@ -37,9 +37,7 @@ from lightning_xai.regression import ThresholdCheck, finite_threshold
 __all__ = ["LanguageModelMonitor", "PromptAttributionCheck"]
 
 PREFIX = "llm"
-"""Every tag of the monitor starts with it."""
-IMAGE_TAG = f"{PREFIX}/tokens"
-TABLE_TAG = f"{PREFIX}/attributions"
+"""Every tag of the monitor starts with its name, this by default."""
 
 
 class LanguageModelMonitor(EpochPoints):
@@ -86,6 +84,8 @@ class LanguageModelMonitor(EpochPoints):
         seed: seed of the private RNG stream.
         on_error: ``"warn"`` (default: a point that fails is skipped with one warning per kind of error;
             training never stops because of the monitor) or ``"raise"`` (the error stops training).
+        name: the prefix of the tags (``llm`` above). A second LanguageModelMonitor in the same Trainer (e.g.
+            another method) needs its own; two with the same name are refused at fit start.
 
     Example::
 
@@ -95,6 +95,8 @@ class LanguageModelMonitor(EpochPoints):
         monitor = LanguageModelMonitor(probe, tokenizer, per_token=True)  # the model's tokenizer
         trainer = L.Trainer(callbacks=[monitor, PromptAttributionCheck(0.5, on_fail="stop")])
     """
+
+    default_name = PREFIX
 
     def __init__(
         self,
@@ -109,8 +111,10 @@ class LanguageModelMonitor(EpochPoints):
         log_at_start: bool = True,
         seed: int = 0,
         on_error: OnError = "warn",
+        name: str = PREFIX,
     ) -> None:
         owner = "LanguageModelMonitor"
+        self.name = tag_prefix(owner, name)
         self.pairs = prompt_pairs(probe, owner)
         missing = [
             name
@@ -161,8 +165,9 @@ class LanguageModelMonitor(EpochPoints):
     @property
     @override
     def state_key(self) -> str:
+        named = {} if self.name == self.default_name else {"name": self.name}  # the default: keys before names
         return self._generate_state_key(
-            method=self.method, model_attr=self.model_attr, probe=[(p.prompt, p.target) for p in self.pairs]
+            method=self.method, model_attr=self.model_attr, probe=[(p.prompt, p.target) for p in self.pairs], **named
         )
 
     @override
@@ -198,12 +203,12 @@ class LanguageModelMonitor(EpochPoints):
         point = self.attribute(pl_module)
         step, epoch = trainer.global_step, trainer.current_epoch
         metrics = self._metrics(point, step)
-        metrics[f"{PREFIX}/seconds"] = time.perf_counter() - start
+        metrics[f"{self.name}/seconds"] = time.perf_counter() - start
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
         self.attributions[step] = point.seq_attr()
         self.history.append(
-            {"step": step, "epoch": epoch, **{k.removeprefix(f"{PREFIX}/"): v for k, v in metrics.items()}}
+            {"step": step, "epoch": epoch, **{k.removeprefix(f"{self.name}/"): v for k, v in metrics.items()}}
         )
         # Trainer.log_dir is a broadcast under DDP: every process asks, only rank zero writes.
         directory = default_artifact_dir(trainer)
@@ -214,17 +219,17 @@ class LanguageModelMonitor(EpochPoints):
                 callback.check(trainer, step, epoch)
 
     def _metrics(self, point: PromptPoint, step: int) -> dict[str, float]:
-        metrics = {f"{PREFIX}/log_prob/prompt_{i}": float(v) for i, v in enumerate(point.log_probs)}
-        metrics[f"{PREFIX}/log_prob/mean"] = float(point.log_probs.mean())
+        metrics = {f"{self.name}/log_prob/prompt_{i}": float(v) for i, v in enumerate(point.log_probs)}
+        metrics[f"{self.name}/log_prob/mean"] = float(point.log_probs.mean())
         shares = {i: s for i, s in enumerate(point.shares) if s is not None}
-        metrics.update({f"{PREFIX}/mask_share/prompt_{i}": s for i, s in shares.items()})
+        metrics.update({f"{self.name}/mask_share/prompt_{i}": s for i, s in shares.items()})
         if shares:
-            metrics[f"{PREFIX}/mask_share/mean"] = sum(shares.values()) / len(shares)
+            metrics[f"{self.name}/mask_share/mean"] = sum(shares.values()) / len(shares)
         earlier = [s for s in self.attributions if s < step]
         if earlier:
             previous = self.attributions[max(earlier)]
             similarities = [cosine(a, b) for a, b in zip(point.seq_attr(), previous)]
-            metrics[f"{PREFIX}/similarity_previous"] = sum(similarities) / len(similarities)
+            metrics[f"{self.name}/similarity_previous"] = sum(similarities) / len(similarities)
         return metrics
 
     def _show(self, trainer: pl.Trainer, point: PromptPoint, step: int, epoch: int, directory: Path) -> None:
@@ -243,7 +248,7 @@ class LanguageModelMonitor(EpochPoints):
         ]
         picture = Picture(token_sheet(rows, self.per_token))
         for sink in image_sinks(trainer, directory):
-            sink.write(IMAGE_TAG, picture, step, f"token attributions at step {step} (epoch {epoch})")
+            sink.write(f"{self.name}/tokens", picture, step, f"token attributions at step {step} (epoch {epoch})")
         title = (
             f"Token attributions ({self.method}) of each target's log-probability at step {step} (epoch {epoch}); "
             "bold: the largest magnitude of a row, italics: watched tokens"
@@ -261,7 +266,9 @@ class LanguageModelMonitor(EpochPoints):
             for i, r in enumerate(rows)
             for j, token in enumerate(r.tokens)
         ]
-        write_prompt_tables(trainer, TABLE_TAG, point_html(rows, self.per_token, title), columns, table, step, title)
+        write_prompt_tables(
+            trainer, f"{self.name}/attributions", point_html(rows, self.per_token, title), columns, table, step, title
+        )
 
     def value(self, step: int, prompt: int | None) -> float | None:
         """The mask share logged at ``step``: of probe entry ``prompt``, or the mean (None); None if not logged."""
@@ -308,6 +315,7 @@ class PromptAttributionCheck(ThresholdCheck):
         patience: violations in a row tolerated before acting.
         start_epoch: first epoch whose points are checked.
         on_fail: ``"warn"``, ``"stop"`` or ``"raise"`` (:class:`~lightning_xai.AttributionRegressionError`).
+        monitor_name: the ``name`` of the LanguageModelMonitor to read, when the Trainer has several.
 
     Example:
         >>> check = PromptAttributionCheck(0.5, on_fail="stop")
@@ -321,8 +329,10 @@ class PromptAttributionCheck(ThresholdCheck):
         patience: int = 0,
         start_epoch: int = 0,
         on_fail: OnFail = "warn",
+        monitor_name: str | None = None,
     ) -> None:
         super().__init__(patience, start_epoch, on_fail)
+        self.monitor_name = None if monitor_name is None else tag_prefix("PromptAttributionCheck", monitor_name)
         self.threshold: float = finite_threshold(threshold)
         if not 0 <= self.threshold <= 1:
             raise MisconfigurationException(f"threshold: expected a share in [0, 1], got {threshold!r}")
@@ -333,15 +343,19 @@ class PromptAttributionCheck(ThresholdCheck):
         self.prompt = prompt
         self.monitor: LanguageModelMonitor | None = None
 
+    def _scalar(self, prefix: str) -> str:
+        return f"{prefix}/mask_share/" + ("mean" if self.prompt is None else f"prompt_{self.prompt}")
+
     @property
     def name(self) -> str:
-        """The scalar the check reads, as logged."""
-        return f"{PREFIX}/mask_share/" + ("mean" if self.prompt is None else f"prompt_{self.prompt}")
+        """The scalar the check reads, as logged (under the monitor's name, known when fit starts)."""
+        return self._scalar(self.monitor.name if self.monitor is not None else self.monitor_name or PREFIX)
 
     @property
     @override
-    def state_key(self) -> str:
-        return self._generate_state_key(name=self.name, threshold=self.threshold, direction=self.direction)
+    def state_key(self) -> str:  # fixed from construction on: Lightning reads it before fit starts
+        scalar = self._scalar(self.monitor_name or PREFIX)
+        return self._generate_state_key(name=scalar, threshold=self.threshold, direction=self.direction)
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -352,7 +366,13 @@ class PromptAttributionCheck(ThresholdCheck):
             raise MisconfigurationException(
                 "PromptAttributionCheck reads the mask shares of a LanguageModelMonitor; add one to the callbacks"
             )
-        monitor = monitors[0]
+        named = [m for m in monitors if self.monitor_name in (None, m.name)]
+        if len(named) != 1:
+            raise MisconfigurationException(
+                "monitor_name: expected the name of the LanguageModelMonitor to read among "
+                f"{[m.name for m in monitors]}, got {self.monitor_name!r}"
+            )
+        monitor = named[0]
         if self.prompt is not None and self.prompt >= len(monitor.pairs):
             raise MisconfigurationException(
                 f"prompt: expected an index below the probe's {len(monitor.pairs)} entries, got {self.prompt}"

@@ -10,7 +10,6 @@ from typing import Any, Protocol, runtime_checkable
 
 import lightning.pytorch as pl
 import torch
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
@@ -382,15 +381,14 @@ class AttributionMonitor(Callback):
             return
         arguments.check_strategy(trainer.strategy)
         # Lightning sets Trainer.fast_dev_run and .callbacks in its connectors without declaring them.
-        callbacks = trainer.callbacks  # type: ignore[attr-defined]
-        others = [c for c in callbacks if isinstance(c, AttributionMonitor) and c is not self]
-        if others:
-            raise MisconfigurationException(
-                f"AttributionMonitor: the Trainer has {len(others) + 1} AttributionMonitors; they would log under "
-                "the same tags (xai/seconds, xai/prediction_flips, the probe image, xai/layer_gradcam/... when both "
-                "draw GradCAM) and into one artifact folder, mixing their values. Give one monitor all the methods, "
-                "e.g. AttributionMonitor(methods={'saliency': {}, 'integrated_gradients': {'n_steps': 32}})"
-            )
+        arguments.check_alone(
+            trainer.callbacks,  # type: ignore[attr-defined]
+            self,
+            "tags (xai/seconds, xai/prediction_flips, the probe image, xai/layer_gradcam/... when both draw GradCAM) "
+            "and artifact folder",
+            "Give one monitor all the methods, e.g. "
+            "AttributionMonitor(methods={'saliency': {}, 'integrated_gradients': {'n_steps': 32}})",
+        )
         if self.layer is not None:
             arguments.misconfigured(resolve_layer, pl_module, self.layer)
         if trainer.fast_dev_run:  # type: ignore[attr-defined]

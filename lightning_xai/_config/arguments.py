@@ -233,6 +233,17 @@ def check_strategy(strategy: Strategy, monitor: str = "AttributionMonitor") -> N
         )
 
 
+def check_alone(callbacks: Sequence[Any], monitor: Any, writes: str, fix: str) -> None:
+    """Refuse a second monitor of ``monitor``'s kind among the Trainer's ``callbacks``: both would write
+    ``writes`` (fixed tags and files), mixing their values where nothing tells them apart."""
+    kind = type(monitor).__name__
+    count = sum(isinstance(c, type(monitor)) for c in callbacks)
+    if count > 1:
+        raise MisconfigurationException(
+            f"{kind}: the Trainer has {count} {kind}s; they would write the same {writes}, mixing their values. {fix}"
+        )
+
+
 def check_materialised(module: Any) -> None:
     """Refuse a model whose parameters hold no data (the meta device): nothing could be explained."""
     name = next((name for name, p in module.named_parameters() if p.is_meta), None)

@@ -94,7 +94,9 @@ def test_training_is_bit_identical_with_the_monitor(tokenizer):
     plain = trained([])
     monitors = [
         LanguageModelMonitor(PROBE, tokenizer),
-        LanguageModelMonitor(PROBE, tokenizer, method="layer_integrated_gradients", method_options={"n_steps": 4}),
+        LanguageModelMonitor(
+            PROBE, tokenizer, method="layer_integrated_gradients", method_options={"n_steps": 4}, name="llm_ig"
+        ),
     ]
     watched = trained(monitors)
     assert all(len(m.history) == 3 for m in monitors)
@@ -183,6 +185,24 @@ def test_the_check_fires_when_attribution_leaves_the_watched_tokens(tokenizer, w
     share = 1.0 if watched == ["apple"] else 0.0
     assert [r["mask_share/mean"] for r in monitor.history] == [share, share]  # start, and the epoch end
     assert [h["violated"] for h in check.history] == [fires]  # the untrained point is not checked
+
+
+def test_two_monitors_under_their_names_and_a_check_that_reads_the_one_it_names(tokenizer):
+    def monitor(watched, **name):
+        return LanguageModelMonitor(
+            [("the colour of the apple is", "red", watched)], tokenizer, model_attr="lm", **name
+        )
+
+    apple, colour = monitor(["apple"]), monitor(["colour"], name="llm_colour")
+    check = PromptAttributionCheck(0.5, on_fail="raise", monitor_name="llm_colour")
+    with pytest.raises(AttributionRegressionError, match=r"llm_colour/mask_share/mean = 0.000 at step 4 .* below"):
+        fit(KeyModule(), tokenizer, [apple, colour, check])
+    assert [r["mask_share/mean"] for r in apple.history] == [1.0, 1.0]  # each its own values
+    assert [r["mask_share/mean"] for r in colour.history] == [0.0, 0.0]
+    assert check.monitor is colour and check.name == "llm_colour/mask_share/mean"
+    unnamed = PromptAttributionCheck(0.5)
+    with pytest.raises(MisconfigurationException, match=r"monitor_name: .* among \['llm', 'llm_colour'\], got None"):
+        fit(KeyModule(), tokenizer, [monitor(["apple"]), monitor(["colour"], name="llm_colour"), unnamed])
 
 
 def test_the_check_warns_or_stops(tokenizer):

@@ -365,6 +365,18 @@ def test_sharded_strategies_are_refused(name):
         monitor.setup(trainer, ShapesNet(), "fit")
 
 
+@pytest.mark.parametrize("name", list(SHARDED_REFUSERS))
+def test_a_second_monitor_of_a_kind_that_would_write_the_same_tags_is_refused(name):
+    # The attribution and influence monitors write fixed tags: one per Trainer. The others take a name=, and
+    # two with one name are refused (Lightning also refuses equal state keys, but a key may hold more).
+    first, second = SHARDED_REFUSERS[name](), SHARDED_REFUSERS[name]()
+    trainer = SimpleNamespace(strategy=object(), fast_dev_run=False, callbacks=[first, second])
+    named = name not in ("AttributionMonitor", "InfluenceMonitor")
+    expected = f"2 {name}s are named '{first.name}'" if named else f"the Trainer has 2 {name}s; they would write"
+    with pytest.raises(MisconfigurationException, match=f"{name}: {expected}"):
+        first.setup(trainer, ShapesNet(), "fit")
+
+
 def test_fast_dev_run_is_skipped(tmp_path):
     monitor = AttributionMonitor(["saliency"])
     L.seed_everything(0, verbose=False)
